@@ -1,0 +1,130 @@
+//! The callback API between guest and host: version, paths, headers, limits
+//! and the bodies that are not events or results.
+//!
+//! ```text
+//! GET  /v1/jobs/{id}/manifest   -> JobSpec
+//! POST /v1/jobs/{id}/events     EventBatch -> EventsAck
+//! PUT  /v1/jobs/{id}/artifacts  tar.gz stream -> ArtifactsAck
+//! POST /v1/jobs/{id}/result     JobResult -> ResultAck
+//! ```
+//! Every request carries `Authorization: Bearer <job token>` and
+//! [`PROTOCOL_HEADER`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ArtifactEntry, JobManifest, JobState};
+
+/// The protocol version both sides speak; the host refuses others.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Header carrying [`PROTOCOL_VERSION`].
+pub const PROTOCOL_HEADER: &str = "x-delegate-protocol";
+/// Largest `POST events` body the host accepts.
+pub const MAX_EVENTS_BODY: usize = 8 * 1024 * 1024;
+/// Most events in one batch.
+pub const MAX_EVENTS_PER_BATCH: usize = 4096;
+/// Largest `POST result` body the host accepts (tails are bounded).
+pub const MAX_RESULT_BODY: usize = 2 * 1024 * 1024;
+
+/// `/v1/jobs/{id}/manifest`
+pub fn manifest_path(job_id: &str) -> String {
+    format!("/v1/jobs/{job_id}/manifest")
+}
+
+/// `/v1/jobs/{id}/events`
+pub fn events_path(job_id: &str) -> String {
+    format!("/v1/jobs/{job_id}/events")
+}
+
+/// `/v1/jobs/{id}/artifacts`
+pub fn artifacts_path(job_id: &str) -> String {
+    format!("/v1/jobs/{job_id}/artifacts")
+}
+
+/// `/v1/jobs/{id}/result`
+pub fn result_path(job_id: &str) -> String {
+    format!("/v1/jobs/{job_id}/result")
+}
+
+/// Route templates for the host's router, in axum's syntax.
+pub mod routes {
+    /// Manifest route.
+    pub const MANIFEST: &str = "/v1/jobs/{id}/manifest";
+    /// Events route.
+    pub const EVENTS: &str = "/v1/jobs/{id}/events";
+    /// Artifacts route.
+    pub const ARTIFACTS: &str = "/v1/jobs/{id}/artifacts";
+    /// Result route.
+    pub const RESULT: &str = "/v1/jobs/{id}/result";
+}
+
+/// Job ids are UUIDs in practice; anything of letters, digits and `-` up to
+/// 64 characters is accepted so ids can never form a path or a query.
+pub fn is_valid_job_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Answer to `GET manifest`: the manifest and what the host decided for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job id.
+    pub job_id: String,
+    /// The manifest as submitted (secrets included: the guest needs them).
+    pub manifest: JobManifest,
+    /// Effective timeout for the agent, in seconds, after the host applied
+    /// its default and subtracted the time already spent provisioning.
+    pub timeout_seconds: u64,
+    /// How often to send heartbeats.
+    pub heartbeat_interval_seconds: u64,
+    /// Largest artifact upload the host accepts.
+    pub max_artifact_bytes: u64,
+}
+
+/// Answer to `PUT artifacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactsAck {
+    /// Bytes of the stored tar.gz.
+    pub size: u64,
+    /// SHA-256 of the stored tar.gz.
+    pub sha256: String,
+    /// The files in it.
+    pub entries: Vec<ArtifactEntry>,
+}
+
+/// Answer to `POST result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultAck {
+    /// The job's state after the result was applied. A result that arrives
+    /// after a timeout or a cancel is stored but does not change the state.
+    pub state: JobState,
+}
+
+/// Body of every error the callback API returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A stable code: `unauthorized`, `not_found`, `too_large`, `bad_request`,
+    /// `conflict`, `unsupported_protocol`, `internal`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_cannot_form_paths() {
+        assert!(is_valid_job_id("0f4c7e1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b"));
+        for bad in ["", "../x", "a/b", "a?b", "a b", &"a".repeat(65)] {
+            assert!(!is_valid_job_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_match_routes() {
+        assert_eq!(manifest_path("j"), routes::MANIFEST.replace("{id}", "j"));
+        assert_eq!(events_path("j"), routes::EVENTS.replace("{id}", "j"));
+        assert_eq!(artifacts_path("j"), routes::ARTIFACTS.replace("{id}", "j"));
+        assert_eq!(result_path("j"), routes::RESULT.replace("{id}", "j"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Sizes written the way people write them: `512M`, `2G`, `1.5G`, `1024`.
+
+/// Why a size did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a size like 512M or 2G")]
+pub struct SizeError(pub String);
+
+/// Parses a size with an optional binary unit (`K`, `M`, `G`, `T`, with
+/// optional `i` and `B`, any case) into bytes. A bare number is bytes.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let err = || SizeError(text.to_string());
+    let s = text.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return Err(err());
+    }
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit.strip_suffix('B').unwrap_or(&unit);
+    let unit = unit.strip_suffix('I').unwrap_or(unit);
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(err()),
+    };
+    let bytes = if let Some((whole, frac)) = number.split_once('.') {
+        let whole: u64 = whole.parse().map_err(|_| err())?;
+        if frac.contains('.') || frac.len() > 6 || multiplier == 1 {
+            return Err(err());
+        }
+        let frac_value: u64 = frac.parse().map_err(|_| err())?;
+        let scale = 10u64.pow(frac.len() as u32);
+        whole
+            .checked_mul(multiplier)
+            .and_then(|w| w.checked_add(frac_value * multiplier / scale))
+            .ok_or_else(err)?
+    } else {
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(multiplier))
+            .ok_or_else(err)?
+    };
+    Ok(bytes)
+}
+
+/// Formats bytes in the largest binary unit that divides them (`2G`, `1536M`).
+pub fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        for (text, bytes) in [
+            ("512M", 512 << 20),
+            ("2G", 2 << 30),
+            ("2g", 2 << 30),
+            ("2GiB", 2 << 30),
+            ("2GB", 2 << 30),
+            ("1.5G", 3 << 29),
+            ("1024", 1024),
+            ("10K", 10 << 10),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for text in [
+            "",
+            "G",
+            "2X",
+            "-1G",
+            "1..5G",
+            ".5G",
+            "5.G",
+            "1.5",
+            "99999999999T",
+            "2 G B x",
+        ] {
+            assert!(parse_size(text).is_err(), "{text} should not parse");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for bytes in [2u64 << 30, 1536 << 20, 1000, 1 << 40] {
+            assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The job manager: the only owner of job state.
+//!
+//! MCP tools, the person-facing CLI and the callback API all go through
+//! [`manager::JobManager`]; it validates, persists through the store, moves
+//! jobs through proto's transition function, schedules provisioning and
+//! enforces timeouts, heartbeat leases and cleanup.
+
+pub mod model;

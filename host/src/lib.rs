@@ -1,0 +1,8 @@
+//! delegate-host: an MCP server that runs each job in a throwaway VM.
+//!
+//! Start-up goes `config` → `store` → `provider` → `jobs` (the manager) →
+//! `callback` (the API guests report to) → `mcp` (what clients talk to).
+#![warn(missing_docs)]
+
+pub mod jobs;
+pub mod provider;

@@ -1,0 +1,130 @@
+//! Providers: where a job's VM comes from.
+//!
+//! One small trait: provision a VM for a job with its bootstrap, destroy it,
+//! list the VMs this host owns (for reconciliation after a restart), and say
+//! what isolation it gives. Everything else (placement, retries, clone
+//! strategy) stays inside each provider.
+
+use delegate_proto::{Bootstrap, JobManifest};
+use serde::{Deserialize, Serialize};
+
+/// A VM (or sandbox) that serves one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRef {
+    /// `local`, `proxmox` or `qemu`.
+    pub provider: String,
+    /// The provider's id: a VMID, a pid, an instance name.
+    pub id: String,
+    /// The node it runs on, for clustered providers.
+    pub node: Option<String>,
+}
+
+/// What kind of wall stands between a job and the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A hardware-virtualized (or emulated) VM.
+    Vm,
+    /// Linux namespaces around a process: not a VM.
+    ProcessSandbox,
+    /// No isolation at all (explicit opt-in only).
+    None,
+}
+
+impl Isolation {
+    /// A sentence for status output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Isolation::Vm => "virtual machine",
+            Isolation::ProcessSandbox => {
+                "process sandbox (user/mount/pid/ipc/uts namespaces), not a VM"
+            }
+            Isolation::None => "NONE: the job runs as a plain process on the host (unsandboxed opt-in)",
+        }
+    }
+}
+
+/// What the provider needs to start a job's VM.
+#[derive(Debug, Clone)]
+pub struct ProvisionRequest {
+    /// The job id.
+    pub job_id: String,
+    /// The manifest (for resources and template).
+    pub manifest: JobManifest,
+    /// What the guest needs to find its job.
+    pub bootstrap: Bootstrap,
+    /// Unix milliseconds after which the job is over, for VM metadata.
+    pub deadline_ms: i64,
+}
+
+/// A VM the provider found that carries this host's marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedVm {
+    /// The VM.
+    pub vm: VmRef,
+    /// The job it says it serves, if its metadata could be read.
+    pub job_id: Option<String>,
+    /// Its deadline from metadata, unix ms.
+    pub deadline_ms: Option<i64>,
+}
+
+/// Why a provider operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider cannot work in this environment (e.g. no namespaces).
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// Provisioning failed.
+    #[error("provisioning failed: {message}")]
+    Provision {
+        /// What went wrong.
+        message: String,
+        /// Whether trying again later may work.
+        retryable: bool,
+    },
+    /// Destroying failed.
+    #[error("destroying {vm} failed: {message}")]
+    Destroy {
+        /// The VM.
+        vm: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Anything else with a cause.
+    #[error("{context}: {source}")]
+    Other {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A source of VMs.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Short name: `local`, `proxmox`, `qemu`.
+    fn name(&self) -> &'static str;
+
+    /// The isolation every job on this provider gets.
+    fn isolation(&self) -> Isolation;
+
+    /// Creates and starts a VM for the job and hands it the bootstrap.
+    /// Returns once the guest has been given its bootstrap; the guest then
+    /// calls back on its own. Must be cancel-safe: if the future is dropped
+    /// the caller will call [`Provider::destroy`] with whatever was
+    /// reported through `on_created`.
+    async fn provision(
+        &self,
+        req: ProvisionRequest,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<VmRef, ProviderError>;
+
+    /// Stops and deletes the VM. Idempotent: destroying a VM that is gone
+    /// succeeds.
+    async fn destroy(&self, vm: &VmRef) -> Result<(), ProviderError>;
+
+    /// The VMs this host instance owns, for reconciliation.
+    async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError>;
+}

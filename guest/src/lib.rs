@@ -1,0 +1,3 @@
+//! delegate-guest: the runner inside a delegate VM.
+
+pub mod callback;

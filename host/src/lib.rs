@@ -4,5 +4,7 @@
 //! `callback` (the API guests report to) → `mcp` (what clients talk to).
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod jobs;
 pub mod provider;
+pub mod store;

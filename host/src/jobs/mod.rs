@@ -5,4 +5,11 @@
 //! jobs through proto's transition function, schedules provisioning and
 //! enforces timeouts, heartbeat leases and cleanup.
 
+pub mod change;
+pub mod error;
+pub mod manager;
 pub mod model;
+
+pub use change::{JobChange, JobChangeKind};
+pub use error::JobError;
+pub use manager::JobManager;

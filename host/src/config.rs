@@ -1,0 +1,632 @@
+//! Settings: flags and environment parsed into [`RawSettings`], then checked
+//! against the machine into [`Settings`].
+//!
+//! Two layers, as in ripgrep's low/high args: the raw layer only parses (clap
+//! with `env` on every field, so a flag and its variable are the same thing);
+//! [`Settings::resolve_with`] validates ranges, finds the guest binary and
+//! picks directories, naming the setting in every error. Nothing is read from
+//! globals after that: the engine gets an `Arc<Settings>`.
+
+mod env;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use delegate_proto::size::{format_size, parse_size};
+
+pub use env::MachineEnv;
+
+/// Which provider creates VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// No VM: a process sandbox on this machine (user/mount/pid/ipc/uts namespaces).
+    Local,
+    /// Proxmox VE over its REST API.
+    Proxmox,
+    /// Local QEMU.
+    Qemu,
+}
+
+impl ProviderKind {
+    /// The name used in settings and statuses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Proxmox => "proxmox",
+            ProviderKind::Qemu => "qemu",
+        }
+    }
+}
+
+/// Settings as given on the command line or in the environment; parsed only.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RawSettings {
+    /// Port of the callback API that guests report to.
+    #[arg(long, env = "CALLBACK_PORT", default_value_t = 8765)]
+    pub callback_port: u16,
+    /// Address the callback API listens on.
+    #[arg(long, env = "CALLBACK_HOST", default_value = "0.0.0.0")]
+    pub callback_host: String,
+    /// URL guests use to reach the callback API (the advertised address).
+    /// Default for the local provider: `http://127.0.0.1:<CALLBACK_PORT>`.
+    #[arg(long, env = "CALLBACK_URL")]
+    pub callback_url: Option<String>,
+    /// Template used when a manifest names none.
+    #[arg(long, env = "DEFAULT_VM_TEMPLATE")]
+    pub default_vm_template: Option<String>,
+    /// Job timeout in seconds when a manifest sets none.
+    #[arg(long, env = "DEFAULT_TIMEOUT", default_value_t = 3600)]
+    pub default_timeout: u64,
+    /// CPUs per VM when a manifest sets none.
+    #[arg(long, env = "DEFAULT_CPU", default_value_t = 2)]
+    pub default_cpu: u32,
+    /// Memory per VM when a manifest sets none (e.g. 2G).
+    #[arg(long, env = "DEFAULT_MEMORY", default_value = "2G")]
+    pub default_memory: String,
+    /// Disk per VM when a manifest sets none (e.g. 10G).
+    #[arg(long, env = "DEFAULT_DISK", default_value = "10G")]
+    pub default_disk: String,
+    /// A running job silent for this long is lost (failed, VM destroyed).
+    #[arg(long, env = "HEARTBEAT_THRESHOLD_SECONDS", default_value_t = 120)]
+    pub heartbeat_threshold_seconds: u64,
+    /// How often timeouts, leases, cleanup and retention are checked.
+    #[arg(long, env = "CLEANUP_INTERVAL_SECONDS", default_value_t = 30)]
+    pub cleanup_interval_seconds: u64,
+    /// Where VMs come from.
+    #[arg(long, env = "DELEGATE_PROVIDER", value_enum, default_value_t = ProviderKind::Local)]
+    pub provider: ProviderKind,
+    /// Directory for the job database, logs and artifacts.
+    /// Default: `$XDG_DATA_HOME/delegate` or `~/.local/share/delegate`.
+    #[arg(long, env = "DELEGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The `delegate-guest` binary (local provider).
+    /// Default: beside `delegate-host`, then `PATH`.
+    #[arg(long, env = "DELEGATE_GUEST_BIN")]
+    pub guest_bin: Option<PathBuf>,
+    /// Most VMs alive at once; more jobs wait as `pending`.
+    #[arg(long, env = "DELEGATE_MAX_RUNNING", default_value_t = 4)]
+    pub max_running: usize,
+    /// Most VMs being provisioned at once.
+    #[arg(long, env = "DELEGATE_MAX_PROVISIONING", default_value_t = 2)]
+    pub max_provisioning: usize,
+    /// Largest artifact upload per job (e.g. 1G).
+    #[arg(long, env = "DELEGATE_MAX_ARTIFACT_BYTES", default_value = "1G")]
+    pub max_artifact_bytes: String,
+    /// Most log bytes stored per job and stream (e.g. 1G).
+    #[arg(long, env = "DELEGATE_MAX_LOG_BYTES", default_value = "1G")]
+    pub max_log_bytes: String,
+    /// Finished jobs older than this many days are pruned (0: keep forever).
+    #[arg(long, env = "DELEGATE_RETENTION_DAYS", default_value_t = 7)]
+    pub retention_days: u64,
+    /// How often guests send heartbeats.
+    #[arg(
+        long,
+        env = "DELEGATE_HEARTBEAT_INTERVAL_SECONDS",
+        default_value_t = 10
+    )]
+    pub heartbeat_interval_seconds: u64,
+    /// After a cancel, how long a guest may still upload artifacts and its result.
+    #[arg(long, env = "DELEGATE_CANCEL_GRACE_SECONDS", default_value_t = 15)]
+    pub cancel_grace_seconds: u64,
+    /// Let the local provider run jobs without namespaces where they are not allowed.
+    #[arg(long, env = "DELEGATE_LOCAL_UNSANDBOXED")]
+    pub local_unsandboxed: bool,
+    /// Bearer token required by `serve --http`.
+    #[arg(long, env = "DELEGATE_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
+    /// File holding the bearer token for `serve --http`.
+    #[arg(long, env = "DELEGATE_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
+    /// Host names `serve --http` answers to (comma-separated).
+    #[arg(
+        long,
+        env = "DELEGATE_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,[::1]"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed beyond the same host (comma-separated).
+    #[arg(long, env = "DELEGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// `wait_for_job` wait when the client gives none, in seconds.
+    #[arg(long, env = "DELEGATE_WAIT_DEFAULT_SECONDS", default_value_t = 25)]
+    pub wait_default_seconds: u64,
+    /// Longest `wait_for_job` wait, in seconds (keep well under clients' ~60 s).
+    #[arg(long, env = "DELEGATE_WAIT_MAX_SECONDS", default_value_t = 50)]
+    pub wait_max_seconds: u64,
+    /// Largest artifact served as an MCP resource (e.g. 4M).
+    #[arg(long, env = "DELEGATE_MAX_RESOURCE_BYTES", default_value = "4M")]
+    pub max_resource_bytes: String,
+}
+
+/// A setting that failed validation.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of range or malformed.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// The environment variable naming the setting.
+        setting: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+    /// A file named by a setting could not be read.
+    #[error("{setting}: cannot read {}: {source}", path.display())]
+    Read {
+        /// The setting.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// A secret that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(delegate_proto::REDACTED)
+    }
+}
+
+/// Validated settings; what the engine runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the callback API listens.
+    pub callback_bind: SocketAddr,
+    /// The URL guests are told to call.
+    pub callback_url: String,
+    /// True when `callback_url` was derived from the bind address, so the
+    /// engine may fix its port after binding port 0.
+    pub callback_url_derived: bool,
+    /// Template for manifests that name none.
+    pub default_vm_template: Option<String>,
+    /// Default job timeout.
+    pub default_timeout: Duration,
+    /// Default CPUs.
+    pub default_cpu: u32,
+    /// Default memory in bytes.
+    pub default_memory: u64,
+    /// Default disk in bytes.
+    pub default_disk: u64,
+    /// Heartbeat lease.
+    pub heartbeat_threshold: Duration,
+    /// Period of the housekeeping loop.
+    pub cleanup_interval: Duration,
+    /// The provider.
+    pub provider: ProviderKind,
+    /// The data directory (absolute).
+    pub data_dir: PathBuf,
+    /// The guest binary; always set for the local provider.
+    pub guest_bin: Option<PathBuf>,
+    /// Concurrent VM limit.
+    pub max_running: usize,
+    /// Concurrent provisioning limit.
+    pub max_provisioning: usize,
+    /// Artifact upload cap.
+    pub max_artifact_bytes: u64,
+    /// Log cap per job and stream.
+    pub max_log_bytes: u64,
+    /// Age after which finished jobs are pruned; `None` keeps them.
+    pub retention: Option<Duration>,
+    /// Heartbeat period sent to guests.
+    pub heartbeat_interval: Duration,
+    /// Grace after a cancel for the guest's last uploads.
+    pub cancel_grace: Duration,
+    /// Local provider may run without namespaces.
+    pub local_unsandboxed: bool,
+    /// Bearer token for `serve --http`.
+    pub http_token: Option<Secret>,
+    /// Host names `serve --http` answers to.
+    pub allowed_hosts: Vec<String>,
+    /// Extra allowed origins.
+    pub allowed_origins: Vec<String>,
+    /// Default `wait_for_job` wait.
+    pub wait_default: Duration,
+    /// Longest `wait_for_job` wait.
+    pub wait_max: Duration,
+    /// Largest artifact served as an MCP resource.
+    pub max_resource_bytes: u64,
+}
+
+/// Client tool calls time out around 60 s; a wait must end well before.
+const WAIT_CEILING_SECONDS: u64 = 55;
+
+impl Settings {
+    /// Resolves against this process's environment.
+    pub fn resolve(raw: RawSettings) -> Result<Settings, ConfigError> {
+        Settings::resolve_with(raw, &MachineEnv::current())
+    }
+
+    /// Resolves against the given environment (tests feed their own).
+    pub fn resolve_with(raw: RawSettings, machine: &MachineEnv) -> Result<Settings, ConfigError> {
+        let host: IpAddr = raw.callback_host.trim().parse().map_err(|_| {
+            invalid(
+                "CALLBACK_HOST",
+                format!("{:?} is not an IP address", raw.callback_host),
+            )
+        })?;
+        let callback_bind = SocketAddr::new(host, raw.callback_port);
+        let (callback_url, callback_url_derived) = match raw.callback_url {
+            Some(url) => (check_url(&url)?, false),
+            None => (derive_callback_url(raw.provider, callback_bind)?, true),
+        };
+
+        let positive = |setting: &'static str, v: u64| {
+            if v == 0 {
+                Err(invalid(setting, "must be at least 1"))
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        if raw.default_timeout > delegate_proto::manifest::MAX_TIMEOUT_SECONDS {
+            return Err(invalid(
+                "DEFAULT_TIMEOUT",
+                format!(
+                    "{} s is more than the longest job timeout, {} s",
+                    raw.default_timeout,
+                    delegate_proto::manifest::MAX_TIMEOUT_SECONDS
+                ),
+            ));
+        }
+        let default_timeout = positive("DEFAULT_TIMEOUT", raw.default_timeout)?;
+        if raw.default_cpu == 0 || u64::from(raw.default_cpu) > delegate_proto::manifest::MAX_CPU {
+            return Err(invalid(
+                "DEFAULT_CPU",
+                format!("must be 1..={}", delegate_proto::manifest::MAX_CPU),
+            ));
+        }
+        let heartbeat_threshold = positive(
+            "HEARTBEAT_THRESHOLD_SECONDS",
+            raw.heartbeat_threshold_seconds,
+        )?;
+        let heartbeat_interval = positive(
+            "DELEGATE_HEARTBEAT_INTERVAL_SECONDS",
+            raw.heartbeat_interval_seconds,
+        )?;
+        if heartbeat_interval * 2 > heartbeat_threshold {
+            return Err(invalid(
+                "DELEGATE_HEARTBEAT_INTERVAL_SECONDS",
+                format!(
+                    "{} s leaves no margin under HEARTBEAT_THRESHOLD_SECONDS ({} s): \
+                     use at most half of it",
+                    raw.heartbeat_interval_seconds, raw.heartbeat_threshold_seconds
+                ),
+            ));
+        }
+        let cleanup_interval = positive("CLEANUP_INTERVAL_SECONDS", raw.cleanup_interval_seconds)?;
+        if raw.max_running == 0 {
+            return Err(invalid("DELEGATE_MAX_RUNNING", "must be at least 1"));
+        }
+        if raw.max_provisioning == 0 {
+            return Err(invalid("DELEGATE_MAX_PROVISIONING", "must be at least 1"));
+        }
+        let wait_default = positive("DELEGATE_WAIT_DEFAULT_SECONDS", raw.wait_default_seconds)?;
+        let wait_max = positive("DELEGATE_WAIT_MAX_SECONDS", raw.wait_max_seconds)?;
+        if raw.wait_max_seconds > WAIT_CEILING_SECONDS {
+            return Err(invalid(
+                "DELEGATE_WAIT_MAX_SECONDS",
+                format!(
+                    "{} s would outlast clients' tool timeouts (about 60 s); use at most {WAIT_CEILING_SECONDS}",
+                    raw.wait_max_seconds
+                ),
+            ));
+        }
+        if wait_default > wait_max {
+            return Err(invalid(
+                "DELEGATE_WAIT_DEFAULT_SECONDS",
+                "must not exceed DELEGATE_WAIT_MAX_SECONDS",
+            ));
+        }
+
+        let data_dir = match raw.data_dir {
+            Some(dir) => absolute("DELEGATE_DATA_DIR", &dir, machine)?,
+            None => machine.default_data_dir().ok_or_else(|| {
+                invalid(
+                    "DELEGATE_DATA_DIR",
+                    "not set, and neither XDG_DATA_HOME nor HOME is set to derive it from",
+                )
+            })?,
+        };
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(invalid(
+                "DELEGATE_DATA_DIR",
+                format!("{} exists and is not a directory", data_dir.display()),
+            ));
+        }
+
+        let guest_bin = match (raw.guest_bin, raw.provider) {
+            (Some(path), _) => {
+                let path = absolute("DELEGATE_GUEST_BIN", &path, machine)?;
+                if !env::is_executable(&path) {
+                    return Err(invalid(
+                        "DELEGATE_GUEST_BIN",
+                        format!("{} is not an executable file", path.display()),
+                    ));
+                }
+                Some(path)
+            }
+            (None, ProviderKind::Local) => Some(machine.find_guest().ok_or_else(|| {
+                invalid(
+                    "DELEGATE_GUEST_BIN",
+                    "delegate-guest was found neither beside delegate-host nor on PATH; \
+                     build it (cargo build -p delegate-guest) or set DELEGATE_GUEST_BIN",
+                )
+            })?),
+            (None, _) => None,
+        };
+
+        let http_token = match (raw.http_token, raw.http_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "DELEGATE_HTTP_TOKEN_FILE",
+                    "set either DELEGATE_HTTP_TOKEN or DELEGATE_HTTP_TOKEN_FILE, not both",
+                ));
+            }
+            (Some(t), None) => Some(check_token("DELEGATE_HTTP_TOKEN", t)?),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    setting: "DELEGATE_HTTP_TOKEN_FILE",
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(check_token(
+                    "DELEGATE_HTTP_TOKEN_FILE",
+                    text.trim().to_string(),
+                )?)
+            }
+            (None, None) => None,
+        };
+
+        let allowed_hosts = clean_list(raw.allowed_hosts);
+        if allowed_hosts.is_empty() {
+            return Err(invalid(
+                "DELEGATE_ALLOWED_HOSTS",
+                "must name at least one host",
+            ));
+        }
+
+        Ok(Settings {
+            callback_bind,
+            callback_url,
+            callback_url_derived,
+            default_vm_template: raw.default_vm_template.filter(|t| !t.trim().is_empty()),
+            default_timeout,
+            default_cpu: raw.default_cpu,
+            default_memory: size("DEFAULT_MEMORY", &raw.default_memory)?,
+            default_disk: size("DEFAULT_DISK", &raw.default_disk)?,
+            heartbeat_threshold,
+            cleanup_interval,
+            provider: raw.provider,
+            data_dir,
+            guest_bin,
+            max_running: raw.max_running,
+            max_provisioning: raw.max_provisioning,
+            max_artifact_bytes: size("DELEGATE_MAX_ARTIFACT_BYTES", &raw.max_artifact_bytes)?,
+            max_log_bytes: size("DELEGATE_MAX_LOG_BYTES", &raw.max_log_bytes)?,
+            retention: (raw.retention_days > 0)
+                .then(|| Duration::from_secs(raw.retention_days.saturating_mul(86_400))),
+            heartbeat_interval,
+            cancel_grace: Duration::from_secs(raw.cancel_grace_seconds),
+            local_unsandboxed: raw.local_unsandboxed,
+            http_token,
+            allowed_hosts,
+            allowed_origins: clean_list(raw.allowed_origins),
+            wait_default,
+            wait_max,
+            max_resource_bytes: size("DELEGATE_MAX_RESOURCE_BYTES", &raw.max_resource_bytes)?,
+        })
+    }
+
+    /// Settings for tests and benchmarks: everything at its default, the
+    /// data under `data_dir`, the callback API on 127.0.0.1 port 0.
+    pub fn for_tests(data_dir: &Path, guest_bin: Option<PathBuf>) -> Settings {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            raw: RawSettings,
+        }
+        // Parsing an empty command line still reads the environment; the
+        // values below override whatever matters for isolation.
+        let mut raw = Wrapper::try_parse_from(["delegate-host"])
+            .unwrap_or_else(|e| panic!("test settings: the environment does not parse: {e}"))
+            .raw;
+        raw.callback_host = "127.0.0.1".into();
+        raw.callback_port = 0;
+        raw.callback_url = None;
+        raw.provider = ProviderKind::Local;
+        raw.data_dir = Some(data_dir.to_path_buf());
+        raw.http_token = None;
+        raw.http_token_file = None;
+        let machine = MachineEnv::current();
+        // Resolution insists on an executable guest for the local provider;
+        // tests that use a provider double have none, so any executable
+        // stands in and is removed again below.
+        raw.guest_bin = guest_bin.clone().or(machine.current_exe.clone());
+        let mut s = Settings::resolve_with(raw, &machine)
+            .unwrap_or_else(|e| panic!("test settings failed to resolve: {e}"));
+        s.guest_bin = guest_bin;
+        s
+    }
+
+    /// The effective settings as `(variable, value)` pairs, secrets masked,
+    /// for `delegate-host config`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        let secs = |d: Duration| d.as_secs().to_string();
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "(none)".into(), |p| p.display().to_string())
+        };
+        vec![
+            ("CALLBACK_HOST", self.callback_bind.ip().to_string()),
+            ("CALLBACK_PORT", self.callback_bind.port().to_string()),
+            ("CALLBACK_URL", self.callback_url.clone()),
+            ("DEFAULT_VM_TEMPLATE", opt(&self.default_vm_template)),
+            ("DEFAULT_TIMEOUT", secs(self.default_timeout)),
+            ("DEFAULT_CPU", self.default_cpu.to_string()),
+            ("DEFAULT_MEMORY", format_size(self.default_memory)),
+            ("DEFAULT_DISK", format_size(self.default_disk)),
+            (
+                "HEARTBEAT_THRESHOLD_SECONDS",
+                secs(self.heartbeat_threshold),
+            ),
+            ("CLEANUP_INTERVAL_SECONDS", secs(self.cleanup_interval)),
+            ("DELEGATE_PROVIDER", self.provider.as_str().into()),
+            ("DELEGATE_DATA_DIR", self.data_dir.display().to_string()),
+            ("DELEGATE_GUEST_BIN", path(&self.guest_bin)),
+            ("DELEGATE_MAX_RUNNING", self.max_running.to_string()),
+            (
+                "DELEGATE_MAX_PROVISIONING",
+                self.max_provisioning.to_string(),
+            ),
+            (
+                "DELEGATE_MAX_ARTIFACT_BYTES",
+                format_size(self.max_artifact_bytes),
+            ),
+            ("DELEGATE_MAX_LOG_BYTES", format_size(self.max_log_bytes)),
+            (
+                "DELEGATE_RETENTION_DAYS",
+                self.retention
+                    .map_or_else(|| "0".into(), |d| (d.as_secs() / 86_400).to_string()),
+            ),
+            (
+                "DELEGATE_HEARTBEAT_INTERVAL_SECONDS",
+                secs(self.heartbeat_interval),
+            ),
+            ("DELEGATE_CANCEL_GRACE_SECONDS", secs(self.cancel_grace)),
+            (
+                "DELEGATE_LOCAL_UNSANDBOXED",
+                self.local_unsandboxed.to_string(),
+            ),
+            (
+                "DELEGATE_HTTP_TOKEN",
+                self.http_token
+                    .as_ref()
+                    .map_or_else(|| "(none)".into(), |_| delegate_proto::REDACTED.into()),
+            ),
+            ("DELEGATE_ALLOWED_HOSTS", self.allowed_hosts.join(",")),
+            ("DELEGATE_ALLOWED_ORIGINS", self.allowed_origins.join(",")),
+            ("DELEGATE_WAIT_DEFAULT_SECONDS", secs(self.wait_default)),
+            ("DELEGATE_WAIT_MAX_SECONDS", secs(self.wait_max)),
+            (
+                "DELEGATE_MAX_RESOURCE_BYTES",
+                format_size(self.max_resource_bytes),
+            ),
+        ]
+    }
+}
+
+fn size(setting: &'static str, text: &str) -> Result<u64, ConfigError> {
+    match parse_size(text) {
+        Ok(0) => Err(invalid(setting, "must be more than 0 bytes")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(invalid(setting, e.to_string())),
+    }
+}
+
+fn check_url(url: &str) -> Result<String, ConfigError> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            invalid(
+                "CALLBACK_URL",
+                format!("{url:?} must start with http:// or https://"),
+            )
+        })?;
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(invalid(
+            "CALLBACK_URL",
+            format!("{url:?} must be a base URL like http://10.0.0.1:8765"),
+        ));
+    }
+    Ok(url.to_string())
+}
+
+fn derive_callback_url(provider: ProviderKind, bind: SocketAddr) -> Result<String, ConfigError> {
+    let port = bind.port();
+    match (provider, bind.ip()) {
+        (ProviderKind::Local, ip) if ip.is_unspecified() || ip.is_loopback() => {
+            Ok(format!("http://127.0.0.1:{port}"))
+        }
+        (_, ip) if !ip.is_unspecified() && !ip.is_loopback() => Ok(match ip {
+            IpAddr::V4(v4) => format!("http://{v4}:{port}"),
+            IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+        }),
+        (ProviderKind::Local, ip) => Ok(format!("http://{ip}:{port}")),
+        (p, _) => Err(invalid(
+            "CALLBACK_URL",
+            format!(
+                "must be set for the {} provider when CALLBACK_HOST is {}: \
+                 VMs need an address of this host that they can reach",
+                p.as_str(),
+                bind.ip()
+            ),
+        )),
+    }
+}
+
+fn check_token(setting: &'static str, token: String) -> Result<Secret, ConfigError> {
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            setting,
+            "the token must be at least 16 printable characters without spaces",
+        ));
+    }
+    Ok(Secret(token))
+}
+
+fn absolute(
+    setting: &'static str,
+    path: &Path,
+    machine: &MachineEnv,
+) -> Result<PathBuf, ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(invalid(setting, "is empty"));
+    }
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    machine
+        .cwd
+        .as_ref()
+        .map(|cwd| cwd.join(path))
+        .ok_or_else(|| invalid(setting, "is relative and the current directory is unknown"))
+}
+
+fn clean_list(items: Vec<String>) -> Vec<String> {
+    items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,8 @@
 //! what isolation it gives. Everything else (placement, retries, clone
 //! strategy) stays inside each provider.
 
+pub mod proxmox;
+
 use delegate_proto::{Bootstrap, JobManifest};
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,876 @@
+//! Proxmox settings: [`ProxmoxArgs`] (flags and environment, parsed only)
+//! resolved into [`ProxmoxSettings`] (validated, with the origin of every
+//! credential recorded so start-up can say where it came from).
+//!
+//! Users of the original delegation server configured Proxmox through
+//! mcp-proxmox-admin; when our own `PROXMOX_URL`/token are absent, the host
+//! and token are taken from that server's configuration (see [`super::migrate`]).
+
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::migrate::{self, AdminConfig};
+
+/// How to clone the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CloneMode {
+    /// Linked clone when the source is a template on storage that supports it,
+    /// full clone otherwise.
+    #[default]
+    Auto,
+    /// Always a linked clone; fail when it is impossible.
+    Linked,
+    /// Always a full clone.
+    Full,
+}
+
+impl CloneMode {
+    /// The setting's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloneMode::Auto => "auto",
+            CloneMode::Linked => "linked",
+            CloneMode::Full => "full",
+        }
+    }
+}
+
+/// Proxmox settings as given on the command line or in the environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProxmoxArgs {
+    /// Proxmox VE API base URL, e.g. `https://pve.example:8006`.
+    #[arg(long = "proxmox-url", env = "PROXMOX_URL")]
+    pub url: Option<String>,
+    /// API token id, `USER@REALM!TOKENNAME`.
+    #[arg(long = "proxmox-token-id", env = "PROXMOX_TOKEN_ID")]
+    pub token_id: Option<String>,
+    /// API token secret (a UUID).
+    #[arg(
+        long = "proxmox-token-secret",
+        env = "PROXMOX_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub token_secret: Option<String>,
+    /// File holding the API token secret.
+    #[arg(long = "proxmox-token-secret-file", env = "PROXMOX_TOKEN_SECRET_FILE")]
+    pub token_secret_file: Option<PathBuf>,
+    /// User for ticket authentication, `USER@REALM` (instead of a token).
+    #[arg(long = "proxmox-user", env = "PROXMOX_USER")]
+    pub user: Option<String>,
+    /// Password for ticket authentication.
+    #[arg(
+        long = "proxmox-password",
+        env = "PROXMOX_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// PEM file with the CA that signed the API's certificate.
+    #[arg(long = "proxmox-ca-file", env = "PROXMOX_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Pinned SHA-256 fingerprints of the API certificate (colon-separated
+    /// hex; several comma-separated).
+    #[arg(long = "proxmox-fingerprint", env = "PROXMOX_FINGERPRINT")]
+    pub fingerprint: Option<String>,
+    /// Skip TLS verification (explicit opt-in; logged at every start).
+    #[arg(
+        long = "proxmox-insecure",
+        env = "PROXMOX_INSECURE",
+        value_parser = parse_flag,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_value = "0",
+        default_missing_value = "1"
+    )]
+    pub insecure: bool,
+    /// Nodes that may run jobs (comma-separated; default all online).
+    #[arg(long = "proxmox-nodes", env = "PROXMOX_NODES")]
+    pub nodes: Option<String>,
+    /// Pool the VMs are added to.
+    #[arg(long = "proxmox-pool", env = "PROXMOX_POOL")]
+    pub pool: Option<String>,
+    /// Target storage for full clones.
+    #[arg(long = "proxmox-storage", env = "PROXMOX_STORAGE")]
+    pub storage: Option<String>,
+    /// Bridge the template's NIC must use (checked by `doctor`).
+    #[arg(long = "proxmox-bridge", env = "PROXMOX_BRIDGE")]
+    pub bridge: Option<String>,
+    /// VMIDs this host may allocate, `FIRST-LAST`.
+    #[arg(
+        long = "proxmox-vmid-range",
+        env = "PROXMOX_VMID_RANGE",
+        default_value = "90000-90999"
+    )]
+    pub vmid_range: String,
+    /// Clone strategy.
+    #[arg(long = "proxmox-clone", env = "PROXMOX_CLONE", value_enum, default_value_t = CloneMode::Auto)]
+    pub clone: CloneMode,
+    /// Path of mcp-proxmox-admin (`.../dist/index.js`); its configuration
+    /// supplies the host and token when ours are not set.
+    #[arg(long = "proxmox-admin-path", env = "PROXMOX_ADMIN_PATH")]
+    pub admin_path: Option<PathBuf>,
+    /// How long to wait for a started VM's guest agent, in seconds.
+    #[arg(
+        long = "proxmox-agent-wait-seconds",
+        env = "PROXMOX_AGENT_WAIT_SECONDS",
+        default_value_t = 600
+    )]
+    pub agent_wait_seconds: u64,
+    /// Most clones running at once on one node.
+    #[arg(
+        long = "proxmox-max-clones-per-node",
+        env = "PROXMOX_MAX_CLONES_PER_NODE",
+        default_value_t = 2
+    )]
+    pub max_clones_per_node: usize,
+    /// Most clones running at once onto one storage.
+    #[arg(
+        long = "proxmox-max-clones-per-storage",
+        env = "PROXMOX_MAX_CLONES_PER_STORAGE",
+        default_value_t = 4
+    )]
+    pub max_clones_per_storage: usize,
+    /// A VM of ours still locked `clone` after this many seconds is reported.
+    #[arg(
+        long = "proxmox-clone-lock-grace-seconds",
+        env = "PROXMOX_CLONE_LOCK_GRACE_SECONDS",
+        default_value_t = 900
+    )]
+    pub clone_lock_grace_seconds: u64,
+    /// Name of this host instance in VM tags (`delegate-<instance>`);
+    /// default: the machine's host name.
+    #[arg(long = "proxmox-instance", env = "PROXMOX_INSTANCE")]
+    pub instance: Option<String>,
+}
+
+fn parse_flag(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("expected 1 or 0 (true/false), got {other:?}")),
+    }
+}
+
+/// A secret that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for the request that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(delegate_proto::REDACTED)
+    }
+}
+
+/// How the client authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `Authorization: PVEAPIToken=USER@REALM!NAME=SECRET`.
+    Token {
+        /// `USER@REALM!NAME`.
+        id: String,
+        /// The secret.
+        secret: Secret,
+    },
+    /// A ticket from `POST /access/ticket`, renewed before it expires.
+    Ticket {
+        /// `USER@REALM`.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+}
+
+impl Credentials {
+    /// The user or token id, for messages.
+    pub fn principal(&self) -> &str {
+        match self {
+            Credentials::Token { id, .. } => id,
+            Credentials::Ticket { user, .. } => user,
+        }
+    }
+}
+
+/// How the server's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    /// PEM bytes of a CA to trust (instead of the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Where `ca_pem` came from.
+    pub ca_file: Option<PathBuf>,
+    /// Accepted SHA-256 fingerprints of the server's leaf certificate.
+    pub fingerprints: Vec<[u8; 32]>,
+    /// Accept any certificate.
+    pub insecure: bool,
+}
+
+/// Validated Proxmox settings.
+#[derive(Debug, Clone)]
+pub struct ProxmoxSettings {
+    /// API base, `https://host:port` without a trailing slash.
+    pub url: String,
+    /// How to authenticate.
+    pub credentials: Credentials,
+    /// Certificate checks.
+    pub tls: TlsSettings,
+    /// Nodes allowed to run jobs; `None` means every online node.
+    pub nodes: Option<Vec<String>>,
+    /// Pool for new VMs.
+    pub pool: Option<String>,
+    /// Target storage for full clones.
+    pub storage: Option<String>,
+    /// Bridge the VMs use (for `doctor`).
+    pub bridge: Option<String>,
+    /// VMIDs we may allocate.
+    pub vmid_range: RangeInclusive<u32>,
+    /// Clone strategy.
+    pub clone: CloneMode,
+    /// Budget for the guest agent to answer after start.
+    pub agent_wait: Duration,
+    /// Concurrent clones per node.
+    pub max_clones_per_node: usize,
+    /// Concurrent clones per target storage.
+    pub max_clones_per_storage: usize,
+    /// How long `lock: clone` may last before it is reported.
+    pub clone_lock_grace: Duration,
+    /// This host's instance name as it appears in tags (lower-case).
+    pub instance: String,
+    /// Where the URL and credentials came from, one sentence each, for the
+    /// start-up log.
+    pub origins: Vec<String>,
+}
+
+/// A Proxmox setting that failed validation.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxmoxConfigError {
+    /// A value is missing, out of range or malformed.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// The environment variable naming the setting.
+        setting: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+    /// A file named by a setting could not be read.
+    #[error("{setting}: cannot read {}: {source}", path.display())]
+    Read {
+        /// The setting.
+        setting: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// mcp-proxmox-admin's configuration was found but is unusable.
+    #[error("mcp-proxmox-admin configuration {origin}: {message}")]
+    Migration {
+        /// The file or variable.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ProxmoxConfigError {
+    ProxmoxConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// What resolution reads from the outside world, so tests can feed it.
+pub trait Environment {
+    /// An environment variable.
+    fn var(&self, name: &str) -> Option<String>;
+    /// A file's contents.
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>>;
+    /// The working directory.
+    fn cwd(&self) -> Option<PathBuf>;
+    /// The machine's host name.
+    fn hostname(&self) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    fn cwd(&self) -> Option<PathBuf> {
+        std::env::current_dir().ok()
+    }
+    fn hostname(&self) -> Option<String> {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+    }
+}
+
+impl ProxmoxArgs {
+    /// Validates against the real environment.
+    pub fn resolve(&self) -> Result<ProxmoxSettings, ProxmoxConfigError> {
+        self.resolve_with(&ProcessEnvironment)
+    }
+
+    /// Validates; every error names the setting.
+    pub fn resolve_with(
+        &self,
+        env: &dyn Environment,
+    ) -> Result<ProxmoxSettings, ProxmoxConfigError> {
+        let mut origins = Vec::new();
+        let admin = if self.url.is_none() || !self.has_own_credentials() {
+            migrate::discover(self.admin_path.as_deref(), env)?
+        } else {
+            None
+        };
+
+        let url = match (&self.url, &admin) {
+            (Some(url), _) => {
+                origins.push("PROXMOX_URL from flags/environment".to_string());
+                check_url(url)?
+            }
+            (None, Some(AdminConfig { url: Some(url), .. })) => {
+                origins.push(format!(
+                    "PROXMOX_URL {url} taken from mcp-proxmox-admin ({})",
+                    admin.as_ref().map_or("", |a| a.url_origin.as_str())
+                ));
+                check_url(url)?
+            }
+            (None, _) => {
+                return Err(invalid(
+                    "PROXMOX_URL",
+                    "required with DELEGATE_PROVIDER=proxmox (e.g. https://pve.example:8006); \
+                     no mcp-proxmox-admin configuration was found either",
+                ));
+            }
+        };
+
+        let credentials = self.credentials(env, admin.as_ref(), &mut origins)?;
+        let tls = self.tls(env, admin.as_ref(), &mut origins)?;
+
+        let nodes = match self.nodes.as_deref().map(split_list) {
+            None => None,
+            Some(list) if list.is_empty() => None,
+            Some(list) => {
+                for n in &list {
+                    if !is_node_name(n) {
+                        return Err(invalid(
+                            "PROXMOX_NODES",
+                            format!("{n:?} is not a node name (letters, digits, '-', '.')"),
+                        ));
+                    }
+                }
+                Some(list)
+            }
+        };
+        let pool = optional_id("PROXMOX_POOL", self.pool.as_deref(), is_pool_id)?;
+        let storage = optional_id("PROXMOX_STORAGE", self.storage.as_deref(), is_storage_id)?;
+        let bridge = optional_id("PROXMOX_BRIDGE", self.bridge.as_deref(), is_storage_id)?;
+        let vmid_range = parse_vmid_range(&self.vmid_range)?;
+
+        if self.agent_wait_seconds == 0 || self.agent_wait_seconds > 24 * 3600 {
+            return Err(invalid(
+                "PROXMOX_AGENT_WAIT_SECONDS",
+                "must be between 1 and 86400",
+            ));
+        }
+        if self.max_clones_per_node == 0 {
+            return Err(invalid("PROXMOX_MAX_CLONES_PER_NODE", "must be at least 1"));
+        }
+        if self.max_clones_per_storage == 0 {
+            return Err(invalid(
+                "PROXMOX_MAX_CLONES_PER_STORAGE",
+                "must be at least 1",
+            ));
+        }
+        if self.clone_lock_grace_seconds == 0 {
+            return Err(invalid(
+                "PROXMOX_CLONE_LOCK_GRACE_SECONDS",
+                "must be at least 1",
+            ));
+        }
+        let instance = match &self.instance {
+            Some(name) => {
+                let tag = tag_safe(name);
+                if tag.is_empty() {
+                    return Err(invalid(
+                        "PROXMOX_INSTANCE",
+                        "must contain letters or digits",
+                    ));
+                }
+                tag
+            }
+            None => {
+                let tag = tag_safe(&env.hostname().unwrap_or_default());
+                if tag.is_empty() {
+                    "host".to_string()
+                } else {
+                    tag
+                }
+            }
+        };
+
+        Ok(ProxmoxSettings {
+            url,
+            credentials,
+            tls,
+            nodes,
+            pool,
+            storage,
+            bridge,
+            vmid_range,
+            clone: self.clone,
+            agent_wait: Duration::from_secs(self.agent_wait_seconds),
+            max_clones_per_node: self.max_clones_per_node,
+            max_clones_per_storage: self.max_clones_per_storage,
+            clone_lock_grace: Duration::from_secs(self.clone_lock_grace_seconds),
+            instance,
+            origins,
+        })
+    }
+
+    fn has_own_credentials(&self) -> bool {
+        self.token_id.is_some() || self.user.is_some()
+    }
+
+    fn credentials(
+        &self,
+        env: &dyn Environment,
+        admin: Option<&AdminConfig>,
+        origins: &mut Vec<String>,
+    ) -> Result<Credentials, ProxmoxConfigError> {
+        if self.token_id.is_some() && self.user.is_some() {
+            return Err(invalid(
+                "PROXMOX_TOKEN_ID",
+                "set either an API token (PROXMOX_TOKEN_ID) or a user (PROXMOX_USER), not both",
+            ));
+        }
+        if let Some(id) = &self.token_id {
+            check_token_id("PROXMOX_TOKEN_ID", id)?;
+            let secret = match (&self.token_secret, &self.token_secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "PROXMOX_TOKEN_SECRET",
+                        "set PROXMOX_TOKEN_SECRET or PROXMOX_TOKEN_SECRET_FILE, not both",
+                    ));
+                }
+                (Some(s), None) => s.trim().to_string(),
+                (None, Some(path)) => {
+                    let bytes = env.read(path).map_err(|source| ProxmoxConfigError::Read {
+                        setting: "PROXMOX_TOKEN_SECRET_FILE",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    String::from_utf8_lossy(&bytes).trim().to_string()
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "PROXMOX_TOKEN_SECRET",
+                        "PROXMOX_TOKEN_ID is set but neither PROXMOX_TOKEN_SECRET nor \
+                         PROXMOX_TOKEN_SECRET_FILE is",
+                    ));
+                }
+            };
+            check_secret("PROXMOX_TOKEN_SECRET", &secret)?;
+            origins.push(format!("API token {id} from flags/environment"));
+            return Ok(Credentials::Token {
+                id: id.clone(),
+                secret: Secret::new(secret),
+            });
+        }
+        if let Some(user) = &self.user {
+            check_user_id("PROXMOX_USER", user)?;
+            let Some(password) = self.password.clone().filter(|p| !p.is_empty()) else {
+                return Err(invalid(
+                    "PROXMOX_PASSWORD",
+                    "PROXMOX_USER is set but PROXMOX_PASSWORD is not",
+                ));
+            };
+            origins.push(format!("ticket login as {user} from flags/environment"));
+            return Ok(Credentials::Ticket {
+                user: user.clone(),
+                password: Secret::new(password),
+            });
+        }
+        if self.token_secret.is_some() || self.token_secret_file.is_some() {
+            return Err(invalid(
+                "PROXMOX_TOKEN_ID",
+                "a token secret is set but PROXMOX_TOKEN_ID is not",
+            ));
+        }
+        if let Some(a) = admin
+            && let (Some(id), Some(secret)) = (&a.token_id, &a.token_secret)
+        {
+            check_token_id("PROXMOX_TOKEN_ID", id).map_err(|e| ProxmoxConfigError::Migration {
+                origin: a.token_origin.clone(),
+                message: e.to_string(),
+            })?;
+            check_secret("PROXMOX_TOKEN_SECRET", secret).map_err(|e| {
+                ProxmoxConfigError::Migration {
+                    origin: a.token_origin.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            origins.push(format!(
+                "API token {id} taken from mcp-proxmox-admin ({})",
+                a.token_origin
+            ));
+            let _ = env;
+            return Ok(Credentials::Token {
+                id: id.clone(),
+                secret: Secret::new(secret.clone()),
+            });
+        }
+        Err(invalid(
+            "PROXMOX_TOKEN_ID",
+            "no credentials: set PROXMOX_TOKEN_ID with PROXMOX_TOKEN_SECRET (or \
+             PROXMOX_TOKEN_SECRET_FILE), or PROXMOX_USER with PROXMOX_PASSWORD",
+        ))
+    }
+
+    fn tls(
+        &self,
+        env: &dyn Environment,
+        admin: Option<&AdminConfig>,
+        origins: &mut Vec<String>,
+    ) -> Result<TlsSettings, ProxmoxConfigError> {
+        let mut tls = TlsSettings {
+            insecure: self.insecure,
+            ..TlsSettings::default()
+        };
+        if let Some(path) = &self.ca_file {
+            let pem = env.read(path).map_err(|source| ProxmoxConfigError::Read {
+                setting: "PROXMOX_CA_FILE",
+                path: path.clone(),
+                source,
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    "PROXMOX_CA_FILE",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            tls.ca_pem = Some(pem);
+            tls.ca_file = Some(path.clone());
+        }
+        if let Some(list) = &self.fingerprint {
+            for item in split_list(list) {
+                tls.fingerprints
+                    .push(parse_fingerprint(&item).ok_or_else(|| {
+                    invalid(
+                        "PROXMOX_FINGERPRINT",
+                        format!(
+                            "{item:?} is not a SHA-256 fingerprint (32 bytes as colon-separated \
+                             hex, e.g. AB:CD:...)"
+                        ),
+                    )
+                })?);
+            }
+        }
+        if tls.insecure && (tls.ca_pem.is_some() || !tls.fingerprints.is_empty()) {
+            return Err(invalid(
+                "PROXMOX_INSECURE",
+                "cannot be combined with PROXMOX_CA_FILE or PROXMOX_FINGERPRINT; drop one",
+            ));
+        }
+        // mcp-proxmox-admin's `verifySsl: false` is carried over only as a
+        // notice: skipping verification stays an explicit opt-in here.
+        if let Some(a) = admin
+            && a.verify_ssl == Some(false)
+            && !tls.insecure
+            && tls.ca_pem.is_none()
+            && tls.fingerprints.is_empty()
+        {
+            origins.push(format!(
+                "mcp-proxmox-admin had verifySsl=false ({}); TLS is still verified here: set \
+                 PROXMOX_FINGERPRINT (see `delegate-host doctor`) or PROXMOX_INSECURE=1",
+                a.url_origin
+            ));
+        }
+        Ok(tls)
+    }
+}
+
+impl ProxmoxSettings {
+    /// The effective settings with secrets masked, for `delegate-host config`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![("PROXMOX_URL", self.url.clone())];
+        match &self.credentials {
+            Credentials::Token { id, .. } => {
+                out.push(("PROXMOX_TOKEN_ID", id.clone()));
+                out.push(("PROXMOX_TOKEN_SECRET", delegate_proto::REDACTED.into()));
+            }
+            Credentials::Ticket { user, .. } => {
+                out.push(("PROXMOX_USER", user.clone()));
+                out.push(("PROXMOX_PASSWORD", delegate_proto::REDACTED.into()));
+            }
+        }
+        if let Some(ca) = &self.tls.ca_file {
+            out.push(("PROXMOX_CA_FILE", ca.display().to_string()));
+        }
+        if !self.tls.fingerprints.is_empty() {
+            let list: Vec<String> = self
+                .tls
+                .fingerprints
+                .iter()
+                .map(format_fingerprint)
+                .collect();
+            out.push(("PROXMOX_FINGERPRINT", list.join(",")));
+        }
+        out.push(("PROXMOX_INSECURE", u8::from(self.tls.insecure).to_string()));
+        out.push((
+            "PROXMOX_NODES",
+            self.nodes
+                .as_ref()
+                .map_or_else(|| "(all online)".to_string(), |n| n.join(",")),
+        ));
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+        out.push(("PROXMOX_POOL", opt(&self.pool)));
+        out.push(("PROXMOX_STORAGE", opt(&self.storage)));
+        out.push(("PROXMOX_BRIDGE", opt(&self.bridge)));
+        out.push((
+            "PROXMOX_VMID_RANGE",
+            format!("{}-{}", self.vmid_range.start(), self.vmid_range.end()),
+        ));
+        out.push(("PROXMOX_CLONE", self.clone.as_str().into()));
+        out.push((
+            "PROXMOX_AGENT_WAIT_SECONDS",
+            self.agent_wait.as_secs().to_string(),
+        ));
+        out.push((
+            "PROXMOX_MAX_CLONES_PER_NODE",
+            self.max_clones_per_node.to_string(),
+        ));
+        out.push((
+            "PROXMOX_MAX_CLONES_PER_STORAGE",
+            self.max_clones_per_storage.to_string(),
+        ));
+        out.push((
+            "PROXMOX_CLONE_LOCK_GRACE_SECONDS",
+            self.clone_lock_grace.as_secs().to_string(),
+        ));
+        out.push(("PROXMOX_INSTANCE", self.instance.clone()));
+        out
+    }
+
+    /// The tags every VM of this host carries: `delegate;delegate-<instance>`.
+    pub fn tags(&self) -> String {
+        format!("delegate;{}", self.instance_tag())
+    }
+
+    /// The tag naming this host instance.
+    pub fn instance_tag(&self) -> String {
+        format!("delegate-{}", self.instance)
+    }
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_url(url: &str) -> Result<String, ProxmoxConfigError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix("/api2/json").unwrap_or(trimmed);
+    let parsed = reqwest::Url::parse(trimmed)
+        .map_err(|e| invalid("PROXMOX_URL", format!("{url:?} is not a URL: {e}")))?;
+    if parsed.scheme() != "https" {
+        return Err(invalid(
+            "PROXMOX_URL",
+            format!("{url:?} must use https:// (Proxmox VE serves its API over TLS only)"),
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("PROXMOX_URL", format!("{url:?} has no host")));
+    }
+    if parsed.path() != "/" && !parsed.path().is_empty() {
+        return Err(invalid(
+            "PROXMOX_URL",
+            format!("{url:?}: give only scheme, host and port, e.g. https://pve.example:8006"),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// `USER@REALM` as PVE's `pve-userid` format accepts it.
+pub fn is_user_id(text: &str) -> bool {
+    let Some((user, realm)) = text.rsplit_once('@') else {
+        return false;
+    };
+    !user.is_empty()
+        && user.len() <= 60
+        && !user
+            .chars()
+            .any(|c| c.is_whitespace() || c == ':' || c == '/')
+        && is_realm_or_token_name(realm)
+}
+
+fn is_realm_or_token_name(s: &str) -> bool {
+    s.len() >= 2
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// `USER@REALM!TOKENNAME`.
+pub fn is_token_id(text: &str) -> bool {
+    match text.split_once('!') {
+        Some((user, name)) => is_user_id(user) && is_realm_or_token_name(name),
+        None => false,
+    }
+}
+
+fn check_token_id(setting: &'static str, id: &str) -> Result<(), ProxmoxConfigError> {
+    if is_token_id(id) {
+        Ok(())
+    } else {
+        Err(invalid(
+            setting,
+            format!(
+                "{id:?} is not a token id; expected USER@REALM!TOKENNAME, e.g. delegate@pve!host"
+            ),
+        ))
+    }
+}
+
+fn check_user_id(setting: &'static str, id: &str) -> Result<(), ProxmoxConfigError> {
+    if is_user_id(id) {
+        Ok(())
+    } else {
+        Err(invalid(
+            setting,
+            format!("{id:?} is not a user id; expected USER@REALM, e.g. delegate@pve"),
+        ))
+    }
+}
+
+fn check_secret(setting: &'static str, secret: &str) -> Result<(), ProxmoxConfigError> {
+    if secret.is_empty() {
+        return Err(invalid(setting, "is empty"));
+    }
+    if !secret.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid(
+            setting,
+            "contains spaces or non-ASCII characters (a token secret is a UUID)",
+        ));
+    }
+    Ok(())
+}
+
+fn is_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !s.starts_with('-')
+}
+
+fn is_storage_id(s: &str) -> bool {
+    s.len() >= 2
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_pool_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+}
+
+fn optional_id(
+    setting: &'static str,
+    value: Option<&str>,
+    ok: fn(&str) -> bool,
+) -> Result<Option<String>, ProxmoxConfigError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if ok(v) => Ok(Some(v.to_string())),
+        Some(v) => Err(invalid(
+            setting,
+            format!("{v:?} is not a valid identifier (letters, digits, '-', '_')"),
+        )),
+    }
+}
+
+fn parse_vmid_range(text: &str) -> Result<RangeInclusive<u32>, ProxmoxConfigError> {
+    let bad = || {
+        invalid(
+            "PROXMOX_VMID_RANGE",
+            format!("{text:?} is not FIRST-LAST with 100 <= FIRST <= LAST <= 999999999"),
+        )
+    };
+    let (a, b) = text.trim().split_once('-').ok_or_else(bad)?;
+    let first: u32 = a.trim().parse().map_err(|_| bad())?;
+    let last: u32 = b.trim().parse().map_err(|_| bad())?;
+    if first < 100 || last > 999_999_999 || first > last {
+        return Err(bad());
+    }
+    Ok(first..=last)
+}
+
+/// Parses `AB:CD:...` (32 bytes); also accepts plain hex.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text
+        .trim()
+        .trim_start_matches("sha256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Formats a fingerprint as PVE shows it: upper-case colon-separated hex.
+pub fn format_fingerprint(fp: &[u8; 32]) -> String {
+    fp.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Lower-cases and keeps what a PVE tag allows (`[a-z0-9_+.-]`).
+pub fn tag_safe(text: &str) -> String {
+    let s: String = text
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.trim_matches(|c| c == '-' || c == '.' || c == '+')
+        .chars()
+        .take(48)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

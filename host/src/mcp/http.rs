@@ -1,0 +1,85 @@
+//! MCP over streamable HTTP: rmcp's service at `/mcp` behind the [`Guard`].
+//!
+//! Sessions (legacy revisions) live in memory; 2026-07-28 requests are
+//! served statelessly by rmcp. Host and Origin are checked by the guard, the
+//! one place that decides, so rmcp's own copies of those checks are turned
+//! off rather than configured twice.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::JobManager;
+
+use super::guard::{Guard, Refusal};
+use super::server::DelegateServer;
+
+/// The path MCP is served at.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Serves MCP on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    jobs: JobManager,
+    guard: Guard,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown.child_token())
+        .disable_allowed_hosts()
+        .disable_allowed_origins();
+    let factory_jobs = jobs.clone();
+    let service: StreamableHttpService<DelegateServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(DelegateServer::new(factory_jobs.clone())),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+    let router = axum::Router::new()
+        .nest_service(MCP_PATH, service)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), gate));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn gate(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    // HTTP/2 has no Host header, only the URI authority.
+    let host = header_str(headers, header::HOST)
+        .map(str::to_string)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let checked = guard.check(
+        host.as_deref(),
+        header_str(headers, header::ORIGIN),
+        header_str(headers, header::AUTHORIZATION),
+    );
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refuse(refusal),
+    }
+}
+
+fn refuse(refusal: Refusal) -> Response {
+    tracing::warn!(%refusal, "MCP HTTP request refused");
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = (status, refusal.to_string()).into_response();
+    if refusal == Refusal::Token {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"delegate\""),
+        );
+    }
+    response
+}

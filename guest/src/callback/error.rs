@@ -122,6 +122,19 @@ pub enum CallbackError {
         /// What is wrong with its owner or mode.
         reason: String,
     },
+    /// The SMBIOS serial names a job but carries no token, and the file that
+    /// should carry the whole bootstrap is not there (yet).
+    #[error(
+        "the SMBIOS serial names job {job_id} but carries no token; the bootstrap with the \
+         token is expected at {} (written by the provider) and is not there",
+        run_file.display()
+    )]
+    TokenMissing {
+        /// The job id from the serial.
+        job_id: String,
+        /// Where the bootstrap was expected.
+        run_file: PathBuf,
+    },
     /// No source holds a bootstrap; `tried` says what each one held.
     #[error("no bootstrap found; tried: {}", tried.join("; "))]
     NoBootstrap {

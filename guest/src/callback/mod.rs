@@ -1,97 +1,65 @@
-//! The guest's HTTP transport to the host's callback API: bootstrap
-//! discovery, the manifest, the event uplink, artifacts and the result.
+//! The guest's HTTP transport to the host's callback API (`proto::api`):
+//! bootstrap discovery, the job spec, the event uplink, the artifacts upload
+//! and the result.
+//!
+//! # Requests
+//! Every request carries `Authorization: Bearer <token>` and
+//! `x-delegate-protocol: 1`. The token lives only in a header value marked
+//! sensitive; no `Debug` output of this module shows it. How answers map:
+//!
+//! | status            | meaning                          | retried |
+//! |-------------------|----------------------------------|---------|
+//! | 2xx               | done                             |         |
+//! | 401, 403          | [`CallbackError::Unauthorized`]  | no      |
+//! | 404               | [`CallbackError::NotFound`]      | no      |
+//! | 409, 410          | [`CallbackError::JobFinal`]      | no      |
+//! | 413               | [`CallbackError::TooLarge`]      | no (events: smaller batches) |
+//! | 408, 429, 5xx, no connection, timeout | transient    | yes, exponential backoff with jitter, within the operation's budget |
+//! | other 4xx         | [`CallbackError::Rejected`]      | no      |
+//!
+//! An error body of the form `proto::api::ApiError` gives the message; code
+//! `unsupported_protocol` gives [`CallbackError::Protocol`].
+//!
+//! # Order of a job (callback mode)
+//! [`find_bootstrap`] → [`CallbackClient::new`] → [`CallbackClient::fetch_spec`]
+//! → [`CallbackClient::start_uplink`] → events via [`Uplink::send`] (watch
+//! [`Uplink::cancelled`]) → [`Uplink::flush`] → [`CallbackClient::upload_artifacts`]
+//! → [`CallbackClient::post_result`]. The result comes last: once it is
+//! stored the host stops accepting the job's token.
+//!
+//! # Events and dropped ranges
+//! The caller numbers events 1, 2, 3, ...; the uplink keeps them in that
+//! order, with one batch in flight at a time. A 2xx answer means the whole
+//! batch is stored (and everything up to `EventsAck::highest_seq`). While the
+//! host is unreachable events wait in memory (`memory_limit`), then in
+//! append-only files in the spool directory (`spool_limit`). When even the
+//! spool is full, the oldest log chunks, heartbeats and progress events are
+//! dropped, never phases and never `Dropped` events.
+//!
+//! **Seq of a `Dropped` event.** A dropped run of events is replaced, in
+//! place, by one `EventKind::Dropped { first_seq, last_seq, reason }` event
+//! whose own `seq` is `last_seq`: it takes the slot of the last event it
+//! stands for, so no new sequence number is needed and the caller's
+//! numbering is never disturbed (no shared counter). Adjacent runs merge
+//! into one event. For the host: an event with seq `s` may be
+//! `Dropped { first_seq: f, last_seq: s }`, meaning "events `f..=s` were
+//! lost, this one stands in their place"; store it like any event. If the
+//! host already holds some of `f..=s` (an earlier attempt landed), it keeps
+//! those; the rest is lost.
 
+mod backoff;
 mod bootstrap;
+mod client;
 mod error;
+mod http;
+mod options;
+mod uplink;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use delegate_proto::api::{ArtifactsAck, JobSpec, ResultAck};
-use delegate_proto::{Event, JobResult};
-
-pub use bootstrap::{BootstrapPaths, BootstrapSource, find_bootstrap, find_bootstrap_in};
+pub use backoff::RetryPolicy;
+pub use bootstrap::{
+    BootstrapPaths, BootstrapSource, find_bootstrap, find_bootstrap_in, wait_for_bootstrap,
+};
+pub use client::CallbackClient;
 pub use error::CallbackError;
-
-/// Tuning of the transport. `Default` gives values fit for production.
-#[derive(Debug, Clone)]
-pub struct CallbackOptions {
-    /// Time to open a connection.
-    pub connect_timeout: Duration,
-    /// Time for one JSON request, from start to the full answer.
-    pub request_timeout: Duration,
-}
-
-impl Default for CallbackOptions {
-    fn default() -> Self {
-        CallbackOptions {
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// A client of one job's callback API.
-#[derive(Clone)]
-pub struct CallbackClient {
-    _opts: CallbackOptions,
-}
-
-impl CallbackClient {
-    /// Builds a client for `job_id` at `base_url`.
-    pub fn new(
-        _base_url: &str,
-        _job_id: &str,
-        _token: String,
-        _opts: CallbackOptions,
-    ) -> Result<Self, CallbackError> {
-        unimplemented!()
-    }
-
-    /// `GET manifest`.
-    pub async fn fetch_spec(&self) -> Result<JobSpec, CallbackError> {
-        unimplemented!()
-    }
-
-    /// Starts the event uplink.
-    pub fn start_uplink(&self, _spool_dir: PathBuf) -> Uplink {
-        unimplemented!()
-    }
-
-    /// `PUT artifacts`.
-    pub async fn upload_artifacts(&self, _tar_gz: &Path) -> Result<ArtifactsAck, CallbackError> {
-        unimplemented!()
-    }
-
-    /// `POST result`.
-    pub async fn post_result(&self, _result: &JobResult) -> Result<ResultAck, CallbackError> {
-        unimplemented!()
-    }
-}
-
-/// The event uplink.
-pub struct Uplink {}
-
-impl Uplink {
-    /// Queues an event.
-    pub fn send(&self, _event: Event) {
-        unimplemented!()
-    }
-
-    /// Becomes true once the host says the job is cancelled.
-    pub fn cancelled(&self) -> tokio::sync::watch::Receiver<bool> {
-        unimplemented!()
-    }
-
-    /// Delivers what is pending and stops.
-    pub async fn flush(self, _within: Duration) -> FlushReport {
-        unimplemented!()
-    }
-}
-
-/// What the uplink achieved.
-#[derive(Debug)]
-pub struct FlushReport {
-    /// Highest seq the host acknowledged.
-    pub delivered_up_to: u64,
-}
+pub use options::CallbackOptions;
+pub use uplink::{FlushReport, Uplink, UplinkSender};

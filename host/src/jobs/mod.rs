@@ -6,6 +6,7 @@
 //! enforces timeouts, heartbeat leases and cleanup.
 
 pub mod change;
+pub mod clock;
 pub mod error;
 pub mod manager;
 pub mod model;

@@ -1,7 +1,7 @@
 //! The store: the only code that writes SQLite and the files of the data
 //! directory.
 //!
-//! Layout of the data directory:
+//! Layout of the data directory (0700):
 //! ```text
 //! delegate.db (+ -wal, -shm)   jobs, events, artifact entries
 //! host.lock                    flock'ed by the process that runs the engine
@@ -10,13 +10,40 @@
 //! logs/<id>/combined.log       both, in arrival order
 //! artifacts/<id>/artifacts.tar.gz
 //! ```
+//! One writer connection behind a mutex and a small pool of readers: WAL
+//! lets readers go on while the writer writes. Log files are only appended
+//! under the writer lock, and only up to lengths that are then committed in
+//! the same transaction, so a crash between the two is repaired by cutting
+//! the file back to the committed length on the next append.
 
+mod artifacts;
+mod db;
 mod error;
+mod events;
+mod jobs;
+mod lock;
+mod logs;
+mod row;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+pub use artifacts::{ArchiveCheck, ArtifactError, ArtifactRead, StagedArchive, hex};
 pub use error::StoreError;
+pub use events::{EventLimits, EventsApplied};
+pub use jobs::{AuthView, NewJob, ResultApplied};
+pub use lock::HostLock;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "delegate.db";
+/// Readers kept open for reuse.
+const READ_POOL: usize = 4;
+/// Attempts at a write transaction that another process keeps busy.
+const BUSY_ATTEMPTS: u32 = 6;
 
 /// Handle to the data directory. Cheap to clone; all clones share one
 /// writer connection and one read pool.
@@ -27,14 +54,30 @@ pub struct Store {
 
 struct Inner {
     data_dir: PathBuf,
+    db_path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the data directory and its database.
+    /// A file that is not a delegate database is refused, never changed.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        for dir in [
+            data_dir.to_path_buf(),
+            data_dir.join("logs"),
+            data_dir.join("artifacts"),
+        ] {
+            make_private_dir(&dir)?;
+        }
+        let db_path = data_dir.join(DB_FILE);
+        let writer = db::open_writer(&db_path)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
+                db_path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -42,5 +85,106 @@ impl Store {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// Takes the engine lock (`host.lock`); fails if another process holds it.
+    pub fn lock_engine(&self) -> Result<HostLock, StoreError> {
+        HostLock::acquire(&self.inner.data_dir)
+    }
+
+    fn logs_dir(&self, job_id: &str) -> PathBuf {
+        self.inner.data_dir.join("logs").join(job_id)
+    }
+
+    fn artifacts_dir(&self, job_id: &str) -> PathBuf {
+        self.inner.data_dir.join("artifacts").join(job_id)
+    }
+
+    fn sqlite(&self, e: rusqlite::Error) -> StoreError {
+        db::sqlite_error(&self.inner.db_path, e)
+    }
+
+    /// Runs `f` on a pooled read connection.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => db::open_reader(&self.inner.db_path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READ_POOL {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no half transaction behind
+        // (rusqlite rolls back on drop), so the connection is still usable.
+        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in an IMMEDIATE write transaction, retrying with backoff
+    /// while another process holds the database lock. `f` may run more than
+    /// once, so it must not have effects outside the transaction that a
+    /// failed attempt leaves behind.
+    fn write<T>(
+        &self,
+        mut f: impl FnMut(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.writer();
+        let mut delay = Duration::from_millis(20);
+        let mut attempt = 1;
+        loop {
+            let result = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => {
+                    let out = f(&tx)?;
+                    tx.commit().map(|()| out)
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(out) => return Ok(out),
+                Err(e) if db::is_busy(&e) && attempt < BUSY_ATTEMPTS => {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.sqlite(e)),
+            }
+        }
+    }
+}
+
+/// Creates a directory (and parents) readable only by this user.
+fn make_private_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Removes a directory tree; one that is already gone is fine.
+fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }

@@ -1,0 +1,30 @@
+//! Wall-clock time as the store keeps it (unix milliseconds) and as tool
+//! results show it (RFC 3339, UTC).
+
+use super::model::UnixMs;
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> UnixMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as UnixMs)
+}
+
+/// `2026-05-01T12:00:00.123Z`.
+pub fn rfc3339(ms: UnixMs) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_with_millis() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+    }
+}

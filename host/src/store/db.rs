@@ -1,0 +1,223 @@
+//! SQLite connections: every PRAGMA, the schema migrations, the check that
+//! a file is ours before anything is written to it, and the retry on
+//! `SQLITE_BUSY` that lets a CLI process and the engine share the file.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::StoreError;
+
+/// `PRAGMA application_id` of delegate databases ("DLGT").
+const APPLICATION_ID: i64 = 0x444C_4754;
+
+/// How long one statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Numbered migrations; `user_version` is how many have run. Append only.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs, their events and artifact entries.
+    r#"
+    CREATE TABLE jobs (
+        seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+        id               TEXT NOT NULL UNIQUE,
+        state            TEXT NOT NULL,
+        manifest         TEXT NOT NULL,
+        agent_type       TEXT NOT NULL,
+        task_summary     TEXT NOT NULL,
+        persistent       INTEGER NOT NULL,
+        token_hash       BLOB NOT NULL,
+        isolation        TEXT NOT NULL,
+        phase            TEXT,
+        progress         REAL,
+        message          TEXT,
+        error            TEXT,
+        error_kind       TEXT,
+        created_at       INTEGER NOT NULL,
+        started_at       INTEGER,
+        running_at       INTEGER,
+        completed_at     INTEGER,
+        deadline_at      INTEGER NOT NULL,
+        last_event_at    INTEGER,
+        provisioned_at   INTEGER,
+        highest_seq      INTEGER NOT NULL DEFAULT 0,
+        vm_provider      TEXT,
+        vm_id            TEXT,
+        vm_node          TEXT,
+        vm_destroyed     INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        result           TEXT,
+        result_at        INTEGER,
+        stdout_bytes     INTEGER NOT NULL DEFAULT 0,
+        stderr_bytes     INTEGER NOT NULL DEFAULT 0,
+        combined_bytes   INTEGER NOT NULL DEFAULT 0,
+        stdout_guest_end INTEGER NOT NULL DEFAULT 0,
+        stderr_guest_end INTEGER NOT NULL DEFAULT 0,
+        log_truncated    INTEGER NOT NULL DEFAULT 0,
+        archive_size     INTEGER,
+        archive_sha256   TEXT
+    );
+    CREATE INDEX jobs_by_state ON jobs(state, seq);
+    CREATE INDEX jobs_cancel_requested ON jobs(cancel_requested) WHERE cancel_requested = 1;
+    CREATE TABLE events (
+        job_id  TEXT NOT NULL,
+        seq     INTEGER NOT NULL,
+        time_ms INTEGER NOT NULL,
+        kind    TEXT NOT NULL,
+        body    TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE artifacts (
+        job_id TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        size   INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        PRIMARY KEY (job_id, path)
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Maps a SQLite error on `path`, telling damage apart from other failures.
+pub fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: source.to_string(),
+        },
+        _ => StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// True for the errors that another connection's lock causes.
+pub fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Checks the first bytes of an existing file: an empty file is a database
+/// that was never written; anything but the SQLite header is not ours.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut header = [0u8; 16];
+    let mut read = 0;
+    while read < header.len() {
+        match file.read(&mut header[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    if read == 0 || &header[..read] == b"SQLite format 3\0" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "the file does not start with the SQLite header".into(),
+        })
+    }
+}
+
+/// Opens the writer connection: checks the file is ours (or new), sets WAL
+/// and runs pending migrations.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    check_header(path)?;
+    let err = |e| sqlite_error(path, e);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+
+    // Decide whether the file is ours before changing anything in it.
+    let app_id: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(err)?;
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if app_id != APPLICATION_ID && (app_id != 0 || tables > 0) {
+        return Err(StoreError::Foreign {
+            path: path.to_path_buf(),
+        });
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+
+    // WAL: readers never wait for the writer; NORMAL sync is durable
+    // across process crashes, which is what a restart needs.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("cannot switch to WAL mode (got {mode})"),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+        .map_err(err)?;
+    migrate(&conn, version).map_err(err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let to = i as i64 + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;\n{sql}\nPRAGMA application_id = {APPLICATION_ID};\n\
+             PRAGMA user_version = {to};\nCOMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Opens a read connection (the schema must already be in place).
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let err = |e| sqlite_error(path, e);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    Ok(conn)
+}

@@ -1,0 +1,311 @@
+//! Applying a batch of guest events: de-duplicated by sequence number,
+//! logs appended to their files, phase and progress on the job row, all in
+//! one transaction.
+
+use delegate_proto::JobState;
+use delegate_proto::event::{Event, EventKind, LogStream};
+use rusqlite::{OptionalExtension, params};
+
+use super::jobs::transition_in;
+use super::row;
+use super::{Store, StoreError, logs, make_private_dir};
+use crate::jobs::model::{LogSelector, LogSlice, UnixMs};
+
+/// Limits applied while storing events.
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    /// Most bytes kept per job and stream.
+    pub max_log_bytes: u64,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventsApplied {
+    /// The highest sequence held after the batch (events are taken only
+    /// in order, so everything up to it is held).
+    pub highest_seq: u64,
+    /// The job's state after the batch.
+    pub state: Option<JobState>,
+    /// The state changed (provisioning → running).
+    pub state_changed: bool,
+    /// Phase, progress or message changed.
+    pub progress_changed: bool,
+    /// Log bytes were added.
+    pub log_changed: bool,
+    /// Events applied (not duplicates).
+    pub applied: usize,
+}
+
+struct LogState {
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+    combined_bytes: u64,
+    stdout_end: u64,
+    stderr_end: u64,
+    truncated: bool,
+}
+
+impl Store {
+    /// Applies the events of one batch that follow the highest sequence
+    /// held, in order, stopping at the first gap. Duplicates change nothing
+    /// but still count as a sign of life.
+    pub fn apply_events(
+        &self,
+        id: &str,
+        events: &[Event],
+        limits: EventLimits,
+        now: UnixMs,
+    ) -> Result<EventsApplied, StoreError> {
+        let dir = self.logs_dir(id);
+        self.write(|tx| {
+            let row = tx
+                .query_row(
+                    "SELECT state, highest_seq, stdout_bytes, stderr_bytes, combined_bytes, \
+                     stdout_guest_end, stderr_guest_end, log_truncated FROM jobs WHERE id = ?1",
+                    [id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            LogState {
+                                stdout_bytes: r.get::<_, i64>(2)? as u64,
+                                stderr_bytes: r.get::<_, i64>(3)? as u64,
+                                combined_bytes: r.get::<_, i64>(4)? as u64,
+                                stdout_end: r.get::<_, i64>(5)? as u64,
+                                stderr_end: r.get::<_, i64>(6)? as u64,
+                                truncated: r.get(7)?,
+                            },
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(|e| self.sqlite(e))?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let (state_text, highest, mut logs_state) = row;
+            let mut state = row::state(id, &state_text)?;
+            let mut out = EventsApplied {
+                highest_seq: highest.max(0) as u64,
+                ..Default::default()
+            };
+            let mut stdout = Vec::new();
+            let mut stderr = Vec::new();
+            let mut combined = Vec::new();
+            let mut phase = None;
+            let mut progress = None;
+            let mut message = None;
+            for event in events {
+                if event.seq <= out.highest_seq {
+                    continue;
+                }
+                if event.seq != out.highest_seq + 1 {
+                    break;
+                }
+                out.highest_seq = event.seq;
+                out.applied += 1;
+                match &event.kind {
+                    EventKind::Log(chunk) => {
+                        let Ok(bytes) = chunk.bytes() else {
+                            continue;
+                        };
+                        let (buf, end, kept) = match chunk.stream {
+                            LogStream::Stdout => (
+                                &mut stdout,
+                                &mut logs_state.stdout_end,
+                                logs_state.stdout_bytes,
+                            ),
+                            LogStream::Stderr => (
+                                &mut stderr,
+                                &mut logs_state.stderr_end,
+                                logs_state.stderr_bytes,
+                            ),
+                        };
+                        let chunk_end = chunk.offset + bytes.len() as u64;
+                        if chunk_end <= *end {
+                            continue;
+                        }
+                        if chunk.offset > *end {
+                            combined.extend_from_slice(
+                                format!(
+                                    "\n[delegate: {} bytes of {} were lost]\n",
+                                    chunk.offset - *end,
+                                    chunk.stream.as_str()
+                                )
+                                .as_bytes(),
+                            );
+                        }
+                        let skip = end.saturating_sub(chunk.offset) as usize;
+                        *end = chunk_end;
+                        let room = limits
+                            .max_log_bytes
+                            .saturating_sub(kept + buf.len() as u64)
+                            as usize;
+                        let new = &bytes[skip..];
+                        let take = new.len().min(room);
+                        buf.extend_from_slice(&new[..take]);
+                        combined.extend_from_slice(&new[..take]);
+                        if take < new.len() && !logs_state.truncated {
+                            logs_state.truncated = true;
+                            combined.extend_from_slice(
+                                format!(
+                                    "\n[delegate: {} passed the log limit of {} bytes; \
+                                     the rest is not stored]\n",
+                                    chunk.stream.as_str(),
+                                    limits.max_log_bytes
+                                )
+                                .as_bytes(),
+                            );
+                        }
+                    }
+                    EventKind::Phase { phase: p, message: m } => {
+                        phase = Some(*p);
+                        if m.is_some() {
+                            message = m.clone();
+                        }
+                        self.insert_event(tx, id, event)?;
+                    }
+                    EventKind::Progress { percent, message: m } => {
+                        if percent.is_some() {
+                            progress = *percent;
+                        }
+                        message = Some(m.clone());
+                        self.insert_event(tx, id, event)?;
+                    }
+                    EventKind::Dropped { first_seq, last_seq, reason } => {
+                        combined.extend_from_slice(
+                            format!(
+                                "\n[delegate: the guest dropped events {first_seq}..={last_seq}: {reason}]\n"
+                            )
+                            .as_bytes(),
+                        );
+                        self.insert_event(tx, id, event)?;
+                    }
+                    EventKind::Heartbeat { .. } => {}
+                }
+            }
+            if out.applied > 0 && state == JobState::Provisioning {
+                // The guest talks, so it runs (it fetched its manifest
+                // before a restart, or the fetch raced this batch).
+                transition_in(self, tx, id, JobState::Running, None, now)?;
+                state = JobState::Running;
+                out.state_changed = true;
+            }
+            if !stdout.is_empty() || !stderr.is_empty() || !combined.is_empty() {
+                make_private_dir(&dir)?;
+                logs_state.stdout_bytes = logs::append(
+                    &dir.join("stdout.log"),
+                    logs_state.stdout_bytes,
+                    &stdout,
+                )?;
+                logs_state.stderr_bytes = logs::append(
+                    &dir.join("stderr.log"),
+                    logs_state.stderr_bytes,
+                    &stderr,
+                )?;
+                logs_state.combined_bytes = logs::append(
+                    &dir.join("combined.log"),
+                    logs_state.combined_bytes,
+                    &combined,
+                )?;
+                out.log_changed = true;
+            }
+            out.progress_changed = phase.is_some() || progress.is_some() || message.is_some();
+            tx.execute(
+                "UPDATE jobs SET highest_seq = ?2, last_event_at = ?3, \
+                 stdout_bytes = ?4, stderr_bytes = ?5, combined_bytes = ?6, \
+                 stdout_guest_end = ?7, stderr_guest_end = ?8, log_truncated = ?9, \
+                 phase = coalesce(?10, phase), progress = coalesce(?11, progress), \
+                 message = coalesce(?12, message) WHERE id = ?1",
+                params![
+                    id,
+                    out.highest_seq as i64,
+                    now,
+                    logs_state.stdout_bytes as i64,
+                    logs_state.stderr_bytes as i64,
+                    logs_state.combined_bytes as i64,
+                    logs_state.stdout_end as i64,
+                    logs_state.stderr_end as i64,
+                    logs_state.truncated,
+                    phase.map(|p| p.as_str()),
+                    progress,
+                    message,
+                ],
+            )
+            .map_err(|e| self.sqlite(e))?;
+            out.state = Some(state);
+            Ok(out)
+        })
+    }
+
+    fn insert_event(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &str,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&event.kind).unwrap_or_default();
+        let kind = match &event.kind {
+            EventKind::Phase { .. } => "phase",
+            EventKind::Progress { .. } => "progress",
+            EventKind::Log(_) => "log",
+            EventKind::Heartbeat { .. } => "heartbeat",
+            EventKind::Dropped { .. } => "dropped",
+        };
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (job_id, seq, time_ms, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![id, event.seq as i64, event.time_ms as i64, kind, body]))
+        .map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
+    /// Reads a job's log from a byte cursor.
+    pub fn read_log(
+        &self,
+        id: &str,
+        which: LogSelector,
+        cursor: u64,
+        max_bytes: usize,
+    ) -> Result<Option<LogSlice>, StoreError> {
+        let (column, file) = match which {
+            LogSelector::Combined => ("combined_bytes", "combined.log"),
+            LogSelector::Stream(LogStream::Stdout) => ("stdout_bytes", "stdout.log"),
+            LogSelector::Stream(LogStream::Stderr) => ("stderr_bytes", "stderr.log"),
+        };
+        let (len, state) = self.read(|conn| {
+            conn.query_row(
+                &format!("SELECT {column}, state FROM jobs WHERE id = ?1"),
+                [id],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+        })?;
+        if cursor > len {
+            return Ok(None);
+        }
+        let state = row::state(id, &state)?;
+        let data = logs::read(&self.logs_dir(id).join(file), cursor, len, max_bytes)?;
+        let next_cursor = cursor + data.len() as u64;
+        Ok(Some(LogSlice {
+            data,
+            next_cursor,
+            complete: state.is_final() && next_cursor >= len,
+        }))
+    }
+
+    /// Events of kind phase, progress and dropped stored for a job, oldest
+    /// first, as `(seq, kind, json body)`.
+    pub fn stored_events(&self, id: &str) -> Result<Vec<(u64, String, String)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, kind, body FROM events WHERE job_id = ?1 ORDER BY seq")
+                .map_err(|e| self.sqlite(e))?;
+            stmt.query_map([id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.sqlite(e))
+        })
+    }
+}

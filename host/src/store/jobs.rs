@@ -1,0 +1,584 @@
+//! Job rows: creation, reads, listing, state changes (only through
+//! `JobState::transition`), VM bookkeeping, results, cancel requests from
+//! other processes, retention.
+
+use delegate_proto::outcome::ErrorKind;
+use delegate_proto::{JobManifest, JobResult, JobState};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::row::{self, RECORD_COLUMNS, enum_text};
+use super::{Store, StoreError, remove_dir};
+use crate::jobs::clock::rfc3339;
+use crate::jobs::model::{JobRecord, JobSummary, Page, StoredResult, UnixMs};
+use crate::provider::{Isolation, VmRef};
+
+/// A job as the manager creates it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The id.
+    pub id: String,
+    /// The validated manifest.
+    pub manifest: JobManifest,
+    /// SHA-256 of the job's callback token.
+    pub token_hash: [u8; 32],
+    /// Submission time.
+    pub created_at: UnixMs,
+    /// created_at + timeout.
+    pub deadline_at: UnixMs,
+    /// The provider's isolation.
+    pub isolation: Isolation,
+}
+
+/// What the callback API needs to decide whether a token is still good.
+#[derive(Debug, Clone)]
+pub struct AuthView {
+    /// SHA-256 of the job's token.
+    pub token_hash: [u8; 32],
+    /// The state.
+    pub state: JobState,
+    /// When it became final.
+    pub completed_at: Option<UnixMs>,
+    /// Whether the guest's result is stored.
+    pub has_result: bool,
+}
+
+/// What storing a result did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultApplied {
+    /// Stored; the job went to this final state.
+    Final(JobState),
+    /// Stored after the job had already ended (cancel grace); state unchanged.
+    Late(JobState),
+    /// A result was already stored; nothing changed.
+    Duplicate(JobState),
+    /// The job ended too long ago to take a result; nothing changed.
+    Stale(JobState),
+}
+
+/// The longest task summary in listings, in characters.
+const SUMMARY_CHARS: usize = 100;
+
+fn summary(task: &str) -> String {
+    let line = task
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if line.chars().count() <= SUMMARY_CHARS {
+        line.to_string()
+    } else {
+        let cut: String = line.chars().take(SUMMARY_CHARS - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+fn manifest_json(job_id: &str, m: &JobManifest) -> Result<String, StoreError> {
+    serde_json::to_string(m).map_err(|e| StoreError::Decode {
+        job_id: job_id.to_string(),
+        field: "manifest",
+        message: e.to_string(),
+    })
+}
+
+impl Store {
+    /// Inserts a new `pending` job.
+    pub fn insert_job(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
+        let manifest = manifest_json(&job.id, &job.manifest)?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO jobs (id, state, manifest, agent_type, task_summary, persistent, \
+                 token_hash, isolation, created_at, deadline_at) \
+                 VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    job.id,
+                    manifest,
+                    job.manifest.agent_type.as_str(),
+                    summary(&job.manifest.task),
+                    job.manifest.lifecycle() == delegate_proto::Lifecycle::Persistent,
+                    &job.token_hash[..],
+                    enum_text(&job.isolation),
+                    job.created_at,
+                    job.deadline_at,
+                ],
+            )
+            .map_err(|e| self.sqlite(e))?;
+            Ok(())
+        })?;
+        self.get_job(&job.id)
+    }
+
+    /// The job's record, artifacts included.
+    pub fn get_job(&self, id: &str) -> Result<JobRecord, StoreError> {
+        self.read(|conn| {
+            let raw = conn
+                .query_row(
+                    &format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?1"),
+                    [id],
+                    row::raw,
+                )
+                .optional()
+                .map_err(|e| self.sqlite(e))?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let mut record = raw.decode()?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT path, size, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY path",
+                )
+                .map_err(|e| self.sqlite(e))?;
+            record.artifacts = stmt
+                .query_map([id], |r| {
+                    Ok(delegate_proto::ArtifactEntry {
+                        path: r.get(0)?,
+                        size: r.get::<_, i64>(1)?.max(0) as u64,
+                        sha256: r.get(2)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.sqlite(e))?;
+            Ok(record)
+        })
+    }
+
+    /// Summaries, newest first. The cursor is the one a previous page
+    /// returned.
+    pub fn list_jobs(
+        &self,
+        status: Option<JobState>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<JobSummary>, StoreError> {
+        let before: Option<i64> = match cursor {
+            None => None,
+            Some(c) => Some(
+                c.strip_prefix('c')
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| StoreError::BadCursor(c.to_string()))?,
+            ),
+        };
+        let limit = limit.clamp(1, 10_000);
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at \
+                     FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR seq < ?2) \
+                     ORDER BY seq DESC LIMIT ?3",
+                )
+                .map_err(|e| self.sqlite(e))?;
+            let rows = stmt
+                .query_map(
+                    params![status.map(|s| s.as_str()), before, (limit + 1) as i64],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, Option<i64>>(6)?,
+                        ))
+                    },
+                )
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.sqlite(e))?;
+            let more = rows.len() > limit;
+            let mut items = Vec::with_capacity(rows.len().min(limit));
+            let mut last_seq = None;
+            for (seq, id, state, agent_type, task, created, completed) in
+                rows.into_iter().take(limit)
+            {
+                last_seq = Some(seq);
+                items.push(JobSummary {
+                    status: row::state(&id, &state)?,
+                    job_id: id,
+                    agent_type,
+                    task,
+                    created_at: rfc3339(created),
+                    completed_at: completed.map(rfc3339),
+                });
+            }
+            Ok(Page {
+                items,
+                next_cursor: if more {
+                    last_seq.map(|s| format!("c{s}"))
+                } else {
+                    None
+                },
+            })
+        })
+    }
+
+    /// Moves a job to `to` if proto's transition function allows it;
+    /// records why when a reason is given. Refused transitions are
+    /// [`StoreError::Transition`] and change nothing.
+    pub fn transition(
+        &self,
+        id: &str,
+        to: JobState,
+        reason: Option<(&str, ErrorKind)>,
+        now: UnixMs,
+    ) -> Result<JobRecord, StoreError> {
+        self.write(|tx| transition_in(self, tx, id, to, reason, now))?;
+        self.get_job(id)
+    }
+
+    /// Records the VM a provider created for the job.
+    pub fn set_vm(&self, id: &str, vm: &VmRef, isolation: Isolation) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "UPDATE jobs SET vm_provider = ?2, vm_id = ?3, vm_node = ?4, isolation = ?5, \
+             vm_destroyed = 0 WHERE id = ?1",
+            params![id, vm.provider, vm.id, vm.node, enum_text(&isolation)],
+        )
+    }
+
+    /// Records that provisioning finished (the guest has its bootstrap).
+    pub fn mark_provisioned(&self, id: &str, now: UnixMs) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "UPDATE jobs SET provisioned_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )
+    }
+
+    /// Forgets a VM whose provisioning was abandoned, so it is provisioned
+    /// afresh (after the caller destroyed it).
+    pub fn clear_vm(&self, id: &str) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "UPDATE jobs SET vm_provider = NULL, vm_id = NULL, vm_node = NULL, \
+             provisioned_at = NULL, vm_destroyed = 0 WHERE id = ?1",
+            params![id],
+        )
+    }
+
+    /// Records that the job's VM is gone.
+    pub fn mark_vm_destroyed(&self, id: &str) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "UPDATE jobs SET vm_destroyed = 1 WHERE id = ?1",
+            params![id],
+        )
+    }
+
+    /// Whether provisioning finished for the job.
+    pub fn is_provisioned(&self, id: &str) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT provisioned_at IS NOT NULL FROM jobs WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+        })
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        sql: &str,
+        params: impl rusqlite::Params + Clone,
+    ) -> Result<(), StoreError> {
+        let n = self.write(|tx| tx.execute(sql, params.clone()).map_err(|e| self.sqlite(e)))?;
+        if n == 0 {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// What deciding on a callback token needs.
+    pub fn auth_view(&self, id: &str) -> Result<AuthView, StoreError> {
+        self.read(|conn| {
+            let (hash, state, completed_at, has_result) = conn
+                .query_row(
+                    "SELECT token_hash, state, completed_at, result IS NOT NULL \
+                     FROM jobs WHERE id = ?1",
+                    [id],
+                    |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, bool>(3)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(|e| self.sqlite(e))?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let token_hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Decode {
+                job_id: id.to_string(),
+                field: "token_hash",
+                message: "not 32 bytes".into(),
+            })?;
+            Ok(AuthView {
+                token_hash,
+                state: row::state(id, &state)?,
+                completed_at,
+                has_result,
+            })
+        })
+    }
+
+    /// Ids of `pending` jobs, oldest first.
+    pub fn pending_ids(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            "SELECT id FROM jobs WHERE state = 'pending' ORDER BY seq LIMIT ?1",
+            params![limit as i64],
+        )
+    }
+
+    /// Ids of jobs in any of `states`, oldest first.
+    pub fn ids_in_states(&self, states: &[JobState]) -> Result<Vec<String>, StoreError> {
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        self.ids(
+            "SELECT id FROM jobs WHERE state IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+            params![serde_json::Value::from(names).to_string()],
+        )
+    }
+
+    /// Ids of final jobs whose VM was created and not destroyed.
+    pub fn final_ids_with_vm(&self) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            "SELECT id FROM jobs WHERE state IN ('success','failed','timeout','cancelled') \
+             AND vm_id IS NOT NULL AND vm_destroyed = 0 ORDER BY seq",
+            [],
+        )
+    }
+
+    fn ids(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(sql).map_err(|e| self.sqlite(e))?;
+            stmt.query_map(params, |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.sqlite(e))
+        })
+    }
+
+    /// Cancels a job from a process that does not run the engine: the
+    /// state becomes `cancelled` at once and the engine, which polls for
+    /// the flag, destroys the VM. Returns the record and whether it changed.
+    pub fn request_cancel(&self, id: &str, now: UnixMs) -> Result<(JobRecord, bool), StoreError> {
+        let changed = self.write(|tx| {
+            match transition_in(
+                self,
+                tx,
+                id,
+                JobState::Cancelled,
+                Some(("cancelled by request", ErrorKind::Cancelled)),
+                now,
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Transition { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])
+                .map_err(|e| self.sqlite(e))?;
+            Ok(true)
+        })?;
+        Ok((self.get_job(id)?, changed))
+    }
+
+    /// Ids flagged by [`Store::request_cancel`] since the last call; the
+    /// flags are cleared.
+    pub fn take_cancel_requests(&self) -> Result<Vec<String>, StoreError> {
+        self.write(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE jobs SET cancel_requested = 0 WHERE cancel_requested = 1 RETURNING id",
+                )
+                .map_err(|e| self.sqlite(e))?;
+            stmt.query_map([], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.sqlite(e))
+        })
+    }
+
+    /// Stores the guest's result. A running job becomes final with the
+    /// result's state; a job that already ended keeps its state and takes
+    /// the result only until `completed_at + grace_ms`.
+    pub fn store_result(
+        &self,
+        id: &str,
+        result: &JobResult,
+        now: UnixMs,
+        grace_ms: i64,
+    ) -> Result<ResultApplied, StoreError> {
+        let stored = StoredResult {
+            exit_code: result.exit_code,
+            signal: result.signal.clone(),
+            duration_ms: result.duration_ms,
+            output: result.output.clone(),
+            agent_result: result.agent_result.clone(),
+            error: result.error.clone(),
+        };
+        let json = serde_json::to_string(&stored).map_err(|e| StoreError::Decode {
+            job_id: id.to_string(),
+            field: "result",
+            message: e.to_string(),
+        })?;
+        self.write(|tx| {
+            let (state, completed_at, has_result) = tx
+                .query_row(
+                    "SELECT state, completed_at, result IS NOT NULL FROM jobs WHERE id = ?1",
+                    [id],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<i64>>(1)?,
+                            r.get::<_, bool>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(|e| self.sqlite(e))?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let state = row::state(id, &state)?;
+            if has_result {
+                return Ok(ResultApplied::Duplicate(state));
+            }
+            let save = |tx: &Transaction<'_>| {
+                tx.execute(
+                    "UPDATE jobs SET result = ?2, result_at = ?3 WHERE id = ?1",
+                    params![id, json, now],
+                )
+                .map_err(|e| self.sqlite(e))
+            };
+            if state.is_final() {
+                if now <= completed_at.unwrap_or(now).saturating_add(grace_ms) {
+                    save(tx)?;
+                    return Ok(ResultApplied::Late(state));
+                }
+                return Ok(ResultApplied::Stale(state));
+            }
+            if state == JobState::Provisioning {
+                transition_in(self, tx, id, JobState::Running, None, now)?;
+            }
+            let to = result.status.job_state();
+            let reason = match to {
+                JobState::Success => None,
+                _ => Some((
+                    result
+                        .error
+                        .as_deref()
+                        .unwrap_or("the agent did not succeed"),
+                    result.error_kind.unwrap_or(match to {
+                        JobState::Timeout => ErrorKind::Timeout,
+                        JobState::Cancelled => ErrorKind::Cancelled,
+                        _ => ErrorKind::Exit,
+                    }),
+                )),
+            };
+            transition_in(self, tx, id, to, reason, now)?;
+            save(tx)?;
+            Ok(ResultApplied::Final(to))
+        })
+    }
+
+    /// Deletes final jobs completed before `before` with their logs and
+    /// artifacts. Jobs whose VM is still kept (persistent) stay. Returns
+    /// the ids removed.
+    pub fn prune_finished(&self, before: UnixMs) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = self.write(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE state IN ('success','failed','timeout','cancelled') \
+                     AND completed_at < ?1 AND (vm_id IS NULL OR vm_destroyed = 1) RETURNING id",
+                )
+                .map_err(|e| self.sqlite(e))?;
+            let ids: Vec<String> = stmt
+                .query_map([before], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.sqlite(e))?;
+            for id in &ids {
+                tx.execute("DELETE FROM events WHERE job_id = ?1", [id])
+                    .map_err(|e| self.sqlite(e))?;
+                tx.execute("DELETE FROM artifacts WHERE job_id = ?1", [id])
+                    .map_err(|e| self.sqlite(e))?;
+            }
+            Ok(ids)
+        })?;
+        for id in &ids {
+            remove_dir(&self.logs_dir(id))?;
+            remove_dir(&self.artifacts_dir(id))?;
+        }
+        Ok(ids)
+    }
+
+    /// How many jobs are in each state (states with none are left out).
+    pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")
+                .map_err(|e| self.sqlite(e))?;
+            let rows: Vec<(String, i64)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.sqlite(e))?;
+            rows.into_iter()
+                .map(|(s, n)| Ok((row::state("-", &s)?, n.max(0) as u64)))
+                .collect()
+        })
+    }
+}
+
+/// The one state-changing statement. Runs inside the caller's transaction
+/// so that a check and its change cannot be split by another writer.
+pub(super) fn transition_in(
+    store: &Store,
+    tx: &Transaction<'_>,
+    id: &str,
+    to: JobState,
+    reason: Option<(&str, ErrorKind)>,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let (from, manifest): (String, String) = tx
+        .query_row(
+            "SELECT state, manifest FROM jobs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| store.sqlite(e))?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+    let from = row::state(id, &from)?;
+    from.transition(to)
+        .map_err(|source| StoreError::Transition {
+            job_id: id.to_string(),
+            source,
+        })?;
+    // Once a job is over nobody needs its secrets: keep only the redacted
+    // manifest at rest.
+    let manifest = if to.is_final() {
+        let m: JobManifest = serde_json::from_str(&manifest).map_err(|e| StoreError::Decode {
+            job_id: id.to_string(),
+            field: "manifest",
+            message: e.to_string(),
+        })?;
+        manifest_json(id, &m.redacted())?
+    } else {
+        manifest
+    };
+    tx.execute(
+        "UPDATE jobs SET state = ?2, manifest = ?3, \
+         started_at = CASE WHEN ?2 = 'provisioning' THEN coalesce(started_at, ?4) ELSE started_at END, \
+         running_at = CASE WHEN ?2 = 'running' THEN coalesce(running_at, ?4) ELSE running_at END, \
+         completed_at = CASE WHEN ?5 THEN ?4 ELSE completed_at END, \
+         error = coalesce(?6, error), error_kind = coalesce(?7, error_kind) \
+         WHERE id = ?1",
+        params![
+            id,
+            to.as_str(),
+            manifest,
+            now,
+            to.is_final(),
+            reason.map(|r| r.0),
+            reason.map(|r| enum_text(&r.1)),
+        ],
+    )
+    .map_err(|e| store.sqlite(e))?;
+    Ok(())
+}

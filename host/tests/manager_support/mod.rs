@@ -1,0 +1,4 @@
+//! Helpers shared by the manager, callback and local-provider tests.
+#![allow(dead_code)]
+
+pub mod tar;

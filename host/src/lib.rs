@@ -6,5 +6,6 @@
 
 pub mod config;
 pub mod jobs;
+pub mod mcp;
 pub mod provider;
 pub mod store;

@@ -36,7 +36,7 @@ use crate::jobs::JobManager;
 pub enum ServeError {
     /// The client did not open a session properly.
     #[error("MCP session could not start: {0}")]
-    Start(#[from] rmcp::service::ServerInitializeError),
+    Start(#[from] Box<rmcp::service::ServerInitializeError>),
     /// The session task failed.
     #[error("MCP session ended abnormally: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -50,7 +50,8 @@ pub enum ServeError {
 pub async fn serve_stdio(jobs: JobManager, shutdown: CancellationToken) -> Result<(), ServeError> {
     let running = DelegateServer::new(jobs)
         .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
-        .await?;
+        .await
+        .map_err(Box::new)?;
     let reason = running.waiting().await?;
     tracing::info!(?reason, "MCP stdio session ended");
     Ok(())

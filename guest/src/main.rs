@@ -1,1 +1,20 @@
-fn main() {}
+//! `delegate-guest`: parse the command line, set up logging on stderr, run,
+//! exit with the documented status (see [`delegate_guest::app`]).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // Diagnostics go to stderr; stdout carries only JSON lines.
+    let filter =
+        EnvFilter::try_from_env("DELEGATE_GUEST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+    // clap exits with status 2 on usage errors, as documented.
+    let cli = delegate_guest::cli::Cli::parse();
+    ExitCode::from(delegate_guest::app::main(cli))
+}

@@ -1,0 +1,165 @@
+//! The subcommands: read what they need, run the job, map the outcome to
+//! the documented exit status (0 success, 1 failed, 124 timeout,
+//! 130 cancelled, 2 invalid manifest or usage).
+
+use std::path::Path;
+
+use delegate_proto::outcome::{ErrorKind, ResultLine};
+use delegate_proto::{JobManifest, JobResult, ManifestError, ResultStatus};
+
+use crate::callback::{CallbackClient, CallbackOptions, find_bootstrap};
+use crate::cli::{BootArgs, Cli, Command, RunArgs};
+use crate::run::run_job;
+
+/// Exit status for an invalid manifest or bad usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Where the workspace is inside a VM.
+pub const VM_WORKSPACE: &str = "/workspace";
+
+/// Runs the parsed command line; returns the process exit status.
+pub fn main(cli: Cli) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("delegate-guest: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Boot(args) => runtime.block_on(boot(args)),
+    }
+}
+
+fn exit_status(result: &JobResult) -> u8 {
+    result.status.exit_code() as u8
+}
+
+async fn run(args: RunArgs) -> u8 {
+    let bytes = match std::fs::read(&args.manifest) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "delegate-guest: cannot read manifest {}: {e}",
+                args.manifest.display()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let manifest = match JobManifest::from_json(&bytes) {
+        Ok(m) => m,
+        Err(e) => return refuse_manifest(&e),
+    };
+    let host = match &args.callback {
+        None => None,
+        Some(url) => match connect(url, args.job_id.as_deref(), args.token_file.as_deref()) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                eprintln!("delegate-guest: {e}");
+                return EXIT_USAGE;
+            }
+        },
+    };
+    let timeout = manifest.timeout.unwrap_or(args.timeout_seconds);
+    let opts = args.knobs.options(timeout, args.artifacts_out.clone());
+    exit_status(&run_job(manifest, opts, host).await)
+}
+
+/// Builds the client for `run --callback`.
+fn connect(
+    url: &str,
+    job_id: Option<&str>,
+    token_file: Option<&Path>,
+) -> Result<CallbackClient, String> {
+    let job_id = job_id.ok_or("--callback needs --job-id")?;
+    if !delegate_proto::api::is_valid_job_id(job_id) {
+        return Err(format!(
+            "--job-id {job_id:?} is not a job id (letters, digits and '-', at most 64)"
+        ));
+    }
+    let token_file = token_file.ok_or("--callback needs --token-file")?;
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| format!("cannot read --token-file {}: {e}", token_file.display()))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(format!("--token-file {} is empty", token_file.display()));
+    }
+    CallbackClient::new(url, job_id, token, CallbackOptions::default())
+        .map_err(|e| format!("--callback {url}: {e}"))
+}
+
+async fn boot(args: BootArgs) -> u8 {
+    let (bootstrap, source) = match find_bootstrap(args.bootstrap.as_deref()) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("delegate-guest: no bootstrap: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    eprintln!("delegate-guest: job {} from {source:?}", bootstrap.job_id);
+    let client = match CallbackClient::new(
+        &bootstrap.callback_url,
+        &bootstrap.job_id,
+        bootstrap.token.clone(),
+        CallbackOptions::default(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "delegate-guest: bootstrap callback_url {}: {e}",
+                bootstrap.callback_url
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let spec = match client.fetch_spec().await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("delegate-guest: cannot fetch the job from the host: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = spec.manifest.validate() {
+        let status = refuse_manifest(&e);
+        if let Err(post) = client.post_result(&invalid_manifest_result(&e)).await {
+            eprintln!("delegate-guest: could not send the result to the host: {post}");
+        }
+        return status;
+    }
+    let mut knobs = args.knobs;
+    if knobs.workspace.is_none() {
+        knobs.workspace = Some(VM_WORKSPACE.into());
+    }
+    let mut opts = knobs.options(spec.timeout_seconds.max(1), None);
+    opts.heartbeat = std::time::Duration::from_secs(spec.heartbeat_interval_seconds.max(1));
+    opts.max_artifact_bytes = spec.max_artifact_bytes;
+    exit_status(&run_job(spec.manifest, opts, Some(client)).await)
+}
+
+/// Says why the manifest was refused, on stderr and as the result line.
+fn refuse_manifest(e: &ManifestError) -> u8 {
+    eprintln!("delegate-guest: {e}");
+    let result = invalid_manifest_result(e);
+    if let Ok(line) = serde_json::to_string(&ResultLine::new(&result)) {
+        println!("{line}");
+    }
+    EXIT_USAGE
+}
+
+fn invalid_manifest_result(e: &ManifestError) -> JobResult {
+    JobResult {
+        status: ResultStatus::Failed,
+        exit_code: None,
+        signal: None,
+        duration_ms: 0,
+        output: Default::default(),
+        artifacts: Vec::new(),
+        error: Some(e.to_string()),
+        error_kind: Some(ErrorKind::InvalidManifest),
+        agent_result: None,
+    }
+}

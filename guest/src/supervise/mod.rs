@@ -1,0 +1,89 @@
+//! Process supervision: start the agent in its own session, contain it,
+//! end its whole tree.
+//!
+//! # Ownership rule
+//! Exactly one place reaps children: the reaper thread ([`reaper`]), with
+//! `waitid(P_ALL)`. Nothing else in the runner may call `wait`/`waitpid` or
+//! use `std::process::Child::wait` / `tokio::process`; a child is started
+//! only through [`spawn::spawn`], which registers its pid under the spawn
+//! lock before the reaper may hand out its status. The runner is a child
+//! subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of the job re-parent to
+//! it; the reaper reaps them, and [`tree::Tree`] finds and kills them.
+//!
+//! # Containment, by what the host allows
+//! - cgroup v2 with controllers: a job cgroup with `memory.max`, `cpu.max`,
+//!   `pids.max`, ended with `cgroup.kill`.
+//! - cgroup v2 without controllers (hybrid hosts): the job cgroup only ends
+//!   the tree with `cgroup.kill`.
+//! - no writable cgroup v2 (or `--no-cgroup`): the subreaper and `/proc`.
+//!
+//! In every case the agent has its own session and process group, rlimits,
+//! and runs as an unprivileged user when the runner is root.
+
+pub mod cgroup;
+pub mod procfs;
+pub mod reaper;
+pub mod rlimit;
+pub mod spawn;
+pub mod tree;
+pub mod user;
+
+use std::sync::Arc;
+
+pub use cgroup::{CgroupLimits, JobCgroup};
+pub use reaper::ExitStatus;
+pub use rlimit::Limits;
+pub use spawn::{SpawnSpec, Spawned, spawn};
+pub use tree::{StopReport, Tree};
+pub use user::{RunUser, UserPolicy};
+
+/// How the job is contained, for status lines and the summary.
+#[derive(Debug, Clone)]
+pub struct Containment {
+    /// The job cgroup, when one could be made.
+    pub cgroup: Option<Arc<JobCgroup>>,
+    /// Why there is none, or which limits it enforces.
+    pub note: String,
+}
+
+impl Containment {
+    /// Makes the runner a subreaper and, unless told not to, a job cgroup.
+    pub fn set_up(limits: &CgroupLimits, use_cgroup: bool) -> Containment {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!("cannot become a child subreaper: {e}");
+        }
+        if !use_cgroup {
+            return Containment {
+                cgroup: None,
+                note: "no cgroup (disabled); subreaper".into(),
+            };
+        }
+        match JobCgroup::create(limits) {
+            Ok(cg) => {
+                let a = cg.applied();
+                let mut parts = Vec::new();
+                if a.memory {
+                    parts.push("memory.max");
+                }
+                if a.cpu {
+                    parts.push("cpu.max");
+                }
+                if a.pids {
+                    parts.push("pids.max");
+                }
+                if cg.has_kill() {
+                    parts.push("cgroup.kill");
+                }
+                let note = format!("cgroup {} ({})", cg.dir().display(), parts.join(", "));
+                Containment {
+                    cgroup: Some(Arc::new(cg)),
+                    note,
+                }
+            }
+            Err(why) => Containment {
+                cgroup: None,
+                note: format!("no cgroup ({why}); subreaper"),
+            },
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Resource limits set in the child between fork and exec.
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// Open files for the agent (Node-based agents open many).
+pub const NOFILE: u64 = 65_536;
+/// Processes of the job user, when it is a dedicated unprivileged user.
+pub const NPROC: u64 = 4_096;
+
+/// The limits one agent gets. Each is soft = hard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_NOFILE`.
+    pub nofile: u64,
+    /// `RLIMIT_NPROC`; only when privileges are dropped, because it counts
+    /// every process of the real user, the runner's own included.
+    pub nproc: Option<u64>,
+    /// `RLIMIT_FSIZE` in bytes, from `resources.disk`.
+    pub fsize: Option<u64>,
+}
+
+impl Limits {
+    /// Plans the limits. `nofile_hard` is the runner's current hard limit,
+    /// which an unprivileged runner cannot exceed.
+    pub fn plan(disk: Option<u64>, dropping_privileges: bool, nofile_hard: u64) -> Limits {
+        Limits {
+            nofile: NOFILE.min(nofile_hard),
+            nproc: dropping_privileges.then_some(NPROC),
+            fsize: disk,
+        }
+    }
+
+    /// The runner's current hard `RLIMIT_NOFILE`.
+    pub fn current_nofile_hard() -> u64 {
+        getrlimit(Resource::RLIMIT_NOFILE).map_or(NOFILE, |(_, hard)| hard)
+    }
+
+    /// Applies the limits to the calling process. Only calls `setrlimit`,
+    /// so it is safe between fork and exec.
+    pub fn apply(&self) -> std::io::Result<()> {
+        set(Resource::RLIMIT_CORE, 0)?;
+        set(Resource::RLIMIT_NOFILE, self.nofile)?;
+        if let Some(n) = self.nproc {
+            set(Resource::RLIMIT_NPROC, n)?;
+        }
+        if let Some(n) = self.fsize {
+            set(Resource::RLIMIT_FSIZE, n)?;
+        }
+        Ok(())
+    }
+}
+
+fn set(resource: Resource, value: u64) -> std::io::Result<()> {
+    // A thin wrapper over setrlimit(2): no allocation, async-signal-safe.
+    setrlimit(resource, value, value).map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_from_manifest_and_runner() {
+        let l = Limits::plan(Some(1 << 30), true, 1_048_576);
+        assert_eq!(
+            l,
+            Limits {
+                nofile: NOFILE,
+                nproc: Some(NPROC),
+                fsize: Some(1 << 30)
+            }
+        );
+        let l = Limits::plan(None, false, 1024);
+        assert_eq!(
+            l,
+            Limits {
+                nofile: 1024,
+                nproc: None,
+                fsize: None
+            }
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use delegate_proto::JobResult;
 use delegate_proto::api::{self, ArtifactsAck, JobSpec, ResultAck};
@@ -24,6 +25,8 @@ const MAX_ACK_BYTES: usize = 8 * 1024 * 1024;
 pub struct CallbackClient {
     pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) opts: Arc<CallbackOptions>,
+    /// `JobSpec::max_artifact_bytes` once the spec was fetched (0: unknown).
+    max_artifact_bytes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for CallbackClient {
@@ -62,6 +65,7 @@ impl CallbackClient {
         Ok(CallbackClient {
             endpoint: Arc::new(endpoint),
             opts: Arc::new(opts),
+            max_artifact_bytes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -98,6 +102,8 @@ impl CallbackClient {
                 ),
             });
         }
+        self.max_artifact_bytes
+            .store(spec.max_artifact_bytes, Ordering::Relaxed);
         Ok(spec)
     }
 
@@ -110,7 +116,11 @@ impl CallbackClient {
 
     /// `PUT artifacts`: streams the tar.gz at `tar_gz` from disk (it is never
     /// read into memory), with its length, retried on transient failures.
-    /// 413 gives [`CallbackError::TooLarge`] with the host's message.
+    /// 413 gives [`CallbackError::TooLarge`] with the host's message. After
+    /// [`CallbackClient::fetch_spec`], a file over the spec's
+    /// `max_artifact_bytes` is refused the same way without a request: a host
+    /// that answers 413 before reading the body often resets the connection
+    /// under the upload, and the answer then only arrives on a later attempt.
     pub async fn upload_artifacts(&self, tar_gz: &Path) -> Result<ArtifactsAck, CallbackError> {
         const OP: &str = "PUT artifacts";
         let io_err = |source| CallbackError::Io {
@@ -119,6 +129,13 @@ impl CallbackClient {
             source,
         };
         let size = tokio::fs::metadata(tar_gz).await.map_err(io_err)?.len();
+        let max = self.max_artifact_bytes.load(Ordering::Relaxed);
+        if max > 0 && size > max {
+            return Err(CallbackError::TooLarge {
+                op: OP,
+                message: format!("the artifacts are {size} bytes; the host accepts at most {max}"),
+            });
+        }
         let path = api::artifacts_path(self.job_id());
         let timeout = body_timeout(self.opts.request_timeout, size, self.opts.upload_min_rate);
         with_retries(OP, &self.opts.upload_retry, false, || async {

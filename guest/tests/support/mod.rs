@@ -1,0 +1,4 @@
+//! Test support shared by the callback tests.
+#![allow(dead_code)]
+
+pub mod host;

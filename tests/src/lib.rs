@@ -1,1 +1,3 @@
 //! Test doubles and helpers shared by the end-to-end tests.
+
+pub mod pve_sim;

@@ -98,7 +98,7 @@ pub struct Knobs {
     #[arg(long)]
     pub no_drop_privileges: bool,
     /// Do not use a cgroup even where one works (tests the subreaper path).
-    #[arg(long, hide = true, env = "DELEGATE_GUEST_NO_CGROUP")]
+    #[arg(long, hide = true, env = "DELEGATE_GUEST_NO_CGROUP", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_cgroup: bool,
 }
 
@@ -196,5 +196,12 @@ mod tests {
         ]);
         assert!(ok.is_ok());
         assert!(Cli::try_parse_from(["delegate-guest", "boot", "--bootstrap", "b.json"]).is_ok());
+        let Command::Run(r) = Cli::try_parse_from(["delegate-guest", "run", "m", "--no-cgroup"])
+            .unwrap()
+            .command
+        else {
+            panic!()
+        };
+        assert!(r.knobs.no_cgroup);
     }
 }

@@ -80,7 +80,7 @@ source "proxmox-clone" "debian" {
     model    = "virtio"
     bridge   = var.proxmox_bridge
     vlan_tag = var.proxmox_vlan_tag
-    firewall = false
+    firewall = var.proxmox_firewall
   }
 
   # Clones keep a cloud-init drive with DHCP, so cloud-init (cleaned at the end
@@ -110,7 +110,8 @@ source "proxmox-iso" "debian" {
     iso_file         = var.iso_file
     iso_checksum     = var.iso_checksum
     iso_storage_pool = var.proxmox_iso_storage
-    iso_download_pve = true
+    # Packer uploads the ISO (Datastore.AllocateTemplate); no node-side download.
+    iso_download_pve = false
     unmount          = true
   }
 
@@ -139,7 +140,7 @@ source "proxmox-iso" "debian" {
     model    = "virtio"
     bridge   = var.proxmox_bridge
     vlan_tag = var.proxmox_vlan_tag
-    firewall = false
+    firewall = var.proxmox_firewall
   }
 
   http_content = {

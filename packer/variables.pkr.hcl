@@ -74,6 +74,12 @@ variable "proxmox_vlan_tag" {
   description = "VLAN tag on the bridge (optional)."
 }
 
+variable "proxmox_firewall" {
+  type        = bool
+  default     = false
+  description = "Enable the Proxmox firewall on the VM's NIC. Clones inherit the flag and the template's firewall rules (see README.md, network)."
+}
+
 variable "task_timeout" {
   type        = string
   default     = "10m"

@@ -293,7 +293,7 @@ assert_root() {
   [ "$(in_root id -nG delegate)" = delegate ] || fail "delegate is in other groups: $(in_root id -nG delegate)" || return 1
   in_root sudo -n -l -U delegate 2>/dev/null | grep -q 'not allowed to run sudo' ||
     fail "sudo allows something to delegate" || return 1
-  [ "$(stat -c '%U %a' "$ROOT/home/delegate")" = "delegate 750" ] || fail "home of delegate is not 0750 delegate" || return 1
+  [ "$(in_root stat -c '%U %a' /home/delegate)" = "delegate 750" ] || fail "home of delegate is not 0750 delegate" || return 1
 
   # The build login: locked, keys and sudo rule gone.
   case $(awk -F: '$1 == "debian" { print $2 }' "$ROOT/etc/shadow") in '!'*) ;; *) fail "build user not locked" || return 1 ;; esac
@@ -302,7 +302,7 @@ assert_root() {
 
   # The runner and its units: installed, enabled, valid where they live.
   cmp -s "$GUEST_BIN" "$ROOT/usr/local/bin/delegate-guest" || fail "delegate-guest not installed" || return 1
-  [ "$(stat -c '%U %a' "$ROOT/usr/local/bin/delegate-guest")" = "root 755" ] || fail "delegate-guest not root 0755" || return 1
+  [ "$(in_root stat -c '%U %a' /usr/local/bin/delegate-guest)" = "root 755" ] || fail "delegate-guest not root 0755" || return 1
   for u in "${UNITS[@]}"; do
     cmp -s "$PACKER_DIR/files/systemd/$u" "$ROOT/etc/systemd/system/$u" || fail "$u not installed" || return 1
     [ "$(systemctl --root="$ROOT" is-enabled "$u")" = enabled ] || fail "$u not enabled" || return 1

@@ -1,4 +1,5 @@
 //! Test support shared by the callback tests.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod host;

@@ -1,3 +1,5 @@
 //! Test doubles and helpers shared by the end-to-end tests.
 
+pub mod bins;
+pub mod mcp;
 pub mod pve_sim;

@@ -171,7 +171,7 @@ pub async fn wait(
         p.report(&first);
     }
     let record = if first.state.is_final() || limit.is_zero() {
-        first
+        Ok(first)
     } else {
         let waiting = jobs.wait(&a.job_id, limit, |r| {
             if let Some(p) = &progress {
@@ -179,10 +179,17 @@ pub async fn wait(
             }
         });
         tokio::select! {
-            r = waiting => r.map_err(job_error)?,
-            _ = cancelled.cancelled() => return Err("the wait was cancelled by the client".into()),
+            r = waiting => r.map_err(job_error),
+            _ = cancelled.cancelled() => Err("the wait was cancelled by the client".into()),
         }
     };
+    if let Some(p) = progress {
+        if let Ok(r) = &record {
+            p.report(r);
+        }
+        p.finish().await;
+    }
+    let record = record?;
     let finished = record.state.is_final();
     structured(&WaitView {
         job: status_view(jobs, &record),

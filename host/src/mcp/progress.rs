@@ -6,35 +6,46 @@
 //! nothing changes it repeats the last state every few seconds, so the
 //! client sees the wait is alive. `progress` counts notifications, which
 //! keeps it strictly increasing as the spec asks even when a job's own
-//! percentage stands still or is unknown.
+//! percentage stands still or is unknown. [`ProgressReporter::finish`]
+//! flushes what is queued before the tool answers, so no progress arrives
+//! after the result it belongs to.
 
 use std::time::Duration;
 
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::{Peer, RoleServer};
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::task::JoinHandle;
 
 use crate::jobs::model::JobRecord;
 
 /// How often an unchanged job is reported again while waiting.
 const REPEAT_EVERY: Duration = Duration::from_secs(5);
 
-/// Sends progress for one `wait_for_job` call; stops when dropped.
+/// How long [`ProgressReporter::finish`] waits for queued notifications.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
+/// Sends progress for one `wait_for_job` call. Dropping it stops the
+/// sender once the queue is empty.
 pub struct ProgressReporter {
     tx: mpsc::UnboundedSender<String>,
-    _stop: DropGuard,
+    task: JoinHandle<()>,
 }
 
 impl ProgressReporter {
     /// Starts a reporter for the request that carried `token`.
     pub fn start(peer: Peer<RoleServer>, token: ProgressToken) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        tokio::spawn(run(peer, token, rx, stop.clone()));
-        ProgressReporter {
-            tx,
-            _stop: stop.drop_guard(),
+        let task = tokio::spawn(run(peer, token, rx));
+        ProgressReporter { tx, task }
+    }
+
+    /// Sends what is queued, then stops.
+    pub async fn finish(self) {
+        let ProgressReporter { tx, task } = self;
+        drop(tx);
+        if tokio::time::timeout(FLUSH_LIMIT, task).await.is_err() {
+            tracing::debug!("progress notifications not flushed in time");
         }
     }
 
@@ -50,13 +61,11 @@ async fn run(
     peer: Peer<RoleServer>,
     token: ProgressToken,
     mut rx: mpsc::UnboundedReceiver<String>,
-    stop: CancellationToken,
 ) {
     let mut count = 0.0;
     let mut last: Option<String> = None;
     loop {
         let message = tokio::select! {
-            _ = stop.cancelled() => return,
             m = rx.recv() => match m {
                 Some(m) => m,
                 None => return,

@@ -257,8 +257,13 @@ install_node() {
   tarball=${line##* }
   curl -fsSL --retry 5 --retry-delay 2 -o "$work/$tarball" "$base/$tarball"
   (cd "$work" && printf '%s\n' "$line" | sha256sum -c --quiet -) || die "checksum mismatch for $tarball"
+  top=${tarball%.tar.xz}
+  # bin/, lib/, include/, share/ go under /usr/local; the release's own
+  # top-level notes do not, and its licence goes with the other docs.
   tar -xJf "$work/$tarball" -C /usr/local --strip-components=1 --no-same-owner \
-    --exclude='*/CHANGELOG.md' --exclude='*/LICENSE' --exclude='*/README.md'
+    --exclude="$top/CHANGELOG.md" --exclude="$top/README.md" --exclude="$top/LICENSE"
+  mkdir -p /usr/local/share/doc/nodejs
+  tar -xJf "$work/$tarball" -O "$top/LICENSE" >/usr/local/share/doc/nodejs/LICENSE
   rm -rf "$work"
   have=$(node --version)
   case $have in

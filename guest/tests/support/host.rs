@@ -51,6 +51,8 @@ pub struct HostState {
     pub cancel: bool,
     /// Answer every events request with this status instead.
     pub events_status: Option<u16>,
+    /// Wait this long before answering an events request.
+    pub events_delay: Duration,
     /// Largest events body; beyond, 413.
     pub events_body_limit: usize,
     /// Largest artifact upload; beyond, 413 without reading the body.
@@ -250,6 +252,8 @@ async fn events(
         }
         st.events_body_limit
     };
+    let delay = state.lock().unwrap().events_delay;
+    tokio::time::sleep(delay).await;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return error(413, "too_large", format!("events body over {limit} bytes"));
     };

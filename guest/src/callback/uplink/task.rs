@@ -91,10 +91,7 @@ pub(super) async fn run(
                 break;
             }
         }
-        let wake = [st.retry_at, st.linger_until, st.flush_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = st.next_wake(in_flight.is_some());
         tokio::select! {
             joined = async { in_flight.as_mut().map(|f| &mut f.handle).unwrap().await },
                 if in_flight.is_some() =>
@@ -158,6 +155,20 @@ impl State {
         self.flush_deadline.is_some()
             || self.queue.len() >= self.events_limit
             || self.linger_until.is_some_and(|at| now >= at)
+    }
+
+    /// When the loop must look again without a command or an answer: the
+    /// timer that can make [`State::ready`] true, and the flush deadline.
+    /// Timers that cannot start anything (a request is in flight, the uplink
+    /// stopped) are left out, or a past one would make the loop spin.
+    fn next_wake(&self, in_flight: bool) -> Option<Instant> {
+        let can_send = !in_flight && self.stopped.is_none() && !self.queue.is_empty();
+        let send_timer = if can_send {
+            self.retry_at.or(self.linger_until)
+        } else {
+            None
+        };
+        send_timer.into_iter().chain(self.flush_deadline).min()
     }
 
     fn start_batch(&mut self) -> Option<InFlight> {
@@ -229,6 +240,8 @@ impl State {
                 }
             }
             Err(Failure::Fatal(CallbackError::TooLarge { message, .. })) => {
+                // Smaller batches (or a marker) go at once.
+                self.linger_until = Some(now);
                 if sent.count > 1 {
                     self.events_limit = (sent.count / 2).max(1);
                     self.body_limit = (sent.bytes / 2).max(MIN_BODY_LIMIT);

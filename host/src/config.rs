@@ -569,7 +569,12 @@ fn check_url(url: &str) -> Result<String, ConfigError> {
     Ok(url.to_string())
 }
 
-fn derive_callback_url(provider: ProviderKind, bind: SocketAddr) -> Result<String, ConfigError> {
+/// The callback URL guests get when `CALLBACK_URL` is not set, derived
+/// from the address the callback API listens on.
+pub fn derive_callback_url(
+    provider: ProviderKind,
+    bind: SocketAddr,
+) -> Result<String, ConfigError> {
     let port = bind.port();
     match (provider, bind.ip()) {
         (ProviderKind::Local, ip) if ip.is_unspecified() || ip.is_loopback() => {

@@ -4,7 +4,9 @@
 //! `callback` (the API guests report to) → `mcp` (what clients talk to).
 #![warn(missing_docs)]
 
+pub mod callback;
 pub mod config;
+pub mod engine;
 pub mod jobs;
 pub mod mcp;
 pub mod provider;

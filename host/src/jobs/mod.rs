@@ -7,9 +7,15 @@
 
 pub mod change;
 pub mod clock;
+mod driver;
 pub mod error;
+pub mod guest;
 pub mod manager;
+pub mod metrics;
 pub mod model;
+mod recovery;
+mod scheduler;
+pub mod token;
 
 pub use change::{JobChange, JobChangeKind};
 pub use error::JobError;

@@ -262,6 +262,32 @@ impl Store {
         )
     }
 
+    /// Replaces the job's token hash (a new token for each provisioning).
+    pub fn set_token_hash(&self, id: &str, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "UPDATE jobs SET token_hash = ?2 WHERE id = ?1",
+            params![id, &hash[..]],
+        )
+    }
+
+    /// Records a sign of life from the guest.
+    pub fn touch(&self, id: &str, now: UnixMs) -> Result<(), StoreError> {
+        self.update(
+            id,
+            "UPDATE jobs SET last_event_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )
+    }
+
+    /// Ids of `pending` jobs whose deadline has passed.
+    pub fn pending_past_deadline(&self, now: UnixMs) -> Result<Vec<String>, StoreError> {
+        self.ids(
+            "SELECT id FROM jobs WHERE state = 'pending' AND deadline_at <= ?1 ORDER BY seq",
+            params![now],
+        )
+    }
+
     /// Whether provisioning finished for the job.
     pub fn is_provisioned(&self, id: &str) -> Result<bool, StoreError> {
         self.read(|conn| {
@@ -340,11 +366,14 @@ impl Store {
         )
     }
 
-    /// Ids of final jobs whose VM was created and not destroyed.
+    /// Ids of final jobs whose VM was created and not destroyed, except
+    /// persistent jobs that ran (their VMs are kept on purpose).
     pub fn final_ids_with_vm(&self) -> Result<Vec<String>, StoreError> {
         self.ids(
             "SELECT id FROM jobs WHERE state IN ('success','failed','timeout','cancelled') \
-             AND vm_id IS NOT NULL AND vm_destroyed = 0 ORDER BY seq",
+             AND vm_id IS NOT NULL AND vm_destroyed = 0 \
+             AND NOT (persistent = 1 AND provisioned_at IS NOT NULL AND state <> 'cancelled') \
+             ORDER BY seq",
             [],
         )
     }
@@ -385,6 +414,18 @@ impl Store {
     /// Ids flagged by [`Store::request_cancel`] since the last call; the
     /// flags are cleared.
     pub fn take_cancel_requests(&self) -> Result<Vec<String>, StoreError> {
+        // Polled every second: look before taking the write lock.
+        let any: bool = self.read(|conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE cancel_requested = 1)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sqlite(e))
+        })?;
+        if !any {
+            return Ok(Vec::new());
+        }
         self.write(|tx| {
             let mut stmt = tx
                 .prepare_cached(

@@ -1,0 +1,217 @@
+//! Route handlers: size, protocol and token checks, then one manager call.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use delegate_proto::api::{MAX_EVENTS_BODY, MAX_RESULT_BODY, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use delegate_proto::{EventBatch, JobResult};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::error::respond;
+use crate::jobs::JobManager;
+use crate::jobs::guest::GuestError;
+
+/// `GET manifest` carries no body; anything beyond this is refused.
+const MAX_MANIFEST_REQUEST_BODY: u64 = 4096;
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Refuses a body whose declared length is over `limit` before reading it.
+fn check_length(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), GuestError> {
+    match content_length(headers) {
+        Some(n) if n > limit => Err(GuestError::TooLarge {
+            what: format!("{what} of {n} bytes"),
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The checks every job route makes, in order: size, protocol, token.
+fn admit(
+    manager: &JobManager,
+    job_id: &str,
+    headers: &HeaderMap,
+    limit: u64,
+    what: &str,
+) -> Result<(), GuestError> {
+    check_length(headers, limit, what)?;
+    let version = headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok());
+    if version != Some(PROTOCOL_VERSION.to_string().as_str()) {
+        return Err(GuestError::UnsupportedProtocol(
+            version.unwrap_or("none").to_string(),
+        ));
+    }
+    manager.authorize_guest(job_id, bearer(headers))
+}
+
+async fn json_body<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<T, GuestError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| GuestError::TooLarge {
+            what: what.to_string(),
+            limit: limit as u64,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| GuestError::BadRequest(format!("{what}: {e}")))
+}
+
+fn reply<T: serde::Serialize>(r: Result<T, GuestError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => respond(e),
+    }
+}
+
+pub(super) async fn manifest(
+    State(m): State<JobManager>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        admit(
+            &m,
+            &id,
+            &headers,
+            MAX_MANIFEST_REQUEST_BODY,
+            "a manifest request body",
+        )?;
+        m.guest_spec(&id).await
+    };
+    reply(r.await)
+}
+
+pub(super) async fn events(
+    State(m): State<JobManager>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let r = async {
+        admit(&m, &id, &headers, MAX_EVENTS_BODY as u64, "an event batch")?;
+        let batch: EventBatch = json_body(body, MAX_EVENTS_BODY, "event batch").await?;
+        m.guest_events(&id, batch).await
+    };
+    reply(r.await)
+}
+
+pub(super) async fn result(
+    State(m): State<JobManager>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let r = async {
+        admit(&m, &id, &headers, MAX_RESULT_BODY as u64, "a result")?;
+        let result: JobResult = json_body(body, MAX_RESULT_BODY, "result").await?;
+        m.guest_result(&id, result).await
+    };
+    reply(r.await)
+}
+
+pub(super) async fn artifacts(
+    State(m): State<JobManager>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let cap = m.settings().max_artifact_bytes;
+    let r = async {
+        admit(&m, &id, &headers, cap, "an artifact upload")?;
+        let (staged, cap) = m.guest_stage_artifacts(&id)?;
+        let io = |e: std::io::Error| GuestError::Internal(format!("writing the upload: {e}"));
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(staged.path())
+            .await
+            .map_err(io)?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| GuestError::BadRequest(format!("the upload broke off: {e}")))?;
+            size += chunk.len() as u64;
+            if size > cap {
+                // `staged` is dropped on return, removing the partial file.
+                return Err(GuestError::TooLarge {
+                    what: "the artifact upload".into(),
+                    limit: cap,
+                });
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        let sha = crate::store::hex(&hasher.finalize());
+        m.guest_commit_artifacts(&id, staged, size, sha).await
+    };
+    reply(r.await)
+}
+
+pub(super) async fn healthz(State(m): State<JobManager>) -> Response {
+    match m.store().count_by_state() {
+        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) async fn metrics(State(m): State<JobManager>) -> Response {
+    match m.render_metrics() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => respond(GuestError::Internal(e.to_string())),
+    }
+}
+
+/// Counts every request by route and status for `/metrics`.
+pub(super) async fn count_requests(
+    State(m): State<JobManager>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
+        Some(p) if p.ends_with("/manifest") => "manifest",
+        Some(p) if p.ends_with("/events") => "events",
+        Some(p) if p.ends_with("/artifacts") => "artifacts",
+        Some(p) if p.ends_with("/result") => "result",
+        Some("/healthz") => "healthz",
+        Some("/metrics") => "metrics",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    m.count_callback_request(route, resp.status().as_u16());
+    resp
+}

@@ -1,0 +1,141 @@
+//! Starting everything that runs in the server process, in order: the
+//! store, the provider, the job manager (which takes `host.lock` and
+//! recovers), and the callback API. `main` calls [`start_engine`] and keeps
+//! the [`Engine`] until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ProviderKind, Settings, derive_callback_url};
+use crate::jobs::{JobError, JobManager};
+use crate::provider::Provider;
+use crate::provider::local::LocalProvider;
+use crate::store::{Store, StoreError};
+
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The data directory or its database is unusable, or another engine
+    /// holds it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The callback API cannot listen.
+    #[error("cannot listen on {addr} for the callback API (CALLBACK_HOST/CALLBACK_PORT): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The provider cannot work here.
+    #[error(transparent)]
+    Provider(#[from] crate::provider::ProviderError),
+    /// The manager failed to start (recovery).
+    #[error(transparent)]
+    Jobs(#[from] JobError),
+}
+
+/// The running engine.
+pub struct Engine {
+    /// The job manager (clone it freely).
+    pub manager: JobManager,
+    /// Where the callback API listens.
+    pub callback_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Builds the provider the settings name.
+pub fn build_provider(settings: &Settings) -> Result<Arc<dyn Provider>, EngineError> {
+    match settings.provider {
+        ProviderKind::Local => Ok(Arc::new(LocalProvider::from_settings(settings)?)),
+        other => Err(EngineError::Provider(
+            crate::provider::ProviderError::Unavailable(format!(
+                "the {} provider is not available in this build",
+                other.as_str()
+            )),
+        )),
+    }
+}
+
+/// Opens the store, builds the provider from the settings, starts the job
+/// manager and serves the callback API; everything stops when `shutdown`
+/// is cancelled (then call [`Engine::wait`]).
+pub async fn start_engine(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<Engine, EngineError> {
+    let provider = build_provider(&settings)?;
+    start_engine_with(settings, provider, shutdown).await
+}
+
+/// [`start_engine`] with a given provider (tests, benchmarks).
+pub async fn start_engine_with(
+    mut settings: Settings,
+    provider: Arc<dyn Provider>,
+    shutdown: CancellationToken,
+) -> Result<Engine, EngineError> {
+    let store = Store::open(&settings.data_dir)?;
+    // Take the lock before binding, so a second server on the same data
+    // directory hears "already served by pid N", not "address in use".
+    let lock = store.lock_engine()?;
+    let listener = TcpListener::bind(settings.callback_bind)
+        .await
+        .map_err(|source| EngineError::Bind {
+            addr: settings.callback_bind,
+            source,
+        })?;
+    let callback_addr = listener.local_addr().map_err(|source| EngineError::Bind {
+        addr: settings.callback_bind,
+        source,
+    })?;
+    if settings.callback_url_derived {
+        // Derived from the bind address: use the port actually bound (the
+        // settings may have asked for port 0).
+        settings.callback_url =
+            derive_callback_url(settings.provider, callback_addr).map_err(|e| {
+                EngineError::Bind {
+                    addr: callback_addr,
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?;
+    }
+    let manager =
+        JobManager::start_locked(Arc::new(settings), store, lock, provider, shutdown.clone())
+            .await?;
+    let server = tokio::spawn(crate::callback::serve(
+        listener,
+        manager.clone(),
+        shutdown.clone(),
+    ));
+    Ok(Engine {
+        manager,
+        callback_addr,
+        shutdown,
+        server,
+    })
+}
+
+impl Engine {
+    /// Stops everything (cancels the shutdown token) and waits.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the callback API and the engine tasks have ended (after
+    /// the shutdown token was cancelled), releasing `host.lock`.
+    pub async fn wait(self) {
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "callback API failed"),
+            Err(e) => tracing::error!(error = %e, "callback API task failed"),
+        }
+        self.manager.join().await;
+    }
+}

@@ -1,0 +1,140 @@
+//! The scheduler and housekeeping loops.
+//!
+//! The scheduler starts the oldest `pending` jobs in the store while both
+//! limits allow (`DELEGATE_MAX_RUNNING` VMs alive, `DELEGATE_MAX_PROVISIONING`
+//! being provisioned). It reads the store rather than a queue in memory, so
+//! jobs inserted by another process or left by a previous run start too.
+//!
+//! Housekeeping runs every second for what must be prompt (cancel flags set
+//! by other processes, pending jobs past their deadline) and every
+//! `CLEANUP_INTERVAL_SECONDS` for the rest (VMs whose destroy failed,
+//! retention).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use delegate_proto::JobState;
+use delegate_proto::outcome::ErrorKind;
+
+use super::clock::now_ms;
+use super::driver::{self, Resume};
+use super::manager::Shared;
+
+/// How often the scheduler looks at the store without being woken.
+const SCHEDULER_POLL: Duration = Duration::from_secs(1);
+/// Period of the prompt housekeeping.
+const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
+
+/// Starts the scheduler and housekeeping tasks.
+pub(super) fn spawn(shared: &Arc<Shared>) {
+    let Some(core) = &shared.core else { return };
+    let s = shared.clone();
+    core.tracker.spawn(async move { scheduler(s).await });
+    let s = shared.clone();
+    core.tracker.spawn(async move { housekeeping(s).await });
+}
+
+async fn scheduler(shared: Arc<Shared>) {
+    let Some(core) = &shared.core else { return };
+    loop {
+        schedule_once(&shared);
+        tokio::select! {
+            _ = core.shutdown.cancelled() => break,
+            _ = core.wake.notified() => {}
+            _ = tokio::time::sleep(SCHEDULER_POLL) => {}
+        }
+    }
+}
+
+/// Starts as many pending jobs as the limits allow, oldest first.
+fn schedule_once(shared: &Arc<Shared>) {
+    let Some(core) = &shared.core else { return };
+    let settings = &shared.settings;
+    let (alive, provisioning) = {
+        let runs = core.runs();
+        (runs.len(), runs.values().filter(|r| r.provisioning).count())
+    };
+    let free = settings
+        .max_running
+        .saturating_sub(alive)
+        .min(settings.max_provisioning.saturating_sub(provisioning));
+    if free == 0 {
+        return;
+    }
+    let pending = match shared.store.pending_ids(free + alive) {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduler cannot read pending jobs");
+            return;
+        }
+    };
+    let mut started = 0;
+    for id in pending {
+        if started == free {
+            break;
+        }
+        if driver::launch(shared, &id, Resume::Fresh) {
+            started += 1;
+        }
+    }
+}
+
+async fn housekeeping(shared: Arc<Shared>) {
+    let Some(core) = &shared.core else { return };
+    let cleanup_every = shared.settings.cleanup_interval;
+    let mut last_cleanup = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = core.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(HOUSEKEEPING_TICK) => {}
+        }
+        if let Err(e) = prompt_checks(&shared) {
+            tracing::error!(error = %e, "housekeeping failed");
+        }
+        if last_cleanup.elapsed() >= cleanup_every {
+            last_cleanup = tokio::time::Instant::now();
+            let s = shared.clone();
+            let done = tokio::task::spawn_blocking(move || periodic_cleanup(&s)).await;
+            if let Ok(Err(e)) = done {
+                tracing::error!(error = %e, "cleanup failed");
+            }
+        }
+    }
+}
+
+fn prompt_checks(shared: &Arc<Shared>) -> Result<(), crate::store::StoreError> {
+    // Cancels flagged by another process: the state is already final; stop
+    // the driver's provisioning and let it clean up.
+    for id in shared.store.take_cancel_requests()? {
+        tracing::info!(job_id = %id, "cancel requested by another process");
+        shared.notify(&id, super::JobChangeKind::State);
+        shared.stop_run(&id);
+    }
+    for id in shared.store.pending_past_deadline(now_ms())? {
+        shared.transition(
+            &id,
+            JobState::Timeout,
+            Some((
+                "the job's timeout passed while it waited for a free VM slot",
+                ErrorKind::Timeout,
+            )),
+        )?;
+    }
+    Ok(())
+}
+
+fn periodic_cleanup(shared: &Arc<Shared>) -> Result<(), crate::store::StoreError> {
+    // VMs of final jobs that no driver is cleaning up (a destroy that kept
+    // failing, or a job that ended in another process).
+    for id in shared.store.final_ids_with_vm()? {
+        driver::launch(shared, &id, Resume::Cleanup);
+    }
+    if let Some(keep) = shared.settings.retention {
+        let before = now_ms() - keep.as_millis() as i64;
+        let pruned = shared.store.prune_finished(before)?;
+        if !pruned.is_empty() {
+            tracing::info!(count = pruned.len(), "pruned finished jobs past retention");
+        }
+    }
+    Ok(())
+}

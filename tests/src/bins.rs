@@ -80,6 +80,24 @@ fn build() -> Bins {
         .arg("--bins")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    // What cargo set for this test binary describes the test package; build
+    // scripts that watch such variables would otherwise rebuild each time.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+            || matches!(
+                key.as_ref(),
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if per_package {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     if release_profile() {
         cmd.arg("--release");
     }

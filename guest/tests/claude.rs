@@ -287,8 +287,10 @@ fn skipping_permissions_as_root_is_refused_unless_in_a_sandbox() {
 
 #[test]
 fn the_fake_refuses_what_the_real_cli_refuses() {
+    let cwd = tempdir();
     let run = |args: &[&str], env: &[(&str, &str)]| {
         std::process::Command::new(fake_claude())
+            .current_dir(cwd.path())
             .args(args)
             .envs(env.iter().copied())
             .output()

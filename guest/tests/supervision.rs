@@ -346,3 +346,54 @@ fn a_stopped_process_is_still_ended() {
     );
     assert_no_survivors(&marker);
 }
+
+#[test]
+fn the_fork_fallback_joins_the_cgroup_and_kills_the_tree() {
+    // As on kernels, or in containers, without clone3.
+    let f = Job::new(&json!({"task": "grep ^0:: /proc/self/cgroup", "agentType": "script"}))
+        .env("DELEGATE_GUEST_NO_CLONE3", "1")
+        .run();
+    f.expect_code(0);
+    if !preparing_message(&f).contains("no cgroup") {
+        assert!(ids_of(&f).contains("/delegate-job-"), "{}", ids_of(&f));
+    }
+    let marker = common::marker("fork");
+    let job = escape_job(&marker, 4).env("DELEGATE_GUEST_NO_CLONE3", "1");
+    let mut run = job.start();
+    wait_for_tree(&job, &marker);
+    run.wait_for_phase("collecting");
+    run.finish().expect_code(124);
+    assert_no_survivors(&marker);
+}
+
+#[test]
+fn an_exec_failure_in_the_child_is_reported() {
+    let m = json!({
+        "task": "t", "agentType": "custom", "agent": {"command": "./not-a-program"},
+        "files": [{"path": "not-a-program", "content": "AAECAwQ=", "mode": "0755"}],
+    });
+    for env in ["0", "1"] {
+        let f = Job::new(&m).env("DELEGATE_GUEST_NO_CLONE3", env).run();
+        f.expect_code(1);
+        let r = f.result();
+        assert_eq!(r["error_kind"], "spawn");
+        let e = r["error"].as_str().unwrap();
+        assert!(e.contains("exec") && e.contains("format"), "{e}");
+    }
+}
+
+#[test]
+fn the_agent_starts_with_default_signal_dispositions() {
+    // The runner ignores SIGPIPE (Rust does); the agent must not inherit it,
+    // or `yes | head` would spin on EPIPE instead of dying quietly.
+    let f = Job::new(&json!({
+        "task": "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1 > /dev/null; echo \"yes: ${PIPESTATUS[0]}\"",
+        "agentType": "script"
+    }))
+    .run();
+    f.expect_code(0);
+    assert_eq!(
+        ids_of(&f),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nyes: 141"
+    );
+}

@@ -162,7 +162,7 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
         cwd: &i.layout.workspace,
         user: i.user,
         limits,
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs_file().clone()),
+        cgroup: cgroup.as_ref().map(|c| (c.dir_fd(), c.procs_file())),
     });
     let spawned = match spawned {
         Ok(s) => s,
@@ -224,8 +224,8 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
     let (status, stop_note) = match &ending {
         Ending::Exited(status) => {
             tree.mark_leader_reaped();
-            let left = tree.live().len();
-            if left > 0 {
+            if !tree.is_gone() {
+                let left = tree.live().len();
                 i.reporter.progress(
                     None,
                     format!("agent exited; stopping {left} leftover processes"),

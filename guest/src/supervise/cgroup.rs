@@ -13,6 +13,7 @@
 
 use std::ffi::CString;
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +47,7 @@ pub struct Applied {
 #[derive(Debug)]
 pub struct JobCgroup {
     dir: PathBuf,
+    dir_fd: OwnedFd,
     procs: CString,
     kill: bool,
     applied: Applied,
@@ -118,6 +120,9 @@ impl JobCgroup {
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|e| e.to_string())?;
+        let dir_fd: OwnedFd = std::fs::File::open(&dir)
+            .map_err(|e| format!("cannot open {}: {e}", dir.display()))?
+            .into();
         let mut applied = Applied::default();
         if let Some(bytes) = limits.memory {
             applied.memory = write(&dir, "memory.max", &bytes.to_string());
@@ -135,9 +140,15 @@ impl JobCgroup {
         Ok(JobCgroup {
             kill: dir.join("cgroup.kill").exists(),
             dir,
+            dir_fd,
             procs,
             applied,
         })
+    }
+
+    /// The directory, open, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn dir_fd(&self) -> &OwnedFd {
+        &self.dir_fd
     }
 
     /// The `cgroup.procs` file a child writes `0` to in order to join.

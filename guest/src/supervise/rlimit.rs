@@ -1,6 +1,6 @@
 //! Resource limits set in the child between fork and exec.
 
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::resource::{Resource, getrlimit};
 
 /// Open files for the agent (Node-based agents open many).
 pub const NOFILE: u64 = 65_536;
@@ -35,24 +35,18 @@ impl Limits {
         getrlimit(Resource::RLIMIT_NOFILE).map_or(NOFILE, |(_, hard)| hard)
     }
 
-    /// Applies the limits to the calling process. Only calls `setrlimit`,
-    /// so it is safe between fork and exec.
-    pub fn apply(&self) -> std::io::Result<()> {
-        set(Resource::RLIMIT_CORE, 0)?;
-        set(Resource::RLIMIT_NOFILE, self.nofile)?;
-        if let Some(n) = self.nproc {
-            set(Resource::RLIMIT_NPROC, n)?;
-        }
-        if let Some(n) = self.fsize {
-            set(Resource::RLIMIT_FSIZE, n)?;
-        }
-        Ok(())
+    /// The limits as (resource, value) pairs for `prlimit64`, applied by
+    /// the child between clone and exec.
+    // The constants are u32 with glibc and c_int with musl.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn pairs(&self) -> [Option<(u32, u64)>; 4] {
+        [
+            Some((libc::RLIMIT_CORE as u32, 0)),
+            Some((libc::RLIMIT_NOFILE as u32, self.nofile)),
+            self.nproc.map(|n| (libc::RLIMIT_NPROC as u32, n)),
+            self.fsize.map(|n| (libc::RLIMIT_FSIZE as u32, n)),
+        ]
     }
-}
-
-fn set(resource: Resource, value: u64) -> std::io::Result<()> {
-    // A thin wrapper over setrlimit(2): no allocation, async-signal-safe.
-    setrlimit(resource, value, value).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

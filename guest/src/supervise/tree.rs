@@ -70,6 +70,15 @@ impl Tree {
         set.into_iter().collect()
     }
 
+    /// True when no member is alive, seen twice in a row. A member that
+    /// exits right after forking can hide its child from one scan (the
+    /// child re-parents to the runner after the runner's list was read);
+    /// but a parent seen exited has already handed its children over, so
+    /// the next scan sees them.
+    pub fn is_gone(&self) -> bool {
+        self.live().is_empty() && self.live().is_empty()
+    }
+
     /// Sends `sig` to every member.
     pub fn signal(&self, sig: Signal) {
         if !self.leader_reaped.load(Ordering::SeqCst) {
@@ -98,7 +107,7 @@ impl Tree {
         self.signal(Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         loop {
-            if self.live().is_empty() {
+            if self.is_gone() {
                 return StopReport {
                     graceful: true,
                     survivors: 0,
@@ -119,7 +128,7 @@ impl Tree {
         for _ in 0..500 {
             self.kill_all();
             tokio::time::sleep(Duration::from_millis(10)).await;
-            if self.live().is_empty() {
+            if self.is_gone() {
                 return StopReport {
                     graceful: false,
                     survivors: 0,

@@ -1,0 +1,260 @@
+//! Benchmarks of the runner, as ratios measured in one run (not a test):
+//!
+//! ```text
+//! CARGO_TARGET_DIR=... cargo bench -p delegate-guest --bench runner
+//! ```
+//!
+//! 1. overhead: `delegate-guest run` of a `custom` job running `true`, vs
+//!    spawning `true` directly (median of many runs; target < 5 ms);
+//! 2. log throughput: 1 GiB of output through the runner (full log on disk,
+//!    bounded tail) vs `head -c 1G /dev/zero | cat >/dev/null` (target at
+//!    least half the baseline);
+//! 3. artifact packing: the runner's tar.gz with per-file sha256 vs
+//!    `tar czf` of the same files (target at least as fast).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GIB: u64 = 1 << 30;
+
+fn main() {
+    // `cargo bench` passes --bench; nothing to parse.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        overhead(dir.path()),
+        throughput(dir.path()),
+        packing(dir.path()),
+    ];
+    println!();
+    println!(
+        "{:<44} {:>14} {:>14} {:>10}  target",
+        "benchmark", "runner", "baseline", "ratio"
+    );
+    for r in rows.iter().flatten() {
+        println!("{r}");
+    }
+}
+
+struct Row {
+    name: &'static str,
+    runner: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<44} {:>14} {:>14} {:>10}  {}",
+            self.name, self.runner, self.baseline, self.ratio, self.target
+        )
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn guest(manifest: &Path, ws: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_delegate-guest"));
+    c.arg("run")
+        .arg(manifest)
+        .arg("--workspace")
+        .arg(ws)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn write_manifest(dir: &Path, name: &str, m: serde_json::Value) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, m.to_string()).unwrap();
+    p
+}
+
+fn overhead(dir: &Path) -> Vec<Row> {
+    const RUNS: usize = 40;
+    let m = write_manifest(
+        dir,
+        "true.json",
+        serde_json::json!({"task": "true", "agentType": "custom", "agent": {"command": "true"}, "statusMode": "simple"}),
+    );
+    let direct = median(
+        (0..RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                assert!(Command::new("true").status().unwrap().success());
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let mut rows = Vec::new();
+    for (label, extra) in [
+        ("overhead of `true` (default containment)", &[][..]),
+        ("overhead of `true` (--no-cgroup)", &["--no-cgroup"][..]),
+    ] {
+        let runner = median(
+            (0..RUNS)
+                .map(|i| {
+                    let ws = dir.join(format!("ws-true-{label:.8}-{i}"));
+                    let t = Instant::now();
+                    let status = guest(&m, &ws, extra).status().unwrap();
+                    let d = t.elapsed();
+                    assert!(status.success());
+                    let _ = std::fs::remove_dir_all(&ws);
+                    d
+                })
+                .collect(),
+        );
+        let over = runner.saturating_sub(direct);
+        rows.push(Row {
+            name: label,
+            runner: format!("{:.2} ms", runner.as_secs_f64() * 1e3),
+            baseline: format!("{:.2} ms", direct.as_secs_f64() * 1e3),
+            ratio: format!("+{:.2} ms", over.as_secs_f64() * 1e3),
+            target: format!("< 5 ms {}", verdict(over < Duration::from_millis(5))),
+        });
+    }
+    rows
+}
+
+fn throughput(dir: &Path) -> Vec<Row> {
+    let t = Instant::now();
+    let ok = Command::new("bash")
+        .args(["-c", "head -c 1073741824 /dev/zero | cat > /dev/null"])
+        .status()
+        .unwrap()
+        .success();
+    let base = t.elapsed();
+    assert!(ok);
+    let mut rows = Vec::new();
+    for (label, mode, task) in [
+        (
+            "1 GiB of output (log file + tail)",
+            "detailed",
+            "head -c 1073741824 /dev/zero",
+        ),
+        (
+            "1 GiB of text streamed as log events",
+            "streaming",
+            "yes 'a line of log text' | head -c 1073741824",
+        ),
+    ] {
+        let m = write_manifest(
+            dir,
+            "big.json",
+            serde_json::json!({"task": task, "agentType": "script", "statusMode": mode}),
+        );
+        let ws = dir.join("ws-big");
+        let t = Instant::now();
+        assert!(guest(&m, &ws, &[]).status().unwrap().success());
+        let runner = t.elapsed();
+        let _ = std::fs::remove_dir_all(&ws);
+        let _ = std::fs::remove_dir_all(dir.join("ws-big-logs"));
+        let rate = |d: Duration| GIB as f64 / d.as_secs_f64() / (1 << 20) as f64;
+        let ratio = base.as_secs_f64() / runner.as_secs_f64();
+        rows.push(Row {
+            name: label,
+            runner: format!("{:.0} MiB/s", rate(runner)),
+            baseline: format!("{:.0} MiB/s", rate(base)),
+            ratio: format!("{ratio:.2}x"),
+            target: if mode == "detailed" {
+                format!(">= 0.5x {}", verdict(ratio >= 0.5))
+            } else {
+                "(for information)".into()
+            },
+        });
+    }
+    rows
+}
+
+/// A mixed tree: compressible text and incompressible binary, 160 MiB.
+fn make_tree(ws: &Path) -> u64 {
+    let words = [
+        "fn", "let", "mut", "struct", "impl", "return", "match", "error", "result", "value",
+        "self", "the", "runner", "job", "event", "artifact", "log", "stream", "bytes", "offset",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut total = 0;
+    std::fs::create_dir_all(ws.join("src")).unwrap();
+    std::fs::create_dir_all(ws.join("bin")).unwrap();
+    for i in 0..120 {
+        let mut text = String::with_capacity(1 << 20);
+        while text.len() < (1 << 20) {
+            let r = next();
+            text.push_str(words[(r % words.len() as u64) as usize]);
+            text.push(if r % 11 == 0 { '\n' } else { ' ' });
+        }
+        total += text.len() as u64;
+        std::fs::write(ws.join(format!("src/file{i}.rs")), text).unwrap();
+    }
+    for i in 0..8 {
+        let bytes: Vec<u8> = (0..(5 << 20) / 8)
+            .flat_map(|_| next().to_le_bytes())
+            .collect();
+        total += bytes.len() as u64;
+        std::fs::write(ws.join(format!("bin/blob{i}.bin")), bytes).unwrap();
+    }
+    total
+}
+
+fn packing(dir: &Path) -> Vec<Row> {
+    let ws = dir.join("ws-pack");
+    let total = make_tree(&ws);
+    // Warm the page cache for both contenders.
+    let _ = Command::new("tar")
+        .args(["cf", "/dev/null", "-C"])
+        .arg(&ws)
+        .arg(".")
+        .status();
+    let t = Instant::now();
+    let ok = Command::new("tar")
+        .arg("czf")
+        .arg(dir.join("base.tar.gz"))
+        .arg("-C")
+        .arg(&ws)
+        .args(["src", "bin"])
+        .status()
+        .unwrap()
+        .success();
+    let base = t.elapsed();
+    assert!(ok);
+    let globs = vec!["src/**".to_string(), "bin/**".to_string()];
+    let t = Instant::now();
+    let entries =
+        delegate_guest::artifacts::collect(&ws, &globs, &dir.join("ours.tar.gz"), u64::MAX)
+            .unwrap();
+    let ours = t.elapsed();
+    assert_eq!(entries.iter().map(|e| e.size).sum::<u64>(), total);
+    let size = |p: &str| std::fs::metadata(dir.join(p)).unwrap().len() >> 20;
+    let rate = |d: Duration| total as f64 / d.as_secs_f64() / (1 << 20) as f64;
+    let ratio = base.as_secs_f64() / ours.as_secs_f64();
+    vec![Row {
+        name: "pack 160 MiB (tar.gz + sha256 per file)",
+        runner: format!("{:.0} MiB/s", rate(ours)),
+        baseline: format!("{:.0} MiB/s", rate(base)),
+        ratio: format!("{ratio:.2}x"),
+        target: format!(
+            ">= 1x {} (archives: {} MiB vs {} MiB)",
+            verdict(ratio >= 1.0),
+            size("ours.tar.gz"),
+            size("base.tar.gz")
+        ),
+    }]
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}

@@ -195,6 +195,9 @@ pub struct Faults {
     /// The next N requests answer `500 Internal Server Error` (a 5xx
     /// without a known cause).
     pub server_errors: u32,
+    /// The next clone finds its VMID taken by someone else just before it
+    /// (another tool raced us to the id).
+    pub steal_next_vmid: bool,
     /// Errors answer with only the status line and `errors`, no `message`
     /// in the body (older pve-http-server).
     pub legacy_error_shape: bool,

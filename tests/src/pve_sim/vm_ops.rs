@@ -129,6 +129,27 @@ fn clone(
     let target = p.get("target").cloned().unwrap_or_else(|| node.to_string());
     let full_param = p.get("full").and_then(|v| super::schema::parse_bool(v));
     let mut c = sim.lock();
+    if c.faults.steal_next_vmid {
+        c.faults.steal_next_vmid = false;
+        let mut foreign = BTreeMap::new();
+        foreign.insert("name".to_string(), "someone-else".to_string());
+        let root = sim.root.join(format!("vm-{newid}"));
+        c.vms.insert(
+            newid,
+            Vm {
+                vmid: newid,
+                node: node.to_string(),
+                config: foreign,
+                running: false,
+                agent_ready_at: None,
+                started_at: None,
+                pool: None,
+                guest: None,
+                root,
+                created: Instant::now(),
+            },
+        );
+    }
     let source = c.vm_on(node, src)?;
     let template = source.is_template();
     let full = full_param.unwrap_or(!template) || !template;

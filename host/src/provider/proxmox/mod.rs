@@ -1,9 +1,23 @@
 //! The Proxmox VE provider: throwaway VMs cloned from a template through the
 //! PVE REST API directly (no intermediate MCP server).
+//!
+//! `settings` (+ `migrate`) turn flags and environment into
+//! [`ProxmoxSettings`]; `client` speaks the API; `placement` and `vmid`
+//! decide where and under which id a VM is made; `metadata` is what a VM
+//! carries so a restarted host finds it; `provider` and `cleanup` implement
+//! the [`crate::provider::Provider`] trait; `doctor` checks a setup.
 
+pub mod cleanup;
 pub mod client;
+pub mod doctor;
+pub mod metadata;
 pub mod migrate;
+pub mod placement;
+pub mod provider;
 pub mod settings;
+pub mod vmid;
 
 pub use client::{PveClient, PveError};
+pub use doctor::{DoctorReport, doctor};
+pub use provider::{JobDefaults, ProxmoxProvider, TaskTimeouts};
 pub use settings::{CloneMode, Credentials, ProxmoxArgs, ProxmoxSettings};

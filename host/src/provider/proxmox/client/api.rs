@@ -21,6 +21,8 @@ pub struct CloneOptions {
     pub description: Option<String>,
     /// Pool to add it to.
     pub pool: Option<String>,
+    /// Node to create it on, when not the template's (shared storage only).
+    pub target: Option<String>,
 }
 
 /// Effective permissions: path → privilege → propagate.
@@ -82,7 +84,8 @@ impl PveClient {
             .flag("full", opts.full)
             .opt_text("name", opts.name.as_deref())
             .opt_text("description", opts.description.as_deref())
-            .opt_text("pool", opts.pool.as_deref());
+            .opt_text("pool", opts.pool.as_deref())
+            .opt_text("target", opts.target.as_deref().filter(|t| *t != node));
         if opts.full {
             p = p.opt_text("storage", opts.storage.as_deref());
         }

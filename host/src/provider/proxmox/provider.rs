@@ -1,0 +1,535 @@
+//! [`ProxmoxProvider`]: the [`Provider`] trait over the PVE API.
+//!
+//! Provisioning, in order: find the template's copies and the nodes that
+//! can host a clone; place (most free memory, clone caps); pick a VMID from
+//! our range; clone (linked when possible, description already carrying our
+//! metadata, so even a VM still locked by its clone is recognisably ours);
+//! report the VM to the caller at once; wait for the clone task; configure
+//! (cores, memory, tags, description, smbios1 serial), grow the disk; start;
+//! wait for the guest agent; write the bootstrap with `file-write`.
+//! Destroying and listing are in [`super::cleanup`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use delegate_proto::Bootstrap;
+
+use super::client::api::CloneOptions;
+use super::client::{FailureKind, Params, PveClient, PveError};
+use super::metadata::{self, VmMeta};
+use super::placement::{self, Slots, StorageFacts, TemplateCopy};
+use super::settings::{CloneMode, ProxmoxSettings};
+use super::vmid::VmidAllocator;
+use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
+
+/// Defaults for what a manifest leaves out (from the host's settings).
+#[derive(Debug, Clone)]
+pub struct JobDefaults {
+    /// `DEFAULT_VM_TEMPLATE`: a template name or VMID.
+    pub template: Option<String>,
+    /// `DEFAULT_CPU`.
+    pub cpu: u32,
+    /// `DEFAULT_MEMORY` in bytes.
+    pub memory_bytes: u64,
+    /// `DEFAULT_DISK` in bytes.
+    pub disk_bytes: u64,
+}
+
+/// How long each PVE task may take.
+#[derive(Debug, Clone)]
+pub struct TaskTimeouts {
+    /// Clone (a full clone copies the disk).
+    pub clone: Duration,
+    /// Start, stop, resize.
+    pub power: Duration,
+    /// Destroy.
+    pub destroy: Duration,
+}
+
+impl Default for TaskTimeouts {
+    fn default() -> Self {
+        TaskTimeouts {
+            clone: Duration::from_secs(30 * 60),
+            power: Duration::from_secs(5 * 60),
+            destroy: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// The Proxmox VE provider.
+pub struct ProxmoxProvider {
+    pub(super) client: PveClient,
+    pub(super) settings: Arc<ProxmoxSettings>,
+    pub(super) defaults: JobDefaults,
+    pub(super) vmids: VmidAllocator,
+    pub(super) slots: Arc<Slots>,
+    pub(super) timeouts: TaskTimeouts,
+    /// PVE major version seen at start.
+    pub(super) major: Option<u32>,
+}
+
+fn fail(stage: &str, e: &PveError) -> ProviderError {
+    ProviderError::Provision {
+        message: format!("{stage}: {e}"),
+        retryable: e.is_retryable(),
+    }
+}
+
+fn permanent(message: String) -> ProviderError {
+    ProviderError::Provision {
+        message,
+        retryable: false,
+    }
+}
+
+impl ProxmoxProvider {
+    /// Connects: builds the client, logs where the settings came from, and
+    /// reads the PVE version (failing clearly when the API is unreachable or
+    /// refuses the credentials).
+    pub async fn connect(
+        settings: ProxmoxSettings,
+        defaults: JobDefaults,
+    ) -> Result<Self, ProviderError> {
+        for origin in &settings.origins {
+            tracing::info!("proxmox: {origin}");
+        }
+        let client =
+            PveClient::new(&settings).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let mut p = Self::with_client(client, settings, defaults);
+        let v = p.client.version().await.map_err(|e| {
+            ProviderError::Unavailable(format!(
+                "cannot use the Proxmox API at {}: {e}",
+                p.settings.url
+            ))
+        })?;
+        p.major = v.major();
+        tracing::info!(version = %v.version, release = %v.release, "proxmox: connected");
+        Ok(p)
+    }
+
+    /// A provider over an existing client (no network until used).
+    pub fn with_client(
+        client: PveClient,
+        settings: ProxmoxSettings,
+        defaults: JobDefaults,
+    ) -> Self {
+        ProxmoxProvider {
+            vmids: VmidAllocator::new(settings.vmid_range.clone()),
+            slots: Slots::new(
+                settings.max_clones_per_node,
+                settings.max_clones_per_storage,
+            ),
+            client,
+            settings: Arc::new(settings),
+            defaults,
+            timeouts: TaskTimeouts::default(),
+            major: None,
+        }
+    }
+
+    /// Replaces the task timeouts.
+    pub fn with_timeouts(mut self, t: TaskTimeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+
+    /// The API client.
+    pub fn client(&self) -> &PveClient {
+        &self.client
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ProxmoxSettings {
+        &self.settings
+    }
+
+    /// The PVE major version seen at connect.
+    pub fn pve_major(&self) -> Option<u32> {
+        self.major
+    }
+
+    /// The template's copies (name or VMID) with their facts.
+    async fn template_copies(
+        &self,
+        wanted: &str,
+        res: &[super::client::wire::Resource],
+        facts: &StorageFacts,
+    ) -> Result<Vec<TemplateCopy>, ProviderError> {
+        let found = placement::find_templates(res, wanted);
+        if found.is_empty() {
+            return Err(permanent(format!(
+                "template {wanted:?} not found: no template VM with that name or VMID is \
+                 visible to {} (check DEFAULT_VM_TEMPLATE / vmTemplate and VM.Audit on it)",
+                self.client.principal()
+            )));
+        }
+        let mut copies = Vec::new();
+        let mut last_err = None;
+        for (vmid, node) in found {
+            match self.client.vm_config(&node, vmid).await {
+                Ok(cfg) => copies.push(placement::describe_copy(vmid, &node, &cfg, facts)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if copies.is_empty() {
+            let e = last_err.expect("found was not empty");
+            return Err(fail(&format!("reading template {wanted:?}"), &e));
+        }
+        Ok(copies)
+    }
+
+    /// Chooses node and copy, waiting for a clone slot.
+    async fn place(
+        &self,
+        template: &str,
+        mem_bytes: u64,
+    ) -> Result<(placement::Placement, TemplateCopy, bool, BTreeSet<u32>), ProviderError> {
+        let res = self
+            .client
+            .resources(None)
+            .await
+            .map_err(|e| fail("listing cluster resources", &e))?;
+        let facts = StorageFacts::from_resources(&res);
+        let copies = self.template_copies(template, &res, &facts).await?;
+        let online: Vec<String> = res
+            .iter()
+            .filter(|r| r.kind == "node" && r.status.as_deref() == Some("online"))
+            .filter_map(|r| r.node.clone())
+            .collect();
+        let free: std::collections::BTreeMap<String, u64> = res
+            .iter()
+            .filter(|r| r.kind == "node" && r.status.as_deref() == Some("online"))
+            .filter_map(|r| {
+                Some((
+                    r.node.clone()?,
+                    r.maxmem.unwrap_or(0).saturating_sub(r.mem.unwrap_or(0)),
+                ))
+            })
+            .collect();
+        let used: BTreeSet<u32> = res
+            .iter()
+            .filter_map(|r| r.vmid.and_then(|v| u32::try_from(v).ok()))
+            .collect();
+
+        // (node, storage the clone writes to) → (copy, linked).
+        let mut hosts = Vec::new();
+        let mut choice = std::collections::BTreeMap::new();
+        for copy in &copies {
+            let linked = match self.settings.clone {
+                CloneMode::Full => false,
+                CloneMode::Auto => copy.is_template && copy.linked_ok,
+                CloneMode::Linked => {
+                    if !(copy.is_template && copy.linked_ok) {
+                        continue;
+                    }
+                    true
+                }
+            };
+            let storage = if linked {
+                copy.storages.first().cloned()
+            } else {
+                self.settings
+                    .storage
+                    .clone()
+                    .or_else(|| copy.storages.first().cloned())
+            }
+            .unwrap_or_default();
+            for node in placement::hosts_for(copy, &facts, &online, self.settings.nodes.as_deref())
+            {
+                if let std::collections::btree_map::Entry::Vacant(slot) = choice.entry(node) {
+                    hosts.push((slot.key().clone(), storage.clone()));
+                    slot.insert((copy.clone(), linked));
+                }
+            }
+        }
+        if hosts.is_empty() {
+            let why = if self.settings.clone == CloneMode::Linked {
+                " with a linked clone (PROXMOX_CLONE=linked needs a template on storage that \
+                 supports linked clones)"
+            } else {
+                ""
+            };
+            return Err(ProviderError::Provision {
+                message: format!(
+                    "no online node can host template {template:?}{why} (online: {}; allowed: {})",
+                    online.join(","),
+                    self.settings
+                        .nodes
+                        .as_ref()
+                        .map_or_else(|| "all".into(), |n| n.join(","))
+                ),
+                retryable: self.settings.clone != CloneMode::Linked,
+            });
+        }
+        loop {
+            let freed = self.slots.freed();
+            if let Some(p) = self.slots.try_place(&hosts, &free, mem_bytes) {
+                let (copy, linked) = choice[&p.node].clone();
+                return Ok((p, copy, linked, used));
+            }
+            tokio::select! {
+                _ = freed => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn provision_inner(
+        &self,
+        req: &ProvisionRequest,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<VmRef, ProviderError> {
+        let template = req
+            .manifest
+            .vm_template
+            .clone()
+            .or_else(|| self.defaults.template.clone())
+            .ok_or_else(|| {
+                permanent(
+                    "no VM template: set DEFAULT_VM_TEMPLATE or the manifest's vmTemplate".into(),
+                )
+            })?;
+        let res = req.manifest.resources.as_ref();
+        let cpu = res.and_then(|r| r.cpu_count()).unwrap_or(self.defaults.cpu);
+        let mem = res
+            .and_then(|r| r.memory_bytes())
+            .unwrap_or(self.defaults.memory_bytes);
+        let disk = res
+            .and_then(|r| r.disk_bytes())
+            .unwrap_or(self.defaults.disk_bytes);
+
+        let (placement, copy, linked, mut used) = self.place(&template, mem).await?;
+        let node = placement.node.clone();
+        let meta = VmMeta {
+            job_id: req.job_id.clone(),
+            host_instance: self.settings.instance.clone(),
+            created_ms: now_ms(),
+            deadline_ms: req.deadline_ms,
+        };
+        let opts = CloneOptions {
+            full: !linked,
+            storage: if linked {
+                None
+            } else {
+                self.settings.storage.clone()
+            },
+            name: Some(metadata::vm_name(&req.job_id)),
+            description: Some(metadata::description(&meta)),
+            pool: self.settings.pool.clone(),
+            target: Some(node.clone()),
+        };
+
+        // Clone, retrying with another VMID when someone else took ours.
+        let mut attempt: u32 = 0;
+        let (vmid, upid) = loop {
+            attempt += 1;
+            let vmid = self
+                .vmids
+                .allocate(&used)
+                .map_err(|e| permanent(e.to_string()))?;
+            match self
+                .client
+                .clone_vm(&copy.node, copy.vmid, vmid, &opts)
+                .await
+            {
+                Ok(upid) => break (vmid, upid),
+                Err(e) if e.kind() == FailureKind::ConfigExists && attempt < 8 => {
+                    tracing::info!(vmid, "VMID taken meanwhile, trying the next one");
+                    used.insert(vmid);
+                    self.vmids.release(vmid);
+                }
+                Err(e) if e.is_retryable() && attempt < 8 => {
+                    // The clone may or may not have started: let the caller
+                    // clean up whatever exists under this id.
+                    self.vmids.release(vmid);
+                    if matches!(e.kind(), FailureKind::Transient) {
+                        on_created(vm_ref(vmid, &node));
+                        return Err(fail(
+                            &format!("cloning template {} on {}", copy.vmid, copy.node),
+                            &e,
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    self.vmids.release(vmid);
+                    return Err(fail(
+                        &format!("cloning template {} on {}", copy.vmid, copy.node),
+                        &e,
+                    ));
+                }
+            }
+        };
+        let vm = vm_ref(vmid, &node);
+        on_created(vm.clone());
+        tracing::info!(job = %req.job_id, vmid, node = %node, linked, template = copy.vmid, "cloning");
+
+        self.client
+            .wait_task(&upid, self.timeouts.clone)
+            .await
+            .map_err(|e| {
+                fail(
+                    &format!("clone of template {} into VM {vmid}", copy.vmid),
+                    &e,
+                )
+            })?;
+        drop(placement.slot);
+
+        self.configure(&node, vmid, &req.job_id, &meta, cpu, mem, disk)
+            .await?;
+        self.client
+            .start_vm(&node, vmid, self.timeouts.power)
+            .await
+            .map_err(|e| fail(&format!("starting VM {vmid}"), &e))?;
+        drop(placement.promise);
+        self.wait_for_agent(&node, vmid).await?;
+        self.deliver(&node, vmid, &req.bootstrap).await?;
+        Ok(vm)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn configure(
+        &self,
+        node: &str,
+        vmid: u32,
+        job_id: &str,
+        meta: &VmMeta,
+        cpu: u32,
+        mem: u64,
+        disk: u64,
+    ) -> Result<(), ProviderError> {
+        let cfg = self
+            .client
+            .vm_config(node, vmid)
+            .await
+            .map_err(|e| fail(&format!("reading VM {vmid}'s config"), &e))?;
+        let params = Params::new()
+            .int("cores", i64::from(cpu))
+            .text("memory", metadata::memory_mib(mem).to_string())
+            .text("tags", self.settings.tags())
+            .text("description", metadata::description(meta))
+            .text(
+                "smbios1",
+                metadata::smbios1(cfg.text("smbios1").as_deref(), job_id),
+            );
+        self.client
+            .set_config(node, vmid, params)
+            .await
+            .map_err(|e| fail(&format!("configuring VM {vmid}"), &e))?;
+        if let Some((key, _)) = cfg.disks().first() {
+            let current = cfg.text(key).as_deref().and_then(metadata::disk_size);
+            if current.is_some_and(|c| disk > c) {
+                self.client
+                    .resize(
+                        node,
+                        vmid,
+                        key,
+                        &metadata::size_text(disk),
+                        self.timeouts.power,
+                    )
+                    .await
+                    .map_err(|e| fail(&format!("growing VM {vmid}'s disk {key}"), &e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pings the guest agent with backoff until it answers or the budget
+    /// (`PROXMOX_AGENT_WAIT_SECONDS`) is spent.
+    async fn wait_for_agent(&self, node: &str, vmid: u32) -> Result<(), ProviderError> {
+        let started = Instant::now();
+        let budget = self.settings.agent_wait;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.client.agent_ping(node, vmid).await {
+                Ok(()) => {
+                    tracing::debug!(
+                        vmid,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "guest agent up"
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    let waiting = matches!(
+                        e.kind(),
+                        FailureKind::AgentNotRunning | FailureKind::Transient | FailureKind::Locked
+                    );
+                    if !waiting {
+                        return Err(fail(&format!("waiting for VM {vmid}'s guest agent"), &e));
+                    }
+                    if started.elapsed() + delay > budget {
+                        return Err(ProviderError::Provision {
+                            message: format!(
+                                "VM {vmid}'s guest agent did not answer within {} s \
+                                 (PROXMOX_AGENT_WAIT_SECONDS); last answer: {}",
+                                budget.as_secs(),
+                                e.message()
+                            ),
+                            retryable: true,
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(3));
+        }
+    }
+
+    /// Writes the whole bootstrap to `/run/delegate/bootstrap.json`.
+    async fn deliver(&self, node: &str, vmid: u32, b: &Bootstrap) -> Result<(), ProviderError> {
+        let json = serde_json::to_string(b).map_err(|e| ProviderError::Other {
+            context: "encoding the bootstrap".into(),
+            source: Box::new(e),
+        })?;
+        self.client
+            .agent_file_write(node, vmid, BOOTSTRAP_FILE, &json)
+            .await
+            .map_err(|e| fail(&format!("writing the bootstrap into VM {vmid}"), &e))
+    }
+}
+
+/// Where the template's `.path` unit expects the bootstrap.
+pub const BOOTSTRAP_FILE: &str = "/run/delegate/bootstrap.json";
+
+pub(super) fn vm_ref(vmid: u32, node: &str) -> VmRef {
+    VmRef {
+        provider: "proxmox".into(),
+        id: vmid.to_string(),
+        node: Some(node.to_string()),
+    }
+}
+
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[async_trait::async_trait]
+impl Provider for ProxmoxProvider {
+    fn name(&self) -> &'static str {
+        "proxmox"
+    }
+
+    fn isolation(&self) -> Isolation {
+        Isolation::Vm
+    }
+
+    async fn provision(
+        &self,
+        req: ProvisionRequest,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<VmRef, ProviderError> {
+        self.provision_inner(&req, on_created).await
+    }
+
+    async fn destroy(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        self.destroy_vm(vm).await
+    }
+
+    async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError> {
+        self.owned_vms().await
+    }
+}

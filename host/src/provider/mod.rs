@@ -5,6 +5,7 @@
 //! what isolation it gives. Everything else (placement, retries, clone
 //! strategy) stays inside each provider.
 
+pub mod local;
 pub mod proxmox;
 
 use delegate_proto::{Bootstrap, JobManifest};

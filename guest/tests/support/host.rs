@@ -30,12 +30,28 @@ pub fn token() -> String {
     "7c".repeat(32)
 }
 
+/// How the host stores events.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Like the real host: only gap-free seqs; a `Dropped` event with seq
+    /// `s` covering `f..=s` fills the slots it names.
+    #[default]
+    GapFree,
+    /// Only gap-free seqs, and a `Dropped` event fills only its own slot.
+    GapFreeNaive,
+    /// Any seq, de-duplicated; `highest_seq` is the largest held.
+    AnySeq,
+}
+
 /// What the host saw and how it is told to behave.
 #[derive(Debug, Default)]
 pub struct HostState {
     pub spec: Option<JobSpec>,
+    pub store: Store,
     /// Events by seq, de-duplicated.
     pub events: BTreeMap<u64, Event>,
+    /// Gap-free stores: everything up to here is held or covered.
+    pub highest: u64,
     /// Events received again after they were held.
     pub duplicates: u64,
     /// Sizes (event counts) of the accepted batches.
@@ -264,26 +280,42 @@ async fn events(
     let mut st = state.lock().unwrap();
     st.batches.push(batch.events.len());
     for event in batch.events {
-        if let EventKind::Dropped {
-            first_seq,
-            last_seq,
-            ..
-        } = &event.kind
-        {
-            assert!(
-                first_seq <= last_seq && *last_seq == event.seq,
-                "bad Dropped event {event:?}"
-            );
-        }
-        match st.events.entry(event.seq) {
-            std::collections::btree_map::Entry::Occupied(_) => st.duplicates += 1,
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(event);
+        let dropped_first = match &event.kind {
+            EventKind::Dropped {
+                first_seq,
+                last_seq,
+                ..
+            } => {
+                assert!(
+                    first_seq <= last_seq && *last_seq == event.seq,
+                    "bad Dropped event {event:?}"
+                );
+                Some(*first_seq)
             }
+            _ => None,
+        };
+        let held = match st.store {
+            Store::AnySeq => st.events.contains_key(&event.seq),
+            Store::GapFree | Store::GapFreeNaive => event.seq <= st.highest,
+        };
+        if held {
+            st.duplicates += 1;
+            continue;
         }
+        let next = st.highest + 1;
+        let fits = match st.store {
+            Store::AnySeq => true,
+            Store::GapFree => event.seq == next || dropped_first.is_some_and(|f| f <= next),
+            Store::GapFreeNaive => event.seq == next,
+        };
+        if !fits {
+            break;
+        }
+        st.highest = st.highest.max(event.seq);
+        st.events.insert(event.seq, event);
     }
     let ack = EventsAck {
-        highest_seq: st.events.keys().next_back().copied().unwrap_or(0),
+        highest_seq: st.highest,
         cancel: st.cancel,
     };
     axum::Json(ack).into_response()

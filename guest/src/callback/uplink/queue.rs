@@ -9,6 +9,10 @@
 //!   compacted: their phases and markers move to `head`, their log chunks,
 //!   heartbeats and progress become `Dropped` markers. Without a usable
 //!   spool the same happens in memory, oldest first.
+//!
+//! The events already read back into `head` for sending (at most one
+//! segment) are older than the spool but spared by its compaction: dropping
+//! them would free no disk.
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
@@ -24,6 +28,7 @@ pub(crate) const REASON_SPOOL_FULL: &str =
     "event spool full while the host was unreachable or slow";
 pub(crate) const REASON_MEMORY_FULL: &str = "event buffer full and no spool space";
 pub(crate) const REASON_TOO_LARGE: &str = "event larger than the host accepts";
+pub(crate) const REASON_NEVER_QUEUED: &str = "the runner never queued these events";
 
 /// JSON around the events of a batch: `{"events":[` and `]}`.
 const BATCH_FRAME: usize = 13;
@@ -273,18 +278,8 @@ impl Queue {
     /// large for any batch is replaced by a marker.
     pub(crate) fn next_batch(&mut self, max_events: usize, max_body: usize) -> Option<Batch> {
         loop {
-            if self.head.is_empty()
-                && let Some(seg) = self.spool.pop_front()
-            {
-                match Spool::read(&seg) {
-                    Ok(items) => {
-                        for item in items.into_iter().filter_map(|i| i.above(self.acked)) {
-                            self.head_bytes =
-                                add(self.head_bytes, push_merging(&mut self.head, item));
-                        }
-                    }
-                    Err(e) => self.lose_segment(&seg, &e),
-                }
+            if self.head.is_empty() && !self.spool.is_empty() {
+                self.unspool_front();
                 continue;
             }
             let source = if self.head.is_empty() {
@@ -346,6 +341,73 @@ impl Queue {
         items.push_front(marker);
         self.record_drop(seq, seq);
         true
+    }
+
+    /// Makes the front acceptable to a host that takes only the seq after
+    /// `highest`, one slot at a time, when it stopped there: fills a gap
+    /// before the front (seqs the caller never queued) and splits a ranged
+    /// `Dropped` marker at the front into one `Dropped` event per seq, at
+    /// most `max` of them. False when the front already starts at
+    /// `highest + 1` with a single slot (nothing to make easier).
+    pub(crate) fn fill_gap(&mut self, highest: u64, max: usize) -> bool {
+        let next = highest + 1;
+        if self.head.is_empty() {
+            self.unspool_front();
+        }
+        let (items, bytes) = if self.head.is_empty() {
+            (&mut self.tail, &mut self.tail_bytes)
+        } else {
+            (&mut self.head, &mut self.head_bytes)
+        };
+        let Some(front) = items.front() else {
+            return false;
+        };
+        let max = max.max(1) as u64;
+        let (first, reason) = match &front.class {
+            Class::Marker { first, reason } => (*first, reason.clone()),
+            _ => (front.seq, Arc::from(REASON_NEVER_QUEUED)),
+        };
+        let stubs_end;
+        let reason = if first > next {
+            // Seqs that never reached the queue: report them as dropped.
+            stubs_end = (first - 1).min(next + max - 1);
+            self.dropped.push((next, stubs_end));
+            Arc::from(REASON_NEVER_QUEUED)
+        } else if matches!(front.class, Class::Marker { .. }) && front.seq > next {
+            stubs_end = (front.seq - 1).min(next + max - 1);
+            let Some(marker) = items.pop_front() else {
+                return false;
+            };
+            *bytes -= marker.cost();
+            let rest = Item::marker(stubs_end + 1, marker.seq, reason.clone());
+            *bytes += rest.cost();
+            items.push_front(rest);
+            reason
+        } else {
+            return false;
+        };
+        // Pushed front-first in reverse, and never merged, so each seq is its
+        // own event.
+        for seq in (next..=stubs_end).rev() {
+            let stub = Item::marker(seq, seq, reason.clone());
+            *bytes += stub.cost();
+            items.push_front(stub);
+        }
+        true
+    }
+
+    /// Reads the oldest spool segment back into `head`.
+    fn unspool_front(&mut self) {
+        if let Some(seg) = self.spool.pop_front() {
+            match Spool::read(&seg) {
+                Ok(items) => {
+                    for item in items.into_iter().filter_map(|i| i.above(self.acked)) {
+                        self.head_bytes = add(self.head_bytes, push_merging(&mut self.head, item));
+                    }
+                }
+                Err(e) => self.lose_segment(&seg, &e),
+            }
+        }
     }
 
     /// Everything up to `upto` reached the host.

@@ -258,3 +258,54 @@ fn an_event_too_large_for_any_batch_becomes_a_marker() {
         }
     ));
 }
+
+fn ranges_of(events: &[Event]) -> Vec<(u64, u64, u64)> {
+    events
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Dropped {
+                first_seq,
+                last_seq,
+                ..
+            } => (e.seq, *first_seq, *last_seq),
+            _ => (e.seq, 0, 0),
+        })
+        .collect()
+}
+
+#[test]
+fn a_ranged_marker_is_split_for_a_host_that_takes_one_seq_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = queue(dir.path(), 1 << 20, 0);
+    q.push(&phase(1));
+    for seq in 2..=9 {
+        q.push(&log(seq, 10));
+    }
+    q.push(&phase(10));
+    q.delivered(1);
+    q.drop_in_memory(0);
+    // Front: Dropped 2..=9 at seq 9, then the phase.
+    assert!(q.fill_gap(1, 3));
+    let events = drain(&mut q, 100, 1 << 20);
+    assert_eq!(
+        ranges_of(&events),
+        vec![(2, 2, 2), (3, 3, 3), (4, 4, 4), (9, 5, 9), (10, 0, 0)]
+    );
+}
+
+#[test]
+fn seqs_never_queued_are_filled_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = queue(dir.path(), 1 << 20, 0);
+    q.push(&log(1, 10));
+    q.push(&log(5, 10));
+    q.delivered(1);
+    assert!(q.fill_gap(1, 100));
+    assert!(!q.fill_gap(1, 100), "nothing left to fill");
+    let events = drain(&mut q, 100, 1 << 20);
+    assert_eq!(
+        ranges_of(&events),
+        vec![(2, 2, 2), (3, 3, 3), (4, 4, 4), (5, 0, 0)]
+    );
+    assert_eq!(q.dropped_ranges(), vec![2..=4]);
+}

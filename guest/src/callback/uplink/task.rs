@@ -30,6 +30,7 @@ const MIN_BODY_LIMIT: usize = 16 * 1024;
 
 struct InFlight {
     handle: JoinHandle<Result<EventsAck, Failure>>,
+    first_seq: u64,
     last_seq: u64,
     count: usize,
     bytes: usize,
@@ -51,6 +52,8 @@ struct State {
     body_limit: usize,
     events_limit: usize,
     failures: u32,
+    /// The host needed a ranged Dropped event split (warned once).
+    split_warned: bool,
     out_of_order: u64,
     /// Events that arrived after the uplink stopped.
     discarded: u64,
@@ -75,6 +78,7 @@ pub(super) async fn run(
         body_limit: MAX_EVENTS_BODY,
         events_limit: opts.batch_max_events.clamp(1, MAX_EVENTS_PER_BATCH),
         failures: 0,
+        split_warned: false,
         out_of_order: 0,
         discarded: 0,
     };
@@ -198,6 +202,7 @@ impl State {
         });
         Some(InFlight {
             handle,
+            first_seq,
             last_seq,
             count,
             bytes,
@@ -215,18 +220,28 @@ impl State {
                     );
                 }
                 self.failures = 0;
-                self.backoff.reset();
-                // A 2xx means the host stored the batch. Its highest_seq may
-                // be lower (a host counting only gap-free seqs) or higher (an
-                // earlier attempt landed); neither may cause a resend loop.
-                self.queue.delivered(ack.highest_seq.max(sent.last_seq));
                 if ack.cancel && !*self.cancel.borrow() {
                     tracing::info!("the host cancelled the job");
                     self.cancel.send_replace(true);
                 }
-                if !self.queue.is_empty() {
-                    // What queued up during the request has waited enough.
-                    self.linger_until = Some(now);
+                // The host's highest_seq is the truth: a host that keeps only
+                // gap-free seqs stops before a gap and holds nothing past it.
+                self.queue.delivered(ack.highest_seq);
+                if ack.highest_seq < sent.first_seq {
+                    self.stalled(ack.highest_seq, now);
+                } else {
+                    if ack.highest_seq < sent.last_seq {
+                        tracing::debug!(
+                            highest = ack.highest_seq,
+                            last = sent.last_seq,
+                            "the host took part of the batch; the rest goes again"
+                        );
+                    }
+                    self.backoff.reset();
+                    if !self.queue.is_empty() {
+                        // What queued up during the request has waited enough.
+                        self.linger_until = Some(now);
+                    }
                 }
             }
             Err(Failure::Transient { why, .. }) => {
@@ -271,6 +286,34 @@ impl State {
                 self.stop(err);
             }
         }
+    }
+
+    /// The host took a batch but none of its events. It holds only gap-free
+    /// seqs and our front does not continue them: a ranged `Dropped` event
+    /// (which such a host reads as a gap) or seqs never queued. Make the
+    /// front one event per seq and go again; if there is nothing to split,
+    /// back off as after a failure so the loop cannot spin.
+    fn stalled(&mut self, highest: u64, now: Instant) {
+        if self.queue.fill_gap(highest, self.events_limit) {
+            if !self.split_warned {
+                self.split_warned = true;
+                tracing::warn!(
+                    highest,
+                    "the host stopped before a gap or a ranged Dropped event; \
+                     sending one Dropped event per seq"
+                );
+            }
+            self.linger_until = Some(now);
+            return;
+        }
+        self.failures += 1;
+        let delay = self.backoff.next_delay();
+        self.retry_at = Some(now + delay);
+        tracing::error!(
+            highest,
+            retry_in = ?delay,
+            "{OP}: the host answered 2xx but took none of the batch"
+        );
     }
 
     fn stop(&mut self, err: CallbackError) {

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod callback;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod jobs;

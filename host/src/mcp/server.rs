@@ -346,10 +346,14 @@ impl ServerHandler for DelegateServer {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        let target = parse_uri(&request.uri)?;
-        self.jobs
-            .get(target.job_id())
-            .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
+        // A delegate URI must name a job that exists; any other URI is
+        // accepted and tracked like the spec asks, and simply never changes.
+        if request.uri.starts_with("delegate:") {
+            let target = parse_uri(&request.uri)?;
+            self.jobs
+                .get(target.job_id())
+                .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
+        }
         self.legacy
             .subscribe(&self.jobs, context.peer.clone(), request.uri);
         Ok(())

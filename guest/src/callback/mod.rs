@@ -29,23 +29,29 @@
 //!
 //! # Events and dropped ranges
 //! The caller numbers events 1, 2, 3, ...; the uplink keeps them in that
-//! order, with one batch in flight at a time. A 2xx answer means the whole
-//! batch is stored (and everything up to `EventsAck::highest_seq`). While the
-//! host is unreachable events wait in memory (`memory_limit`), then in
-//! append-only files in the spool directory (`spool_limit`). When even the
-//! spool is full, the oldest log chunks, heartbeats and progress events are
-//! dropped, never phases and never `Dropped` events.
+//! order, with one batch in flight at a time, and takes the host's
+//! `EventsAck::highest_seq` as the truth: everything up to it is delivered,
+//! everything after it is sent again. While the host is unreachable events
+//! wait in memory (`memory_limit`), then in append-only files in the spool
+//! directory (`spool_limit`). When even the spool is full, the oldest log
+//! chunks, heartbeats and progress events are dropped, never phases and
+//! never `Dropped` events.
 //!
 //! **Seq of a `Dropped` event.** A dropped run of events is replaced, in
 //! place, by one `EventKind::Dropped { first_seq, last_seq, reason }` event
 //! whose own `seq` is `last_seq`: it takes the slot of the last event it
 //! stands for, so no new sequence number is needed and the caller's
-//! numbering is never disturbed (no shared counter). Adjacent runs merge
-//! into one event. For the host: an event with seq `s` may be
-//! `Dropped { first_seq: f, last_seq: s }`, meaning "events `f..=s` were
-//! lost, this one stands in their place"; store it like any event. If the
-//! host already holds some of `f..=s` (an earlier attempt landed), it keeps
-//! those; the rest is lost.
+//! numbering is never disturbed (no shared counter). Adjacent runs merge.
+//! For the host: an event with seq `s` may be `Dropped { first_seq: f,
+//! last_seq: s }`, meaning "events `f..=s` are lost; this one fills their
+//! slots". A host that keeps only gap-free seqs should accept it when
+//! `f <= highest + 1 < s + 1` and move `highest` to `s`.
+//!
+//! A host that takes only `highest + 1` and nothing else still works: when
+//! an answer shows it took none of a batch, the uplink splits the ranged
+//! event at the front into one `Dropped { s, s }` per seq (at most a batch at
+//! a time), and fills seqs the caller never queued the same way (reason
+//! "the runner never queued these events"), so the stream never stalls.
 
 mod backoff;
 mod bootstrap;

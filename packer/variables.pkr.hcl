@@ -111,8 +111,8 @@ variable "template_tags" {
   description = "Tags of the template, ';'-separated. Never 'delegate' or 'delegate-<instance>': those mark a host's job VMs."
 
   validation {
-    condition     = contains(split(";", var.template_tags), "delegate") == false
-    error_message = "The template must not carry the tag 'delegate', which marks job VMs that the host reaps."
+    condition     = length([for t in split(";", var.template_tags) : t if can(regex("^delegate(-|$)", t))]) == 0
+    error_message = "The template must not carry the tag 'delegate' or 'delegate-...': those mark job VMs, which the host reaps."
   }
 }
 

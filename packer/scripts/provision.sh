@@ -274,7 +274,7 @@ install_node() {
 
 install_claude_code() {
   log "installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
-  npm install --global --no-fund --no-audit --loglevel=error "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
+  npm install --global --no-fund --no-audit --no-update-notifier --loglevel=error "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION"
   # It must work for the job user, not only for root.
   version=$(runuser -u "$JOB_USER" -- env HOME="/home/$JOB_USER" claude --version) ||
     die "claude --version failed for $JOB_USER"

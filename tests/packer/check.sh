@@ -449,7 +449,7 @@ main() {
   run_check hcl check_hcl
   run_check units check_units
   if [ "$RUN_DEBOOTSTRAP" = 1 ]; then
-    run_check "debootstrap (a Debian root, packages, provisioning twice)" check_debootstrap
+    run_check "debootstrap (provision.sh in a fresh Debian root)" check_debootstrap
   else
     log "DELEGATE_CHECK_DEBOOTSTRAP=0: provisioning check skipped"
   fi

@@ -138,6 +138,9 @@ pub struct RawSettings {
     /// Largest artifact served as an MCP resource (e.g. 4M).
     #[arg(long, env = "DELEGATE_MAX_RESOURCE_BYTES", default_value = "4M")]
     pub max_resource_bytes: String,
+    /// Proxmox provider settings (`PROXMOX_*`).
+    #[command(flatten)]
+    pub proxmox: crate::provider::proxmox::ProxmoxArgs,
 }
 
 /// A setting that failed validation.
@@ -250,6 +253,8 @@ pub struct Settings {
     pub wait_max: Duration,
     /// Largest artifact served as an MCP resource.
     pub max_resource_bytes: u64,
+    /// Resolved Proxmox settings, with `DELEGATE_PROVIDER=proxmox`.
+    pub proxmox: Option<crate::provider::proxmox::ProxmoxSettings>,
 }
 
 /// Client tool calls time out around 60 s; a wait must end well before.
@@ -409,6 +414,11 @@ impl Settings {
             ));
         }
 
+        let proxmox = match raw.provider {
+            ProviderKind::Proxmox => Some(raw.proxmox.resolve()?),
+            _ => None,
+        };
+
         Ok(Settings {
             callback_bind,
             callback_url,
@@ -438,6 +448,7 @@ impl Settings {
             wait_default,
             wait_max,
             max_resource_bytes: size("DELEGATE_MAX_RESOURCE_BYTES", &raw.max_resource_bytes)?,
+            proxmox,
         })
     }
 
@@ -482,7 +493,7 @@ impl Settings {
             p.as_ref()
                 .map_or_else(|| "(none)".into(), |p| p.display().to_string())
         };
-        vec![
+        let mut out = vec![
             ("CALLBACK_HOST", self.callback_bind.ip().to_string()),
             ("CALLBACK_PORT", self.callback_bind.port().to_string()),
             ("CALLBACK_URL", self.callback_url.clone()),
@@ -537,7 +548,11 @@ impl Settings {
                 "DELEGATE_MAX_RESOURCE_BYTES",
                 format_size(self.max_resource_bytes),
             ),
-        ]
+        ];
+        if let Some(p) = &self.proxmox {
+            out.extend(p.describe());
+        }
+        out
     }
 }
 

@@ -54,6 +54,9 @@ pub struct Engine {
 pub fn build_provider(settings: &Settings) -> Result<Arc<dyn Provider>, EngineError> {
     match settings.provider {
         ProviderKind::Local => Ok(Arc::new(LocalProvider::from_settings(settings)?)),
+        ProviderKind::Proxmox => Ok(Arc::new(
+            crate::provider::proxmox::ProxmoxProvider::from_settings(settings)?,
+        )),
         other => Err(EngineError::Provider(
             crate::provider::ProviderError::Unavailable(format!(
                 "the {} provider is not available in this build",

@@ -435,3 +435,70 @@ async fn works_on_pve8_with_vm_monitor() {
     let vm = vm.unwrap();
     p.destroy(&vm).await.unwrap();
 }
+
+#[tokio::test]
+async fn doctor_lists_exactly_what_is_missing() {
+    use delegate_host::provider::proxmox::doctor::doctor_with;
+    use delegate_tests::pve_sim::Grant;
+    let sim = PveSim::start(sim_config()).await.unwrap();
+    let s = settings(&sim, "doc");
+    let p = provider(&sim, s.clone());
+    let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.version.as_deref(), Some("9.0.8"));
+
+    // A token set up for PVE 8 (VM.Monitor) misses the PVE 9 agent privileges.
+    let mut privs = delegate_tests::pve_sim::perms::delegate_role(true);
+    privs.remove("Datastore.AllocateSpace");
+    sim.add_token(
+        "old@pve!t",
+        "s-2",
+        vec![Grant {
+            path: "/".into(),
+            privs,
+            propagate: true,
+        }],
+    );
+    let mut s2 = s.clone();
+    s2.credentials = Credentials::Token {
+        id: "old@pve!t".into(),
+        secret: Secret::new("s-2"),
+    };
+    let p2 = provider(&sim, s2.clone());
+    let report = doctor_with(p2.client(), &s2, Some("delegate-template")).await;
+    assert!(!report.ok());
+    let missing: Vec<(String, String)> = report
+        .missing
+        .iter()
+        .map(|m| (m.path.clone(), m.privilege.clone()))
+        .collect();
+    assert_eq!(
+        missing,
+        vec![
+            (
+                "/storage/ceph".to_string(),
+                "Datastore.AllocateSpace".to_string()
+            ),
+            (
+                "/vms/90000 or /pool/delegate".to_string(),
+                "VM.GuestAgent.Audit|VM.GuestAgent.Unrestricted".to_string()
+            ),
+            (
+                "/vms/90000 or /pool/delegate".to_string(),
+                "VM.GuestAgent.FileWrite|VM.GuestAgent.Unrestricted".to_string()
+            ),
+        ],
+        "{report}"
+    );
+    // Unknown template and an unreachable API are reported, not panicked on.
+    let report = doctor_with(p.client(), &s, Some("nope")).await;
+    assert!(report.to_string().contains("no template named"), "{report}");
+    let mut bad = s.clone();
+    bad.tls.fingerprints = vec![[1u8; 32]];
+    let report = delegate_host::provider::proxmox::doctor(&bad, Some("delegate-template")).await;
+    assert!(!report.ok());
+    assert!(
+        report.to_string().contains("PROXMOX_FINGERPRINT"),
+        "{report}"
+    );
+}

@@ -65,8 +65,8 @@ pub struct ProxmoxProvider {
     pub(super) vmids: VmidAllocator,
     pub(super) slots: Arc<Slots>,
     pub(super) timeouts: TaskTimeouts,
-    /// PVE major version seen at start.
-    pub(super) major: Option<u32>,
+    /// PVE major version, once seen.
+    pub(super) major: Arc<std::sync::OnceLock<u32>>,
 }
 
 fn fail(stage: &str, e: &PveError) -> ProviderError {
@@ -96,14 +96,16 @@ impl ProxmoxProvider {
         }
         let client =
             PveClient::new(&settings).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let mut p = Self::with_client(client, settings, defaults);
+        let p = Self::with_client(client, settings, defaults);
         let v = p.client.version().await.map_err(|e| {
             ProviderError::Unavailable(format!(
                 "cannot use the Proxmox API at {}: {e}",
                 p.settings.url
             ))
         })?;
-        p.major = v.major();
+        if let Some(m) = v.major() {
+            let _ = p.major.set(m);
+        }
         tracing::info!(version = %v.version, release = %v.release, "proxmox: connected");
         Ok(p)
     }
@@ -124,7 +126,7 @@ impl ProxmoxProvider {
             settings: Arc::new(settings),
             defaults,
             timeouts: TaskTimeouts::default(),
-            major: None,
+            major: Arc::default(),
         }
     }
 
@@ -144,9 +146,47 @@ impl ProxmoxProvider {
         &self.settings
     }
 
-    /// The PVE major version seen at connect.
+    /// The PVE major version, once seen.
     pub fn pve_major(&self) -> Option<u32> {
-        self.major
+        self.major.get().copied()
+    }
+
+    /// Builds the provider from the host's settings without waiting for the
+    /// network: the version is read in the background and logged, and the
+    /// first job reports any connection problem. (`doctor` checks a setup
+    /// up front.)
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, ProviderError> {
+        let px = settings.proxmox.clone().ok_or_else(|| {
+            ProviderError::Unavailable("DELEGATE_PROVIDER=proxmox without Proxmox settings".into())
+        })?;
+        for origin in &px.origins {
+            tracing::info!("proxmox: {origin}");
+        }
+        let client = PveClient::new(&px).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let defaults = JobDefaults {
+            template: settings.default_vm_template.clone(),
+            cpu: settings.default_cpu,
+            memory_bytes: settings.default_memory,
+            disk_bytes: settings.default_disk,
+        };
+        let p = Self::with_client(client, px, defaults);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let client = p.client.clone();
+            let major = p.major.clone();
+            let url = p.settings.url.clone();
+            rt.spawn(async move {
+                match client.version().await {
+                    Ok(v) => {
+                        tracing::info!(version = %v.version, "proxmox: connected to {url}");
+                        if let Some(m) = v.major() {
+                            let _ = major.set(m);
+                        }
+                    }
+                    Err(e) => tracing::error!("proxmox: cannot use the API at {url}: {e}"),
+                }
+            });
+        }
+        Ok(p)
     }
 
     /// The template's copies (name or VMID) with their facts.

@@ -282,6 +282,29 @@ pub enum ProxmoxConfigError {
     },
 }
 
+impl From<ProxmoxConfigError> for crate::config::ConfigError {
+    fn from(e: ProxmoxConfigError) -> Self {
+        match e {
+            ProxmoxConfigError::Invalid { setting, message } => {
+                crate::config::ConfigError::Invalid { setting, message }
+            }
+            ProxmoxConfigError::Read {
+                setting,
+                path,
+                source,
+            } => crate::config::ConfigError::Read {
+                setting,
+                path,
+                source,
+            },
+            ProxmoxConfigError::Migration { .. } => crate::config::ConfigError::Invalid {
+                setting: "PROXMOX_ADMIN_PATH",
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
 fn invalid(setting: &'static str, message: impl Into<String>) -> ProxmoxConfigError {
     ProxmoxConfigError::Invalid {
         setting,

@@ -72,6 +72,8 @@ pub struct Record {
     pub max_alive: usize,
     /// Job id of every VM ever created.
     pub created: HashMap<String, String>,
+    /// The latest bootstrap each job's VM was given (tests act as guests).
+    pub bootstraps: HashMap<String, Bootstrap>,
 }
 
 /// The double. Clone shares the record.
@@ -102,6 +104,11 @@ impl FakeProvider {
             .filter(|(_, j)| *j == job_id)
             .map(|(vm, _)| vm.clone())
             .collect()
+    }
+
+    /// The bootstrap handed to the job's VM.
+    pub fn bootstrap(&self, job_id: &str) -> Option<Bootstrap> {
+        self.rec().bootstraps.get(job_id).cloned()
     }
 
     pub fn alive(&self) -> usize {
@@ -156,6 +163,8 @@ impl Provider for FakeProvider {
                 node: None,
             };
             r.created.insert(vm.id.clone(), req.job_id.clone());
+            r.bootstraps
+                .insert(req.job_id.clone(), req.bootstrap.clone());
             vm
         };
         let _guard = ProvisionGuard(self.record.clone());

@@ -35,6 +35,9 @@ use process::Recorded;
 pub const NAME: &str = "local";
 /// How long `destroy` waits for the killed processes to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long an unsandboxed guest gets to stop its agent after SIGTERM (its
+/// own SIGTERM-to-SIGKILL grace is 10 s).
+const UNSANDBOXED_STOP_WAIT: Duration = Duration::from_secs(15);
 
 /// Runs jobs as sandboxed processes on this machine.
 #[derive(Debug)]
@@ -102,12 +105,23 @@ impl LocalProvider {
         root: &Path,
         allow_unsandboxed: bool,
     ) -> Result<Self, ProviderError> {
+        Self::with_unshare(guest, root, find_unshare(), allow_unsandboxed)
+    }
+
+    /// [`LocalProvider::new`] with a given `unshare` (or none), so tests can
+    /// stand in for a machine where namespaces are not allowed.
+    pub fn with_unshare(
+        guest: PathBuf,
+        root: &Path,
+        unshare: Option<PathBuf>,
+        allow_unsandboxed: bool,
+    ) -> Result<Self, ProviderError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root)
             .map_err(|e| other(format!("creating {}", root.display()), e))?;
-        let refusal = match find_unshare() {
+        let refusal = match unshare {
             None => "util-linux `unshare` was not found on PATH".to_string(),
             Some(unshare) => match probe(&unshare) {
                 Ok(()) => {
@@ -139,7 +153,8 @@ impl LocalProvider {
         )))
     }
 
-    fn paths(&self, name: &str) -> SandboxPaths {
+    /// Where a sandbox's files are (for diagnostics and tests).
+    pub fn paths(&self, name: &str) -> SandboxPaths {
         SandboxPaths::new(&self.root, name)
     }
 
@@ -202,15 +217,28 @@ impl LocalProvider {
     }
 
     /// Kills the sandbox's processes and waits until they are gone.
+    ///
+    /// Sandboxed, one SIGKILL to the process group ends the guest, pid 1 of
+    /// its namespace, and with it everything in the namespace. Unsandboxed,
+    /// the agent may have left the guest's process group, so the guest gets
+    /// SIGTERM first and ends its agent's tree itself (as on a cancel).
     async fn kill(&self, paths: &SandboxPaths) {
         let Some(rec) = Recorded::read(&paths.pid_file) else {
             return;
         };
-        rec.kill_group();
-        let deadline = tokio::time::Instant::now() + KILL_WAIT;
-        while rec.alive() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.unshare.is_none() {
+            rec.terminate();
+            wait_gone(&rec, UNSANDBOXED_STOP_WAIT).await;
         }
+        rec.kill_group();
+        wait_gone(&rec, KILL_WAIT).await;
+    }
+}
+
+async fn wait_gone(rec: &Recorded, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while rec.alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

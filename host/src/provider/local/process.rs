@@ -57,6 +57,13 @@ impl Recorded {
         start_time(self.pid) == Some(self.start)
     }
 
+    /// Sends SIGTERM to the process, if it is still the recorded one.
+    pub fn terminate(&self) {
+        if self.alive() {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        }
+    }
+
     /// SIGKILLs the process and its process group (it leads one), if it
     /// is still the recorded process.
     pub fn kill_group(&self) {

@@ -285,3 +285,70 @@ async fn list_filters_and_pages_newest_first() {
     assert!(e.contains("cursor"), "{e}");
     client.close().await;
 }
+
+#[tokio::test]
+async fn secrets_stay_out_of_answers_and_artifacts_are_served_by_type() {
+    let mut env = HostEnv::new();
+    env.set("DELEGATE_MAX_RESOURCE_BYTES", "2K");
+    let client = connect_stdio(&env, Revision::Current).await;
+    let secret = "s3cr3t-zz-value-91";
+    let id = client
+        .submit(json!({
+            "task": "echo \"token is $TOKEN_X\"\necho \"token is $TOKEN_X\" >&2\nmkdir -p out\nprintf '\\x89PNG\\r\\n\\x1a\\n\\x00\\x01' > out/pixel.png\nhead -c 4096 /dev/zero | tr '\\0' a > out/big.txt\necho small > out/small.txt",
+            "agentType": "script",
+            "statusMode": "streaming",
+            "env": {"TOKEN_X": secret},
+            "secrets": ["TOKEN_X"],
+            "artifacts": ["out/*"]
+        }))
+        .await;
+    let done = client.wait_final(&id, LIMIT).await;
+    assert_eq!(done["status"], "success", "{done}\n{}", env.log());
+    let answers = [
+        done,
+        client.ok("get_job_status", json!({"job_id": id})).await,
+        client.ok("get_job_result", json!({"job_id": id})).await,
+        client.ok("list_jobs", json!({})).await,
+        client.ok("get_job_logs", json!({"job_id": id})).await,
+    ];
+    for a in &answers {
+        assert!(!a.to_string().contains(secret), "the secret leaked: {a}");
+    }
+    let stdout = answers[2]["output"]["stdout"]["text"].as_str().unwrap();
+    assert!(stdout.contains("token is ***"), "{stdout}");
+
+    let read = |path: &str| {
+        client
+            .service
+            .read_resource(ReadResourceRequestParams::new(format!(
+                "delegate://jobs/{id}/artifacts/{path}"
+            )))
+    };
+    match &read("out/pixel.png").await.expect("read png").contents[0] {
+        ResourceContents::BlobResourceContents {
+            blob, mime_type, ..
+        } => {
+            assert_eq!(mime_type.as_deref(), Some("image/png"));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(blob)
+                .unwrap();
+            assert_eq!(bytes, b"\x89PNG\r\n\x1a\n\x00\x01");
+        }
+        other => panic!("a PNG must be a blob: {other:?}"),
+    }
+    assert_eq!(
+        read_text(
+            &client,
+            &format!("delegate://jobs/{id}/artifacts/out/small.txt")
+        )
+        .await,
+        "small\n"
+    );
+    let too_big = read("out/big.txt")
+        .await
+        .expect_err("over DELEGATE_MAX_RESOURCE_BYTES");
+    assert!(too_big.to_string().contains("limit"), "{too_big}");
+    let missing = read("out/none.txt").await.expect_err("no such artifact");
+    assert!(missing.to_string().contains("none.txt"), "{missing}");
+    client.close().await;
+}

@@ -218,8 +218,25 @@ async fn tasks_follow_and_cancel_jobs() {
 
 #[tokio::test]
 async fn clients_without_tasks_get_the_plain_handle() {
+    // No tasks at all; and tasks declared only at a legacy `initialize`
+    // (as the Inspector CLI does), which is not a per-request declaration.
+    for opts in [
+        ClientOpts {
+            revision: Revision::Current,
+            tasks: false,
+        },
+        ClientOpts {
+            revision: Revision::Legacy,
+            tasks: true,
+        },
+    ] {
+        plain_handle(opts).await;
+    }
+}
+
+async fn plain_handle(opts: ClientOpts) {
     let env = HostEnv::new();
-    let client = connect_stdio(&env, Revision::Current).await;
+    let client = connect_stdio(&env, opts).await;
     let r = client
         .service
         .call_tool_once(

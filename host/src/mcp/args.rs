@@ -77,6 +77,7 @@ pub struct WaitArgs {
 #[serde(deny_unknown_fields)]
 pub struct ListArgs {
     /// Only jobs in this state.
+    #[serde(default)]
     #[schemars(schema_with = "status_filter_schema")]
     pub status: Option<String>,
     /// Page size (default 20, at most 200).
@@ -111,6 +112,7 @@ pub struct LogsArgs {
     /// The job_id submit_job returned.
     pub job_id: String,
     /// Which log to read.
+    #[serde(default)]
     #[schemars(schema_with = "stream_schema")]
     pub stream: Option<String>,
     /// Byte offset to read from: 0, or next_cursor from the previous call.
@@ -178,6 +180,19 @@ mod tests {
         assert!(e.starts_with("invalid arguments: limit:"), "{e}");
         let e = parse::<JobArgs>(object(json!({"job_id": "x", "jobid": "y"}))).unwrap_err();
         assert!(e.contains("jobid"), "{e}");
+    }
+
+    #[test]
+    fn only_the_job_id_is_required() {
+        let list = super::super::schema::input::<ListArgs>();
+        assert!(
+            list.get("required")
+                .is_none_or(|r| r.as_array().unwrap().is_empty())
+        );
+        let logs = super::super::schema::input::<LogsArgs>();
+        assert_eq!(logs["required"], json!(["job_id"]));
+        let wait = super::super::schema::input::<WaitArgs>();
+        assert_eq!(wait["required"], json!(["job_id"]));
     }
 
     #[test]

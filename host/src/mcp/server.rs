@@ -213,8 +213,13 @@ impl ServerHandler for DelegateServer {
                 None,
             ));
         }
+        // The extension is declared in a request's own capabilities
+        // (2026-07-28). A legacy session that listed it at `initialize` gets
+        // the plain handle: clients such as the Inspector CLI declare it
+        // there without following tasks.
         let wants_task = request.name == name::SUBMIT_JOB
             && context
+                .meta
                 .client_capabilities()
                 .is_some_and(|caps| caps.supports_tasks());
         if wants_task {

@@ -151,17 +151,19 @@ impl StatusView {
             (JobState::Running, Some(at)) => Some(seconds(now.saturating_sub(at))),
             _ => None,
         };
+        let secrets = record.manifest.secret_values();
+        let clean = |t: &str| scrub(t, &secrets);
         StatusView {
             job_id: record.id.clone(),
             status: record.state,
             finished: record.state.is_final(),
             phase: record.phase.map(|p| p.as_str().to_string()),
             progress: record.progress,
-            message: record.message.clone(),
-            error: record.error.clone(),
+            message: record.message.as_deref().map(clean),
+            error: record.error.as_deref().map(clean),
             error_kind: record.error_kind.map(error_kind_name),
             agent_type: record.manifest.agent_type.as_str().to_string(),
-            task: task_preview(&record.manifest.redacted().task),
+            task: task_preview(&clean(&record.manifest.redacted().task)),
             created_at: rfc3339(record.created_at),
             started_at: record.started_at.map(rfc3339),
             completed_at: record.completed_at.map(rfc3339),
@@ -174,7 +176,12 @@ impl StatusView {
                 destroyed: record.vm_destroyed,
             }),
             isolation: IsolationView::of(record.isolation),
-            recent_output: recent.filter(|r| !r.stdout.is_empty() || !r.stderr.is_empty()),
+            recent_output: recent
+                .filter(|r| !r.stdout.is_empty() || !r.stderr.is_empty())
+                .map(|r| RecentOutput {
+                    stdout: clean(&r.stdout),
+                    stderr: clean(&r.stderr),
+                }),
         }
     }
 }
@@ -202,10 +209,10 @@ pub struct TailView {
     pub total_bytes: u64,
 }
 
-impl From<&OutputTail> for TailView {
-    fn from(t: &OutputTail) -> Self {
+impl TailView {
+    fn of(t: &OutputTail, secrets: &[&str]) -> Self {
         TailView {
-            text: t.text.clone(),
+            text: scrub(&t.text, secrets),
             truncated: t.truncated,
             total_bytes: t.total_bytes,
         }
@@ -299,7 +306,9 @@ impl ResultView {
                 .to_string()
         };
         // The agent's error text and output can echo secrets the job was
-        // given; the guest redacts them, and the host shows what it stored.
+        // given. The guest redacts them before they leave the VM; the host
+        // scrubs again, so a guest that did not cannot leak them here.
+        let secrets = record.manifest.secret_values();
         ResultView {
             job_id: record.id.clone(),
             status: record.state,
@@ -308,18 +317,23 @@ impl ResultView {
             error: record
                 .error
                 .clone()
-                .or_else(|| result.and_then(|r| r.error.clone())),
+                .or_else(|| result.and_then(|r| r.error.clone()))
+                .map(|e| scrub(&e, &secrets)),
             error_kind: record.error_kind.map(error_kind_name),
             output: result.map(|r| OutputView {
-                stdout: (&r.output.stdout).into(),
-                stderr: (&r.output.stderr).into(),
+                stdout: TailView::of(&r.output.stdout, &secrets),
+                stderr: TailView::of(&r.output.stderr, &secrets),
             }),
             artifacts,
             artifacts_hint,
             duration_seconds,
             agent_result: result
                 .and_then(|r| r.agent_result.as_ref())
-                .and_then(|a| serde_json::to_value(a).ok()),
+                .and_then(|a| serde_json::to_value(a).ok())
+                .map(|mut v| {
+                    scrub_value(&mut v, &secrets);
+                    v
+                }),
             created_at: rfc3339(record.created_at),
             completed_at: record.completed_at.map(rfc3339),
         }
@@ -420,6 +434,27 @@ pub fn error_kind_name(kind: delegate_proto::outcome::ErrorKind) -> String {
         .unwrap_or_else(|| format!("{kind:?}"))
 }
 
+/// `text` with every secret value replaced by `***`.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if out.contains(secret) {
+            out = out.replace(secret, delegate_proto::REDACTED);
+        }
+    }
+    out
+}
+
+/// [`scrub`] on every string inside a JSON value.
+fn scrub_value(value: &mut serde_json::Value, secrets: &[&str]) {
+    match value {
+        serde_json::Value::String(s) => *s = scrub(s, secrets),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| scrub_value(v, secrets)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| scrub_value(v, secrets)),
+        _ => {}
+    }
+}
+
 /// The first line of a task, shortened for listings.
 pub fn task_preview(task: &str) -> String {
     let first = task.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
@@ -462,6 +497,21 @@ mod tests {
         assert_eq!(task_preview("\n  \nfirst\nsecond"), "first…");
         let long = "x".repeat(500);
         assert_eq!(task_preview(&long).chars().count(), TASK_PREVIEW_CHARS + 1);
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_text_and_json() {
+        assert_eq!(
+            scrub("key=abc123 and abc123", &["abc123"]),
+            "key=*** and ***"
+        );
+        assert_eq!(scrub("nothing", &["", "zzz"]), "nothing");
+        let mut v = serde_json::json!({"result": "the key is abc123", "n": [1, "abc123"]});
+        scrub_value(&mut v, &["abc123"]);
+        assert_eq!(
+            v,
+            serde_json::json!({"result": "the key is ***", "n": [1, "***"]})
+        );
     }
 
     #[test]

@@ -70,7 +70,24 @@ async fn the_gate_wants_a_token_and_a_local_host_and_origin() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     let r = post(url, None, Some(&same_origin), token).await;
-    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    assert_eq!(r.status(), StatusCode::OK);
+    // The session this opened can be closed; the answer is 204.
+    let session = r
+        .headers()
+        .get("mcp-session-id")
+        .expect("a legacy session id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let closed = reqwest::Client::new()
+        .delete(url)
+        .bearer_auth(&server.token)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(closed.status(), StatusCode::NO_CONTENT);
     let r = post(
         url,
         Some(&format!(

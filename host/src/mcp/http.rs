@@ -65,8 +65,19 @@ async fn gate(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> 
         header_str(headers, header::ORIGIN),
         header_str(headers, header::AUTHORIZATION),
     );
+    let delete = request.method() == axum::http::Method::DELETE;
     match checked {
-        Ok(()) => next.run(request).await,
+        Ok(()) => {
+            let mut response = next.run(request).await;
+            // rmcp acknowledges a session's DELETE with 202; clients (the
+            // Python SDK) expect 200 or 204 and warn otherwise. The session
+            // is gone either way, so say so with 204.
+            if delete && response.status() == StatusCode::ACCEPTED {
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                *response.body_mut() = axum::body::Body::empty();
+            }
+            response
+        }
         Err(refusal) => refuse(refusal),
     }
 }

@@ -257,6 +257,8 @@ pub struct Client {
     pub recorder: Recorder,
     /// The revision in use.
     pub revision: Revision,
+    /// The server's pid, for a stdio child.
+    pub server_pid: Option<u32>,
 }
 
 /// Serves MCP on stdio as a child process of the test and connects to it.
@@ -267,6 +269,7 @@ pub async fn connect_stdio(env: &HostEnv, opts: impl Into<ClientOpts>) -> Client
         .stderr(env.stderr_file())
         .spawn()
         .expect("spawn delegate-host serve");
+    let server_pid = transport.id();
     let recorder = Recorder::with(client_config(opts));
     let service = recorder
         .clone()
@@ -277,6 +280,7 @@ pub async fn connect_stdio(env: &HostEnv, opts: impl Into<ClientOpts>) -> Client
         service,
         recorder,
         revision: opts.revision,
+        server_pid,
     }
 }
 
@@ -350,6 +354,7 @@ impl HttpHost {
             service,
             recorder,
             revision: opts.revision,
+            server_pid: None,
         }
     }
 
@@ -542,4 +547,13 @@ pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).expect("write file");
     p
+}
+
+/// A loopback port that was free a moment ago, for a server that must keep
+/// its address across a restart (guests remember the callback URL).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }

@@ -119,7 +119,11 @@ impl Reporter {
     pub fn phase(&self, phase: Phase, message: impl Into<String>) {
         let message = self.secrets.redact_str(&message.into());
         if self.summary {
-            eprintln!("delegate-guest: [{}] {message}", phase.as_str());
+            // One write per line: stderr is unbuffered.
+            eprint!(
+                "{}",
+                format!("delegate-guest: [{}] {message}\n", phase.as_str())
+            );
         }
         self.emit(EventKind::Phase {
             phase,
@@ -131,7 +135,7 @@ impl Reporter {
     pub fn progress(&self, percent: Option<f64>, message: impl Into<String>) {
         let message = self.secrets.redact_str(&message.into());
         if self.summary && self.mode >= StatusMode::Detailed {
-            eprintln!("delegate-guest:   {message}");
+            eprint!("{}", format!("delegate-guest:   {message}\n"));
         }
         self.emit(EventKind::Progress { percent, message });
     }

@@ -397,3 +397,42 @@ fn the_agent_starts_with_default_signal_dispositions() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nyes: 141"
     );
 }
+
+#[test]
+fn the_timeout_is_enforced_while_nobody_reads_stdout() {
+    use std::io::Read;
+    // Streaming mode fills the stdout pipe at once; the reporter blocks on
+    // it. The timeout must still end the agent's tree.
+    let marker = common::marker("stalled");
+    let m = json!({
+        "task": "yes stalled-output | head -c 10000000; sleep 600",
+        "agentType": "script", "timeout": 2, "statusMode": "streaming",
+        "env": {"MARKER": marker},
+    });
+    let job = Job::new(&m).arg("--grace-seconds").arg("1");
+    let mut child = std::process::Command::new(common::guest_bin())
+        .arg("run")
+        .arg(job.path("manifest.json"))
+        .args(&job.args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the agent to start", LONG, || {
+        !processes_with(&marker).is_empty()
+    });
+    // Not reading stdout: the tree must die anyway.
+    wait_until("the stalled job's tree to be killed", LONG, || {
+        processes_with(&marker).is_empty()
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(124));
+    let last = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(last.contains("\"status\":\"timeout\""), "{last}");
+}

@@ -225,12 +225,14 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
         Ending::Exited(status) => {
             tree.mark_leader_reaped();
             if !tree.is_gone() {
+                // Stop first, report after: the reporter may block on a
+                // slow stdout reader, the tree must not wait for it.
                 let left = tree.live().len();
+                tree.stop(i.opts.grace).await;
                 i.reporter.progress(
                     None,
-                    format!("agent exited; stopping {left} leftover processes"),
+                    format!("agent exited; stopped {left} leftover processes"),
                 );
-                tree.stop(i.opts.grace).await;
             }
             (Some(*status), None)
         }
@@ -239,14 +241,14 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
                 Ending::Stopped(c) => format!("cancelled ({c})"),
                 _ => format!("timed out after {}s", i.opts.timeout.as_secs()),
             };
+            let report = tree.stop(i.opts.grace).await;
             i.reporter.progress(
                 None,
                 format!(
-                    "{why}: stopping the agent (grace {}s)",
+                    "{why}: the agent was stopped (grace {}s)",
                     i.opts.grace.as_secs()
                 ),
             );
-            let report = tree.stop(i.opts.grace).await;
             // The leader is dead; its status arrives from the reaper.
             let status = tokio::time::timeout(Duration::from_secs(10), &mut exit_rx)
                 .await

@@ -97,13 +97,9 @@ pub async fn run_job(
     }
     let reporter = Arc::new(reporter);
     let counters = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
-    let heartbeat = reporter.wants_heartbeats().then(|| {
-        tokio::spawn(heartbeats(
-            reporter.clone(),
-            counters.clone(),
-            opts.heartbeat,
-        ))
-    });
+    let heartbeat = reporter
+        .wants_heartbeats()
+        .then(|| Heartbeats::start(reporter.clone(), counters.clone(), opts.heartbeat));
 
     let prepared = match (&layout, &run_user) {
         (Ok(l), Ok(u)) => Ok((l, u.as_ref())),
@@ -218,9 +214,7 @@ pub async fn run_job(
     result.duration_ms = outcome.started.unwrap_or(job_start).elapsed().as_millis() as u64;
     let result = redact_result(result, &secrets);
     reporter.phase(Phase::Done, status_word(result.status));
-    if let Some(h) = heartbeat {
-        h.abort();
-    }
+    drop(heartbeat);
     reporter.print_result(&result);
     if let Ok(l) = &layout
         && let Some(root) = &l.temp_root
@@ -328,15 +322,53 @@ fn status_word(s: ResultStatus) -> &'static str {
     }
 }
 
-async fn heartbeats(reporter: Arc<Reporter>, counters: [Arc<AtomicU64>; 2], every: Duration) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        reporter.heartbeat(
-            counters[0].load(Ordering::Relaxed),
-            counters[1].load(Ordering::Relaxed),
-        );
+/// Heartbeats from a thread of their own, so that a stdout reader that
+/// stalls the reporter can never stall the runtime that enforces timeouts.
+struct Heartbeats {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Heartbeats {
+    fn start(
+        reporter: Arc<Reporter>,
+        counters: [Arc<AtomicU64>; 2],
+        every: Duration,
+    ) -> Heartbeats {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || {
+                let (lock, wake) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    let (guard, timeout) = wake
+                        .wait_timeout(stopped, every)
+                        .unwrap_or_else(|e| e.into_inner());
+                    stopped = guard;
+                    if *stopped {
+                        return;
+                    }
+                    if timeout.timed_out() {
+                        reporter.heartbeat(
+                            counters[0].load(Ordering::Relaxed),
+                            counters[1].load(Ordering::Relaxed),
+                        );
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start heartbeats: {e}");
+        }
+        Heartbeats { stop }
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
     }
 }
 

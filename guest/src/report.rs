@@ -120,10 +120,8 @@ impl Reporter {
         let message = self.secrets.redact_str(&message.into());
         if self.summary {
             // One write per line: stderr is unbuffered.
-            eprint!(
-                "{}",
-                format!("delegate-guest: [{}] {message}\n", phase.as_str())
-            );
+            let line = format!("delegate-guest: [{}] {message}\n", phase.as_str());
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
         self.emit(EventKind::Phase {
             phase,
@@ -135,7 +133,8 @@ impl Reporter {
     pub fn progress(&self, percent: Option<f64>, message: impl Into<String>) {
         let message = self.secrets.redact_str(&message.into());
         if self.summary && self.mode >= StatusMode::Detailed {
-            eprint!("{}", format!("delegate-guest:   {message}\n"));
+            let line = format!("delegate-guest:   {message}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
         self.emit(EventKind::Progress { percent, message });
     }

@@ -11,6 +11,7 @@
 //! injected: failed clones, lock timeouts, an agent that never comes up,
 //! offline nodes (595), task errors, slow tasks, a VM dying mid-job.
 
+pub mod agent;
 pub mod formats;
 pub mod guest;
 pub mod http;

@@ -7,15 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
-use super::guest::{GuestProcess, write_guest_file};
+use super::SimInner;
+use super::agent::{agent_ready, file_write};
 use super::http::ApiError;
 use super::perms::Principal;
 use super::state::{Cluster, Vm, is_disk_key};
 use super::tasks::{self, TaskSpec};
-use super::{BOOTSTRAP_PATH, SimInner};
 
 type Params = BTreeMap<String, String>;
 
@@ -621,51 +620,4 @@ fn destroy(sim: &Arc<SimInner>, who: &Principal, node: &str, id: u32) -> Result<
         },
     );
     Ok(json!(upid))
-}
-
-fn agent_ready(sim: &SimInner, node: &str, id: u32) -> Result<(), ApiError> {
-    let c = sim.lock();
-    let vm = c.vm_on(node, id)?;
-    if !vm.running {
-        return Err(ApiError::die(format!("VM {id} is not running")));
-    }
-    if !vm.agent_enabled() {
-        return Err(ApiError::die("No QEMU guest agent configured"));
-    }
-    match vm.agent_ready_at {
-        Some(at) if Instant::now() >= at => Ok(()),
-        _ => Err(ApiError::die("QEMU guest agent is not running")),
-    }
-}
-
-fn file_write(sim: &SimInner, node: &str, id: u32, p: &Params) -> Result<(), ApiError> {
-    agent_ready(sim, node, id)?;
-    let encode = p
-        .get("encode")
-        .and_then(|v| super::schema::parse_bool(v))
-        .unwrap_or(true);
-    let content = if encode {
-        p["content"].clone().into_bytes()
-    } else {
-        base64::engine::general_purpose::STANDARD
-            .decode(&p["content"])
-            .map_err(|e| ApiError::die(format!("Agent error: invalid base64: {e}")))?
-    };
-    let file = p["file"].clone();
-    let mut c = sim.lock();
-    let vm = c.vm_on_mut(node, id)?;
-    let path = write_guest_file(&vm.root, &file, &content)
-        .map_err(|e| ApiError::die(format!("Agent error: failed to open file '{file}': {e}")))?;
-    if file == BOOTSTRAP_PATH
-        && vm.guest.is_none()
-        && let Some(cmd) = &sim.guest
-    {
-        {
-            let g = GuestProcess::spawn(cmd, &vm.root, &path).map_err(|e| {
-                ApiError::die(format!("simulated systemd could not start the runner: {e}"))
-            })?;
-            vm.guest = Some(g);
-        }
-    }
-    Ok(())
 }

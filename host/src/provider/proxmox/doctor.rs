@@ -137,7 +137,9 @@ fn chain(e: &PveError) -> String {
 
 fn hint(e: &PveError) -> String {
     let text = chain(e);
-    if text.contains("certificate") || text.contains("fingerprint") || text.contains("UnknownIssuer")
+    if text.contains("certificate")
+        || text.contains("fingerprint")
+        || text.contains("UnknownIssuer")
     {
         format!(
             "{text}; trust the node's certificate with PROXMOX_FINGERPRINT (its SHA-256, shown \

@@ -185,6 +185,13 @@ async fn config_masks_the_http_token() {
     assert!(stdout.contains("DELEGATE_PROVIDER=local"), "{stdout}");
     assert!(stdout.contains("DELEGATE_HTTP_TOKEN="), "{stdout}");
     assert!(!stdout.contains(TEST_TOKEN), "the token leaked: {stdout}");
+    let doctor = run(&env, &["doctor"]).await;
+    assert_eq!(doctor.status.code(), Some(0), "{}", text(&doctor.stdout));
+    assert!(
+        text(&doctor.stdout).contains("not a VM"),
+        "{}",
+        text(&doctor.stdout)
+    );
     env.set("DELEGATE_WAIT_MAX_SECONDS", "forever");
     let bad = run(&env, &["config"]).await;
     assert_eq!(bad.status.code(), Some(2));

@@ -6,6 +6,7 @@
 //! running engine picks them up. When no engine owns the data directory,
 //! `submit --wait` runs one in this process for the job.
 
+pub mod doctor;
 pub mod exit;
 pub mod jobs;
 pub mod render;
@@ -107,6 +108,10 @@ pub enum Command {
     },
     /// Print the effective settings (secrets masked).
     Config,
+    /// Check that the configured provider can run jobs here (Proxmox: API,
+    /// template, storage, bridge, token privileges; local: guest binary and
+    /// namespaces).
+    Doctor,
 }
 
 /// A log stream on the command line.
@@ -141,6 +146,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             render::settings(&settings.describe());
             Ok(exit::OK)
         }
+        Command::Doctor => doctor::run(&settings).await,
         Command::Submit {
             manifest,
             wait,

@@ -146,10 +146,15 @@ async fn beside_a_running_server() {
     let mut env = HostEnv::new();
     let server = HttpHost::start(&mut env).await;
 
-    // A second engine on the same data directory is refused, naming the
-    // process in the way.
-    let second = run(&env, &["serve"]).await;
+    // A second HTTP server on the same data directory is refused, naming
+    // the process in the way (a stdio server shares it instead).
+    let second = run(&env, &["serve", "--http", "127.0.0.1:0"]).await;
     assert_eq!(second.status.code(), Some(3), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("pid"),
+        "{}",
+        text(&second.stderr)
+    );
 
     // Submitting goes to the server's engine; --wait waits for it there.
     let manifest = write_file(

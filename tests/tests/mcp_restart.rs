@@ -116,3 +116,28 @@ async fn a_silent_guest_loses_its_lease() {
     }
     client.close().await;
 }
+
+#[tokio::test]
+async fn a_second_stdio_server_shares_the_data_dir_and_takes_the_engine_over() {
+    // Each MCP client session starts its own `serve`: the first (here an
+    // HTTP server) runs the engine, a stdio one beside it serves through
+    // the store, and runs the engine itself once the first is gone.
+    let mut env = HostEnv::new();
+    let first = delegate_tests::mcp::HttpHost::start(&mut env).await;
+    let second = connect_stdio(&env, Revision::Current).await;
+    let quick = json!({"task": "echo shared", "agentType": "script"});
+    let id = second.submit(quick.clone()).await;
+    let done = second.wait_final(&id, LIMIT).await;
+    assert_eq!(done["status"], "success", "{done}\n{}", env.log());
+
+    first.stop().await;
+    let id = second.submit(quick).await;
+    let done = second.wait_final(&id, LIMIT).await;
+    assert_eq!(done["status"], "success", "{done}\n{}", env.log());
+    assert!(
+        env.log().contains("running the engine here now"),
+        "{}",
+        env.log()
+    );
+    second.close().await;
+}

@@ -1,61 +1,145 @@
 //! `serve`: the engine plus MCP on stdio (until the client closes stdin) or
-//! on streamable HTTP (until SIGINT or SIGTERM).
+//! on streamable HTTP (until SIGINT or SIGTERM). An HTTP server must own the
+//! data directory; stdio servers share it (see [`serve_stdio`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::engine::start_engine;
-use crate::mcp::{self, Guard};
+use crate::engine::{Engine, EngineError, start_engine};
+use crate::jobs::{JobError, JobManager};
+use crate::mcp::{self, Guard, JobsHandle};
+use crate::store::{Store, StoreError};
 
 use super::exit::{self, CliError};
 
 /// Runs the server.
 pub async fn run(settings: Settings, http: Option<SocketAddr>) -> Result<u8, CliError> {
-    // Check what HTTP needs before starting anything.
-    let guard = match http {
-        Some(_) => Some(http_guard(&settings)?),
-        None => None,
-    };
-    let listener = match http {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| CliError::Listen {
-                    addr: addr.to_string(),
-                    source,
-                })?,
-        ),
-        None => None,
-    };
     let stop = CancellationToken::new();
+    match http {
+        Some(addr) => serve_http(settings, addr, stop).await,
+        None => serve_stdio(settings, stop).await,
+    }
+}
+
+/// MCP over streamable HTTP, with the engine in this process.
+async fn serve_http(
+    settings: Settings,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) -> Result<u8, CliError> {
+    // Check what HTTP needs before starting anything.
+    let guard = http_guard(&settings)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
     let engine = start_engine(settings, stop.clone()).await?;
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
-    let served = match (listener, guard) {
-        (Some(listener), Some(guard)) => {
-            let local = listener.local_addr().ok();
-            if let Some(addr) = local {
-                // The one line a supervisor (or a test) waits for.
-                eprintln!(
-                    "delegate-host: MCP over streamable HTTP at http://{addr}{}",
-                    mcp::http::MCP_PATH
-                );
-            }
-            mcp::http::serve(listener, engine.manager.clone(), guard, stop.clone())
-                .await
-                .map_err(mcp::ServeError::from)
-        }
-        _ => {
-            tracing::info!("serving MCP on stdio");
-            mcp::serve_stdio(engine.manager.clone(), stop.clone()).await
-        }
-    };
+    if let Ok(local) = listener.local_addr() {
+        // The one line a supervisor (or a test) waits for.
+        eprintln!(
+            "delegate-host: MCP over streamable HTTP at http://{local}{}",
+            mcp::http::MCP_PATH
+        );
+    }
+    let served = mcp::http::serve(listener, engine.manager.clone(), guard, stop.clone()).await;
     signals.abort();
     engine.stop().await;
+    served.map_err(mcp::ServeError::from)?;
+    Ok(exit::OK)
+}
+
+/// How often a stdio server without the engine tries to take it over.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(2);
+
+/// MCP on stdio. Every MCP client session (each Claude Code conversation)
+/// starts its own `serve`; only one process can run the engine for a data
+/// directory. The first one does; the others serve their client through the
+/// shared store (submits and cancels reach the engine within a second,
+/// reads are direct) and take the engine over as soon as its process ends,
+/// so jobs never wait for a server that is gone.
+async fn serve_stdio(settings: Settings, stop: CancellationToken) -> Result<u8, CliError> {
+    let signals = tokio::spawn(stop_on_signal(stop.clone()));
+    let engine: Arc<Mutex<Option<Engine>>> = Arc::new(Mutex::new(None));
+    let handle = match start_engine(settings.clone(), stop.clone()).await {
+        Ok(e) => {
+            let handle = JobsHandle::new(e.manager.clone());
+            *engine.lock().await = Some(e);
+            handle
+        }
+        Err(e) if is_locked(&e) => {
+            tracing::warn!(
+                "{e}; serving this client through the shared store until that process ends"
+            );
+            let store = Store::open(&settings.data_dir)?;
+            let handle = JobsHandle::new(JobManager::connect(Arc::new(settings.clone()), store));
+            tokio::spawn(take_over(
+                settings,
+                handle.clone(),
+                engine.clone(),
+                stop.clone(),
+            ));
+            handle
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!("serving MCP on stdio");
+    let served = mcp::serve_stdio(handle, stop.clone()).await;
+    // Stop the takeover loop (it watches `stop`) before stopping the engine.
+    stop.cancel();
+    signals.abort();
+    if let Some(e) = engine.lock().await.take() {
+        e.stop().await;
+    }
     served?;
     Ok(exit::OK)
+}
+
+fn is_locked(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Store(StoreError::Locked { .. })
+            | EngineError::Jobs(JobError::Store(StoreError::Locked { .. }))
+    )
+}
+
+/// Waits until no process holds the data directory, then starts the engine
+/// here and points the MCP server at it.
+async fn take_over(
+    settings: Settings,
+    handle: JobsHandle,
+    engine: Arc<Mutex<Option<Engine>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(TAKEOVER_EVERY) => {}
+        }
+        // Hold the slot while starting, so shutdown cannot miss the engine.
+        let mut slot = engine.lock().await;
+        if stop.is_cancelled() {
+            return;
+        }
+        match start_engine(settings.clone(), stop.clone()).await {
+            Ok(e) => {
+                tracing::info!("the engine's process ended; running the engine here now");
+                handle.replace(e.manager.clone());
+                *slot = Some(e);
+                return;
+            }
+            Err(e) if is_locked(&e) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot take over the engine; retrying"),
+        }
+    }
 }
 
 fn http_guard(settings: &Settings) -> Result<Guard, CliError> {

@@ -5,7 +5,7 @@
 //! notifications in both protocol revisions ([`subscriptions`]), the tasks
 //! extension over jobs ([`tasks`]), over stdio ([`serve_stdio`]) or
 //! streamable HTTP behind a token and Host/Origin checks ([`http`],
-//! [`guard`]). Every tool goes through the [`JobManager`]; nothing here
+//! [`guard`]). Every tool goes through the [`crate::jobs::JobManager`]; nothing here
 //! holds job state.
 
 pub mod args;
@@ -24,12 +24,10 @@ pub mod tools;
 pub mod views;
 
 pub use guard::Guard;
-pub use server::DelegateServer;
+pub use server::{DelegateServer, JobsHandle};
 
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
-
-use crate::jobs::JobManager;
 
 /// Why serving MCP stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +45,10 @@ pub enum ServeError {
 
 /// Serves one MCP session on stdin/stdout until the client closes it or
 /// `shutdown` is cancelled. stdout carries nothing but MCP messages.
-pub async fn serve_stdio(jobs: JobManager, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn serve_stdio(
+    jobs: impl Into<JobsHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let running = DelegateServer::new(jobs)
         .serve_with_ct(rmcp::transport::stdio(), shutdown.child_token())
         .await

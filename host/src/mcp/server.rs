@@ -6,7 +6,7 @@
 //! is thin: it routes each request to [`super::calls`], [`super::tasks`],
 //! [`super::subscriptions`] or the resource readers below.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use rmcp::model::{
@@ -41,24 +41,55 @@ returns within a minute, call it again while wait_timed_out is true) or get_job_
 output with get_job_logs (resume with next_cursor), then collect get_job_result; artifacts are \
 resources to read by URI. cancel_job stops a job and destroys its VM.";
 
+/// The job manager a server uses. It can be replaced while serving: a
+/// stdio server that found another process running the engine starts as a
+/// client of the shared store and takes the engine over once that process
+/// ends (see `cli::serve`).
+#[derive(Clone)]
+pub struct JobsHandle(Arc<RwLock<JobManager>>);
+
+impl JobsHandle {
+    /// A handle on `jobs`.
+    pub fn new(jobs: JobManager) -> Self {
+        JobsHandle(Arc::new(RwLock::new(jobs)))
+    }
+
+    /// The manager to use for the next request.
+    pub fn current(&self) -> JobManager {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Uses `jobs` from now on.
+    pub fn replace(&self, jobs: JobManager) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = jobs;
+    }
+}
+
+impl From<JobManager> for JobsHandle {
+    fn from(jobs: JobManager) -> Self {
+        JobsHandle::new(jobs)
+    }
+}
+
 /// The MCP handler for one session.
 #[derive(Clone)]
 pub struct DelegateServer {
-    jobs: JobManager,
+    jobs: JobsHandle,
     legacy: Arc<LegacySubscriptions>,
 }
 
 impl DelegateServer {
     /// A handler for a new session.
-    pub fn new(jobs: JobManager) -> Self {
+    pub fn new(jobs: impl Into<JobsHandle>) -> Self {
         DelegateServer {
-            jobs,
+            jobs: jobs.into(),
             legacy: Arc::new(LegacySubscriptions::default()),
         }
     }
 
     fn retention_ms(&self) -> Option<u64> {
         self.jobs
+            .current()
             .settings()
             .retention
             .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64)
@@ -69,7 +100,7 @@ impl DelegateServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> ToolOutcome {
-        let jobs = &self.jobs;
+        let jobs = &self.jobs.current();
         let arguments = request.arguments;
         match request.name.as_ref() {
             name::SUBMIT_JOB => calls::submit(jobs, arguments)
@@ -92,10 +123,11 @@ impl DelegateServer {
     }
 
     fn read_log(&self, uri: &str, job_id: &str) -> Result<ReadResourceResult, McpError> {
-        let cap = self.jobs.settings().max_resource_bytes;
+        let cap = self.jobs.current().settings().max_resource_bytes;
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         let slice = self
             .jobs
+            .current()
             .read_log(job_id, LogSelector::Combined, 0, cap)
             .map_err(resource_error)?;
         let truncated = !slice.complete && slice.data.len() >= cap;
@@ -120,7 +152,7 @@ impl DelegateServer {
         job_id: String,
         path: String,
     ) -> Result<ReadResourceResult, McpError> {
-        let jobs = self.jobs.clone();
+        let jobs = self.jobs.current();
         let cap = jobs.settings().max_resource_bytes;
         let mime = resources::mime_type(&path);
         let read_path = path.clone();
@@ -224,13 +256,15 @@ impl ServerHandler for DelegateServer {
                 .is_some_and(|caps| caps.supports_tasks());
         if wants_task {
             // The same submission; the answer is a task that follows the job.
-            return Ok(match calls::submit(&self.jobs, request.arguments).await {
-                Ok(record) => CallToolResponse::Task(CreateTaskResult::new(tasks::task(
-                    &record,
-                    self.retention_ms(),
-                ))),
-                Err(message) => CallToolResponse::Complete(calls::tool_error(message)),
-            });
+            return Ok(
+                match calls::submit(&self.jobs.current(), request.arguments).await {
+                    Ok(record) => CallToolResponse::Task(CreateTaskResult::new(tasks::task(
+                        &record,
+                        self.retention_ms(),
+                    ))),
+                    Err(message) => CallToolResponse::Complete(calls::tool_error(message)),
+                },
+            );
         }
         let outcome = self.call(request, context).await;
         Ok(CallToolResponse::Complete(
@@ -245,6 +279,7 @@ impl ServerHandler for DelegateServer {
     ) -> Result<GetTaskResult, McpError> {
         let record = self
             .jobs
+            .current()
             .get(&request.task_id)
             .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         Ok(GetTaskResult::new(tasks::detailed(
@@ -261,6 +296,7 @@ impl ServerHandler for DelegateServer {
         // Acknowledged either way: a task that already finished keeps its
         // final state (cancellation is cooperative in the extension).
         self.jobs
+            .current()
             .cancel(&request.task_id)
             .await
             .map(|_| ())
@@ -275,6 +311,7 @@ impl ServerHandler for DelegateServer {
         let cursor = request.and_then(|r| r.cursor);
         let page = self
             .jobs
+            .current()
             .list(None, RESOURCE_PAGE_JOBS, cursor.as_deref())
             .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         let mut out = Vec::new();
@@ -293,7 +330,7 @@ impl ServerHandler for DelegateServer {
             // Artifacts are listed only for jobs that have some; the record
             // is read only for final jobs, the only ones that may.
             if summary.status.is_final()
-                && let Ok(record) = self.jobs.get(&summary.job_id)
+                && let Ok(record) = self.jobs.current().get(&summary.job_id)
             {
                 for a in &record.artifacts {
                     out.push(
@@ -356,11 +393,12 @@ impl ServerHandler for DelegateServer {
         if request.uri.starts_with("delegate:") {
             let target = parse_uri(&request.uri)?;
             self.jobs
+                .current()
                 .get(target.job_id())
                 .map_err(|e| McpError::resource_not_found(e.to_string(), None))?;
         }
         self.legacy
-            .subscribe(&self.jobs, context.peer.clone(), request.uri);
+            .subscribe(&self.jobs.current(), context.peer.clone(), request.uri);
         Ok(())
     }
 
@@ -393,6 +431,6 @@ impl ServerHandler for DelegateServer {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
-        subscriptions::listen(&self.jobs, context).await
+        subscriptions::listen(&self.jobs.current(), context).await
     }
 }

@@ -139,3 +139,36 @@ fn streaming_a_large_output_keeps_memory_flat_too() {
         "runner peak RSS {rss} KiB while streaming 64 MiB"
     );
 }
+
+#[test]
+fn a_full_log_disk_does_not_stop_the_job() {
+    if !common::is_root() {
+        eprintln!("NOTE: not root; cannot mount a small tmpfs for the full-disk case");
+        return;
+    }
+    // 4 MiB of output into a log directory that holds 1 MiB.
+    let m = json!({"task": "head -c 4194304 /dev/zero; echo end", "agentType": "script"});
+    let job = Job::new(&m);
+    let logs = job.path("small-logs");
+    std::fs::create_dir(&logs).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&logs)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(logs.clone());
+    let job = job.arg("--log-dir").arg(logs.display().to_string());
+    let f = job.run();
+    f.expect_code(0);
+    let out = &f.result()["output"]["stdout"];
+    assert_eq!(out["total_bytes"], 4194304 + 4);
+    assert!(out["text"].as_str().unwrap().ends_with("\0\0end\n"));
+    assert!(f.stderr.contains("log is incomplete"), "{}", f.stderr);
+}

@@ -3,10 +3,12 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use delegate_proto::{LogStream, OutputTail};
+use nix::errno::Errno;
 
 use super::{Chunker, Tail};
 use crate::redact::StreamRedactor;
@@ -89,9 +91,15 @@ impl Pump {
             counter,
             observer,
         };
-        let mut buf = vec![0u8; READ_SIZE];
+        // Nothing needs the bytes in memory: move them to the log inside
+        // the kernel and read the tail back at the end.
+        let mut at_eof = false;
+        if !redact && st.observer.is_none() && !st.chunks {
+            at_eof = st.splice_to_log(&reader);
+        }
+        let mut buf = vec![0u8; if at_eof { 0 } else { READ_SIZE }];
         let mut clean = Vec::with_capacity(READ_SIZE + 1024);
-        loop {
+        while !at_eof {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -130,6 +138,64 @@ impl Pump {
 }
 
 impl State {
+    /// Splices the stream into the log until end of file (returns true) or
+    /// until splicing fails (returns false: the caller goes on reading).
+    fn splice_to_log(&mut self, reader: &File) -> bool {
+        let Some(log) = &self.log else { return false };
+        let mut moved: u64 = 0;
+        let mut failed = None;
+        let eof = loop {
+            // SAFETY: both descriptors are open for the whole call; null
+            // offsets mean "the descriptors' own positions".
+            let n = unsafe {
+                libc::splice(
+                    reader.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    log.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    PIPE_SIZE as usize,
+                    libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+                )
+            };
+            match n {
+                0 => break true,
+                n if n > 0 => {
+                    moved += n as u64;
+                    self.counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                _ => match Errno::last() {
+                    Errno::EINTR => {}
+                    // The log's file system cannot splice: read and write.
+                    Errno::EINVAL => break false,
+                    e => {
+                        failed = Some(e);
+                        break false;
+                    }
+                },
+            }
+        };
+        if moved > 0 {
+            let keep = moved.min(self.tail.capacity() as u64);
+            let mut last = vec![0u8; keep as usize];
+            let read = self
+                .log
+                .as_ref()
+                .map(|f| f.read_exact_at(&mut last, moved - keep));
+            match read {
+                Some(Ok(())) => self.tail.seed(&last, moved),
+                _ => self.tail.seed(&[], moved),
+            }
+        }
+        if let Some(e) = failed {
+            // A full disk must not stop the job: reading goes on, the tail
+            // and the stream still carry the output.
+            tracing::warn!("writing log: {e}");
+            self.log_error = Some(e.to_string());
+            self.log = None;
+        }
+        eof
+    }
+
     fn process(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;

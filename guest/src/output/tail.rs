@@ -34,6 +34,20 @@ impl Tail {
         self.buf.extend(keep);
     }
 
+    /// The most bytes kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Starts over from the last bytes of `total` bytes seen elsewhere
+    /// (read back from the log file).
+    pub fn seed(&mut self, last: &[u8], total: u64) {
+        self.buf.clear();
+        self.buf
+            .extend(&last[last.len().saturating_sub(self.capacity)..]);
+        self.total = total;
+    }
+
     /// Bytes seen so far.
     pub fn total(&self) -> u64 {
         self.total
@@ -90,6 +104,21 @@ mod tests {
         let mut t = Tail::new(8);
         t.push(b"a\xffb");
         assert_eq!(t.to_output().text, "a\u{fffd}b");
+    }
+
+    #[test]
+    fn seeding_replaces_the_content_and_count() {
+        let mut t = Tail::new(4);
+        t.push(b"xx");
+        t.seed(b"abcdef", 100);
+        assert_eq!(t.to_output().text, "cdef");
+        assert_eq!(t.total(), 100);
+        t.push(b"g");
+        let out = t.to_output();
+        assert_eq!(
+            (out.text.as_str(), out.total_bytes, out.truncated),
+            ("defg", 101, true)
+        );
     }
 
     #[test]

@@ -353,7 +353,10 @@ async fn wait_stop(stop: &mut watch::Receiver<Option<StopCause>>) -> StopCause {
 }
 
 fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    // Readable too: a pump that splices the output into the log reads its
+    // tail back from it.
     OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(true)

@@ -93,28 +93,29 @@ impl Pump {
         };
         // Nothing needs the bytes in memory: move them to the log inside
         // the kernel and read the tail back at the end.
-        let mut at_eof = false;
-        if !redact && st.observer.is_none() && !st.chunks {
-            at_eof = st.splice_to_log(&reader);
-        }
-        let mut buf = vec![0u8; if at_eof { 0 } else { READ_SIZE }];
-        let mut clean = Vec::with_capacity(READ_SIZE + 1024);
-        while !at_eof {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("reading {}: {e}", stream.as_str());
-                    break;
+        let spliced_to_eof =
+            !redact && st.observer.is_none() && !st.chunks && st.splice_to_log(&reader);
+        let mut clean = Vec::new();
+        if !spliced_to_eof {
+            let mut buf = vec![0u8; READ_SIZE];
+            clean.reserve(READ_SIZE + 1024);
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!("reading {}: {e}", stream.as_str());
+                        break;
+                    }
+                };
+                if redact {
+                    clean.clear();
+                    redactor.push(&buf[..n], &mut clean);
+                    st.process(&clean);
+                } else {
+                    st.process(&buf[..n]);
                 }
-            };
-            if redact {
-                clean.clear();
-                redactor.push(&buf[..n], &mut clean);
-                st.process(&clean);
-            } else {
-                st.process(&buf[..n]);
             }
         }
         clean.clear();

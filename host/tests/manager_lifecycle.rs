@@ -166,7 +166,10 @@ async fn a_silent_guest_loses_its_lease() {
     });
     let host = Host::start(s, Arc::new(fake.clone())).await;
     let m = host.manager().clone();
-    let id = m.submit(job("silent")).await.unwrap().id;
+    // Persistent or not, a lost guest's VM is destroyed.
+    let mut silent = job("silent");
+    silent.lifecycle = Some(delegate_proto::Lifecycle::Persistent);
+    let id = m.submit(silent).await.unwrap().id;
     let r = m.wait(&id, Duration::from_secs(30), |_| {}).await.unwrap();
     assert_eq!(r.state, JobState::Failed);
     assert_eq!(r.error_kind, Some(ErrorKind::Lost));
@@ -269,6 +272,20 @@ async fn persistent_vms_are_kept_and_retention_prunes_the_rest() {
     let r = m.get(&kept).unwrap();
     assert!(!r.vm_destroyed, "persistent VM kept");
     assert_eq!(fake.destroy_count(&fake.vms_of(&kept)[0]), 0);
+
+    // Cancelling a persistent job still destroys its VM.
+    let mut hang = job("hang");
+    hang.lifecycle = Some(delegate_proto::Lifecycle::Persistent);
+    let cancelled = m.submit(hang).await.unwrap().id;
+    until_state(&m, &cancelled, JobState::Running, 20).await;
+    m.cancel(&cancelled).await.unwrap();
+    eventually(
+        20,
+        "the cancelled persistent VM to be destroyed",
+        || async { m.get(&cancelled).unwrap().vm_destroyed.then_some(()) },
+    )
+    .await;
+    assert_eq!(fake.destroy_count(&fake.vms_of(&cancelled)[0]), 1);
     fake.kill_all();
     host.stop().await;
 }

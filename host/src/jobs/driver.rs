@@ -309,11 +309,13 @@ async fn watch(shared: &Shared, id: &str, changed: &Notify, shutdown: &Cancellat
 }
 
 /// Whether the job's VM is kept after the job: persistent jobs that ran,
-/// unless they were cancelled.
+/// unless they were cancelled or their guest was lost (a cancel and a lost
+/// lease both promise the VM is destroyed).
 fn keeps_vm(rec: &JobRecord, provisioned: bool) -> bool {
     rec.manifest.lifecycle() == Lifecycle::Persistent
         && provisioned
         && rec.state != JobState::Cancelled
+        && rec.error_kind != Some(ErrorKind::Lost)
 }
 
 async fn cleanup(shared: &Shared, id: &str, changed: &Notify, shutdown: &CancellationToken) {

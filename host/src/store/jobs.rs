@@ -158,16 +158,23 @@ impl Store {
         };
         let limit = limit.clamp(1, 10_000);
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at \
-                     FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR seq < ?2) \
-                     ORDER BY seq DESC LIMIT ?3",
-                )
-                .map_err(|e| self.sqlite(e))?;
+            // Two statements rather than `?1 IS NULL OR ...`, so each can use
+            // its index (the primary key, or `jobs_by_state`).
+            let sql = if status.is_some() {
+                "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at \
+                 FROM jobs WHERE state = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            } else {
+                "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at \
+                 FROM jobs WHERE ?1 IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            };
+            let mut stmt = conn.prepare_cached(sql).map_err(|e| self.sqlite(e))?;
             let rows = stmt
                 .query_map(
-                    params![status.map(|s| s.as_str()), before, (limit + 1) as i64],
+                    params![
+                        status.map(|s| s.as_str()),
+                        before.unwrap_or(i64::MAX),
+                        (limit + 1) as i64
+                    ],
                     |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
@@ -367,12 +374,14 @@ impl Store {
     }
 
     /// Ids of final jobs whose VM was created and not destroyed, except
-    /// persistent jobs that ran (their VMs are kept on purpose).
+    /// persistent jobs that ran and were neither cancelled nor lost (their
+    /// VMs are kept on purpose).
     pub fn final_ids_with_vm(&self) -> Result<Vec<String>, StoreError> {
         self.ids(
             "SELECT id FROM jobs WHERE state IN ('success','failed','timeout','cancelled') \
              AND vm_id IS NOT NULL AND vm_destroyed = 0 \
-             AND NOT (persistent = 1 AND provisioned_at IS NOT NULL AND state <> 'cancelled') \
+             AND NOT (persistent = 1 AND provisioned_at IS NOT NULL AND state <> 'cancelled' \
+                      AND coalesce(error_kind, '') <> 'lost') \
              ORDER BY seq",
             [],
         )

@@ -118,10 +118,10 @@ fn local_provider_needs_a_guest_and_vm_providers_need_an_address() {
     let s = Settings::resolve_with(raw(&[]), &m).unwrap();
     assert_eq!(s.guest_bin, Some(bin.join("delegate-guest")));
 
-    let err = Settings::resolve_with(raw(&["--provider", "proxmox"]), &m).unwrap_err();
+    let err = Settings::resolve_with(raw(&["--provider", "qemu"]), &m).unwrap_err();
     assert!(err.to_string().starts_with("CALLBACK_URL"), "{err}");
     let s = Settings::resolve_with(
-        raw(&["--provider", "proxmox", "--callback-host", "10.1.2.3"]),
+        raw(&["--provider", "qemu", "--callback-host", "10.1.2.3"]),
         &m,
     )
     .unwrap();

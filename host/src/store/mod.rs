@@ -23,6 +23,7 @@ mod events;
 mod jobs;
 mod lock;
 mod logs;
+mod results;
 mod row;
 
 use std::os::unix::fs::DirBuilderExt;

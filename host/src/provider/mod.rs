@@ -42,7 +42,9 @@ impl Isolation {
             Isolation::ProcessSandbox => {
                 "process sandbox (user/mount/pid/ipc/uts namespaces), not a VM"
             }
-            Isolation::None => "NONE: the job runs as a plain process on the host (unsandboxed opt-in)",
+            Isolation::None => {
+                "NONE: the job runs as a plain process on the host (unsandboxed opt-in)"
+            }
         }
     }
 }

@@ -201,8 +201,11 @@ inspector_suite() {
 
 log "MCP Inspector CLI over stdio"
 host_env inspector-stdio
-# Each CLI call starts its own `serve`; the job lives on in the data directory.
-inspect_target=(-e "DELEGATE_DATA_DIR=$DELEGATE_DATA_DIR" -e CALLBACK_HOST=127.0.0.1 -e CALLBACK_PORT=0
+# Each CLI call starts its own `serve`; the job lives on in the data
+# directory, and a guest started by one server reports to the next, so the
+# callback port must stay the same (as CALLBACK_PORT's default does).
+callback_port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+inspect_target=(-e "DELEGATE_DATA_DIR=$DELEGATE_DATA_DIR" -e CALLBACK_HOST=127.0.0.1 -e "CALLBACK_PORT=$callback_port"
   -e "DELEGATE_GUEST_BIN=$DELEGATE_GUEST_BIN" -e RUST_LOG=warn "$host" serve)
 inspector_suite stdio
 

@@ -285,6 +285,12 @@ async fn post(b: Bootstrap, start: Instant) -> u64 {
             .await
             .expect("POST events");
         assert!(resp.status().is_success(), "events: {}", resp.status());
+        // Count only what the host says it holds.
+        let ack: delegate_proto::event::EventsAck = resp.json().await.expect("events ack");
+        assert_eq!(
+            ack.highest_seq, seq,
+            "the host did not take the whole batch"
+        );
         sent += BATCH as u64;
     }
     sent

@@ -285,6 +285,35 @@ fn events_are_deduplicated_in_order_and_logs_read_by_cursor() {
             .is_none(),
         "a cursor past the end is refused"
     );
+    // Tails: the last bytes of each log, with where they start; a tail
+    // longer than the log is the whole log; an empty one reads nothing.
+    let [tail, all, again] = store
+        .read_log_tails(
+            "j",
+            [
+                LogSelector::Stream(LogStream::Stdout),
+                LogSelector::Combined,
+                LogSelector::Stream(LogStream::Stdout),
+            ],
+            6,
+        )
+        .unwrap();
+    assert_eq!((tail.data.as_slice(), tail.start), (&b"world\n"[..], 6));
+    assert_eq!(tail.next_cursor, 12);
+    assert_eq!((all.data.as_slice(), all.start), (&b"world\n"[..], 11));
+    assert_eq!(again, tail, "the same log twice reads the same");
+    let [whole] = store
+        .read_log_tails("j", [LogSelector::Stream(LogStream::Stderr)], 1 << 20)
+        .unwrap();
+    assert_eq!((whole.data.as_slice(), whole.start), (&b"warn\n"[..], 0));
+    let [empty] = store
+        .read_log_tails("j", [LogSelector::Stream(LogStream::Stdout)], 0)
+        .unwrap();
+    assert_eq!((empty.data.len(), empty.start), (0, 12));
+    assert!(matches!(
+        store.read_log_tails("nope", [LogSelector::Combined], 10),
+        Err(StoreError::NotFound(_))
+    ));
     let kinds: Vec<String> = store
         .stored_events("j")
         .unwrap()

@@ -255,9 +255,7 @@ impl JobManager {
 
     /// The job's record.
     pub fn get(&self, job_id: &str) -> Result<JobRecord, JobError> {
-        if !delegate_proto::api::is_valid_job_id(job_id) {
-            return Err(JobError::NotFound(job_id.to_string()));
-        }
+        check_job_id(job_id)?;
         self.inner.store.get_job(job_id).map_err(not_found)
     }
 
@@ -358,7 +356,7 @@ impl JobManager {
         cursor: u64,
         max_bytes: usize,
     ) -> Result<LogSlice, JobError> {
-        self.get(job_id)?;
+        check_job_id(job_id)?;
         if max_bytes == 0 {
             return Err(JobError::InvalidArgument {
                 what: "max_bytes must be at least 1".into(),
@@ -371,6 +369,21 @@ impl JobManager {
             .ok_or_else(|| JobError::InvalidArgument {
                 what: format!("cursor {cursor} is past the end of the log"),
             })
+    }
+
+    /// The last `max_bytes` (up to 16 MiB) of each log in `which`, for a
+    /// job's recent output.
+    pub fn read_log_tails<const N: usize>(
+        &self,
+        job_id: &str,
+        which: [LogSelector; N],
+        max_bytes: usize,
+    ) -> Result<[LogSlice; N], JobError> {
+        check_job_id(job_id)?;
+        self.inner
+            .store
+            .read_log_tails(job_id, which, max_bytes.min(MAX_LOG_READ))
+            .map_err(not_found)
     }
 
     /// One file from the job's artifacts; `TooLarge` beyond `max_bytes`.
@@ -445,5 +458,14 @@ fn not_found(e: StoreError) -> JobError {
     match e {
         StoreError::NotFound(id) => JobError::NotFound(id),
         e => e.into(),
+    }
+}
+
+/// Ids that cannot be a job's are unknown without asking the store.
+fn check_job_id(job_id: &str) -> Result<(), JobError> {
+    if delegate_proto::api::is_valid_job_id(job_id) {
+        Ok(())
+    } else {
+        Err(JobError::NotFound(job_id.to_string()))
     }
 }

@@ -109,10 +109,12 @@ pub enum LogSelector {
 }
 
 /// Bytes read from a log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogSlice {
     /// The bytes from the cursor.
     pub data: Vec<u8>,
+    /// The offset of `data`'s first byte.
+    pub start: u64,
     /// Where to read next.
     pub next_cursor: u64,
     /// True when the job is final and everything has been read.

@@ -6,14 +6,14 @@
 use delegate_proto::LogStream;
 
 use crate::jobs::JobManager;
-use crate::jobs::model::{JobRecord, LogSelector};
+use crate::jobs::model::{JobRecord, LogSelector, LogSlice};
 
 use super::views::RecentOutput;
 
 /// How many lines of each stream a status shows.
 pub const LINES: usize = 10;
 /// How many bytes from the end of a live log are looked at.
-const TAIL_BYTES: u64 = 4096;
+const TAIL_BYTES: usize = 4096;
 
 /// The recent output of `record`, when there is any.
 pub fn output(jobs: &JobManager, record: &JobRecord) -> Option<RecentOutput> {
@@ -23,48 +23,24 @@ pub fn output(jobs: &JobManager, record: &JobRecord) -> Option<RecentOutput> {
             stderr: last_lines(&result.output.stderr.text, LINES),
         });
     }
-    let stdout = live_tail(jobs, &record.id, LogStream::Stdout)?;
-    let stderr = live_tail(jobs, &record.id, LogStream::Stderr).unwrap_or_default();
-    Some(RecentOutput { stdout, stderr })
+    let streams = [LogStream::Stdout, LogStream::Stderr].map(LogSelector::Stream);
+    let [stdout, stderr] = jobs.read_log_tails(&record.id, streams, TAIL_BYTES).ok()?;
+    Some(RecentOutput {
+        stdout: last_lines_of(&stdout),
+        stderr: last_lines_of(&stderr),
+    })
 }
 
-fn live_tail(jobs: &JobManager, job_id: &str, stream: LogStream) -> Option<String> {
-    let which = LogSelector::Stream(stream);
-    let len = stored_log_len(jobs, job_id, stream)?;
-    if len == 0 {
-        return Some(String::new());
-    }
-    let start = len.saturating_sub(TAIL_BYTES);
-    let slice = jobs
-        .read_log(job_id, which, start, TAIL_BYTES as usize)
-        .ok()?;
+/// The last lines of a slice read from the end of a log.
+fn last_lines_of(slice: &LogSlice) -> String {
     let text = String::from_utf8_lossy(&slice.data);
     // Reading from the middle of the log: the first line is likely partial.
-    let text = if start > 0 {
+    let text = if slice.start > 0 {
         text.split_once('\n').map(|(_, rest)| rest).unwrap_or("")
     } else {
         &text
     };
-    Some(last_lines(text, LINES))
-}
-
-/// The stored length of a log stream.
-///
-/// host-mcp: the manager has no "length of a log" call yet, so this reads the
-/// size of the append-only file at the place HOST-API.md documents
-/// (`<data_dir>/logs/<id>/<stream>.log`). Replace with the manager's call
-/// once it has one.
-fn stored_log_len(jobs: &JobManager, job_id: &str, stream: LogStream) -> Option<u64> {
-    if !job_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return None;
-    }
-    let path = jobs
-        .settings()
-        .data_dir
-        .join("logs")
-        .join(job_id)
-        .join(format!("{}.log", stream.as_str()));
-    std::fs::metadata(path).ok().map(|m| m.len())
+    last_lines(text, LINES)
 }
 
 /// The last `n` lines of `text`, without a trailing newline.

@@ -96,6 +96,20 @@ pub fn sqlite_error(path: &Path, source: rusqlite::Error) -> StoreError {
     }
 }
 
+/// The one row `sql` selects, if any, through the connection's statement
+/// cache: `Connection::query_row` prepares the statement anew on every call,
+/// which costs more than most of our lookups themselves.
+pub fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    rows.next()?.map(map).transpose()
+}
+
 /// True for the errors that another connection's lock causes.
 pub fn is_busy(err: &rusqlite::Error) -> bool {
     matches!(

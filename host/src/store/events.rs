@@ -4,11 +4,11 @@
 
 use delegate_proto::JobState;
 use delegate_proto::event::{Event, EventKind, LogStream};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::jobs::transition_in;
-use super::row;
 use super::{Store, StoreError, logs, make_private_dir};
+use super::{db, row};
 use crate::jobs::model::{LogSelector, LogSlice, UnixMs};
 
 /// Limits applied while storing events.
@@ -58,8 +58,7 @@ impl Store {
     ) -> Result<EventsApplied, StoreError> {
         let dir = self.logs_dir(id);
         self.write(|tx| {
-            let row = tx
-                .query_row(
+            let row = db::query_one(tx,
                     "SELECT state, highest_seq, stdout_bytes, stderr_bytes, combined_bytes, \
                      stdout_guest_end, stderr_guest_end, log_truncated FROM jobs WHERE id = ?1",
                     [id],
@@ -78,7 +77,6 @@ impl Store {
                         ))
                     },
                 )
-                .optional()
                 .map_err(|e| self.sqlite(e))?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let (state_text, highest, mut logs_state) = row;
@@ -258,7 +256,8 @@ impl Store {
         Ok(())
     }
 
-    /// Reads a job's log from a byte cursor.
+    /// Reads a job's log from a byte cursor; `None` when the cursor is past
+    /// the end.
     pub fn read_log(
         &self,
         id: &str,
@@ -266,32 +265,69 @@ impl Store {
         cursor: u64,
         max_bytes: usize,
     ) -> Result<Option<LogSlice>, StoreError> {
-        let (column, file) = match which {
-            LogSelector::Combined => ("combined_bytes", "combined.log"),
-            LogSelector::Stream(LogStream::Stdout) => ("stdout_bytes", "stdout.log"),
-            LogSelector::Stream(LogStream::Stderr) => ("stderr_bytes", "stderr.log"),
-        };
-        let (len, state) = self.read(|conn| {
-            conn.query_row(
-                &format!("SELECT {column}, state FROM jobs WHERE id = ?1"),
+        let [slice] = self.read_logs(id, [(which, LogStart::Cursor(cursor))], max_bytes)?;
+        Ok(slice)
+    }
+
+    /// The last `max_bytes` of each of a job's logs in `which` (its recent
+    /// output), in that order, read against one committed state.
+    pub fn read_log_tails<const N: usize>(
+        &self,
+        id: &str,
+        which: [LogSelector; N],
+        max_bytes: usize,
+    ) -> Result<[LogSlice; N], StoreError> {
+        let slices = self.read_logs(id, which.map(|w| (w, LogStart::Tail)), max_bytes)?;
+        // A tail always starts inside its log, so every read has a slice.
+        Ok(slices.map(Option::unwrap_or_default))
+    }
+
+    /// Reads each `(log, start)`: one look at the committed lengths, then
+    /// the files (none for an empty log). `None` where a cursor is past the
+    /// committed end.
+    fn read_logs<const N: usize>(
+        &self,
+        id: &str,
+        reads: [(LogSelector, LogStart); N],
+        max_bytes: usize,
+    ) -> Result<[Option<LogSlice>; N], StoreError> {
+        let (lengths, state) = self.read(|conn| {
+            db::query_one(
+                conn,
+                "SELECT stdout_bytes, stderr_bytes, combined_bytes, state FROM jobs WHERE id = ?1",
                 [id],
-                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?)),
+                |r| {
+                    let len = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+                    Ok(([len(0)?, len(1)?, len(2)?], r.get::<_, String>(3)?))
+                },
             )
-            .optional()
             .map_err(|e| self.sqlite(e))?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))
         })?;
-        if cursor > len {
-            return Ok(None);
-        }
         let state = row::state(id, &state)?;
-        let data = logs::read(&self.logs_dir(id).join(file), cursor, len, max_bytes)?;
-        let next_cursor = cursor + data.len() as u64;
-        Ok(Some(LogSlice {
-            data,
-            next_cursor,
-            complete: state.is_final() && next_cursor >= len,
-        }))
+        let dir = self.logs_dir(id);
+        let mut out = [const { None }; N];
+        for (slot, (which, start)) in out.iter_mut().zip(reads) {
+            let (len, file) = match which {
+                LogSelector::Stream(LogStream::Stdout) => (lengths[0], "stdout.log"),
+                LogSelector::Stream(LogStream::Stderr) => (lengths[1], "stderr.log"),
+                LogSelector::Combined => (lengths[2], "combined.log"),
+            };
+            let cursor = match start {
+                LogStart::Cursor(c) if c > len => continue,
+                LogStart::Cursor(c) => c,
+                LogStart::Tail => len.saturating_sub(max_bytes as u64),
+            };
+            let data = logs::read(&dir.join(file), cursor, len, max_bytes)?;
+            let next_cursor = cursor + data.len() as u64;
+            *slot = Some(LogSlice {
+                data,
+                start: cursor,
+                next_cursor,
+                complete: state.is_final() && next_cursor >= len,
+            });
+        }
+        Ok(out)
     }
 
     /// Events of kind phase, progress and dropped stored for a job, oldest
@@ -308,4 +344,13 @@ impl Store {
             .map_err(|e| self.sqlite(e))
         })
     }
+}
+
+/// Where a log read starts.
+#[derive(Clone, Copy)]
+enum LogStart {
+    /// A cursor a previous read returned (or 0).
+    Cursor(u64),
+    /// `max_bytes` before the committed end.
+    Tail,
 }

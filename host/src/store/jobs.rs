@@ -4,8 +4,9 @@
 
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{JobManifest, JobState};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 
+use super::db;
 use super::row::{self, RECORD_COLUMNS, enum_text};
 use super::{Store, StoreError};
 use crate::jobs::clock::rfc3339;
@@ -110,15 +111,17 @@ impl Store {
     /// The job's record, artifacts included.
     pub fn get_job(&self, id: &str) -> Result<JobRecord, StoreError> {
         self.read(|conn| {
-            let raw = conn
-                .query_row(
-                    &format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?1"),
-                    [id],
-                    row::raw,
-                )
-                .optional()
-                .map_err(|e| self.sqlite(e))?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            // One snapshot for the row and its artifacts (and one read lock).
+            let snapshot = conn.unchecked_transaction().map_err(|e| self.sqlite(e))?;
+            let conn: &rusqlite::Connection = &snapshot;
+            let raw = db::query_one(
+                conn,
+                &format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                row::raw,
+            )
+            .map_err(|e| self.sqlite(e))?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut record = raw.decode()?;
             let mut stmt = conn
                 .prepare_cached(
@@ -135,6 +138,8 @@ impl Store {
                 })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| self.sqlite(e))?;
+            drop(stmt);
+            snapshot.finish().map_err(|e| self.sqlite(e))?;
             Ok(record)
         })
     }
@@ -298,12 +303,12 @@ impl Store {
     /// Whether provisioning finished for the job.
     pub fn is_provisioned(&self, id: &str) -> Result<bool, StoreError> {
         self.read(|conn| {
-            conn.query_row(
+            db::query_one(
+                conn,
                 "SELECT provisioned_at IS NOT NULL FROM jobs WHERE id = ?1",
                 [id],
                 |r| r.get(0),
             )
-            .optional()
             .map_err(|e| self.sqlite(e))?
             .ok_or_else(|| StoreError::NotFound(id.to_string()))
         })
@@ -325,23 +330,22 @@ impl Store {
     /// What deciding on a callback token needs.
     pub fn auth_view(&self, id: &str) -> Result<AuthView, StoreError> {
         self.read(|conn| {
-            let (hash, state, completed_at, has_result) = conn
-                .query_row(
-                    "SELECT token_hash, state, completed_at, result IS NOT NULL \
+            let (hash, state, completed_at, has_result) = db::query_one(
+                conn,
+                "SELECT token_hash, state, completed_at, result IS NOT NULL \
                      FROM jobs WHERE id = ?1",
-                    [id],
-                    |r| {
-                        Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, Option<i64>>(2)?,
-                            r.get::<_, bool>(3)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(|e| self.sqlite(e))?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.sqlite(e))?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let token_hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Decode {
                 job_id: id.to_string(),
                 field: "token_hash",
@@ -407,15 +411,14 @@ pub(super) fn transition_in(
     reason: Option<(&str, ErrorKind)>,
     now: UnixMs,
 ) -> Result<(), StoreError> {
-    let (from, manifest): (String, String) = tx
-        .query_row(
-            "SELECT state, manifest FROM jobs WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(|e| store.sqlite(e))?
-        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+    let (from, manifest): (String, String) = db::query_one(
+        tx,
+        "SELECT state, manifest FROM jobs WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .map_err(|e| store.sqlite(e))?
+    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
     let from = row::state(id, &from)?;
     from.transition(to)
         .map_err(|source| StoreError::Transition {

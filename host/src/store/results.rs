@@ -3,11 +3,11 @@
 
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{JobResult, JobState};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 
 use super::jobs::{ResultApplied, transition_in};
-use super::row;
 use super::{Store, StoreError, remove_dir};
+use super::{db, row};
 use crate::jobs::model::{JobRecord, StoredResult, UnixMs};
 
 impl Store {
@@ -40,11 +40,13 @@ impl Store {
     pub fn take_cancel_requests(&self) -> Result<Vec<String>, StoreError> {
         // Polled every second: look before taking the write lock.
         let any: bool = self.read(|conn| {
-            conn.query_row(
+            db::query_one(
+                conn,
                 "SELECT EXISTS (SELECT 1 FROM jobs WHERE cancel_requested = 1)",
                 [],
                 |r| r.get(0),
             )
+            .map(Option::unwrap_or_default)
             .map_err(|e| self.sqlite(e))
         })?;
         if !any {
@@ -86,21 +88,20 @@ impl Store {
             message: e.to_string(),
         })?;
         self.write(|tx| {
-            let (state, completed_at, has_result) = tx
-                .query_row(
-                    "SELECT state, completed_at, result IS NOT NULL FROM jobs WHERE id = ?1",
-                    [id],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, Option<i64>>(1)?,
-                            r.get::<_, bool>(2)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(|e| self.sqlite(e))?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let (state, completed_at, has_result) = db::query_one(
+                tx,
+                "SELECT state, completed_at, result IS NOT NULL FROM jobs WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                },
+            )
+            .map_err(|e| self.sqlite(e))?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let state = row::state(id, &state)?;
             if has_result {
                 return Ok(ResultApplied::Duplicate(state));

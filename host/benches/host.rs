@@ -46,21 +46,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let rows = rt.block_on(run());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut rows = Vec::new();
+    rt.block_on(engine_figures(&data, &mut rows));
+    drop(rt);
+    // The MCP client on one thread, as a latency-minded client would run it:
+    // the calls and rmcp's service loop then never wait for each other
+    // across threads, and the figures are the server's.
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    client_rt.block_on(mcp_figures(dir.path(), &data, &mut rows));
     println!("\n{:<58} {:>16}  target", "measure", "figure");
     println!("{}", "-".repeat(96));
     for Row(what, figure, target) in rows {
         println!("{what:<58} {figure:>16}  {target}");
     }
-}
-
-async fn run() -> Vec<Row> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
-    let mut rows = Vec::new();
-    engine_figures(&data, &mut rows).await;
-    mcp_figures(dir.path(), &data, &mut rows).await;
-    rows
 }
 
 /// VmRSS of a process, in MiB.

@@ -27,6 +27,7 @@ pub mod rlimit;
 pub mod spawn;
 pub mod tree;
 pub mod user;
+pub mod user_files;
 
 use std::sync::Arc;
 

@@ -1,10 +1,19 @@
 //! The user the agent runs as. A runner started as root drops to an
 //! unprivileged user (`delegate`, else `nobody`, or `--run-as`); a runner
 //! that is not root runs the agent as itself.
+//!
+//! Names are looked up in the local files first ([`super::user_files`]),
+//! then through the system's user database.
 
 use std::ffi::CString;
+use std::path::Path;
 
 use nix::unistd::{Gid, Uid, User};
+
+use super::user_files;
+
+const PASSWD_FILE: &str = "/etc/passwd";
+const GROUP_FILE: &str = "/etc/group";
 
 /// Default job user, created by the VM template.
 pub const DEFAULT_USER: &str = "delegate";
@@ -73,9 +82,15 @@ pub fn resolve(policy: &UserPolicy, runner_is_root: bool) -> Result<Option<RunUs
     }
     let user = match explicit {
         Some(name) => lookup(name)?.ok_or_else(|| UserError::Unknown(name.clone()))?,
-        None => match lookup(DEFAULT_USER)? {
+        // Local accounts first for both names: the template's `delegate`
+        // is in /etc/passwd, and asking the system database about a name
+        // it lacks costs as much as the rest of the start.
+        None => match local(DEFAULT_USER).or_else(|| local(FALLBACK_USER)) {
             Some(u) => u,
-            None => lookup(FALLBACK_USER)?.ok_or(UserError::NoDefault)?,
+            None => match system(DEFAULT_USER)? {
+                Some(u) => u,
+                None => system(FALLBACK_USER)?.ok_or(UserError::NoDefault)?,
+            },
         },
     };
     if user.uid.is_root() {
@@ -85,6 +100,27 @@ pub fn resolve(policy: &UserPolicy, runner_is_root: bool) -> Result<Option<RunUs
 }
 
 fn lookup(name: &str) -> Result<Option<RunUser>, UserError> {
+    match local(name) {
+        Some(u) => Ok(Some(u)),
+        None => system(name),
+    }
+}
+
+/// `name` from /etc/passwd and /etc/group.
+fn local(name: &str) -> Option<RunUser> {
+    let account = user_files::account(Path::new(PASSWD_FILE), name)?;
+    let groups = user_files::groups(Path::new(GROUP_FILE), name, account.gid)
+        .unwrap_or_else(|| vec![account.gid]);
+    Some(RunUser {
+        name: name.into(),
+        uid: account.uid,
+        gid: account.gid,
+        groups,
+    })
+}
+
+/// `name` from the system's user database (NSS under glibc).
+fn system(name: &str) -> Result<Option<RunUser>, UserError> {
     let err = |source| UserError::Lookup {
         name: name.into(),
         source,
@@ -115,6 +151,19 @@ mod tests {
             resolve(&UserPolicy::Drop(Some("nobody".into())), false).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn local_files_agree_with_the_system_database() {
+        let local = local(FALLBACK_USER).expect("nobody in /etc/passwd");
+        let system = system(FALLBACK_USER).unwrap().unwrap();
+        assert_eq!((local.uid, local.gid), (system.uid, system.gid));
+        let sorted = |g: &[Gid]| {
+            let mut raw: Vec<u32> = g.iter().map(|g| g.as_raw()).collect();
+            raw.sort_unstable();
+            raw
+        };
+        assert_eq!(sorted(&local.groups), sorted(&system.groups));
     }
 
     #[test]

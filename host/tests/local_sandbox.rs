@@ -347,3 +347,36 @@ async fn a_real_guest_carries_on_across_a_host_restart() {
     .await;
     second.stop().await;
 }
+
+/// Guests in sibling sandboxes have the same pid and share the parent
+/// cgroup; each must still get a job cgroup of its own (a shared one was
+/// removed or killed under the other job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sandboxes_each_have_their_own_job_cgroup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _provider) = local_host(dir.path()).await;
+    let m = host.manager().clone();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let task =
+            format!("sleep 0.5; grep -o 'delegate-job-[^/]*' /proc/self/cgroup; echo job-{i}");
+        ids.push(m.submit(script(&task, &[])).await.unwrap().id);
+    }
+    let mut cgroups = BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let done = m.wait(id, Duration::from_secs(60), |_| {}).await.unwrap();
+        let out = String::from_utf8(
+            m.read_log(id, LogSelector::Stream(LogStream::Stdout), 0, 1 << 20)
+                .unwrap()
+                .data,
+        )
+        .unwrap();
+        assert_eq!(done.state, JobState::Success, "job {i}: {done:?}\n{out}");
+        assert!(out.contains(&format!("job-{i}")), "{out}");
+        // Where cgroup v2 is writable, the names must all differ.
+        if let Some(name) = out.lines().find(|l| l.starts_with("delegate-job-")) {
+            assert!(cgroups.insert(name.to_string()), "{name} shared");
+        }
+    }
+    host.stop().await;
+}

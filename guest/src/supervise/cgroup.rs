@@ -112,12 +112,8 @@ impl JobCgroup {
         }
         let pid = std::process::id();
         enable_controllers(&base, limits, pid);
-        let dir = base.join(format!("delegate-job-{pid}"));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
-        }
+        let dir = new_child(&base, "delegate-job", pid)
+            .map_err(|e| format!("cannot create a job cgroup in {}: {e}", base.display()))?;
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|e| e.to_string())?;
         let dir_fd: OwnedFd = std::fs::File::open(&dir)
@@ -273,9 +269,8 @@ fn enable_controllers(base: &Path, limits: &CgroupLimits, pid: u32) {
             return;
         }
     }
-    let leaf = base.join(format!("delegate-runner-{pid}"));
-    let moved = std::fs::create_dir_all(&leaf)
-        .and_then(|_| std::fs::write(leaf.join("cgroup.procs"), "0"))
+    let moved = new_child(base, "delegate-runner", pid)
+        .and_then(|leaf| std::fs::write(leaf.join("cgroup.procs"), "0"))
         .and_then(|_| std::fs::write(&control, line.trim_end()));
     if let Err(e) = moved {
         tracing::info!(
@@ -285,9 +280,45 @@ fn enable_controllers(base: &Path, limits: &CgroupLimits, pid: u32) {
     }
 }
 
+/// Creates a cgroup of our own under `base`, named `<prefix>-<pid>-<nonce>`.
+///
+/// Never an existing one: runners in sibling pid namespaces (the local
+/// sandbox) share a parent cgroup and often the same pid, and a runner that
+/// joined another's cgroup would see it removed, or kill it, at the end.
+fn new_child(base: &Path, prefix: &str, pid: u32) -> std::io::Result<PathBuf> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut last = None;
+    for _ in 0..8 {
+        // RandomState is seeded from the OS's randomness per instance.
+        let nonce = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u32;
+        let dir = base.join(format!("{prefix}-{pid}-{nonce:08x}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(ErrorKind::AlreadyExists)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runners_with_the_same_pid_get_cgroups_of_their_own() {
+        let base = tempfile::tempdir().unwrap();
+        let a = new_child(base.path(), "delegate-job", 2).unwrap();
+        let b = new_child(base.path(), "delegate-job", 2).unwrap();
+        assert_ne!(a, b);
+        assert!(a.is_dir() && b.is_dir());
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("delegate-job-2-"), "{name}");
+        let missing = base.path().join("gone");
+        assert!(new_child(&missing, "delegate-job", 2).is_err());
+    }
 
     #[test]
     fn finds_the_v2_mount_on_hybrid_and_pure_hosts() {

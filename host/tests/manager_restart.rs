@@ -122,3 +122,28 @@ async fn another_process_submits_and_cancels_through_the_store() {
     assert_eq!(fake.alive(), 0);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn left_over_vms_are_destroyed_while_the_engine_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProvider::new();
+    let host = Host::start(settings(dir.path(), |_| {}), Arc::new(fake.clone())).await;
+    let m = host.manager().clone();
+    // A live job's VM stays; a VM naming an unknown job, and one naming a
+    // finished job that never recorded it, go at the next cleanup pass.
+    let live = m.submit(job("hang")).await.unwrap().id;
+    until_state(&m, &live, JobState::Running, 20).await;
+    let done = m.submit(job("run=10")).await.unwrap().id;
+    until_state(&m, &done, JobState::Success, 20).await;
+    fake.plant("orphan-1", "00000000-0000-4000-8000-000000000000");
+    fake.plant("orphan-2", &done);
+    eventually(20, "the left-over VMs to be destroyed", || async {
+        (!fake.is_alive("orphan-1") && !fake.is_alive("orphan-2")).then_some(())
+    })
+    .await;
+    let live_vm = m.get(&live).unwrap().vm.unwrap().id;
+    assert!(fake.is_alive(&live_vm), "the running job's VM is kept");
+    assert_eq!(m.get(&live).unwrap().state, JobState::Running);
+    m.cancel(&live).await.unwrap();
+    host.stop().await;
+}

@@ -19,6 +19,7 @@ use delegate_proto::outcome::ErrorKind;
 use super::clock::now_ms;
 use super::driver::{self, Resume};
 use super::manager::Shared;
+use super::reconcile::{Pass, reconcile};
 
 /// How often the scheduler looks at the store without being woken.
 const SCHEDULER_POLL: Duration = Duration::from_secs(1);
@@ -97,6 +98,9 @@ async fn housekeeping(shared: Arc<Shared>) {
             let done = tokio::task::spawn_blocking(move || periodic_cleanup(&s)).await;
             if let Ok(Err(e)) = done {
                 tracing::error!(error = %e, "cleanup failed");
+            }
+            if let Err(e) = reconcile(&shared, Pass::Periodic).await {
+                tracing::error!(error = %e, "reconciling the provider's VMs failed");
             }
         }
     }

@@ -132,4 +132,10 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The VMs this host instance owns, for reconciliation.
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError>;
+
+    /// VMs of ours stuck in a provider operation past its grace (Proxmox:
+    /// `lock: clone`), for the engine to report. Most providers have none.
+    async fn stuck(&self) -> Result<Vec<VmRef>, ProviderError> {
+        Ok(Vec::new())
+    }
 }

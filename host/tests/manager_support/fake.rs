@@ -111,6 +111,19 @@ impl FakeProvider {
         self.rec().bootstraps.get(job_id).cloned()
     }
 
+    /// A VM that no provisioning made (another engine's leftover), named
+    /// as belonging to `job_id`; its guest does nothing.
+    pub fn plant(&self, vm_id: &str, job_id: &str) {
+        let idle = tokio::spawn(std::future::pending::<()>());
+        self.rec()
+            .vms
+            .insert(vm_id.to_string(), (job_id.to_string(), idle));
+    }
+
+    pub fn is_alive(&self, vm_id: &str) -> bool {
+        self.rec().vms.contains_key(vm_id)
+    }
+
     pub fn alive(&self) -> usize {
         self.rec().vms.len()
     }

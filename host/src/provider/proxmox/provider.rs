@@ -572,4 +572,8 @@ impl Provider for ProxmoxProvider {
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError> {
         self.owned_vms().await
     }
+
+    async fn stuck(&self) -> Result<Vec<VmRef>, ProviderError> {
+        self.stuck_clones().await
+    }
 }

@@ -84,6 +84,10 @@ async fn housekeeping(shared: Arc<Shared>) {
     let Some(core) = &shared.core else { return };
     let cleanup_every = shared.settings.cleanup_interval;
     let mut last_cleanup = tokio::time::Instant::now();
+    // Reconciliation destroys VMs one by one (tens of seconds each on a
+    // busy cluster): it runs beside the loop, one pass at a time, so the
+    // prompt checks below keep their one-second beat.
+    let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = core.shutdown.cancelled() => break,
@@ -99,10 +103,18 @@ async fn housekeeping(shared: Arc<Shared>) {
             if let Ok(Err(e)) = done {
                 tracing::error!(error = %e, "cleanup failed");
             }
-            if let Err(e) = reconcile(&shared, Pass::Periodic).await {
-                tracing::error!(error = %e, "reconciling the provider's VMs failed");
+            if reconciling.as_ref().is_none_or(|t| t.is_finished()) {
+                let s = shared.clone();
+                reconciling = Some(tokio::spawn(async move {
+                    if let Err(e) = reconcile(&s, Pass::Periodic).await {
+                        tracing::error!(error = %e, "reconciling the provider's VMs failed");
+                    }
+                }));
             }
         }
+    }
+    if let Some(pass) = reconciling {
+        pass.abort();
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_host::config::MachineEnv;
+use delegate_host::jobs::JobManager;
 use delegate_host::jobs::model::{CancelOutcome, LogSelector};
 use delegate_host::provider::local::LocalProvider;
 use delegate_host::provider::{Isolation, Provider};
@@ -48,6 +49,11 @@ async fn local_host(dir: &std::path::Path) -> (Host, Arc<LocalProvider>) {
     (Host::start(s, provider.clone()).await, provider)
 }
 
+/// A job's log (up to 1 MiB) as text.
+fn log_text(m: &JobManager, id: &str, which: LogSelector) -> String {
+    String::from_utf8(m.read_log(id, which, 0, 1 << 20).unwrap().data).unwrap()
+}
+
 fn pids_in(dir: &std::path::Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir.join("sandboxes"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
@@ -70,20 +76,10 @@ async fn a_script_job_runs_end_to_end_in_the_sandbox() {
         .wait(&rec.id, Duration::from_secs(60), |_| {})
         .await
         .unwrap();
-    let log = String::from_utf8(
-        m.read_log(&rec.id, LogSelector::Combined, 0, 1 << 20)
-            .unwrap()
-            .data,
-    )
-    .unwrap();
+    let log = log_text(&m, &rec.id, LogSelector::Combined);
     assert_eq!(done.state, JobState::Success, "{done:?}\nlog:\n{log}");
     assert_eq!(done.isolation, Isolation::ProcessSandbox);
-    let stdout = String::from_utf8(
-        m.read_log(&rec.id, LogSelector::Stream(LogStream::Stdout), 0, 1 << 20)
-            .unwrap()
-            .data,
-    )
-    .unwrap();
+    let stdout = log_text(&m, &rec.id, LogSelector::Stream(LogStream::Stdout));
     assert!(stdout.contains("hello from the sandbox"), "{stdout}");
     assert!(
         stdout.contains("uid=0"),
@@ -365,12 +361,7 @@ async fn concurrent_sandboxes_each_have_their_own_job_cgroup() {
     let mut cgroups = BTreeSet::new();
     for (i, id) in ids.iter().enumerate() {
         let done = m.wait(id, Duration::from_secs(60), |_| {}).await.unwrap();
-        let out = String::from_utf8(
-            m.read_log(id, LogSelector::Stream(LogStream::Stdout), 0, 1 << 20)
-                .unwrap()
-                .data,
-        )
-        .unwrap();
+        let out = log_text(&m, id, LogSelector::Stream(LogStream::Stdout));
         assert_eq!(done.state, JobState::Success, "job {i}: {done:?}\n{out}");
         assert!(out.contains(&format!("job-{i}")), "{out}");
         // Where cgroup v2 is writable, the names must all differ.

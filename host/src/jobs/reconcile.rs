@@ -7,7 +7,8 @@
 //! engine runs, a provisioning driver may hold a VM it has not recorded yet,
 //! so the periodic pass destroys only what cannot be anyone's: VMs of unknown
 //! jobs, of final jobs whose driver is done with them, and of jobs past their
-//! deadline by more than the grace.
+//! deadline by more than the grace. A VM its job's driver has destroyed is
+//! never destroyed again: its id may already name another job's VM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,9 +45,11 @@ pub fn verdict(
     };
     let recorded = job.vm.as_ref().is_some_and(|vm| same_vm(vm, &owned.vm));
     if job.state.is_final() {
-        // The job's own driver destroys its recorded VM once; a VM it has
-        // reported destroyed, or one it never recorded, is left over.
-        return (!recorded || job.vm_destroyed).then_some("its job is final");
+        // The job's own driver destroys its recorded VM and confirms it is
+        // gone. A listing that still shows it is older than that, and the
+        // id may already be another job's VM (Proxmox reuses VMIDs), so
+        // only a VM the job never recorded is left over.
+        return (!recorded).then_some("its job is final");
     }
     if pass == Pass::Start && !recorded {
         return Some("its job records another VM");
@@ -225,12 +228,12 @@ mod tests {
                 false,
             ),
             (
-                "final, reported destroyed",
+                "final, reported destroyed: a stale listing",
                 Some(job(Success, Some("100"), true)),
                 None,
                 now,
                 Periodic,
-                true,
+                false,
             ),
             (
                 "final, never recorded",

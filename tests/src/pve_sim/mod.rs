@@ -1,13 +1,13 @@
 //! A Proxmox VE API simulator, faithful where the provider depends on it.
 //!
 //! It serves `/api2/json` over HTTPS on 127.0.0.1 (port 0) and checks every
-//! request against the official schema (`shared/pve/api-9.0-subset.json`):
+//! request against the official schema (`tests/data/pve/api-9.0-subset.json`):
 //! parameters, privileges (PVE 9's guest-agent privileges, or PVE 8's
 //! `VM.Monitor`), auth by API token or ticket + CSRF. Long operations are
 //! tasks with UPIDs and logs; clones hold `lock: clone`; a started VM's guest
 //! agent answers after a boot delay; and the bootstrap written through the
 //! agent starts a real `delegate-guest` process, killed with the VM. Errors
-//! carry PVE's real messages (`shared/pve/errors.txt`). Faults can be
+//! carry PVE's real messages (`tests/data/pve/errors.txt`). Faults can be
 //! injected: failed clones, lock timeouts, an agent that never comes up,
 //! offline nodes (595), task errors, slow tasks, a VM dying mid-job.
 

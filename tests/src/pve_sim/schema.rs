@@ -1,4 +1,5 @@
-//! The official API schema (`shared/pve/api-9.0-subset.json`), used
+//! The official API schema (`tests/data/pve/api-9.0-subset.json`, test data
+//! kept in the repository), used
 //! generically: routes are matched against its path templates, and every
 //! request's parameters are checked as PVE's JSONSchema code checks them
 //! (unknown parameters, missing ones, types, bounds, enums, patterns,
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 const SCHEMA_JSON: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/pve/api-9.0-subset.json"
+    "/data/pve/api-9.0-subset.json"
 ));
 
 /// One method of one path.

@@ -1,5 +1,5 @@
 //! VM operations with PVE's checks, locks and error messages
-//! (`shared/pve/errors.txt`): clone (with `lock: clone` held until the task
+//! (`tests/data/pve/errors.txt`): clone (with `lock: clone` held until the task
 //! ends), config, resize, start, stop, destroy, status, and the guest agent
 //! (ping, file-write, which starts the guest runner for the bootstrap).
 

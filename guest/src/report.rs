@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use delegate_proto::outcome::ResultLine;
 use delegate_proto::{Event, EventKind, JobResult, LogChunk, Phase, StatusMode};
@@ -181,7 +180,7 @@ impl Reporter {
         inner.next_seq += 1;
         let event = Event {
             seq,
-            time_ms: now_ms(),
+            time_ms: delegate_proto::clock::now_ms(),
             kind,
         };
         if to_stdout {
@@ -279,13 +278,6 @@ fn status_word(r: &JobResult) -> &'static str {
         delegate_proto::ResultStatus::Timeout => "timeout",
         delegate_proto::ResultStatus::Cancelled => "cancelled",
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

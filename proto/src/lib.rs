@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod clock;
 pub mod event;
 pub mod manifest;
 pub mod outcome;

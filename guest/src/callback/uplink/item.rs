@@ -56,7 +56,7 @@ impl Item {
     pub(crate) fn marker(first: u64, last: u64, reason: Arc<str>) -> Item {
         let event = Event {
             seq: last,
-            time_ms: now_ms(),
+            time_ms: delegate_proto::clock::now_ms(),
             kind: EventKind::Dropped {
                 first_seq: first,
                 last_seq: last,
@@ -98,12 +98,6 @@ fn encode(event: &Event) -> Vec<u8> {
     // Serialising these plain structs cannot fail (string keys, no maps with
     // non-string keys); a failure would be a bug in proto.
     serde_json::to_vec(event).expect("events always serialise")
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Appends `item` to `items`, merging it into a preceding marker when both

@@ -8,6 +8,7 @@ use delegate_proto::outcome::{ErrorKind, ResultLine};
 use delegate_proto::{JobManifest, JobResult, ManifestError, ResultStatus};
 
 use crate::callback::{CallbackClient, CallbackOptions, find_bootstrap};
+use crate::caller::{CallerEnv, lent_note};
 use crate::cli::{BootArgs, Cli, Command, RunArgs};
 use crate::run::run_job;
 
@@ -50,7 +51,7 @@ async fn run(args: RunArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let manifest = match JobManifest::from_json(&bytes) {
+    let mut manifest = match JobManifest::from_json(&bytes) {
         Ok(m) => m,
         Err(e) => return refuse_manifest(&e),
     };
@@ -65,7 +66,14 @@ async fn run(args: RunArgs) -> u8 {
         },
     };
     let timeout = manifest.timeout.unwrap_or(args.timeout_seconds);
-    let opts = args.knobs.options(timeout, args.artifacts_out.clone());
+    let mut opts = args.knobs.options(timeout, args.artifacts_out.clone());
+    if host.is_none() {
+        // Standalone: a debugging run on the caller's machine (see `caller`).
+        let caller = CallerEnv::current();
+        let lent = caller.lend_claude_credentials(&mut manifest);
+        opts.notes.extend(lent_note(&lent));
+        opts.caller_path = caller.path;
+    }
     exit_status(&run_job(manifest, opts, host).await)
 }
 

@@ -124,6 +124,8 @@ impl Knobs {
                 UserPolicy::Drop(self.run_as.clone())
             },
             use_cgroup: !self.no_cgroup,
+            caller_path: None,
+            notes: Vec::new(),
         }
     }
 }

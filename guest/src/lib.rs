@@ -5,6 +5,7 @@ pub mod callback;
 pub mod agent;
 pub mod app;
 pub mod artifacts;
+pub mod caller;
 pub mod cli;
 pub mod env;
 pub mod output;

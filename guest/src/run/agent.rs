@@ -1,8 +1,10 @@
 //! The running phase: start the agent, stream its output, wait for it, the
 //! timeout or a cancel, and end its whole tree.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{JobOptions, StopCause};
 use crate::agent::stream_json::StreamJsonParser;
-use crate::agent::{self, claude};
+use crate::agent::{self, ResolveError, claude};
 use crate::env::{EnvInputs, build as build_env};
 use crate::output::{Observer, Pump, PumpResult};
 use crate::report::Reporter;
@@ -88,11 +90,46 @@ enum Ending {
     Stopped(StopCause),
 }
 
+/// Finds the agent's program on the job's `PATH`, then (standalone runs)
+/// on the caller's. A program found only there has its directory appended
+/// to the job's `PATH`, so an interpreter installed beside it is found too,
+/// and the returned note says so.
+fn resolve_agent(
+    program: &str,
+    env: &mut BTreeMap<String, String>,
+    i: &RunInputs<'_>,
+) -> Result<(PathBuf, Option<String>), ResolveError> {
+    let path = env.get("PATH").cloned().unwrap_or_default();
+    let err = match agent::resolve_program(program, &path, &i.layout.workspace) {
+        Ok(p) => return Ok((p, None)),
+        Err(e) => e,
+    };
+    let (ResolveError::NotFound { .. }, Some(caller_path)) = (&err, i.opts.caller_path.as_deref())
+    else {
+        return Err(err);
+    };
+    let found = match agent::resolve_program(program, caller_path, &i.layout.workspace) {
+        Ok(p) => p,
+        Err(ResolveError::NotFound { .. }) => {
+            return Err(ResolveError::NotFound {
+                program: program.to_string(),
+                path: format!("{path}, then the caller's PATH={caller_path}"),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let note = found.parent().and_then(|d| d.to_str()).map(|dir| {
+        env.insert("PATH".to_string(), format!("{path}:{dir}"));
+        format!("{program} found on the caller's PATH; {dir} added to the job's PATH")
+    });
+    Ok((found, note))
+}
+
 /// Runs the agent to its end.
 pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
     let m = i.manifest;
     let inv = agent::invocation(m);
-    let env = build_env(EnvInputs {
+    let mut env = build_env(EnvInputs {
         home: &i.layout.home,
         tmp: &i.layout.tmp,
         user: i.user.map(|u| u.name.as_str()),
@@ -108,9 +145,8 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
             return AgentOutcome::not_started(ErrorKind::Spawn, e);
         }
     }
-    let path = env.get("PATH").map(String::as_str).unwrap_or_default();
-    let program = match agent::resolve_program(&inv.program, path, &i.layout.workspace) {
-        Ok(p) => p,
+    let (program, found_note) = match resolve_agent(&inv.program, &mut env, &i) {
+        Ok(found) => found,
         Err(e) => {
             let hint = match m.agent_type {
                 AgentType::Claude => {
@@ -152,8 +188,11 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
         i.user.is_some(),
         Limits::current_nofile_hard(),
     );
-    i.reporter
-        .phase(delegate_proto::Phase::Running, inv.label.clone());
+    let running = match &found_note {
+        Some(note) => format!("{}; {note}", inv.label),
+        None => inv.label.clone(),
+    };
+    i.reporter.phase(delegate_proto::Phase::Running, running);
     let spawned = spawn(SpawnSpec {
         program: &program,
         arg0: &inv.program,

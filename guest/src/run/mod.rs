@@ -50,6 +50,12 @@ pub struct JobOptions {
     pub user: UserPolicy,
     /// Whether to try a cgroup.
     pub use_cgroup: bool,
+    /// The caller's `PATH`, searched for the agent after the job's own
+    /// (standalone runs only; see `caller`).
+    pub caller_path: Option<String>,
+    /// Sentences about how the run was set up that the person running it
+    /// should see (what was borrowed from their environment).
+    pub notes: Vec<String>,
 }
 
 /// Why a job was asked to stop.
@@ -120,12 +126,15 @@ pub async fn run_job(
             let containment = Containment::set_up(&limits, opts.use_cgroup);
             reporter.phase(
                 Phase::Preparing,
-                format!(
+                std::iter::once(format!(
                     "workspace {}; agent runs as {}; {}",
                     layout.workspace.display(),
                     user.map_or("the runner's user", |u| u.name.as_str()),
                     containment.note
-                ),
+                ))
+                .chain(opts.notes.iter().cloned())
+                .collect::<Vec<_>>()
+                .join("; "),
             );
             let outcome = unpack_and_run(
                 &manifest,

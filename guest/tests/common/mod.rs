@@ -183,6 +183,11 @@ impl Job {
         argv.push(self.dir.path().join("manifest.json").display().to_string());
         argv.extend(self.args.iter().cloned());
         let mut cmd = Command::new(&argv[0]);
+        // A standalone run borrows these from its caller: the developer's
+        // own must not change what a test sees.
+        for name in delegate_guest::caller::CLAUDE_CREDENTIALS {
+            cmd.env_remove(name);
+        }
         cmd.args(&argv[1..])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -12,6 +12,8 @@ pub mod args;
 pub mod calls;
 pub mod guard;
 pub mod http;
+pub mod limits;
+pub mod lines;
 pub mod manifest_schema;
 pub mod progress;
 pub mod recent;
@@ -78,8 +80,12 @@ pub async fn serve_stdio(
 }
 
 async fn stdio_session(jobs: JobsHandle, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let (reader, writer) = stdio::streams();
     let running = DelegateServer::new(jobs)
-        .serve_with_ct(stdio::streams(), shutdown.child_token())
+        .serve_with_ct(
+            lines::LineTransport::new(reader, writer),
+            shutdown.child_token(),
+        )
         .await
         .map_err(Box::new)?;
     let reason = running.waiting().await?;

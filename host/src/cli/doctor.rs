@@ -19,27 +19,31 @@ pub async fn run(settings: &Settings) -> Result<u8, CliError> {
             print!("{report}");
             Ok(if report.ok() { exit::OK } else { exit::FAILURE })
         }
-        (ProviderKind::Local, _) => match LocalProvider::from_settings(settings) {
-            Ok(provider) => {
-                let guest = settings
-                    .guest_bin
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                println!("[ok] local provider: delegate-guest at {guest}");
-                println!("[ok] isolation: {}", provider.isolation().describe());
-                Ok(exit::OK)
+        (ProviderKind::Local, _) => {
+            let built = settings
+                .local
+                .clone()
+                .ok_or_else(|| "no settings (DELEGATE_GUEST_BIN)".to_string())
+                .and_then(|l| {
+                    let guest = l.guest_bin.display().to_string();
+                    LocalProvider::new(l)
+                        .map(|p| (p, guest))
+                        .map_err(|e| e.to_string())
+                });
+            match built {
+                Ok((provider, guest)) => {
+                    println!("[ok] local provider: delegate-guest at {guest}");
+                    println!("[ok] isolation: {}", provider.isolation().describe());
+                    Ok(exit::OK)
+                }
+                Err(e) => {
+                    println!("[FAIL] local provider: {e}");
+                    Ok(exit::FAILURE)
+                }
             }
-            Err(e) => {
-                println!("[FAIL] local provider: {e}");
-                Ok(exit::FAILURE)
-            }
-        },
-        (other, _) => {
-            println!(
-                "[FAIL] the {} provider is not available in this build",
-                other.as_str()
-            );
+        }
+        (ProviderKind::Proxmox, None) => {
+            println!("[FAIL] proxmox provider: no settings (PROXMOX_*)");
             Ok(exit::FAILURE)
         }
     }

@@ -58,11 +58,16 @@ impl SettingsBuilder {
     }
 }
 
-/// [`RawSettings`] at their defaults: the flags parsed from an empty
-/// command line with every `env` binding removed first.
+/// The settings' flags with every `env` binding removed, so parsing reads
+/// no variable.
+fn defaults_command() -> clap::Command {
+    DefaultsOnly::command().mut_args(|a| a.env(None::<&'static str>))
+}
+
+/// [`RawSettings`] at their defaults: an empty command line parsed by
+/// [`defaults_command`].
 fn defaults() -> Result<RawSettings, SettingsError> {
-    let parsed = DefaultsOnly::command()
-        .mut_args(|a| a.env(None::<&'static str>))
+    let parsed = defaults_command()
         .try_get_matches_from(["delegate-host"])
         .and_then(|m| DefaultsOnly::from_arg_matches(&m));
     parsed.map(|d| d.raw).map_err(|e| SettingsError::Invalid {
@@ -76,9 +81,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builder_reads_nothing_from_the_environment() {
-        // Whatever the shell has, the builder sees the defaults: the
-        // variables are only bound to flags by the real command line.
+    fn no_variable_can_reach_the_defaults() {
+        // Every setting has a variable on the real command line...
+        let real = DefaultsOnly::command();
+        let bound = real.get_arguments().filter(|a| a.get_env().is_some());
+        assert_eq!(bound.count(), real.get_arguments().count());
+        // ...and none on the one the builder parses.
+        let cmd = defaults_command();
+        let unbound: Vec<_> = cmd
+            .get_arguments()
+            .filter(|a| a.get_env().is_some())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(unbound.is_empty(), "{unbound:?}");
+    }
+
+    #[test]
+    fn builder_gives_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let s = Settings::builder(dir.path()).build().unwrap();
         assert_eq!(s.callback_bind.to_string(), "127.0.0.1:0");

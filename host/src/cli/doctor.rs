@@ -20,18 +20,13 @@ pub async fn run(settings: &Settings) -> Result<u8, CliError> {
             Ok(if report.ok() { exit::OK } else { exit::FAILURE })
         }
         (ProviderKind::Local, _) => {
-            let built = settings
-                .local
-                .clone()
-                .ok_or_else(|| "no settings (DELEGATE_GUEST_BIN)".to_string())
-                .and_then(|l| {
-                    let guest = l.guest_bin.display().to_string();
-                    LocalProvider::new(l)
-                        .map(|p| (p, guest))
-                        .map_err(|e| e.to_string())
-                });
-            match built {
-                Ok((provider, guest)) => {
+            let Some(local) = settings.local.clone() else {
+                println!("[FAIL] local provider: no settings (DELEGATE_GUEST_BIN)");
+                return Ok(exit::FAILURE);
+            };
+            let guest = local.guest_bin.display().to_string();
+            match LocalProvider::new(local) {
+                Ok(provider) => {
                     println!("[ok] local provider: delegate-guest at {guest}");
                     println!("[ok] isolation: {}", provider.isolation().describe());
                     Ok(exit::OK)

@@ -2,6 +2,8 @@
 //!
 //! Start-up goes `config` → `store` → `provider` → `jobs` (the manager) →
 //! `callback` (the API guests report to) → `mcp` (what clients talk to).
+//! `resolve` (the machine settings are read from, their error, secrets)
+//! sits below both `config` and `provider`; `retry` is the one backoff policy.
 #![warn(missing_docs)]
 
 pub mod callback;
@@ -11,4 +13,6 @@ pub mod engine;
 pub mod jobs;
 pub mod mcp;
 pub mod provider;
+pub mod resolve;
+pub mod retry;
 pub mod store;

@@ -14,17 +14,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use delegate_host::config::MachineEnv;
 use delegate_host::jobs::JobManager;
 use delegate_host::jobs::model::{CancelOutcome, LogSelector};
-use delegate_host::provider::local::LocalProvider;
+use delegate_host::provider::local::{LocalArgs, LocalProvider, LocalSettings};
 use delegate_host::provider::{Isolation, Provider};
+use delegate_host::resolve::ProcessMachine;
 use delegate_proto::{JobManifest, JobState, LogStream};
 use manager_support::harness::{Host, eventually, settings, until_state};
 
-fn guest_bin() -> PathBuf {
-    MachineEnv::current()
-        .find_guest()
+/// This machine's local provider settings (the built `delegate-guest`, the
+/// real `unshare`), with the sandboxes under `dir`.
+fn local_settings(dir: &std::path::Path) -> LocalSettings {
+    LocalArgs::default()
+        .resolve(dir, &ProcessMachine)
         .expect("delegate-guest must be built first: cargo build -p delegate-guest")
 }
 
@@ -40,12 +42,10 @@ fn script(task: &str, artifacts: &[&str]) -> JobManifest {
 }
 
 async fn local_host(dir: &std::path::Path) -> (Host, Arc<LocalProvider>) {
-    let provider = Arc::new(
-        LocalProvider::new(guest_bin(), &dir.join("sandboxes"), false)
-            .expect("user namespaces are available"),
-    );
+    let provider =
+        Arc::new(LocalProvider::new(local_settings(dir)).expect("user namespaces are available"));
     assert_eq!(provider.isolation(), Isolation::ProcessSandbox);
-    let s = settings(dir, |s| s.guest_bin = Some(guest_bin()));
+    let s = settings(dir, |s| s.local = Some(local_settings(dir)));
     (Host::start(s, provider.clone()).await, provider)
 }
 
@@ -207,7 +207,7 @@ async fn sandboxes_are_listed_for_reconciliation() {
     let id = m.submit(script("sleep 300", &[])).await.unwrap().id;
     until_state(&m, &id, JobState::Running, 60).await;
     // A provider made after a restart finds the sandbox by its files.
-    let again = LocalProvider::new(guest_bin(), &dir.path().join("sandboxes"), false).unwrap();
+    let again = LocalProvider::new(local_settings(dir.path())).unwrap();
     let owned = again.list_owned().await.unwrap();
     assert_eq!(owned.len(), 1);
     assert_eq!(owned[0].job_id.as_deref(), Some(id.as_str()));
@@ -258,12 +258,11 @@ fn failing_unshare(dir: &std::path::Path) -> PathBuf {
 async fn without_namespaces_it_refuses_unless_the_user_opts_in() {
     let dir = tempfile::tempdir().unwrap();
     let unshare = failing_unshare(dir.path());
-    let err = LocalProvider::with_unshare(
-        guest_bin(),
-        &dir.path().join("sandboxes"),
-        Some(unshare.clone()),
-        false,
-    )
+    let err = LocalProvider::new(LocalSettings {
+        unshare: Some(unshare.clone()),
+        allow_unsandboxed: false,
+        ..local_settings(dir.path())
+    })
     .unwrap_err()
     .to_string();
     assert!(err.contains("user namespaces are not allowed"), "{err}");
@@ -271,16 +270,15 @@ async fn without_namespaces_it_refuses_unless_the_user_opts_in() {
     assert!(err.contains("DELEGATE_LOCAL_UNSANDBOXED=1"), "{err}");
 
     let provider = Arc::new(
-        LocalProvider::with_unshare(
-            guest_bin(),
-            &dir.path().join("sandboxes"),
-            Some(unshare),
-            true,
-        )
+        LocalProvider::new(LocalSettings {
+            unshare: Some(unshare),
+            allow_unsandboxed: true,
+            ..local_settings(dir.path())
+        })
         .unwrap(),
     );
     assert_eq!(provider.isolation(), Isolation::None);
-    let s = settings(dir.path(), |s| s.guest_bin = Some(guest_bin()));
+    let s = settings(dir.path(), |s| s.local = Some(local_settings(dir.path())));
     let host = Host::start(s, provider).await;
     let m = host.manager().clone();
     assert_eq!(m.isolation(), Isolation::None);
@@ -323,10 +321,9 @@ async fn a_real_guest_carries_on_across_a_host_restart() {
     first.stop().await;
     drop(m);
 
-    let provider =
-        Arc::new(LocalProvider::new(guest_bin(), &dir.path().join("sandboxes"), false).unwrap());
+    let provider = Arc::new(LocalProvider::new(local_settings(dir.path())).unwrap());
     let s = settings(dir.path(), |s| {
-        s.guest_bin = Some(guest_bin());
+        s.local = Some(local_settings(dir.path()));
         s.callback_bind.set_port(port);
     });
     let second = Host::start(s, provider).await;

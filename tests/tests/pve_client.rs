@@ -6,16 +6,14 @@ use std::time::Duration;
 
 use delegate_host::provider::proxmox::PveError;
 use delegate_host::provider::proxmox::client::api::CloneOptions;
-use delegate_host::provider::proxmox::client::{FailureKind, Params, PveClient, RetryPolicy};
-use delegate_host::provider::proxmox::settings::{Credentials, Secret, TlsSettings};
+use delegate_host::provider::proxmox::client::{FailureKind, Params, PveClient};
+use delegate_host::provider::proxmox::settings::{Credentials, TlsSettings};
+use delegate_host::resolve::Secret;
+use delegate_host::retry::RetryPolicy;
 use delegate_tests::pve_sim::{self, Grant, PveSim, PveVersion, SimConfig};
 
 fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        attempts: 4,
-        base: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-    }
+    RetryPolicy::new(4, Duration::from_millis(5), Duration::from_millis(20))
 }
 
 fn token() -> Credentials {

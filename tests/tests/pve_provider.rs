@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use delegate_host::provider::proxmox::settings::{Secret, TlsSettings};
+use delegate_host::provider::proxmox::settings::TlsSettings;
 use delegate_host::provider::proxmox::{
-    CloneMode, Credentials, JobDefaults, ProxmoxProvider, ProxmoxSettings, PveClient,
-    client::RetryPolicy,
+    CloneMode, Credentials, ProxmoxProvider, ProxmoxSettings, PveClient,
 };
-use delegate_host::provider::{Provider, ProvisionRequest, VmRef};
-use delegate_proto::{Bootstrap, JobManifest};
+use delegate_host::provider::{Provider, ProvisionRequest, VmRef, VmSize};
+use delegate_host::resolve::Secret;
+use delegate_host::retry::RetryPolicy;
+use delegate_proto::Bootstrap;
 use delegate_tests::pve_sim::{self, GuestCommand, PveSim, PveVersion, SimConfig};
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -46,22 +47,9 @@ fn settings(sim: &PveSim, instance: &str) -> ProxmoxSettings {
 }
 
 fn provider(_sim: &PveSim, s: ProxmoxSettings) -> ProxmoxProvider {
-    let retry = RetryPolicy {
-        attempts: 5,
-        base: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-    };
+    let retry = RetryPolicy::new(5, Duration::from_millis(20), Duration::from_millis(200));
     let client = PveClient::build(&s.url, s.credentials.clone(), &s.tls, retry).unwrap();
-    ProxmoxProvider::with_client(
-        client,
-        s,
-        JobDefaults {
-            template: Some("delegate-template".into()),
-            cpu: 2,
-            memory_bytes: 2 * GIB,
-            disk_bytes: 10 * GIB,
-        },
-    )
+    ProxmoxProvider::with_client(client, s)
 }
 
 /// The VM "runs" a shell that records its bootstrap and waits.
@@ -84,16 +72,17 @@ fn sim_config() -> SimConfig {
     c
 }
 
+/// What the jobs layer resolves for a manifest with `"resources": {"cpu":
+/// 3, "memory": "3G", "disk": "12G"}` and the host's default template.
 fn request(job: &str) -> ProvisionRequest {
-    let manifest: JobManifest = serde_json::from_value(serde_json::json!({
-        "task": "echo hi",
-        "agentType": "script",
-        "resources": {"cpu": 3, "memory": "3G", "disk": "12G"}
-    }))
-    .unwrap();
     ProvisionRequest {
         job_id: job.into(),
-        manifest,
+        template: Some("delegate-template".into()),
+        size: VmSize {
+            cpus: 3,
+            memory_bytes: 3 * GIB,
+            disk_bytes: 12 * GIB,
+        },
         bootstrap: Bootstrap {
             v: 1,
             job_id: job.into(),
@@ -317,7 +306,7 @@ async fn offline_nodes_and_node_lists_steer_placement() {
     s.nodes = Some(vec!["pve3".into()]);
     let p = provider(&sim, s);
     let mut req = request("eeeeeeee-0000-4000-8000-000000000008");
-    req.manifest.vm_template = Some("delegate-local".into());
+    req.template = Some("delegate-local".into());
     let err = p.provision(req, &|_| {}).await.unwrap_err();
     assert!(err.to_string().contains("no online node can host"), "{err}");
 }

@@ -19,27 +19,26 @@ pub async fn run(settings: &Settings) -> Result<u8, CliError> {
             print!("{report}");
             Ok(if report.ok() { exit::OK } else { exit::FAILURE })
         }
-        (ProviderKind::Local, _) => match LocalProvider::from_settings(settings) {
-            Ok(provider) => {
-                let guest = settings
-                    .guest_bin
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                println!("[ok] local provider: delegate-guest at {guest}");
-                println!("[ok] isolation: {}", provider.isolation().describe());
-                Ok(exit::OK)
+        (ProviderKind::Local, _) => {
+            let Some(local) = settings.local.clone() else {
+                println!("[FAIL] local provider: no settings (DELEGATE_GUEST_BIN)");
+                return Ok(exit::FAILURE);
+            };
+            let guest = local.guest_bin.display().to_string();
+            match LocalProvider::new(local) {
+                Ok(provider) => {
+                    println!("[ok] local provider: delegate-guest at {guest}");
+                    println!("[ok] isolation: {}", provider.isolation().describe());
+                    Ok(exit::OK)
+                }
+                Err(e) => {
+                    println!("[FAIL] local provider: {e}");
+                    Ok(exit::FAILURE)
+                }
             }
-            Err(e) => {
-                println!("[FAIL] local provider: {e}");
-                Ok(exit::FAILURE)
-            }
-        },
-        (other, _) => {
-            println!(
-                "[FAIL] the {} provider is not available in this build",
-                other.as_str()
-            );
+        }
+        (ProviderKind::Proxmox, None) => {
+            println!("[FAIL] proxmox provider: no settings (PROXMOX_*)");
             Ok(exit::FAILURE)
         }
     }

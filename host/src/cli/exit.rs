@@ -19,11 +19,11 @@ use std::path::PathBuf;
 
 use delegate_proto::JobState;
 
-use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::jobs::JobError;
 use crate::mcp::ServeError;
 use crate::provider::ProviderError;
+use crate::resolve::SettingsError;
 use crate::store::StoreError;
 
 /// Success.
@@ -62,7 +62,7 @@ pub fn for_state(state: JobState) -> u8 {
 pub enum CliError {
     /// A setting is invalid.
     #[error("invalid setting: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] SettingsError),
     /// The store failed (or is locked by another process).
     #[error(transparent)]
     Store(#[from] StoreError),

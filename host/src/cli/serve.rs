@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::engine::{Engine, EngineError, start_engine};
 use crate::jobs::{JobError, JobManager};
 use crate::mcp::{self, Guard, JobsHandle};
+use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 
 use super::exit::{self, CliError};
@@ -59,6 +60,8 @@ async fn serve_http(
 
 /// How often a stdio server without the engine tries to take it over.
 const TAKEOVER_EVERY: Duration = Duration::from_secs(2);
+/// Until it works or the server stops, every [`TAKEOVER_EVERY`].
+const TAKEOVER: RetryPolicy = RetryPolicy::fixed(u32::MAX, TAKEOVER_EVERY);
 
 /// MCP on stdio. Every MCP client session (each Claude Code conversation)
 /// starts its own `serve`; only one process can run the engine for a data
@@ -119,27 +122,38 @@ async fn take_over(
     engine: Arc<Mutex<Option<Engine>>>,
     stop: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(TAKEOVER_EVERY) => {}
-        }
+    // The engine was just found locked: wait once before the first try.
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep(TAKEOVER_EVERY) => {}
+    }
+    let attempt = || async {
         // Hold the slot while starting, so shutdown cannot miss the engine.
         let mut slot = engine.lock().await;
         if stop.is_cancelled() {
-            return;
+            return Ok(());
         }
         match start_engine(settings.clone(), stop.clone()).await {
             Ok(e) => {
                 tracing::info!("the engine's process ended; running the engine here now");
                 handle.replace(e.manager.clone());
                 *slot = Some(e);
-                return;
+                Ok(())
             }
-            Err(e) if is_locked(&e) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot take over the engine; retrying"),
+            Err(e) => {
+                if !is_locked(&e) {
+                    tracing::warn!(error = %e, "cannot take over the engine; retrying");
+                }
+                Err(e)
+            }
         }
-    }
+    };
+    // Every failure is worth another try: the lock's holder may end at any
+    // time, and other failures (a port still in use) may pass too. Only
+    // shutdown ends the loop, which is then all that `Err` can mean.
+    let _ = TAKEOVER
+        .run_until_cancelled("taking over the engine", &stop, |_| true, attempt)
+        .await;
 }
 
 fn http_guard(settings: &Settings) -> Result<Guard, CliError> {

@@ -11,15 +11,14 @@ use std::time::Duration;
 
 use delegate_proto::bootstrap::BOOTSTRAP_VERSION;
 use delegate_proto::outcome::ErrorKind;
-use delegate_proto::size::format_size;
-use delegate_proto::{Bootstrap, JobManifest, JobState, Lifecycle, Resources};
+use delegate_proto::{Bootstrap, JobState, Lifecycle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::clock::now_ms;
 use super::manager::{Run, Shared};
 use super::model::JobRecord;
-use super::token;
+use super::{resources, token};
 use crate::provider::{ProviderError, ProvisionRequest, VmRef};
 
 /// Attempts at provisioning when the provider says a retry may work.
@@ -128,25 +127,6 @@ async fn drive(
     cleanup(shared, id, changed, shutdown).await;
 }
 
-/// The manifest with the host's defaults filled in, as the provider sees it.
-fn with_defaults(mut m: JobManifest, shared: &Shared) -> JobManifest {
-    let s = &shared.settings;
-    let r = m.resources.get_or_insert_with(Resources::default);
-    if r.cpu.is_none() {
-        r.cpu = Some(s.default_cpu.into());
-    }
-    if r.memory.is_none() {
-        r.memory = Some(format_size(s.default_memory));
-    }
-    if r.disk.is_none() {
-        r.disk = Some(format_size(s.default_disk));
-    }
-    if m.vm_template.is_none() {
-        m.vm_template = s.default_vm_template.clone();
-    }
-    m
-}
-
 fn fail(shared: &Shared, id: &str, to: JobState, why: &str, kind: ErrorKind) {
     if let Err(e) = shared.transition(id, to, Some((why, kind))) {
         tracing::error!(job_id = id, error = %e, "cannot record the job's end");
@@ -180,9 +160,14 @@ async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
             let why = format!("cannot store the job token: {e}");
             return fail(shared, id, JobState::Failed, &why, ErrorKind::Internal);
         }
+        let (size, template) = resources::resolve(
+            &rec.manifest,
+            &resources::VmDefaults::from_settings(&shared.settings),
+        );
         let req = ProvisionRequest {
             job_id: id.to_string(),
-            manifest: with_defaults(rec.manifest.clone(), shared),
+            template,
+            size,
             bootstrap: Bootstrap {
                 v: BOOTSTRAP_VERSION,
                 job_id: id.to_string(),

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod reconcile;
 mod recovery;
+pub mod resources;
 mod scheduler;
 pub mod token;
 

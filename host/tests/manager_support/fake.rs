@@ -1,6 +1,8 @@
 //! A provider double whose "VMs" are tokio tasks running a scripted guest
 //! that speaks the real callback protocol over HTTP (real reqwest to the
-//! real callback API). What a job does is written in its task text:
+//! real callback API). What a job does is written in its task text, and
+//! the same script is its VM template ([`template_for`]; providers see no
+//! manifest, and a template is what decides how a real VM behaves):
 //!
 //! - `run=MS` runs MS milliseconds (events, logs, heartbeats) then succeeds
 //! - `exit=CODE` ends with that exit code instead (failed unless 0)
@@ -36,7 +38,27 @@ pub struct Script {
     pub ignore_cancel: bool,
 }
 
+/// The template naming a task's script: its words joined by `.`, each
+/// `KEY=VALUE` as `KEY_VALUE` (what a template name may hold).
+pub fn template_for(task: &str) -> Option<String> {
+    let words: Vec<String> = task
+        .split_whitespace()
+        .map(|w| w.replacen('=', "_", 1))
+        .collect();
+    (!words.is_empty()).then(|| words.join("."))
+}
+
 impl Script {
+    /// The script a [`template_for`] template names.
+    pub fn from_template(template: Option<&str>) -> Script {
+        let task: Vec<String> = template
+            .unwrap_or_default()
+            .split('.')
+            .map(|w| w.replacen('_', "=", 1))
+            .collect();
+        Script::parse(&task.join(" "))
+    }
+
     pub fn parse(task: &str) -> Script {
         let mut s = Script::default();
         for word in task.split_whitespace() {
@@ -163,7 +185,7 @@ impl Provider for FakeProvider {
         req: ProvisionRequest,
         on_created: &(dyn Fn(VmRef) + Send + Sync),
     ) -> Result<VmRef, ProviderError> {
-        let script = Script::parse(&req.manifest.task);
+        let script = Script::from_template(req.template.as_deref());
         let vm = {
             let mut r = self.rec();
             r.next += 1;

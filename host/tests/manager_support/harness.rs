@@ -15,9 +15,10 @@ use delegate_host::provider::Provider;
 use delegate_proto::{JobManifest, JobState};
 use tokio_util::sync::CancellationToken;
 
-/// Settings for engine tests: short leases and intervals.
+/// Settings for engine tests: short leases and intervals, nothing from
+/// the environment.
 pub fn settings(dir: &Path, tweak: impl FnOnce(&mut Settings)) -> Settings {
-    let mut s = Settings::for_tests(dir, None);
+    let mut s = Settings::builder(dir).build().expect("test settings");
     s.heartbeat_threshold = Duration::from_secs(30);
     s.heartbeat_interval = Duration::from_secs(1);
     s.cleanup_interval = Duration::from_secs(1);
@@ -64,9 +65,15 @@ impl Host {
     }
 }
 
-/// A manifest for the fake provider's script language.
+/// A manifest for the fake provider's script language: the task, and the
+/// template that hands the same script to the fake's VM.
 pub fn job(task: &str) -> JobManifest {
-    JobManifest::from_value(serde_json::json!({"task": task, "agentType": "script"})).unwrap()
+    JobManifest::from_value(serde_json::json!({
+        "task": task,
+        "agentType": "script",
+        "vmTemplate": super::fake::template_for(task),
+    }))
+    .unwrap()
 }
 
 /// Polls `check` every 20 ms until it gives `Some`, for at most `secs`.

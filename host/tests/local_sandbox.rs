@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use delegate_host::config::MachineEnv;
 use delegate_host::jobs::JobManager;
-use delegate_host::jobs::model::{CancelOutcome, LogSelector};
+use delegate_host::model::{CancelOutcome, LogSelector};
 use delegate_host::provider::local::LocalProvider;
 use delegate_host::provider::{Isolation, Provider};
 use delegate_proto::{JobManifest, JobState, LogStream};

@@ -1,10 +1,10 @@
 //! Which state a job goes to: every such decision of the host, each made
 //! inside the store's job transaction ([`Store::with_job`]) so the row
 //! cannot change between the decision and the write, and each step taken
-//! through proto's transition function ([`step`]).
+//! through proto's transition function (`step`).
 //!
 //! These functions change the store only; telling the rest of the process
-//! (change notices, drivers, metrics) is [`super::state::Shared`]'s job.
+//! (change notices, drivers, metrics) is `state::Shared`'s job.
 
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{Event, JobResult, JobState};

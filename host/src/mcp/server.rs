@@ -158,11 +158,11 @@ impl DelegateServer {
         let mime = resources::mime_type(&path);
         let read_path = path.clone();
         // Reading means inflating a tar.gz: off the async threads.
-        let bytes =
-            tokio::task::spawn_blocking(move || jobs.read_artifact(&job_id, &read_path, cap))
-                .await
-                .map_err(|e| McpError::internal_error(format!("artifact read failed: {e}"), None))?
-                .map_err(resource_error)?;
+        let bytes = jobs
+            .blocking(move |j| j.read_artifact(&job_id, &read_path, cap))
+            .await
+            .and_then(|r| r)
+            .map_err(resource_error)?;
         let contents = if resources::is_text_mime(mime) {
             ResourceContents::text(String::from_utf8_lossy(&bytes).into_owned(), uri)
                 .with_mime_type(mime)

@@ -8,8 +8,8 @@ use super::{db, row};
 use crate::model::UnixMs;
 
 impl Store {
-    /// Ids flagged by [`JobTx::flag_cancel`](super::JobTx::flag_cancel) since the last call; the
-    /// flags are cleared.
+    /// Ids flagged by [`JobTx::flag_cancel`](super::JobTx::flag_cancel)
+    /// since the last call; the flags are cleared.
     pub fn take_cancel_requests(&self) -> Result<Vec<String>, StoreError> {
         // Polled every second: look before taking the write lock.
         let any: bool = self.read(|conn| {

@@ -8,10 +8,12 @@
 
 pub mod callback;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod jobs;
 pub mod mcp;
+pub mod model;
 pub mod provider;
 pub mod resolve;
 pub mod retry;

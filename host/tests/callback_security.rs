@@ -9,7 +9,7 @@ mod manager_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use delegate_host::jobs::model::LogSelector;
+use delegate_host::model::LogSelector;
 use delegate_proto::api::{self, ApiError, PROTOCOL_HEADER};
 use delegate_proto::event::{Event, EventBatch, EventKind, EventsAck, LogChunk, Phase};
 use delegate_proto::{Bootstrap, JobResult, JobState, LogStream, OutputTails, ResultStatus};
@@ -282,8 +282,7 @@ async fn a_late_result_after_cancel_or_timeout_changes_nothing() {
 
     // Timed out (forced through the store, as the deadline would), and the
     // grace has passed: the result is refused and not stored.
-    m.store()
-        .transition(&b.job_id, JobState::Timeout, None, 1)
+    delegate_host::jobs::rules::transition(m.store(), &b.job_id, JobState::Timeout, None, 1)
         .unwrap();
     assert_eq!(
         code(b.result(ResultStatus::Success).await).await.0,
@@ -373,6 +372,35 @@ async fn duplicate_and_out_of_order_batches_are_stored_once() {
 
 /// Sends only the request head with a `Content-Length` and returns the
 /// status code the server answers with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_offset_past_the_largest_is_a_bad_request_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, guests) = setup(dir.path(), 1, |_| {}).await;
+    let g = &guests[0];
+    g.manifest().await;
+    // u64::MAX overflows offset + length; i64::MAX cannot be stored.
+    for offset in [u64::MAX, i64::MAX as u64] {
+        let resp = g.events(vec![log(1, 0, "a\n"), log(2, offset, "x")]).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "offset {offset}");
+        let body: ApiError = resp.json().await.unwrap();
+        assert_eq!(body.code, "bad_request");
+        assert!(
+            body.message.contains("events[1].offset"),
+            "{}",
+            body.message
+        );
+    }
+    // The refused batch changed nothing: the same events, fixed, are taken.
+    let ack: EventsAck = g
+        .events(vec![log(1, 0, "a\n"), log(2, 2, "x")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack.highest_seq, 2);
+    host.stop().await;
+}
+
 async fn raw_status(host: &Host, method: &str, path: &str, token: &str, len: usize) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = host.base_url().trim_start_matches("http://").to_string();

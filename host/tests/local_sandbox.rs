@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_host::jobs::JobManager;
-use delegate_host::jobs::model::{CancelOutcome, LogSelector};
+use delegate_host::model::{CancelOutcome, LogSelector};
 use delegate_host::provider::local::{LocalArgs, LocalProvider, LocalSettings};
 use delegate_host::provider::{Isolation, Provider};
 use delegate_host::resolve::ProcessMachine;

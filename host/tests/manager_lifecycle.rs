@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_host::jobs::JobChangeKind;
-use delegate_host::jobs::model::{CancelOutcome, LogSelector};
+use delegate_host::model::{CancelOutcome, LogSelector};
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{JobState, LogStream};
 use manager_support::fake::FakeProvider;
@@ -87,7 +87,7 @@ async fn a_job_runs_to_success_with_logs_artifacts_and_one_destroy() {
     ] {
         assert!(kinds.contains(&k), "{k:?} missing from {kinds:?}");
     }
-    let metrics = m.render_metrics().unwrap();
+    let metrics = m.render_metrics().await.unwrap();
     assert!(
         metrics.contains("delegate_jobs{state=\"success\"} 1"),
         "{metrics}"

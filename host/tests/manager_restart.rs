@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_host::jobs::JobManager;
-use delegate_host::jobs::model::CancelOutcome;
+use delegate_host::model::CancelOutcome;
 use delegate_host::store::Store;
 use delegate_proto::JobState;
 use manager_support::fake::FakeProvider;

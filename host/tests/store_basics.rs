@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use delegate_host::jobs::model::{LogSelector, UnixMs};
+use delegate_host::jobs::rules::{self, ResultApplied};
+use delegate_host::model::{LogSelector, UnixMs};
 use delegate_host::provider::{Isolation, VmRef};
-use delegate_host::store::{EventLimits, NewJob, ResultApplied, Store, StoreError};
+use delegate_host::store::{EventLimits, NewJob, Store, StoreError};
 use delegate_proto::event::{Event, EventKind, LogChunk, LogStream, Phase};
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{JobManifest, JobResult, JobState, OutputTails, ResultStatus};
@@ -97,9 +98,7 @@ fn jobs_round_trip_and_list_newest_first_in_pages() {
     assert_eq!(page3.items.len(), 1);
     assert_eq!(page3.next_cursor, None);
 
-    store
-        .transition("job-1", JobState::Cancelled, None, 2000)
-        .unwrap();
+    rules::transition(&store, "job-1", JobState::Cancelled, None, 2000).unwrap();
     let cancelled = store
         .list_jobs(Some(JobState::Cancelled), 10, None)
         .unwrap();
@@ -122,18 +121,16 @@ fn a_final_state_is_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     new_job(&store, "j", 1);
-    store
-        .transition("j", JobState::Provisioning, None, 2)
-        .unwrap();
-    store.transition("j", JobState::Running, None, 3).unwrap();
-    let rec = store
-        .transition(
-            "j",
-            JobState::Cancelled,
-            Some(("cancelled by a client", ErrorKind::Cancelled)),
-            4,
-        )
-        .unwrap();
+    rules::transition(&store, "j", JobState::Provisioning, None, 2).unwrap();
+    rules::transition(&store, "j", JobState::Running, None, 3).unwrap();
+    let rec = rules::transition(
+        &store,
+        "j",
+        JobState::Cancelled,
+        Some(("cancelled by a client", ErrorKind::Cancelled)),
+        4,
+    )
+    .unwrap();
     assert_eq!(rec.state, JobState::Cancelled);
     assert_eq!(rec.completed_at, Some(4));
     assert_eq!(rec.error_kind, Some(ErrorKind::Cancelled));
@@ -141,20 +138,16 @@ fn a_final_state_is_never_overwritten() {
     assert_eq!(rec.manifest.env["API_KEY"], delegate_proto::REDACTED);
 
     for to in JobState::ALL {
-        let err = store.transition("j", to, None, 5).unwrap_err();
+        let err = rules::transition(&store, "j", to, None, 5).unwrap_err();
         assert_eq!(err.refused_from(), Some(JobState::Cancelled), "{to}");
     }
     // A success arriving in the grace period is kept, the state is not.
     assert_eq!(
-        store
-            .store_result("j", &result(ResultStatus::Success), 10, 100)
-            .unwrap(),
+        rules::store_result(&store, "j", &result(ResultStatus::Success), 10, 100).unwrap(),
         ResultApplied::Late(JobState::Cancelled)
     );
     assert_eq!(
-        store
-            .store_result("j", &result(ResultStatus::Success), 11, 100)
-            .unwrap(),
+        rules::store_result(&store, "j", &result(ResultStatus::Success), 11, 100).unwrap(),
         ResultApplied::Duplicate(JobState::Cancelled)
     );
     let rec = store.get_job("j").unwrap();
@@ -164,11 +157,9 @@ fn a_final_state_is_never_overwritten() {
 
     // After the grace period nothing is taken.
     new_job(&store, "k", 1);
-    store.transition("k", JobState::Timeout, None, 5).unwrap();
+    rules::transition(&store, "k", JobState::Timeout, None, 5).unwrap();
     assert_eq!(
-        store
-            .store_result("k", &result(ResultStatus::Success), 5_000, 100)
-            .unwrap(),
+        rules::store_result(&store, "k", &result(ResultStatus::Success), 5_000, 100).unwrap(),
         ResultApplied::Stale(JobState::Timeout)
     );
     assert!(store.get_job("k").unwrap().result.is_none());
@@ -179,14 +170,12 @@ fn results_end_running_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     new_job(&store, "j", 1);
-    store
-        .transition("j", JobState::Provisioning, None, 2)
-        .unwrap();
+    rules::transition(&store, "j", JobState::Provisioning, None, 2).unwrap();
     let mut r = result(ResultStatus::Failed);
     r.exit_code = Some(3);
     r.error = Some("exit status 3".into());
     assert_eq!(
-        store.store_result("j", &r, 9, 0).unwrap(),
+        rules::store_result(&store, "j", &r, 9, 0).unwrap(),
         ResultApplied::Final(JobState::Failed)
     );
     let rec = store.get_job("j").unwrap();
@@ -201,9 +190,7 @@ fn events_are_deduplicated_in_order_and_logs_read_by_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     new_job(&store, "j", 1);
-    store
-        .transition("j", JobState::Provisioning, None, 2)
-        .unwrap();
+    rules::transition(&store, "j", JobState::Provisioning, None, 2).unwrap();
     let batch1 = vec![
         event(
             1,
@@ -215,20 +202,19 @@ fn events_are_deduplicated_in_order_and_logs_read_by_cursor() {
         log(2, LogStream::Stdout, 0, "hello "),
         log(3, LogStream::Stderr, 0, "warn\n"),
     ];
-    let out = store.apply_events("j", &batch1, LIMITS, 10).unwrap();
+    let out = rules::apply_events(&store, "j", &batch1, LIMITS, 10).unwrap();
     assert_eq!(out.highest_seq, 3);
     assert_eq!(out.state, Some(JobState::Running));
     assert!(out.state_changed && out.log_changed && out.progress_changed);
 
     // The same batch again changes nothing.
-    let again = store.apply_events("j", &batch1, LIMITS, 11).unwrap();
+    let again = rules::apply_events(&store, "j", &batch1, LIMITS, 11).unwrap();
     assert_eq!((again.highest_seq, again.applied), (3, 0));
 
     // A batch after a gap is not taken: the ack says where to resume.
     let gap = vec![log(5, LogStream::Stdout, 6, "late")];
     assert_eq!(
-        store
-            .apply_events("j", &gap, LIMITS, 12)
+        rules::apply_events(&store, "j", &gap, LIMITS, 12)
             .unwrap()
             .highest_seq,
         3
@@ -252,7 +238,7 @@ fn events_are_deduplicated_in_order_and_logs_read_by_cursor() {
             },
         ),
     ];
-    let out = store.apply_events("j", &next, LIMITS, 13).unwrap();
+    let out = rules::apply_events(&store, "j", &next, LIMITS, 13).unwrap();
     assert_eq!(out.highest_seq, 6);
 
     let rec = store.get_job("j").unwrap();
@@ -322,7 +308,7 @@ fn events_are_deduplicated_in_order_and_logs_read_by_cursor() {
         .collect();
     assert_eq!(kinds, ["phase", "progress"]);
 
-    store.transition("j", JobState::Failed, None, 20).unwrap();
+    rules::transition(&store, "j", JobState::Failed, None, 20).unwrap();
     let done = store
         .read_log("j", LogSelector::Combined, 0, 1 << 20)
         .unwrap()
@@ -341,7 +327,7 @@ fn logs_stop_at_the_cap_and_say_so() {
         log(2, LogStream::Stdout, 7, "789abcdef"),
         log(3, LogStream::Stdout, 16, "more"),
     ];
-    store.apply_events("j", &events, limits, 5).unwrap();
+    rules::apply_events(&store, "j", &events, limits, 5).unwrap();
     let out = store
         .read_log("j", LogSelector::Stream(LogStream::Stdout), 0, 100)
         .unwrap()
@@ -361,15 +347,25 @@ fn a_crash_between_log_append_and_commit_is_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     new_job(&store, "j", 1);
-    store
-        .apply_events("j", &[log(1, LogStream::Stdout, 0, "ok\n")], LIMITS, 2)
-        .unwrap();
+    rules::apply_events(
+        &store,
+        "j",
+        &[log(1, LogStream::Stdout, 0, "ok\n")],
+        LIMITS,
+        2,
+    )
+    .unwrap();
     // Bytes a crashed write left behind, never committed.
     let path = dir.path().join("logs/j/stdout.log");
     std::fs::write(&path, b"ok\nGARBAGE").unwrap();
-    store
-        .apply_events("j", &[log(2, LogStream::Stdout, 3, "next\n")], LIMITS, 3)
-        .unwrap();
+    rules::apply_events(
+        &store,
+        "j",
+        &[log(2, LogStream::Stdout, 3, "next\n")],
+        LIMITS,
+        3,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"ok\nnext\n");
 }
 
@@ -384,14 +380,14 @@ fn concurrent_readers_while_writing() {
         std::thread::spawn(move || {
             for seq in 1..=400u64 {
                 let offset = (seq - 1) * 8;
-                store
-                    .apply_events(
-                        "j",
-                        &[log(seq, LogStream::Stdout, offset, &format!("{seq:07}\n"))],
-                        LIMITS,
-                        seq as i64,
-                    )
-                    .unwrap();
+                rules::apply_events(
+                    &store,
+                    "j",
+                    &[log(seq, LogStream::Stdout, offset, &format!("{seq:07}\n"))],
+                    LIMITS,
+                    seq as i64,
+                )
+                .unwrap();
                 if seq % 50 == 0 {
                     new_job(&store, &format!("other-{seq}"), 100 + seq as i64);
                 }
@@ -437,12 +433,12 @@ fn another_process_sees_writes_and_cancel_requests() {
     let cli = Store::open(dir.path()).unwrap();
     new_job(&cli, "j", 1);
     assert_eq!(engine.pending_ids(10).unwrap(), ["j"]);
-    let (rec, changed) = cli.request_cancel("j", 5).unwrap();
+    let (rec, changed) = rules::request_cancel(&cli, "j", 5).unwrap();
     assert!(changed);
     assert_eq!(rec.state, JobState::Cancelled);
     assert_eq!(engine.take_cancel_requests().unwrap(), ["j"]);
     assert!(engine.take_cancel_requests().unwrap().is_empty());
-    let (_, changed) = cli.request_cancel("j", 6).unwrap();
+    let (_, changed) = rules::request_cancel(&cli, "j", 6).unwrap();
     assert!(!changed, "a final job is left as it is");
 }
 
@@ -539,9 +535,7 @@ fn data_survives_reopening() {
                 Isolation::ProcessSandbox,
             )
             .unwrap();
-        store
-            .apply_events("j", &[log(1, LogStream::Stdout, 0, "x")], LIMITS, 2)
-            .unwrap();
+        rules::apply_events(&store, "j", &[log(1, LogStream::Stdout, 0, "x")], LIMITS, 2).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let rec = store.get_job("j").unwrap();
@@ -555,14 +549,10 @@ fn retention_prunes_finished_jobs_with_their_files() {
     let store = Store::open(dir.path()).unwrap();
     for id in ["old", "new", "kept-vm", "running"] {
         new_job(&store, id, 1);
-        store
-            .apply_events(id, &[log(1, LogStream::Stdout, 0, "x")], LIMITS, 2)
-            .unwrap();
+        rules::apply_events(&store, id, &[log(1, LogStream::Stdout, 0, "x")], LIMITS, 2).unwrap();
     }
-    store.transition("old", JobState::Failed, None, 10).unwrap();
-    store
-        .transition("new", JobState::Failed, None, 1000)
-        .unwrap();
+    rules::transition(&store, "old", JobState::Failed, None, 10).unwrap();
+    rules::transition(&store, "new", JobState::Failed, None, 1000).unwrap();
     store
         .set_vm(
             "kept-vm",
@@ -574,9 +564,7 @@ fn retention_prunes_finished_jobs_with_their_files() {
             Isolation::ProcessSandbox,
         )
         .unwrap();
-    store
-        .transition("kept-vm", JobState::Failed, None, 10)
-        .unwrap();
+    rules::transition(&store, "kept-vm", JobState::Failed, None, 10).unwrap();
     let pruned = store.prune_finished(500).unwrap();
     assert_eq!(pruned, ["old"]);
     assert!(matches!(store.get_job("old"), Err(StoreError::NotFound(_))));

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, start_engine};
-use crate::jobs::model::{CancelOutcome, JobRecord, LogSelector};
 use crate::jobs::{JobError, JobManager};
 use crate::mcp::calls::{cancel_view, status_view};
 use crate::mcp::views::{ListView, ResultView, SubmitView, SummaryView};
+use crate::model::{CancelOutcome, JobRecord, LogSelector};
 use crate::store::{Store, StoreError};
 
 use super::StreamArg;

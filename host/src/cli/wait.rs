@@ -8,8 +8,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::jobs::JobManager;
-use crate::jobs::model::JobRecord;
 use crate::mcp::progress::describe;
+use crate::model::JobRecord;
 
 use super::exit::CliError;
 

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::jobs::model::LogSelector;
+use crate::model::LogSelector;
 
 /// `list_jobs` answers at most this many jobs per page.
 pub const MAX_LIST_LIMIT: u32 = 200;

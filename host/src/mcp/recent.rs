@@ -6,7 +6,7 @@
 use delegate_proto::LogStream;
 
 use crate::jobs::JobManager;
-use crate::jobs::model::{JobRecord, LogSelector, LogSlice};
+use crate::model::{JobRecord, LogSelector, LogSlice};
 
 use super::views::RecentOutput;
 

@@ -10,7 +10,8 @@ use delegate_proto::{JobState, LogStream};
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::jobs::model::{JobRecord, JobSummary, UnixMs};
+use crate::clock::rfc3339;
+use crate::model::{JobRecord, JobSummary, UnixMs};
 use crate::provider::Isolation;
 
 use super::resources;
@@ -465,31 +466,13 @@ pub fn task_preview(task: &str) -> String {
     out
 }
 
-/// Unix milliseconds as RFC 3339 (UTC, millisecond precision).
-pub fn rfc3339(ms: UnixMs) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
-}
-
 fn seconds(ms: i64) -> f64 {
     (ms.max(0) as f64) / 1000.0
-}
-
-/// The current time in Unix milliseconds.
-pub fn now_ms() -> UnixMs {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-    }
 
     #[test]
     fn task_preview_takes_first_line() {

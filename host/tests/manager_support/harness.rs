@@ -10,7 +10,7 @@ use std::time::Duration;
 use delegate_host::config::Settings;
 use delegate_host::engine::{Engine, start_engine_with};
 use delegate_host::jobs::JobManager;
-use delegate_host::jobs::model::JobRecord;
+use delegate_host::model::JobRecord;
 use delegate_host::provider::Provider;
 use delegate_proto::{JobManifest, JobState};
 use tokio_util::sync::CancellationToken;

@@ -15,10 +15,11 @@ use delegate_proto::{Bootstrap, JobState, Lifecycle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::clock::now_ms;
-use super::manager::{Run, Shared};
-use super::model::JobRecord;
-use super::{resources, token};
+use super::Engine;
+use crate::clock::now_ms;
+use crate::jobs::state::Run;
+use crate::jobs::{resources, token};
+use crate::model::JobRecord;
 use crate::provider::{ProviderError, ProvisionRequest, VmRef};
 
 /// Attempts at provisioning when the provider says a retry may work.
@@ -41,19 +42,16 @@ pub(super) enum Resume {
 }
 
 /// Starts a driver for the job unless it has one. Returns whether it did.
-pub(super) fn launch(shared: &Arc<Shared>, job_id: &str, resume: Resume) -> bool {
-    let Some(core) = &shared.core else {
-        return false;
-    };
-    if core.shutdown.is_cancelled() {
+pub(super) fn launch(engine: &Engine, job_id: &str, resume: Resume) -> bool {
+    if engine.shutdown.is_cancelled() {
         return false;
     }
     let (stop, changed) = {
-        let mut runs = core.runs();
+        let mut runs = engine.shared.runs();
         if runs.contains_key(job_id) {
             return false;
         }
-        let stop = core.shutdown.child_token();
+        let stop = engine.shutdown.child_token();
         let changed = Arc::new(Notify::new());
         runs.insert(
             job_id.to_string(),
@@ -65,30 +63,31 @@ pub(super) fn launch(shared: &Arc<Shared>, job_id: &str, resume: Resume) -> bool
         );
         (stop, changed)
     };
-    let s = shared.clone();
+    let e = engine.clone();
     let id = job_id.to_string();
-    core.tracker.spawn(async move {
-        drive(&s, &id, &stop, &changed, resume).await;
-        if let Some(core) = &s.core {
-            core.runs().remove(&id);
-            core.wake.notify_one();
-        }
+    engine.tracker.spawn(async move {
+        drive(&e, &id, &stop, &changed, resume).await;
+        e.shared.runs().remove(&id);
+        e.shared.wake.notify_one();
     });
     true
 }
 
 async fn drive(
-    shared: &Arc<Shared>,
+    engine: &Engine,
     id: &str,
     stop: &CancellationToken,
     changed: &Notify,
     resume: Resume,
 ) {
-    let Some(core) = &shared.core else { return };
-    let shutdown = &core.shutdown;
+    let shutdown = &engine.shutdown;
     match resume {
-        Resume::Fresh => match shared.transition(id, JobState::Provisioning, None) {
-            Ok(true) => provision(shared, id, stop).await,
+        Resume::Fresh => match engine
+            .shared
+            .transition(id, JobState::Provisioning, None)
+            .await
+        {
+            Ok(true) => provision(engine, id, stop).await,
             // Final already (cancelled or timed out while pending).
             Ok(false) => return,
             Err(e) => {
@@ -97,49 +96,48 @@ async fn drive(
             }
         },
         Resume::Reprovision => {
-            if let Ok(rec) = shared.store.get_job(id)
+            if let Ok(rec) = engine.job(id).await
                 && let Some(vm) = rec.vm
                 && !rec.vm_destroyed
             {
                 tracing::info!(job_id = id, vm = %vm.id, "destroying the VM of an interrupted provisioning");
-                if !destroy(shared, id, &vm, shutdown).await {
+                if !destroy(engine, id, &vm, shutdown).await {
                     return;
                 }
-                if let Err(e) = shared.store.clear_vm(id) {
+                let jid = id.to_string();
+                if let Err(e) = engine.store(move |s| s.clear_vm(&jid)).await {
                     tracing::error!(job_id = id, error = %e, "cannot clear the old VM");
                 }
             }
-            provision(shared, id, stop).await;
+            provision(engine, id, stop).await;
         }
         Resume::Attached | Resume::Cleanup => {}
     }
-    if let Some(run) = core.runs().get_mut(id) {
+    if let Some(run) = engine.shared.runs().get_mut(id) {
         run.provisioning = false;
     }
-    core.wake.notify_one();
+    engine.shared.wake.notify_one();
     if shutdown.is_cancelled() {
         return;
     }
-    watch(shared, id, changed, shutdown).await;
+    watch(engine, id, changed, shutdown).await;
     if shutdown.is_cancelled() {
         return;
     }
-    cleanup(shared, id, changed, shutdown).await;
+    cleanup(engine, id, changed, shutdown).await;
 }
 
-fn fail(shared: &Shared, id: &str, to: JobState, why: &str, kind: ErrorKind) {
-    if let Err(e) = shared.transition(id, to, Some((why, kind))) {
+async fn fail(engine: &Engine, id: &str, to: JobState, why: &str, kind: ErrorKind) {
+    if let Err(e) = engine.shared.transition(id, to, Some((why, kind))).await {
         tracing::error!(job_id = id, error = %e, "cannot record the job's end");
     }
 }
 
 /// Provisions the job's VM; on return the job either has a VM with its
 /// bootstrap, or is final, or provisioning was abandoned (cancel, shutdown).
-async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
-    let Some(provider) = shared.provider.clone() else {
-        return;
-    };
-    let rec = match shared.store.get_job(id) {
+async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
+    let provider = &engine.provider;
+    let rec = match engine.job(id).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(job_id = id, error = %e, "cannot read the job to provision");
@@ -153,16 +151,17 @@ async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
             Ok(t) => t,
             Err(e) => {
                 let why = format!("cannot make a job token: {e}");
-                return fail(shared, id, JobState::Failed, &why, ErrorKind::Internal);
+                return fail(engine, id, JobState::Failed, &why, ErrorKind::Internal).await;
             }
         };
-        if let Err(e) = shared.store.set_token_hash(id, &hash) {
+        let jid = id.to_string();
+        if let Err(e) = engine.store(move |s| s.set_token_hash(&jid, &hash)).await {
             let why = format!("cannot store the job token: {e}");
-            return fail(shared, id, JobState::Failed, &why, ErrorKind::Internal);
+            return fail(engine, id, JobState::Failed, &why, ErrorKind::Internal).await;
         }
         let (size, template) = resources::resolve(
             &rec.manifest,
-            &resources::VmDefaults::from_settings(&shared.settings),
+            &resources::VmDefaults::from_settings(&engine.shared.settings),
         );
         let req = ProvisionRequest {
             job_id: id.to_string(),
@@ -171,12 +170,15 @@ async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
             bootstrap: Bootstrap {
                 v: BOOTSTRAP_VERSION,
                 job_id: id.to_string(),
-                callback_url: shared.settings.callback_url.clone(),
+                callback_url: engine.shared.settings.callback_url.clone(),
                 token,
             },
             deadline_ms: rec.deadline_at,
         };
-        let store = shared.store.clone();
+        // The VM is recorded before the provider goes on, so a crash right
+        // after still finds it: the one store write made inline on a
+        // runtime thread (see the store's module doc).
+        let store = engine.shared.store.clone();
         let jid = id.to_string();
         let on_created = move |vm: VmRef| {
             tracing::info!(job_id = %jid, vm = %vm.id, "VM created");
@@ -197,20 +199,24 @@ async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
                     "the job's timeout of {} s passed while its VM was being provisioned",
                     (rec.deadline_at - rec.created_at) / 1000
                 );
-                return fail(shared, id, JobState::Timeout, &why, ErrorKind::Timeout);
+                return fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await;
             }
         };
         match outcome {
             Ok(vm) => {
                 let now = now_ms();
-                let saved = shared
-                    .store
-                    .set_vm(id, &vm, isolation)
-                    .and_then(|()| shared.store.mark_provisioned(id, now));
+                let (jid, created) = (id.to_string(), vm.clone());
+                let saved = engine
+                    .store(move |s| {
+                        s.set_vm(&jid, &created, isolation)?;
+                        s.mark_provisioned(&jid, now)
+                    })
+                    .await;
                 if let Err(e) = saved {
                     tracing::error!(job_id = id, error = %e, "cannot record the provisioned VM");
                 }
-                shared
+                engine
+                    .shared
                     .metrics
                     .observe_provisioning(started.elapsed().as_secs_f64());
                 tracing::info!(job_id = id, vm = %vm.id, seconds = started.elapsed().as_secs_f64(), "provisioned");
@@ -221,13 +227,14 @@ async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
                 retryable: true,
             }) if attempt < PROVISION_ATTEMPTS => {
                 tracing::warn!(job_id = id, attempt, %message, "provisioning failed; retrying");
-                if let Ok(r) = shared.store.get_job(id)
+                if let Ok(r) = engine.job(id).await
                     && let Some(vm) = r.vm
                 {
-                    if !destroy(shared, id, &vm, stop).await {
+                    if !destroy(engine, id, &vm, stop).await {
                         return;
                     }
-                    let _ = shared.store.clear_vm(id);
+                    let jid = id.to_string();
+                    let _ = engine.store(move |s| s.clear_vm(&jid)).await;
                 }
                 let backoff = Duration::from_secs(2u64.pow(attempt));
                 tokio::select! {
@@ -237,7 +244,7 @@ async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
             }
             Err(e) => {
                 let why = e.to_string();
-                return fail(shared, id, JobState::Failed, &why, ErrorKind::Provision);
+                return fail(engine, id, JobState::Failed, &why, ErrorKind::Provision).await;
             }
         }
     }
@@ -245,13 +252,13 @@ async fn provision(shared: &Arc<Shared>, id: &str, stop: &CancellationToken) {
 
 /// Waits until the job is final, ending it when its deadline passes or its
 /// heartbeat lease runs out.
-async fn watch(shared: &Shared, id: &str, changed: &Notify, shutdown: &CancellationToken) {
-    let lease_ms = shared.settings.heartbeat_threshold.as_millis() as i64;
+async fn watch(engine: &Engine, id: &str, changed: &Notify, shutdown: &CancellationToken) {
+    let lease_ms = engine.shared.settings.heartbeat_threshold.as_millis() as i64;
     // A guest gets a full lease from when this driver began watching, so a
     // host restart never counts its own downtime against the guest.
     let base = now_ms();
     loop {
-        let rec = match shared.store.get_job(id) {
+        let rec = match engine.job(id).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(job_id = id, error = %e, "cannot read the job");
@@ -274,10 +281,10 @@ async fn watch(shared: &Shared, id: &str, changed: &Notify, shutdown: &Cancellat
                 "the job ran past its timeout of {} s",
                 (rec.deadline_at - rec.created_at) / 1000
             );
-            fail(shared, id, JobState::Timeout, &why, ErrorKind::Timeout);
+            fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await;
             continue;
         }
-        let fresh = shared.store.get_job(id).ok();
+        let fresh = engine.job(id).await.ok();
         let last = fresh
             .as_ref()
             .and_then(|r| r.last_event_at)
@@ -288,7 +295,7 @@ async fn watch(shared: &Shared, id: &str, changed: &Notify, shutdown: &Cancellat
                 "no event from the guest for {} s (heartbeat lease expired); its VM was destroyed",
                 lease_ms / 1000
             );
-            fail(shared, id, JobState::Failed, &why, ErrorKind::Lost);
+            fail(engine, id, JobState::Failed, &why, ErrorKind::Lost).await;
         }
     }
 }
@@ -303,26 +310,30 @@ fn keeps_vm(rec: &JobRecord, provisioned: bool) -> bool {
         && rec.error_kind != Some(ErrorKind::Lost)
 }
 
-async fn cleanup(shared: &Shared, id: &str, changed: &Notify, shutdown: &CancellationToken) {
-    let Ok(mut rec) = shared.store.get_job(id) else {
+async fn cleanup(engine: &Engine, id: &str, changed: &Notify, shutdown: &CancellationToken) {
+    let Ok(mut rec) = engine.job(id).await else {
         return;
     };
     let Some(vm) = rec.vm.clone() else { return };
     if rec.vm_destroyed {
         return;
     }
-    let provisioned = shared.store.is_provisioned(id).unwrap_or(false);
+    let jid = id.to_string();
+    let provisioned = engine
+        .store(move |s| s.is_provisioned(&jid))
+        .await
+        .unwrap_or(false);
     // A guest told to stop gets its grace to upload artifacts and report.
     if matches!(rec.state, JobState::Cancelled | JobState::Timeout) && provisioned {
         let until = rec.completed_at.unwrap_or_else(now_ms)
-            + shared.settings.cancel_grace.as_millis() as i64;
+            + engine.shared.settings.cancel_grace.as_millis() as i64;
         while rec.result.is_none() && now_ms() < until {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = changed.notified() => {}
                 _ = tokio::time::sleep_until(instant_at(until)) => {}
             }
-            match shared.store.get_job(id) {
+            match engine.job(id).await {
                 Ok(r) => rec = r,
                 Err(_) => return,
             }
@@ -332,22 +343,20 @@ async fn cleanup(shared: &Shared, id: &str, changed: &Notify, shutdown: &Cancell
         tracing::info!(job_id = id, vm = %vm.id, "persistent job: VM kept");
         return;
     }
-    destroy(shared, id, &vm, shutdown).await;
+    destroy(engine, id, &vm, shutdown).await;
 }
 
 /// Destroys the VM and records it, retrying a few times. Returns whether
 /// the VM is gone.
-async fn destroy(shared: &Shared, id: &str, vm: &VmRef, stop: &CancellationToken) -> bool {
-    let Some(provider) = &shared.provider else {
-        return false;
-    };
+async fn destroy(engine: &Engine, id: &str, vm: &VmRef, stop: &CancellationToken) -> bool {
     for attempt in 1..=DESTROY_ATTEMPTS {
-        match provider.destroy(vm).await {
+        match engine.provider.destroy(vm).await {
             Ok(()) => {
-                if let Err(e) = shared.store.mark_vm_destroyed(id) {
+                let jid = id.to_string();
+                if let Err(e) = engine.store(move |s| s.mark_vm_destroyed(&jid)).await {
                     tracing::error!(job_id = id, error = %e, "cannot record the destroyed VM");
                 }
-                shared.metrics.count_destroyed();
+                engine.shared.metrics.count_destroyed();
                 tracing::info!(job_id = id, vm = %vm.id, "VM destroyed");
                 return true;
             }

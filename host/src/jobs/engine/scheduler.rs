@@ -10,16 +10,17 @@
 //! `CLEANUP_INTERVAL_SECONDS` for the rest (VMs whose destroy failed,
 //! retention).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_proto::JobState;
 use delegate_proto::outcome::ErrorKind;
 
-use super::clock::now_ms;
+use super::Engine;
 use super::driver::{self, Resume};
-use super::manager::Shared;
 use super::reconcile::{Pass, reconcile};
+use crate::clock::now_ms;
+use crate::jobs::change::JobChangeKind;
+use crate::store::StoreError;
 
 /// How often the scheduler looks at the store without being woken.
 const SCHEDULER_POLL: Duration = Duration::from_secs(1);
@@ -27,32 +28,29 @@ const SCHEDULER_POLL: Duration = Duration::from_secs(1);
 const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
 
 /// Starts the scheduler and housekeeping tasks.
-pub(super) fn spawn(shared: &Arc<Shared>) {
-    let Some(core) = &shared.core else { return };
-    let s = shared.clone();
-    core.tracker.spawn(async move { scheduler(s).await });
-    let s = shared.clone();
-    core.tracker.spawn(async move { housekeeping(s).await });
+pub(super) fn spawn(engine: &Engine) {
+    let e = engine.clone();
+    engine.tracker.spawn(async move { scheduler(e).await });
+    let e = engine.clone();
+    engine.tracker.spawn(async move { housekeeping(e).await });
 }
 
-async fn scheduler(shared: Arc<Shared>) {
-    let Some(core) = &shared.core else { return };
+async fn scheduler(engine: Engine) {
     loop {
-        schedule_once(&shared);
+        schedule_once(&engine).await;
         tokio::select! {
-            _ = core.shutdown.cancelled() => break,
-            _ = core.wake.notified() => {}
+            _ = engine.shutdown.cancelled() => break,
+            _ = engine.shared.wake.notified() => {}
             _ = tokio::time::sleep(SCHEDULER_POLL) => {}
         }
     }
 }
 
 /// Starts as many pending jobs as the limits allow, oldest first.
-fn schedule_once(shared: &Arc<Shared>) {
-    let Some(core) = &shared.core else { return };
-    let settings = &shared.settings;
+async fn schedule_once(engine: &Engine) {
+    let settings = &engine.shared.settings;
     let (alive, provisioning) = {
-        let runs = core.runs();
+        let runs = engine.shared.runs();
         (runs.len(), runs.values().filter(|r| r.provisioning).count())
     };
     let free = settings
@@ -62,7 +60,7 @@ fn schedule_once(shared: &Arc<Shared>) {
     if free == 0 {
         return;
     }
-    let pending = match shared.store.pending_ids(free + alive) {
+    let pending = match engine.store(move |s| s.pending_ids(free + alive)).await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::error!(error = %e, "scheduler cannot read pending jobs");
@@ -74,15 +72,14 @@ fn schedule_once(shared: &Arc<Shared>) {
         if started == free {
             break;
         }
-        if driver::launch(shared, &id, Resume::Fresh) {
+        if driver::launch(engine, &id, Resume::Fresh) {
             started += 1;
         }
     }
 }
 
-async fn housekeeping(shared: Arc<Shared>) {
-    let Some(core) = &shared.core else { return };
-    let cleanup_every = shared.settings.cleanup_interval;
+async fn housekeeping(engine: Engine) {
+    let cleanup_every = engine.shared.settings.cleanup_interval;
     let mut last_cleanup = tokio::time::Instant::now();
     // Reconciliation destroys VMs one by one (tens of seconds each on a
     // busy cluster): it runs beside the loop, one pass at a time, so the
@@ -90,23 +87,23 @@ async fn housekeeping(shared: Arc<Shared>) {
     let mut reconciling: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
-            _ = core.shutdown.cancelled() => break,
+            _ = engine.shutdown.cancelled() => break,
             _ = tokio::time::sleep(HOUSEKEEPING_TICK) => {}
         }
-        if let Err(e) = prompt_checks(&shared) {
+        let e = engine.clone();
+        if let Err(e) = engine.store(move |_| prompt_checks(&e)).await {
             tracing::error!(error = %e, "housekeeping failed");
         }
         if last_cleanup.elapsed() >= cleanup_every {
             last_cleanup = tokio::time::Instant::now();
-            let s = shared.clone();
-            let done = tokio::task::spawn_blocking(move || periodic_cleanup(&s)).await;
-            if let Ok(Err(e)) = done {
+            let e = engine.clone();
+            if let Err(e) = engine.store(move |_| periodic_cleanup(&e)).await {
                 tracing::error!(error = %e, "cleanup failed");
             }
             if reconciling.as_ref().is_none_or(|t| t.is_finished()) {
-                let s = shared.clone();
+                let e = engine.clone();
                 reconciling = Some(tokio::spawn(async move {
-                    if let Err(e) = reconcile(&s, Pass::Periodic).await {
+                    if let Err(e) = reconcile(&e, Pass::Periodic).await {
                         tracing::error!(error = %e, "reconciling the provider's VMs failed");
                     }
                 }));
@@ -118,16 +115,18 @@ async fn housekeeping(shared: Arc<Shared>) {
     }
 }
 
-fn prompt_checks(shared: &Arc<Shared>) -> Result<(), crate::store::StoreError> {
+/// The one-second checks; blocking (run inside [`Engine::store`]).
+fn prompt_checks(engine: &Engine) -> Result<(), StoreError> {
+    let shared = &engine.shared;
     // Cancels flagged by another process: the state is already final; stop
     // the driver's provisioning and let it clean up.
     for id in shared.store.take_cancel_requests()? {
         tracing::info!(job_id = %id, "cancel requested by another process");
-        shared.notify(&id, super::JobChangeKind::State);
+        shared.notify(&id, JobChangeKind::State);
         shared.stop_run(&id);
     }
     for id in shared.store.pending_past_deadline(now_ms())? {
-        shared.transition(
+        shared.transition_blocking(
             &id,
             JobState::Timeout,
             Some((
@@ -139,11 +138,13 @@ fn prompt_checks(shared: &Arc<Shared>) -> Result<(), crate::store::StoreError> {
     Ok(())
 }
 
-fn periodic_cleanup(shared: &Arc<Shared>) -> Result<(), crate::store::StoreError> {
+/// The slower clean-up; blocking (run inside [`Engine::store`]).
+fn periodic_cleanup(engine: &Engine) -> Result<(), StoreError> {
+    let shared = &engine.shared;
     // VMs of final jobs that no driver is cleaning up (a destroy that kept
     // failing, or a job that ended in another process).
     for id in shared.store.final_ids_with_vm()? {
-        driver::launch(shared, &id, Resume::Cleanup);
+        driver::launch(engine, &id, Resume::Cleanup);
     }
     if let Some(keep) = shared.settings.retention {
         let before = now_ms() - keep.as_millis() as i64;

@@ -10,12 +10,11 @@
 //! deadline by more than the grace. A VM its job's driver has destroyed is
 //! never destroyed again: its id may already name another job's VM.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::clock::now_ms;
-use super::manager::Shared;
-use super::model::{JobRecord, UnixMs};
+use super::Engine;
+use crate::clock::now_ms;
+use crate::model::{JobRecord, UnixMs};
 use crate::provider::{OwnedVm, VmRef};
 use crate::store::StoreError;
 
@@ -66,10 +65,8 @@ fn same_vm(a: &VmRef, b: &VmRef) -> bool {
 
 /// One pass over the provider's VMs. Provider errors are logged (the next
 /// pass tries again); store errors are returned.
-pub(super) async fn reconcile(shared: &Arc<Shared>, pass: Pass) -> Result<(), StoreError> {
-    let Some(provider) = shared.provider.clone() else {
-        return Ok(());
-    };
+pub(super) async fn reconcile(engine: &Engine, pass: Pass) -> Result<(), StoreError> {
+    let provider = &engine.provider;
     let owned = match provider.list_owned().await {
         Ok(owned) => owned,
         Err(e) => {
@@ -80,7 +77,7 @@ pub(super) async fn reconcile(shared: &Arc<Shared>, pass: Pass) -> Result<(), St
     let now = now_ms();
     for o in owned {
         let job = match &o.job_id {
-            Some(id) => match shared.store.get_job(id) {
+            Some(id) => match engine.job(id).await {
                 Ok(r) => Some(r),
                 Err(StoreError::NotFound(_)) => None,
                 Err(e) => return Err(e),
@@ -92,7 +89,7 @@ pub(super) async fn reconcile(shared: &Arc<Shared>, pass: Pass) -> Result<(), St
         };
         tracing::info!(vm = %o.vm.id, job_id = ?o.job_id, reason, "destroying a VM of ours");
         match provider.destroy(&o.vm).await {
-            Ok(()) => shared.metrics.count_destroyed(),
+            Ok(()) => engine.shared.metrics.count_destroyed(),
             Err(e) => tracing::warn!(vm = %o.vm.id, error = %e, "cannot destroy a left-over VM"),
         }
     }

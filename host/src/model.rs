@@ -1,5 +1,6 @@
-//! The host's own view of a job, as the manager hands it to the MCP layer,
-//! the CLI and the store. Wire types from `proto` are mapped here once.
+//! The host's own view of a job, as the store keeps it and the job manager
+//! hands it to the MCP layer and the CLI. It sits below both `store` and
+//! `jobs`, so the store never reaches up into the job manager for its types.
 
 use delegate_proto::event::Phase;
 use delegate_proto::outcome::{AgentResult, ArtifactEntry, ErrorKind, OutputTails};

@@ -1,7 +1,7 @@
-//! Wall-clock time as the store keeps it (unix milliseconds) and as tool
-//! results show it (RFC 3339, UTC).
+//! The host's one clock: wall-clock time as the store keeps it (unix
+//! milliseconds) and as tool results and the CLI show it (RFC 3339, UTC).
 
-use super::model::UnixMs;
+use crate::model::UnixMs;
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> UnixMs {
@@ -10,11 +10,12 @@ pub fn now_ms() -> UnixMs {
         .map_or(0, |d| d.as_millis() as UnixMs)
 }
 
-/// `2026-05-01T12:00:00.123Z`.
+/// `2026-05-01T12:00:00.123Z`; a time chrono cannot represent stays the
+/// plain number rather than turning into a wrong date.
 pub fn rfc3339(ms: UnixMs) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! The host's one clock: wall-clock time as the store keeps it (unix
 //! milliseconds) and as tool results and the CLI show it (RFC 3339, UTC).
 
-use crate::model::UnixMs;
+/// Milliseconds since the Unix epoch, signed as SQLite stores them.
+pub type UnixMs = i64;
 
-/// Now, in milliseconds since the Unix epoch.
+/// Now, in milliseconds since the Unix epoch: proto's clock (the one the
+/// guest stamps events with) as the store's signed column type.
 pub fn now_ms() -> UnixMs {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as UnixMs)
+    UnixMs::try_from(delegate_proto::clock::now_ms()).unwrap_or(UnixMs::MAX)
 }
 
 /// `2026-05-01T12:00:00.123Z`; a time chrono cannot represent stays the

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::provider::{Isolation, VmRef};
 
-/// Milliseconds since the Unix epoch.
-pub type UnixMs = i64;
+pub use crate::clock::UnixMs;
 
 /// Everything the host knows about one job.
 #[derive(Debug, Clone, PartialEq)]

@@ -50,6 +50,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use crate::retry::RetryPolicy;
+
 pub use artifacts::{ArchiveCheck, ArtifactError, ArtifactRead, StagedArchive, hex};
 pub use error::StoreError;
 pub use events::{EventLimits, EventsApplied};
@@ -60,8 +62,11 @@ pub use lock::HostLock;
 pub const DB_FILE: &str = "delegate.db";
 /// Readers kept open for reuse.
 const READ_POOL: usize = 4;
-/// Attempts at a write transaction that another process keeps busy.
-const BUSY_ATTEMPTS: u32 = 6;
+/// A write transaction that another process keeps busy (beyond SQLite's
+/// own busy timeout): 6 attempts, waits from about 20 ms doubling, about
+/// 0.6 s in all.
+const BUSY_RETRY: RetryPolicy =
+    RetryPolicy::new(6, Duration::from_millis(20), Duration::from_millis(320));
 
 /// Handle to the data directory. Cheap to clone; all clones share one
 /// writer connection and one read pool.
@@ -178,7 +183,6 @@ impl Store {
         mut f: impl FnMut(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.writer();
-        let mut delay = Duration::from_millis(20);
         let mut attempt = 1;
         loop {
             let result = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -190,9 +194,8 @@ impl Store {
             };
             match result {
                 Ok(out) => return Ok(out),
-                Err(e) if db::is_busy(&e) && attempt < BUSY_ATTEMPTS => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
+                Err(e) if db::is_busy(&e) && attempt < BUSY_RETRY.attempts => {
+                    std::thread::sleep(BUSY_RETRY.delay(attempt));
                     attempt += 1;
                 }
                 Err(e) => return Err(self.sqlite(e)),

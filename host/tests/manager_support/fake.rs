@@ -281,13 +281,6 @@ async fn call<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 async fn guest(b: Bootstrap, script: Script, heartbeat: Duration) {
     if script.silent {
         return;
@@ -310,7 +303,7 @@ async fn guest(b: Bootstrap, script: Script, heartbeat: Duration) {
         seq += 1;
         Event {
             seq,
-            time_ms: now_ms(),
+            time_ms: delegate_proto::clock::now_ms(),
             kind,
         }
     };

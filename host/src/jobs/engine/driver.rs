@@ -21,11 +21,16 @@ use crate::jobs::state::Run;
 use crate::jobs::{resources, token};
 use crate::model::JobRecord;
 use crate::provider::{ProviderError, ProvisionRequest, VmRef};
+use crate::retry::RetryPolicy;
 
-/// Attempts at provisioning when the provider says a retry may work.
-const PROVISION_ATTEMPTS: u32 = 3;
-/// Attempts at destroying before housekeeping takes over.
-const DESTROY_ATTEMPTS: u32 = 4;
+/// Provisioning when the provider says a retry may work: 3 attempts,
+/// waiting about 2 s, then 4 s.
+const PROVISION_RETRY: RetryPolicy =
+    RetryPolicy::new(3, Duration::from_secs(2), Duration::from_secs(8));
+/// Destroying before housekeeping takes over: 4 attempts, waiting about
+/// 2, 4 and 8 s.
+const DESTROY_RETRY: RetryPolicy =
+    RetryPolicy::new(4, Duration::from_secs(2), Duration::from_secs(16));
 
 /// Where a driver starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +151,7 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
     };
     let deadline = instant_at(rec.deadline_at);
     let isolation = provider.isolation();
-    for attempt in 1..=PROVISION_ATTEMPTS {
+    for attempt in 1..=PROVISION_RETRY.attempts {
         let (token, hash) = match token::new_token() {
             Ok(t) => t,
             Err(e) => {
@@ -225,7 +230,7 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
             Err(ProviderError::Provision {
                 message,
                 retryable: true,
-            }) if attempt < PROVISION_ATTEMPTS => {
+            }) if attempt < PROVISION_RETRY.attempts => {
                 tracing::warn!(job_id = id, attempt, %message, "provisioning failed; retrying");
                 if let Ok(r) = engine.job(id).await
                     && let Some(vm) = r.vm
@@ -236,7 +241,7 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
                     let jid = id.to_string();
                     let _ = engine.store(move |s| s.clear_vm(&jid)).await;
                 }
-                let backoff = Duration::from_secs(2u64.pow(attempt));
+                let backoff = PROVISION_RETRY.delay(attempt);
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -349,7 +354,7 @@ async fn cleanup(engine: &Engine, id: &str, changed: &Notify, shutdown: &Cancell
 /// Destroys the VM and records it, retrying a few times. Returns whether
 /// the VM is gone.
 async fn destroy(engine: &Engine, id: &str, vm: &VmRef, stop: &CancellationToken) -> bool {
-    for attempt in 1..=DESTROY_ATTEMPTS {
+    for attempt in 1..=DESTROY_RETRY.attempts {
         match engine.provider.destroy(vm).await {
             Ok(()) => {
                 let jid = id.to_string();
@@ -364,7 +369,7 @@ async fn destroy(engine: &Engine, id: &str, vm: &VmRef, stop: &CancellationToken
                 tracing::warn!(job_id = id, vm = %vm.id, attempt, error = %e, "destroying the VM failed");
                 tokio::select! {
                     _ = stop.cancelled() => return false,
-                    _ = tokio::time::sleep(Duration::from_secs(1 << attempt)) => {}
+                    _ = tokio::time::sleep(DESTROY_RETRY.delay(attempt)) => {}
                 }
             }
         }

@@ -21,6 +21,7 @@ use super::metadata::{self, VmMeta};
 use super::placement::{self, Slots, StorageFacts, TemplateCopy};
 use super::settings::{CloneMode, ProxmoxSettings};
 use super::vmid::VmidAllocator;
+use crate::clock::now_ms;
 use crate::provider::{
     Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef, VmSize,
 };
@@ -511,12 +512,6 @@ pub(super) fn vm_ref(vmid: u32, node: &str) -> VmRef {
         id: vmid.to_string(),
         node: Some(node.to_string()),
     }
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[async_trait::async_trait]

@@ -1,10 +1,9 @@
 //! The `claude` agent against the fake `claude` (tests/fixtures/fake-claude),
 //! which checks its argv like Claude Code 2.x and prints its stream-json.
 
-mod common;
-
-use common::{Job, fake_claude, is_root, tempdir};
 use serde_json::{Value, json};
+
+use crate::support::runner::{Job, fake_claude, is_root, tempdir};
 
 const KEY: &str = "sk-ant-api03-test-KEY-0123456789";
 

@@ -7,8 +7,6 @@
 //! These tests need unprivileged user namespaces (`unshare -U true` must
 //! work); CI provides them.
 
-mod manager_support;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +18,8 @@ use delegate_host::jobs::model::{CancelOutcome, LogSelector};
 use delegate_host::provider::local::LocalProvider;
 use delegate_host::provider::{Isolation, Provider};
 use delegate_proto::{JobManifest, JobState, LogStream};
-use manager_support::harness::{Host, eventually, settings, until_state};
+
+use crate::support::harness::{Host, eventually, settings, until_state};
 
 fn guest_bin() -> PathBuf {
     MachineEnv::current()

@@ -4,19 +4,19 @@
 //! archives, `/healthz` and `/metrics`. The test plays the guest with the
 //! bootstrap the provider double received.
 
-mod manager_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_host::jobs::model::LogSelector;
 use delegate_proto::api::{self, ApiError, PROTOCOL_HEADER};
 use delegate_proto::event::{Event, EventBatch, EventKind, EventsAck, LogChunk, Phase};
-use delegate_proto::{Bootstrap, JobResult, JobState, LogStream, OutputTails, ResultStatus};
-use manager_support::fake::FakeProvider;
-use manager_support::harness::{Host, eventually, job, settings, until_state};
-use manager_support::tar::{Entry, tar_gz};
+use delegate_proto::{Bootstrap, JobState, LogStream, ResultStatus};
 use reqwest::{Method, StatusCode};
+
+use crate::support::fake::FakeProvider;
+use crate::support::harness::{Host, eventually, job, settings, until_state};
+use crate::support::tar::{Entry, tar_gz};
+use crate::support::wire::result;
 
 const ARTIFACT_CAP: u64 = 64 * 1024;
 
@@ -73,20 +73,6 @@ impl Guest {
             .send()
             .await
             .unwrap()
-    }
-}
-
-fn result(status: ResultStatus) -> JobResult {
-    JobResult {
-        status,
-        exit_code: Some(0),
-        signal: None,
-        duration_ms: 1,
-        output: OutputTails::default(),
-        artifacts: vec![],
-        error: None,
-        error_kind: None,
-        agent_result: None,
     }
 }
 

@@ -2,8 +2,6 @@
 //! the real callback protocol over HTTP: the store, the callback API and
 //! the scheduler are the real ones.
 
-mod manager_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +9,9 @@ use delegate_host::jobs::JobChangeKind;
 use delegate_host::jobs::model::{CancelOutcome, LogSelector};
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{JobState, LogStream};
-use manager_support::fake::FakeProvider;
-use manager_support::harness::{Host, eventually, job, settings, until_state};
+
+use crate::support::fake::FakeProvider;
+use crate::support::harness::{Host, eventually, job, settings, until_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_to_success_with_logs_artifacts_and_one_destroy() {

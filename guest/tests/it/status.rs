@@ -1,12 +1,11 @@
 //! Status on stdout: one JSON event per line with sequence numbers from 1,
 //! filtered by `statusMode`; heartbeats every N seconds; the result last.
 
-mod common;
-
-use common::Job;
 use serde_json::json;
 
-fn types(f: &common::Finished) -> Vec<String> {
+use crate::support::runner::{Finished, Job};
+
+fn types(f: &Finished) -> Vec<String> {
     f.events()
         .iter()
         .map(|e| e["type"].as_str().unwrap().to_string())

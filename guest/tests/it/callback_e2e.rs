@@ -1,17 +1,14 @@
 //! The real `delegate-guest boot` against the test host: a whole job in
 //! callback mode, a host outage in the middle of one, and a cancel.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt as _;
-
 use std::process::Stdio;
 use std::time::Duration;
 
 use delegate_proto::{Event, EventKind, JobManifest, LogStream, Phase, ResultStatus};
-use support::host::{JOB_ID, TestHost, token};
 
-const LONG: Duration = Duration::from_secs(120);
+use crate::support::LONG;
+use crate::support::host::{JOB_ID, TestHost, token};
 
 struct Job {
     _dir: tempfile::TempDir,

@@ -1,15 +1,16 @@
 //! Artifacts: globs relative to the workspace, a tar.gz with sha256 and size
 //! per file, collected on every outcome, never following symlinks, capped.
 
-mod common;
-
 use std::io::Read;
 use std::path::Path;
 
-use common::{Job, tempdir};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use crate::support::LONG;
+use crate::support::host::hex;
+use crate::support::runner::{Job, tempdir, wait_until};
 
 fn read_archive(path: &Path) -> Vec<(String, Vec<u8>)> {
     let file = std::fs::File::open(path).unwrap();
@@ -23,10 +24,6 @@ fn read_archive(path: &Path) -> Vec<(String, Vec<u8>)> {
             (e.path().unwrap().display().to_string(), body)
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 const MAKE: &str = "mkdir -p out/sub && echo one > out/a.txt && printf 'two\\0' > out/sub/b.bin && echo top > top.log && ln -s /etc/passwd out/passwd && ln -s /etc out/etc";
@@ -89,7 +86,7 @@ fn artifacts_are_collected_on_failure_timeout_and_cancel() {
         .arg(archive.display().to_string());
     let mut run = job.start();
     run.wait_for_phase("running");
-    common::wait_until("r.txt", common::LONG, || job.ws().join("r.txt").exists());
+    wait_until("r.txt", LONG, || job.ws().join("r.txt").exists());
     run.signal(Signal::SIGTERM);
     let f = run.finish();
     f.expect_code(130);

@@ -2,8 +2,6 @@
 //! same data directory carries them on; another process submits and
 //! cancels through the store.
 
-mod manager_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +9,9 @@ use delegate_host::jobs::JobManager;
 use delegate_host::jobs::model::CancelOutcome;
 use delegate_host::store::Store;
 use delegate_proto::JobState;
-use manager_support::fake::FakeProvider;
-use manager_support::harness::{Host, eventually, job, settings, until_state};
+
+use crate::support::fake::FakeProvider;
+use crate::support::harness::{Host, eventually, job, settings, until_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_and_queued_jobs_survive_a_restart() {

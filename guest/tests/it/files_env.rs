@@ -1,19 +1,18 @@
 //! Input files, the agent's environment, secrets, and how `script` and
 //! `custom` agents are run.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
 use base64::Engine as _;
-use common::{Job, tempdir};
 use serde_json::{Value, json};
+
+use crate::support::runner::{Finished, Job, tempdir};
 
 fn b64(s: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn stdout(f: &common::Finished) -> String {
+fn stdout(f: &Finished) -> String {
     f.result()["output"]["stdout"]["text"]
         .as_str()
         .unwrap()

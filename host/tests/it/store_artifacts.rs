@@ -1,13 +1,12 @@
 //! Artifact archives in the store: inspected before they are kept, unsafe
 //! entries refused with nothing left on disk.
 
-mod manager_support;
-
 use delegate_host::provider::Isolation;
 use delegate_host::store::{ArchiveCheck, ArtifactError, ArtifactRead, NewJob, Store, hex};
 use delegate_proto::JobManifest;
-use manager_support::tar::{Entry, tar_gz};
 use sha2::{Digest, Sha256};
+
+use crate::support::tar::{Entry, tar_gz};
 
 const CHECK: ArchiveCheck = ArchiveCheck {
     max_uncompressed: 1 << 20,

@@ -2,10 +2,9 @@
 //! invalid UTF-8, and a gigabyte through the runner without memory growth
 //! (measured as the runner's peak RSS from /proc, not timed).
 
-mod common;
-
-use common::Job;
 use serde_json::json;
+
+use crate::support::runner::{Job, is_root};
 
 #[test]
 fn streamed_chunks_are_contiguous_and_match_the_log_files() {
@@ -142,7 +141,7 @@ fn streaming_a_large_output_keeps_memory_flat_too() {
 
 #[test]
 fn a_full_log_disk_does_not_stop_the_job() {
-    if !common::is_root() {
+    if !is_root() {
         eprintln!("NOTE: not root; cannot mount a small tmpfs for the full-disk case");
         return;
     }

@@ -1,16 +1,16 @@
 //! The event uplink against a real HTTP host on 127.0.0.1: batching,
 //! outages, 5xx, the spool and its bound, dropped ranges, cancel, refusals.
 
-mod support;
-
 use std::time::Duration;
 
 use delegate_guest::callback::CallbackError;
 use delegate_proto::{EventKind, Phase};
-use support::fixtures::{
-    LONG, assert_accounted, client, log, opts, phase, seqs, spool_bytes, spool_files,
+
+use crate::support::LONG;
+use crate::support::fixtures::{
+    assert_accounted, client, log, opts, phase, seqs, spool_bytes, spool_files,
 };
-use support::host::{Store, TestHost};
+use crate::support::host::{Store, TestHost};
 
 // ---- events ---------------------------------------------------------------
 

@@ -9,9 +9,8 @@ use delegate_proto::{
     Event, EventKind, JobResult, LogChunk, LogStream, OutputTails, Phase, ResultStatus,
 };
 
+use super::LONG;
 use super::host::{JOB_ID, TestHost, token};
-
-pub const LONG: Duration = Duration::from_secs(60);
 
 pub fn fast_retry(budget: Duration) -> RetryPolicy {
     RetryPolicy {

@@ -1,6 +1,5 @@
 //! Helpers for tests that drive the real `delegate-guest` binary in
 //! temporary directories.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -11,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Generous bound for anything a loaded 2-core machine should finish.
-pub const LONG: Duration = Duration::from_secs(120);
+use super::LONG;
 
 /// The binary under test.
 pub fn guest_bin() -> &'static str {
@@ -46,8 +44,6 @@ pub struct Finished {
     pub lines: Vec<Value>,
     /// stderr as text.
     pub stderr: String,
-    /// Peak RSS of the runner in KiB, sampled while it ran (0 if missed).
-    pub peak_rss_kib: u64,
 }
 
 impl Finished {
@@ -304,7 +300,6 @@ impl Running {
     pub fn finish(mut self) -> Finished {
         let deadline = Instant::now() + LONG;
         loop {
-            self.sample_rss();
             match self.lines.recv_timeout(Duration::from_millis(100)) {
                 Ok(l) => {
                     let v: Value =
@@ -325,7 +320,6 @@ impl Running {
             status,
             lines: self.seen,
             stderr: self.stderr.join().unwrap_or_default(),
-            peak_rss_kib: self.peak_rss_kib,
         }
     }
 }

@@ -2,11 +2,11 @@
 //! 130 cancelled, 2 invalid manifest or usage, and the result line each
 //! time.
 
-mod common;
-
-use common::{Job, guest_bin, tempdir};
 use nix::sys::signal::Signal;
 use serde_json::json;
+
+use crate::support::LONG;
+use crate::support::runner::{Job, guest_bin, tempdir, wait_until};
 
 fn script(task: &str) -> serde_json::Value {
     json!({"task": task, "agentType": "script"})
@@ -76,9 +76,7 @@ fn sigterm_and_sigint_to_the_runner_cancel_with_130() {
         let job = Job::new(&script("touch started; sleep 600"));
         let mut run = job.start();
         run.wait_for_phase("running");
-        common::wait_until("agent start", common::LONG, || {
-            job.ws().join("started").exists()
-        });
+        wait_until("agent start", LONG, || job.ws().join("started").exists());
         run.signal(sig);
         let f = run.finish();
         f.expect_code(130);

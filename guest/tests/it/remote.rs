@@ -4,15 +4,13 @@
 //! events with heartbeats whatever the status mode, artifacts uploaded, the
 //! result posted last, the host's cancel, the host's limits.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::{Finished, Job, guest_bin, tempdir};
 use delegate_proto::{EventKind, JobManifest, Phase, ResultStatus};
 use serde_json::json;
-use support::host::{JOB_ID, TestHost, token};
+
+use crate::support::host::{JOB_ID, TestHost, token};
+use crate::support::runner::{Finished, Job, guest_bin, tempdir};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()

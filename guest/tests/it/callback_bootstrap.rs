@@ -9,7 +9,7 @@ use delegate_guest::callback::{
     BootstrapPaths, BootstrapSource, CallbackError, find_bootstrap_in, wait_for_bootstrap,
 };
 
-const ID: &str = "0f4c7e1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b";
+use crate::support::host::JOB_ID as ID;
 
 fn doc(url: &str) -> String {
     format!(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use delegate_tests::bins::bins;
 use delegate_tests::mcp::{
-    Client, HostEnv, Revision, connect_stdio, hello_manifest, pids_with, sleeper_manifest,
+    Client, HostEnv, Revision, connect_stdio, free_port, hello_manifest, marker, pids_with,
+    sleeper_manifest,
 };
 use delegate_tests::pve_sim::{self, GuestCommand, PveSim, SimConfig};
 use serde_json::json;
@@ -31,14 +32,6 @@ fn guest() -> GuestCommand {
         ],
         env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start(mut cfg: SimConfig, extra: &[(&str, &str)]) -> (PveSim, HostEnv) {
@@ -105,11 +98,12 @@ async fn jobs_succeed_fail_and_time_out_in_simulated_vms() {
     let v = client.wait_final(&bad, LIMIT).await;
     assert_eq!(v["status"], "failed", "{v}");
 
-    let slow = client.submit(sleeper_manifest("pve-e2e-timeout", 8)).await;
+    let mark = marker("pve-e2e-timeout");
+    let slow = client.submit(sleeper_manifest(&mark, 8)).await;
     let v = client.wait_final(&slow, LIMIT).await;
     assert_eq!(v["status"], "timeout", "{v}");
     assert_no_vm_left(&sim, &env).await;
-    assert!(pids_with("pve-e2e-timeout").is_empty());
+    assert!(pids_with(&mark).is_empty());
     client.close().await;
 }
 
@@ -121,7 +115,9 @@ async fn cancel_while_cloning_starting_and_running() {
     let client = connect(&env).await;
 
     // While cloning: the VM exists, locked by its clone.
-    let id = client.submit(sleeper_manifest("pve-e2e-c1", 300)).await;
+    let id = client
+        .submit(sleeper_manifest(&marker("pve-e2e-c1"), 300))
+        .await;
     let deadline = Instant::now() + LIMIT;
     while !sim.with(|c| c.vms.values().any(|v| v.lock() == Some("clone"))) {
         assert!(Instant::now() < deadline, "{}", env.log());
@@ -136,7 +132,9 @@ async fn cancel_while_cloning_starting_and_running() {
         c.timings.linked_clone = Duration::from_millis(100);
         c.timings.agent_boot = Duration::from_secs(4);
     });
-    let id = client.submit(sleeper_manifest("pve-e2e-c2", 300)).await;
+    let id = client
+        .submit(sleeper_manifest(&marker("pve-e2e-c2"), 300))
+        .await;
     let deadline = Instant::now() + LIMIT;
     while !sim.with(|c| c.vms.values().any(|v| v.running && v.guest.is_none())) {
         assert!(Instant::now() < deadline, "{}", env.log());
@@ -148,17 +146,18 @@ async fn cancel_while_cloning_starting_and_running() {
 
     // While running: the job's processes die with the VM.
     sim.with(|c| c.timings.agent_boot = Duration::from_millis(200));
-    let id = client.submit(sleeper_manifest("pve-e2e-c3", 300)).await;
+    let mark = marker("pve-e2e-c3");
+    let id = client.submit(sleeper_manifest(&mark, 300)).await;
     client.wait_state(&id, "running", LIMIT).await;
     let deadline = Instant::now() + LIMIT;
-    while pids_with("pve-e2e-c3").is_empty() {
+    while pids_with(&mark).is_empty() {
         assert!(Instant::now() < deadline, "{}", env.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let v = client.ok("cancel_job", json!({"job_id": id})).await;
     assert_eq!(v["status"], "cancelled", "{v}");
     assert_no_vm_left(&sim, &env).await;
-    assert!(pids_with("pve-e2e-c3").is_empty());
+    assert!(pids_with(&mark).is_empty());
     client.close().await;
 }
 

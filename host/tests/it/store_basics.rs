@@ -8,7 +8,9 @@ use delegate_host::provider::{Isolation, VmRef};
 use delegate_host::store::{EventLimits, NewJob, ResultApplied, Store, StoreError};
 use delegate_proto::event::{Event, EventKind, LogChunk, LogStream, Phase};
 use delegate_proto::outcome::ErrorKind;
-use delegate_proto::{JobManifest, JobResult, JobState, OutputTails, ResultStatus};
+use delegate_proto::{JobManifest, JobState, ResultStatus};
+
+use crate::support::wire::result;
 
 fn manifest(task: &str) -> JobManifest {
     JobManifest::from_value(serde_json::json!({
@@ -46,20 +48,6 @@ fn log(seq: u64, stream: LogStream, offset: u64, text: &str) -> Event {
         seq,
         EventKind::Log(LogChunk::new(stream, offset, text.as_bytes())),
     )
-}
-
-fn result(status: ResultStatus) -> JobResult {
-    JobResult {
-        status,
-        exit_code: Some(0),
-        signal: None,
-        duration_ms: 5,
-        output: OutputTails::default(),
-        artifacts: vec![],
-        error: None,
-        error_kind: None,
-        agent_result: None,
-    }
 }
 
 const LIMITS: EventLimits = EventLimits {

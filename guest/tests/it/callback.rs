@@ -1,15 +1,14 @@
 //! The callback client against a real HTTP host on 127.0.0.1: the manifest,
 //! the artifacts upload and the result, with their retries and refusals.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
 use delegate_guest::callback::{CallbackClient, CallbackError};
 use delegate_proto::ResultStatus;
-use support::fixtures::{client, fast_retry, opts, result};
-use support::host::{JOB_ID, TestHost, token};
+
+use crate::support::fixtures::{client, fast_retry, opts, result};
+use crate::support::host::{JOB_ID, TestHost, token};
 
 // ---- GET manifest -------------------------------------------------------
 
@@ -115,7 +114,7 @@ async fn artifacts_upload_and_retry_through_5xx() {
     use sha2::Digest as _;
     assert_eq!(
         ack.sha256,
-        support::host::hex(&sha2::Sha256::digest(&bytes))
+        crate::support::host::hex(&sha2::Sha256::digest(&bytes))
     );
     assert_eq!(ack.entries.len(), 1);
     assert_eq!(ack.entries[0].path, "out/a.txt");

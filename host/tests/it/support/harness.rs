@@ -26,21 +26,18 @@ pub fn settings(dir: &Path, tweak: impl FnOnce(&mut Settings)) -> Settings {
     s
 }
 
-/// A started engine and its shutdown token.
+/// A started engine.
 pub struct Host {
     pub engine: Option<Engine>,
-    pub shutdown: CancellationToken,
 }
 
 impl Host {
     pub async fn start(settings: Settings, provider: Arc<dyn Provider>) -> Host {
-        let shutdown = CancellationToken::new();
-        let engine = start_engine_with(settings, provider, shutdown.clone())
+        let engine = start_engine_with(settings, provider, CancellationToken::new())
             .await
             .expect("engine starts");
         Host {
             engine: Some(engine),
-            shutdown,
         }
     }
 

@@ -3,11 +3,11 @@
 //! `setsid` and double-forked; with the job cgroup, without it
 //! (`--no-cgroup`), and with the runner itself unprivileged.
 
-mod common;
-
-use common::{Job, LONG, is_root, processes_with, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::json;
+
+use crate::support::LONG;
+use crate::support::runner::{self, Finished, Job, guest_bin, is_root, processes_with, wait_until};
 
 /// A tree that resists: the agent ignores SIGTERM and loops; one child
 /// starts a new session and double-forks a grandchild that ignores SIGTERM;
@@ -52,7 +52,7 @@ fn assert_no_survivors(marker: &str) {
     assert!(left.is_empty(), "survivors: {left:?}");
 }
 
-fn preparing_message(f: &common::Finished) -> String {
+fn preparing_message(f: &Finished) -> String {
     f.of_type("phase")[0]["message"]
         .as_str()
         .unwrap()
@@ -61,7 +61,7 @@ fn preparing_message(f: &common::Finished) -> String {
 
 #[test]
 fn timeout_kills_the_whole_tree_with_the_cgroup() {
-    let marker = common::marker("cg-timeout");
+    let marker = runner::marker("cg-timeout");
     let job = escape_job(&marker, 4);
     let mut run = job.start();
     wait_for_tree(&job, &marker);
@@ -82,7 +82,7 @@ fn timeout_kills_the_whole_tree_with_the_cgroup() {
 
 #[test]
 fn timeout_kills_the_whole_tree_without_a_cgroup() {
-    let marker = common::marker("nocg-timeout");
+    let marker = runner::marker("nocg-timeout");
     let job = escape_job(&marker, 4).arg("--no-cgroup");
     let mut run = job.start();
     wait_for_tree(&job, &marker);
@@ -115,7 +115,7 @@ fn the_no_cgroup_path_can_be_forced_by_environment() {
 #[test]
 fn sigterm_to_the_runner_kills_the_whole_tree() {
     for extra in [None, Some("--no-cgroup")] {
-        let marker = common::marker("cancel");
+        let marker = runner::marker("cancel");
         let mut job = escape_job(&marker, 600);
         if let Some(a) = extra {
             job = job.arg(a);
@@ -132,7 +132,7 @@ fn sigterm_to_the_runner_kills_the_whole_tree() {
 
 #[test]
 fn leftover_background_processes_are_stopped_when_the_agent_exits() {
-    let marker = common::marker("leftover");
+    let marker = runner::marker("leftover");
     let m = json!({
         "task": "sleep 1000 & sleep 1000 & echo started",
         "agentType": "script", "env": {"MARKER": marker},
@@ -216,7 +216,7 @@ fn memory_limit_applies_when_the_controller_is_available() {
     );
 }
 
-fn ids_of(f: &common::Finished) -> String {
+fn ids_of(f: &Finished) -> String {
     f.result()["output"]["stdout"]["text"]
         .as_str()
         .unwrap()
@@ -315,7 +315,7 @@ fn an_unprivileged_runner_works_and_kills_the_tree() {
     }
     assert_eq!(f.result()["artifacts"][0]["path"], "out.txt");
 
-    let marker = common::marker("unpriv");
+    let marker = runner::marker("unpriv");
     let job = unprivileged(escape_job(&marker, 4));
     let mut run = job.start();
     wait_for_tree(&job, &marker);
@@ -327,7 +327,7 @@ fn an_unprivileged_runner_works_and_kills_the_tree() {
 
 #[test]
 fn a_stopped_process_is_still_ended() {
-    let marker = common::marker("stopped");
+    let marker = runner::marker("stopped");
     let m = json!({
         "task": "sleep 1000 & kill -STOP $!; touch ready; sleep 1000",
         "agentType": "script", "timeout": 2, "env": {"MARKER": marker},
@@ -357,7 +357,7 @@ fn the_fork_fallback_joins_the_cgroup_and_kills_the_tree() {
     if !preparing_message(&f).contains("no cgroup") {
         assert!(ids_of(&f).contains("/delegate-job-"), "{}", ids_of(&f));
     }
-    let marker = common::marker("fork");
+    let marker = runner::marker("fork");
     let job = escape_job(&marker, 4).env("DELEGATE_GUEST_NO_CLONE3", "1");
     let mut run = job.start();
     wait_for_tree(&job, &marker);
@@ -403,14 +403,14 @@ fn the_timeout_is_enforced_while_nobody_reads_stdout() {
     use std::io::Read;
     // Streaming mode fills the stdout pipe at once; the reporter blocks on
     // it. The timeout must still end the agent's tree.
-    let marker = common::marker("stalled");
+    let marker = runner::marker("stalled");
     let m = json!({
         "task": "yes stalled-output | head -c 10000000; sleep 600",
         "agentType": "script", "timeout": 2, "statusMode": "streaming",
         "env": {"MARKER": marker},
     });
     let job = Job::new(&m).arg("--grace-seconds").arg("1");
-    let mut child = std::process::Command::new(common::guest_bin())
+    let mut child = std::process::Command::new(guest_bin())
         .arg("run")
         .arg(job.path("manifest.json"))
         .args(&job.args)

@@ -2,7 +2,6 @@
 //!
 //! Start-up goes `config` → `store` → `provider` → `jobs` (the manager) →
 //! `callback` (the API guests report to) → `mcp` (what clients talk to).
-#![warn(missing_docs)]
 
 pub mod callback;
 pub mod cli;

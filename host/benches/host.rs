@@ -2,14 +2,18 @@
 //! events per second, `list_jobs` over 10,000 jobs, and MCP tool-call
 //! latency over stdio with the rmcp client against the real
 //! `delegate-host serve`. The engine runs in this process with the provider
-//! double of `tests/manager_support` (provisioning is instant, its guests
+//! double of `tests/it/support` (provisioning is instant, its guests
 //! speak the real callback protocol over HTTP on 127.0.0.1). Prints figures
 //! next to the targets; timing never fails the run.
 //!
 //! `cargo bench -p delegate-host --bench host`
 
-#[path = "../tests/manager_support/mod.rs"]
-mod manager_support;
+#[path = "../tests/it/support/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "the integration tests' support; the benchmark uses part of it"
+)]
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,12 +23,12 @@ use delegate_host::jobs::JobManager;
 use delegate_proto::api::{self, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use delegate_proto::event::{Event, EventBatch, EventKind, LogChunk, LogStream, Phase};
 use delegate_proto::{Bootstrap, JobState};
-use manager_support::fake::FakeProvider;
-use manager_support::harness::{Host, eventually, job, settings};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
+use support::fake::FakeProvider;
+use support::harness::{Host, eventually, job, settings};
 
 /// Concurrent guests posting event batches, events per batch.
 const POSTERS: usize = 4;

@@ -4,7 +4,6 @@
 //! `callback` (the API guests report to) → `mcp` (what clients talk to).
 //! `resolve` (the machine settings are read from, their error, secrets)
 //! sits below both `config` and `provider`; `retry` is the one backoff policy.
-#![warn(missing_docs)]
 
 pub mod callback;
 pub mod cli;

@@ -1,0 +1,11 @@
+//! The host's integration tests, one module per area, linked into one test
+//! binary.
+
+mod support;
+
+mod callback_security;
+mod local_sandbox;
+mod manager_lifecycle;
+mod manager_restart;
+mod store_artifacts;
+mod store_basics;

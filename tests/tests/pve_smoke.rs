@@ -1,0 +1,185 @@
+//! `delegate-host smoke`, the check after `packer build` (packer/README.md,
+//! step 7), run as a person would against the PVE simulator: the template
+//! as the proxmox plugin leaves it (one cloud-init drive, no `ipconfig0`) is
+//! refused before any VM is made; after the README's step 6 (`qm set 9000
+//! --ipconfig0 ip=dhcp`, here its API call with a build token) doctor
+//! passes, a job runs on the template and each phase's time is printed; a
+//! template that doctor cannot find stops it at doctor.
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use delegate_host::provider::proxmox::client::{Params, PveClient};
+use delegate_host::provider::proxmox::settings::{Credentials, TlsSettings};
+use delegate_host::resolve::Secret;
+use delegate_host::retry::RetryPolicy;
+use delegate_tests::bins::bins;
+use delegate_tests::mcp::{HostEnv, free_port};
+use delegate_tests::pve_sim::{self, Grant, GuestCommand, PveSim, SimConfig};
+
+/// The template's cloud-init drive as the plugin adds it (`cloud_init = true`).
+const CLOUD_INIT_DRIVE: &str = "ceph:vm-9000-cloudinit,media=cdrom";
+/// A token with the build role's config privilege (README step 2).
+const BUILD_TOKEN: &str = "packer@pve!template";
+
+fn guest() -> GuestCommand {
+    GuestCommand {
+        program: bins().guest.clone(),
+        args: vec![
+            "boot".into(),
+            "--bootstrap".into(),
+            "{bootstrap}".into(),
+            "--workspace".into(),
+            "{root}/workspace".into(),
+            "--no-drop-privileges".into(),
+        ],
+        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
+    }
+}
+
+/// The simulator with template 9000 as a clone build leaves it, and the
+/// host's settings as README step 7 sets them (the URL with `/api2/json`,
+/// which Packer needs and the host accepts).
+async fn start(template: &str) -> (PveSim, HostEnv) {
+    let mut cfg = SimConfig::standard();
+    cfg.guest = Some(guest());
+    let sim = PveSim::start(cfg).await.unwrap();
+    sim.with(|c| {
+        let t = c.vms.get_mut(&9000).expect("template 9000");
+        t.config.insert("ide0".into(), CLOUD_INIT_DRIVE.into());
+        t.config.remove("ipconfig0");
+    });
+    let mut env = HostEnv::new();
+    let port = free_port();
+    env.set("DELEGATE_PROVIDER", "proxmox")
+        .set("PROXMOX_URL", format!("{}/api2/json", sim.url))
+        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
+        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
+        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
+        .set("PROXMOX_POOL", "delegate")
+        .set("PROXMOX_INSTANCE", "smoke")
+        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
+        .set("DEFAULT_VM_TEMPLATE", template)
+        .set("DEFAULT_MEMORY", "1G")
+        .set("CALLBACK_PORT", port.to_string())
+        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"))
+        .set("RUST_LOG", "warn");
+    (sim, env)
+}
+
+async fn smoke(env: &HostEnv) -> (Option<i32>, String, String) {
+    let mut cmd = env.command(&["smoke"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out: Output = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("delegate-host smoke did not finish")
+        .expect("run delegate-host smoke");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every VM the simulator knows that is not one of its templates.
+fn job_vms(sim: &PveSim) -> Vec<u32> {
+    sim.with(|c| {
+        c.vms
+            .values()
+            .filter(|v| !v.is_template())
+            .map(|v| v.vmid)
+            .collect()
+    })
+}
+
+/// README step 6 through the API: `PUT .../qemu/9000/config ipconfig0=ip=dhcp`.
+async fn set_dhcp_with_the_build_token(sim: &PveSim) {
+    sim.add_token(
+        BUILD_TOKEN,
+        "build-secret",
+        vec![Grant {
+            path: "/vms/9000".into(),
+            privs: ["VM.Audit", "VM.Config.Cloudinit"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            propagate: false,
+        }],
+    );
+    let client = PveClient::build(
+        &sim.url,
+        Credentials::Token {
+            id: BUILD_TOKEN.into(),
+            secret: Secret::new("build-secret"),
+        },
+        &TlsSettings {
+            fingerprints: vec![sim.fingerprint],
+            ..TlsSettings::default()
+        },
+        RetryPolicy::new(2, Duration::from_millis(5), Duration::from_millis(20)),
+    )
+    .unwrap();
+    client
+        .set_config("pve1", 9000, Params::new().text("ipconfig0", "ip=dhcp"))
+        .await
+        .expect("step 6: set ipconfig0 on the template");
+}
+
+#[tokio::test]
+async fn smoke_refuses_a_template_without_dhcp_then_times_a_job_once_it_has_it() {
+    let (sim, env) = start("delegate-template").await;
+
+    // As the plugin leaves it: a cloud-init drive without ipconfig0.
+    let (code, stdout, stderr) = smoke(&env).await;
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("[ ok ] API:"),
+        "doctor ran first:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("[FAIL] template 9000 has a cloud-init drive (ide0)")
+            && stdout.contains("qm set 9000 --ipconfig0 ip=dhcp"),
+        "{stdout}"
+    );
+    assert!(job_vms(&sim).is_empty(), "a VM was made for a bad template");
+
+    set_dhcp_with_the_build_token(&sim).await;
+    let (code, stdout, stderr) = smoke(&env).await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("[ ok ] one cloud-init drive (ide0), ipconfig0 ip=dhcp"),
+        "{stdout}"
+    );
+    for phase in ["clone", "boot", "guest-ready", "job", "destroy", "total"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(phase))
+            .unwrap_or_else(|| panic!("no {phase} row:\n{stdout}"));
+        let secs = row
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<f64>().ok());
+        assert!(secs.is_some(), "{phase} was not timed: {row}\n{stdout}");
+    }
+    assert!(
+        stdout.contains("| delegate smoke test: hello from"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("smoke: ok"), "{stdout}");
+
+    // The command waited for the job's VM to be destroyed.
+    assert!(job_vms(&sim).is_empty(), "VMs left: {:?}", job_vms(&sim));
+    assert!(sim.guest_pids().is_empty(), "guest processes left");
+}
+
+#[tokio::test]
+async fn smoke_stops_at_doctor_when_the_template_is_missing() {
+    let (sim, env) = start("no-such-template").await;
+    let (code, stdout, stderr) = smoke(&env).await;
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("[FAIL]"), "{stdout}");
+    assert!(stdout.contains("no job was started"), "{stdout}");
+    assert!(job_vms(&sim).is_empty());
+}

@@ -149,7 +149,9 @@ async fn smoke_refuses_a_template_without_dhcp_then_times_a_job_once_it_has_it()
     let (code, stdout, stderr) = smoke(&env).await;
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
-        stdout.contains("[ ok ] one cloud-init drive (ide0), ipconfig0 ip=dhcp"),
+        stdout.contains(
+            "[ ok ] template 9000 on pve1: one cloud-init drive (ide0), ipconfig0 ip=dhcp"
+        ),
         "{stdout}"
     );
     for phase in ["clone", "boot", "guest-ready", "job", "destroy", "total"] {

@@ -117,22 +117,35 @@ fn engine_running(store: &Store) -> Result<bool, CliError> {
     }
 }
 
-/// Reads the template's config and judges its cloud-init drives.
+/// Reads every copy of the template (one per node for local storage) and
+/// judges its cloud-init drives; names the bridge every clone will keep.
 async fn check_template(client: &PveClient, template: &str) -> Result<Vec<String>, String> {
     let res = client
         .resources(None)
         .await
         .map_err(|e| format!("listing cluster resources: {e}"))?;
     let found = placement::find_templates(&res, template);
-    let Some((vmid, node)) = found.first() else {
+    if found.is_empty() {
         return Err(format!("template {template:?} not found (doctor said why)"));
-    };
-    let cfg = client
-        .vm_config(node, *vmid)
-        .await
-        .map_err(|e| format!("reading template {vmid}'s config: {e}"))?;
-    let mut lines = vec![format!("template {vmid} on {node}")];
-    lines.push(judge_cloud_init(*vmid, &cfg)?);
+    }
+    let mut lines = Vec::new();
+    for (vmid, node) in &found {
+        let cfg = client
+            .vm_config(node, *vmid)
+            .await
+            .map_err(|e| format!("reading template {vmid}'s config on {node}: {e}"))?;
+        lines.push(format!(
+            "template {vmid} on {node}: {}",
+            judge_cloud_init(*vmid, &cfg)?
+        ));
+        lines.push(format!(
+            "template {vmid}: NIC on {} (every clone keeps it)",
+            match cfg.bridges().as_slice() {
+                [] => "no bridge".to_string(),
+                b => b.join(", "),
+            }
+        ));
+    }
     Ok(lines)
 }
 

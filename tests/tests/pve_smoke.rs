@@ -1,11 +1,13 @@
 //! `delegate-host smoke`, the check after `packer build` (packer/README.md,
-//! step 7), run as a person would against the PVE simulator: the template
-//! as the proxmox plugin leaves it (one cloud-init drive, no `ipconfig0`) is
-//! refused before any VM is made; after the README's step 6 (`qm set 9000
-//! --ipconfig0 ip=dhcp`, here its API call with a build token) doctor
-//! passes, a job runs on the template and each phase's time is printed; a
-//! template that doctor cannot find stops it at doctor.
+//! step 7), run as a person would against the PVE simulator, with the
+//! privileges packer/README.md's steps 2 and 3 grant (read from the README
+//! itself): the template as the proxmox plugin leaves it (one cloud-init
+//! drive, no `ipconfig0`) is refused before any VM is made; after step 6
+//! (`qm set --ipconfig0 ip=dhcp`, here its API call with Packer's token)
+//! doctor passes, a job runs on the template and each phase's time is
+//! printed; a template that doctor cannot find stops it at doctor.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -17,10 +19,57 @@ use delegate_tests::bins::bins;
 use delegate_tests::mcp::{HostEnv, free_port};
 use delegate_tests::pve_sim::{self, Grant, GuestCommand, PveSim, SimConfig};
 
-/// The template's cloud-init drive as the plugin adds it (`cloud_init = true`).
-const CLOUD_INIT_DRIVE: &str = "ceph:vm-9000-cloudinit,media=cdrom";
-/// A token with the build role's config privilege (README step 2).
+/// The template the README's grants cover: on `local-lvm`, NIC on `vmbr1`.
+const TEMPLATE: u32 = 9001;
+/// Its cloud-init drive as the plugin adds it (`cloud_init = true`).
+const CLOUD_INIT_DRIVE: &str = "local-lvm:vm-9001-cloudinit,media=cdrom";
+/// Packer's token (README step 2).
 const BUILD_TOKEN: &str = "packer@pve!template";
+
+/// The grants packer/README.md gives `user`: every `pveum role add` and
+/// every `pveum acl modify ... --users user`. The simulator does not place
+/// VMs in pools, so a grant on `/pool/delegate` also stands on `/vms`, the
+/// VMs that pool holds in the README's setup.
+fn readme_grants(user: &str) -> Vec<Grant> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packer/README.md"))
+            .expect("read packer/README.md");
+    let mut roles: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut grants = Vec::new();
+    for line in readme.lines() {
+        if let Some(rest) = line.strip_prefix("pveum role add ") {
+            let (role, privs) = rest.split_once(" --privs ").expect("role with --privs");
+            let privs = privs.split('"').nth(1).expect("quoted privileges");
+            roles.insert(role, privs.split(',').map(str::to_string).collect());
+        } else if let Some(rest) = line.strip_prefix("pveum acl modify ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let after = |flag: &str| words.iter().position(|w| *w == flag).map(|i| words[i + 1]);
+            if after("--users") != Some(user) {
+                continue;
+            }
+            let role = after("--roles").expect("acl with --roles");
+            let privs = roles
+                .get(role)
+                .unwrap_or_else(|| panic!("role {role} used before it is made"))
+                .clone();
+            let path = words[0];
+            if path == "/pool/delegate" {
+                grants.push(Grant {
+                    path: "/vms".into(),
+                    privs: privs.clone(),
+                    propagate: true,
+                });
+            }
+            grants.push(Grant {
+                path: path.into(),
+                privs,
+                propagate: true,
+            });
+        }
+    }
+    assert!(!grants.is_empty(), "packer/README.md grants {user} nothing");
+    grants
+}
 
 fn guest() -> GuestCommand {
     GuestCommand {
@@ -37,15 +86,20 @@ fn guest() -> GuestCommand {
     }
 }
 
-/// The simulator with template 9000 as a clone build leaves it, and the
-/// host's settings as README step 7 sets them (the URL with `/api2/json`,
-/// which Packer needs and the host accepts).
+/// The simulator with the template as a clone build leaves it, the host's
+/// token with README step 3's privileges, and the host's settings as step 7
+/// sets them (the URL with `/api2/json`, which Packer needs and the host
+/// accepts).
 async fn start(template: &str) -> (PveSim, HostEnv) {
     let mut cfg = SimConfig::standard();
     cfg.guest = Some(guest());
+    cfg.grants = Some(readme_grants("delegate@pve"));
+    for t in &mut cfg.templates {
+        t.bridge = "vmbr1".into();
+    }
     let sim = PveSim::start(cfg).await.unwrap();
     sim.with(|c| {
-        let t = c.vms.get_mut(&9000).expect("template 9000");
+        let t = c.vms.get_mut(&TEMPLATE).expect("the template");
         t.config.insert("ide0".into(), CLOUD_INIT_DRIVE.into());
         t.config.remove("ipconfig0");
     });
@@ -57,6 +111,8 @@ async fn start(template: &str) -> (PveSim, HostEnv) {
         .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
         .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
         .set("PROXMOX_POOL", "delegate")
+        .set("PROXMOX_STORAGE", "local-lvm")
+        .set("PROXMOX_BRIDGE", "vmbr1")
         .set("PROXMOX_INSTANCE", "smoke")
         .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
         .set("DEFAULT_VM_TEMPLATE", template)
@@ -94,20 +150,10 @@ fn job_vms(sim: &PveSim) -> Vec<u32> {
     })
 }
 
-/// README step 6 through the API: `PUT .../qemu/9000/config ipconfig0=ip=dhcp`.
+/// README step 6 through the API, with Packer's token as README step 2
+/// makes it: `PUT .../qemu/9001/config ipconfig0=ip=dhcp`.
 async fn set_dhcp_with_the_build_token(sim: &PveSim) {
-    sim.add_token(
-        BUILD_TOKEN,
-        "build-secret",
-        vec![Grant {
-            path: "/vms/9000".into(),
-            privs: ["VM.Audit", "VM.Config.Cloudinit"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            propagate: false,
-        }],
-    );
+    sim.add_token(BUILD_TOKEN, "build-secret", readme_grants("packer@pve"));
     let client = PveClient::build(
         &sim.url,
         Credentials::Token {
@@ -122,14 +168,14 @@ async fn set_dhcp_with_the_build_token(sim: &PveSim) {
     )
     .unwrap();
     client
-        .set_config("pve1", 9000, Params::new().text("ipconfig0", "ip=dhcp"))
+        .set_config("pve1", TEMPLATE, Params::new().text("ipconfig0", "ip=dhcp"))
         .await
         .expect("step 6: set ipconfig0 on the template");
 }
 
 #[tokio::test]
 async fn smoke_refuses_a_template_without_dhcp_then_times_a_job_once_it_has_it() {
-    let (sim, env) = start("delegate-template").await;
+    let (sim, env) = start("delegate-local").await;
 
     // As the plugin leaves it: a cloud-init drive without ipconfig0.
     let (code, stdout, stderr) = smoke(&env).await;
@@ -139,8 +185,8 @@ async fn smoke_refuses_a_template_without_dhcp_then_times_a_job_once_it_has_it()
         "doctor ran first:\n{stdout}"
     );
     assert!(
-        stdout.contains("[FAIL] template 9000 has a cloud-init drive (ide0)")
-            && stdout.contains("qm set 9000 --ipconfig0 ip=dhcp"),
+        stdout.contains("[FAIL] template 9001 has a cloud-init drive (ide0)")
+            && stdout.contains("qm set 9001 --ipconfig0 ip=dhcp"),
         "{stdout}"
     );
     assert!(job_vms(&sim).is_empty(), "a VM was made for a bad template");
@@ -150,7 +196,7 @@ async fn smoke_refuses_a_template_without_dhcp_then_times_a_job_once_it_has_it()
     assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
         stdout.contains(
-            "[ ok ] template 9000 on pve1: one cloud-init drive (ide0), ipconfig0 ip=dhcp"
+            "[ ok ] template 9001 on pve1: one cloud-init drive (ide0), ipconfig0 ip=dhcp"
         ),
         "{stdout}"
     );

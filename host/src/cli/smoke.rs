@@ -24,10 +24,10 @@ use crate::jobs::{JobError, JobManager};
 use crate::provider::proxmox::PveClient;
 use crate::provider::proxmox::client::wire::VmConfig;
 use crate::provider::proxmox::placement;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
-use super::doctor;
 use super::exit::{self, CliError};
+use super::{doctor, jobs};
 
 /// How often the VM and the job are looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -66,7 +66,8 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
     // The report's last line has no line break of its own.
     println!();
     println!("== template {template}");
-    let client = PveClient::new(&pve).map_err(|e| CliError::Usage(e.to_string()))?;
+    let client =
+        PveClient::new(&pve).map_err(|e| CliError::Usage(format!("the Proxmox settings: {e}")))?;
     match check_template(&client, &template).await {
         Ok(lines) => lines.iter().for_each(|l| println!("[ ok ] {l}")),
         Err(why) => {
@@ -83,7 +84,7 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
     }))
     .map_err(|e| CliError::Job(JobError::InvalidManifest(e)))?;
     let store = Store::open(&settings.data_dir)?;
-    let record = if engine_running(&store)? {
+    let record = if jobs::engine_running(&store)? {
         println!(
             "(a server owns {}: it runs the job)",
             settings.data_dir.display()
@@ -103,18 +104,6 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
         outcome?
     };
     Ok(report(&record))
-}
-
-/// Whether an engine (a `serve`) holds the data directory's lock.
-fn engine_running(store: &Store) -> Result<bool, CliError> {
-    match store.lock_engine() {
-        Ok(lock) => {
-            drop(lock);
-            Ok(false)
-        }
-        Err(StoreError::Locked { .. }) => Ok(true),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Reads every copy of the template (one per node for local storage) and

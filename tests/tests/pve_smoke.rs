@@ -5,7 +5,8 @@
 //! drive, no `ipconfig0`) is refused before any VM is made; after step 6
 //! (`qm set --ipconfig0 ip=dhcp`, here its API call with Packer's token)
 //! doctor passes, a job runs on the template and each phase's time is
-//! printed; a template that doctor cannot find stops it at doctor.
+//! printed; a template that doctor cannot find stops it at doctor; with a
+//! server running, the server runs the job.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Output, Stdio};
@@ -16,7 +17,7 @@ use delegate_host::provider::proxmox::settings::{Credentials, TlsSettings};
 use delegate_host::resolve::Secret;
 use delegate_host::retry::RetryPolicy;
 use delegate_tests::bins::bins;
-use delegate_tests::mcp::{HostEnv, free_port};
+use delegate_tests::mcp::{HostEnv, Revision, connect_stdio, free_port};
 use delegate_tests::pve_sim::{self, Grant, GuestCommand, PveSim, SimConfig};
 
 /// The template the README's grants cover: on `local-lvm`, NIC on `vmbr1`.
@@ -230,4 +231,19 @@ async fn smoke_stops_at_doctor_when_the_template_is_missing() {
     assert!(stdout.contains("[FAIL]"), "{stdout}");
     assert!(stdout.contains("no job was started"), "{stdout}");
     assert!(job_vms(&sim).is_empty());
+}
+
+#[tokio::test]
+async fn smoke_hands_the_job_to_a_running_server() {
+    let (sim, env) = start("delegate-local").await;
+    set_dhcp_with_the_build_token(&sim).await;
+    // A server owns the data directory: smoke must not start a second
+    // engine there, and the server runs the job.
+    let server = connect_stdio(&env, Revision::Current).await;
+    let (code, stdout, stderr) = smoke(&env).await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("a server owns"), "{stdout}");
+    assert!(stdout.contains("smoke: ok"), "{stdout}");
+    assert!(job_vms(&sim).is_empty(), "VMs left: {:?}", job_vms(&sim));
+    server.close().await;
 }

@@ -37,7 +37,7 @@ pub fn connect(settings: Arc<Settings>) -> Result<JobManager, CliError> {
 }
 
 /// Whether an engine (a `serve`) owns the data directory right now.
-fn engine_running(store: &Store) -> Result<bool, CliError> {
+pub(super) fn engine_running(store: &Store) -> Result<bool, CliError> {
     match store.lock_engine() {
         Ok(lock) => {
             drop(lock);

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod jobs;
 pub mod render;
 pub mod serve;
+pub mod smoke;
 pub mod wait;
 
 use std::net::SocketAddr;
@@ -112,6 +113,10 @@ pub enum Command {
     /// template, storage, bridge, token privileges; local: guest binary and
     /// namespaces).
     Doctor,
+    /// After building a template: doctor, the template's cloud-init drive,
+    /// then one job on it through the Proxmox provider, timed (clone, boot,
+    /// guest ready, job).
+    Smoke,
 }
 
 /// A log stream on the command line.
@@ -147,6 +152,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             Ok(exit::OK)
         }
         Command::Doctor => doctor::run(&settings).await,
+        Command::Smoke => smoke::run(settings).await,
         Command::Submit {
             manifest,
             wait,

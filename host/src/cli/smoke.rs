@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ProviderKind, Settings};
 use crate::engine::start_engine;
-use crate::jobs::model::{JobRecord, UnixMs};
+use crate::model::{JobRecord, UnixMs};
 use crate::jobs::{JobError, JobManager};
 use crate::provider::proxmox::PveClient;
 use crate::provider::proxmox::client::wire::VmConfig;

@@ -12,3 +12,4 @@ mod mcp_tools;
 mod pve_client;
 mod pve_e2e;
 mod pve_provider;
+mod pve_smoke;

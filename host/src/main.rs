@@ -3,13 +3,17 @@
 //! codes documented in `cli::exit`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
-use delegate_host::cli::{self, Cli};
+use delegate_host::cli;
 use tracing_subscriber::EnvFilter;
 
+/// How long the process waits at exit for blocking work still running
+/// (a terminal read of `serve` that Ctrl-C interrupted) before leaving it.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::help::parse();
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_level()));
     tracing_subscriber::fmt()
@@ -24,14 +28,22 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("delegate-host: cannot start the async runtime: {e}");
+            cli::out::note(&format!(
+                "delegate-host: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(cli::exit::FAILURE);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let outcome = runtime.block_on(cli::run(cli));
+    // A blocking read of a terminal's stdin cannot be interrupted; dropping
+    // the runtime would wait for it (for Enter), so it is left behind.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    match outcome {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout has gone (`| head`): it has what it wanted.
+        Err(e) if e.is_closed_output() => ExitCode::from(e.exit_code()),
         Err(e) => {
-            eprintln!("delegate-host: {e}");
+            cli::out::note(&format!("delegate-host: {e}"));
             ExitCode::from(e.exit_code())
         }
     }

@@ -13,6 +13,7 @@ pub mod guest;
 pub mod manager;
 pub mod metrics;
 pub mod model;
+pub mod prefix;
 pub mod reconcile;
 mod recovery;
 pub mod resources;

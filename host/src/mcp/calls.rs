@@ -11,7 +11,7 @@ use delegate_proto::JobManifest;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use serde::Serialize;
 
-use crate::jobs::model::{CancelOutcome, JobRecord, LogSelector};
+use crate::jobs::model::{CancelOutcome, JobRecord, LogSelector, LogSlice};
 use crate::jobs::{JobError, JobManager};
 
 use super::args::{self, JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
@@ -208,6 +208,11 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     let slice = jobs
         .read_log(&a.job_id, which, cursor, max)
         .map_err(job_error)?;
+    structured(&logs_view(&record, which, cursor, slice))
+}
+
+/// What `get_job_logs` answers for one read (also `logs --json`).
+pub fn logs_view(record: &JobRecord, which: LogSelector, cursor: u64, slice: LogSlice) -> LogsView {
     let decoded = decode_log(slice.data, slice.complete);
     let stream = match which {
         LogSelector::Combined => None,
@@ -215,8 +220,8 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     };
     // Trimmed bytes of a split character are read again next time.
     let next_cursor = slice.next_cursor - decoded.held_back as u64;
-    structured(&LogsView {
-        job_id: record.id,
+    LogsView {
+        job_id: record.id.clone(),
         stream: views::stream_name(stream).to_string(),
         cursor,
         next_cursor,
@@ -225,7 +230,7 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
         data: decoded.data,
         complete: slice.complete && decoded.held_back == 0,
         status: record.state,
-    })
+    }
 }
 
 /// Log bytes made fit for JSON.

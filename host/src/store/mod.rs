@@ -23,6 +23,7 @@ mod events;
 mod jobs;
 mod lock;
 mod logs;
+mod prefix;
 mod results;
 mod row;
 

@@ -7,28 +7,27 @@ use rusqlite::params;
 
 use super::{Store, StoreError};
 
+/// Ids in `[?1, ?2)`, through the unique index on `id`.
+const IDS_BETWEEN: &str = "SELECT id FROM jobs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3";
+/// Ids from `?1` on, for a prefix with no upper bound.
+const IDS_FROM: &str = "SELECT id FROM jobs WHERE id >= ?1 ORDER BY id LIMIT ?2";
+
 impl Store {
     /// Up to `limit` job ids starting with `prefix`, in id order.
     pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             let ids = match upper_bound(prefix) {
-                Some(end) => conn
-                    .prepare_cached(
-                        "SELECT id FROM jobs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_map(params![prefix, end, limit], |r| r.get::<_, String>(0))?
-                            .collect::<Result<Vec<_>, _>>()
-                    }),
+                Some(end) => conn.prepare_cached(IDS_BETWEEN).and_then(|mut stmt| {
+                    stmt.query_map(params![prefix, end, limit], |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                }),
                 // Only a prefix of U+10FFFF characters has no bound above;
                 // no id starts with one, but the answer stays correct.
-                None => conn
-                    .prepare_cached("SELECT id FROM jobs WHERE id >= ?1 ORDER BY id LIMIT ?2")
-                    .and_then(|mut stmt| {
-                        stmt.query_map(params![prefix, limit], |r| r.get::<_, String>(0))?
-                            .collect::<Result<Vec<_>, _>>()
-                    }),
+                None => conn.prepare_cached(IDS_FROM).and_then(|mut stmt| {
+                    stmt.query_map(params![prefix, limit], |r| r.get::<_, String>(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                }),
             }
             .map_err(|e| self.sqlite(e))?;
             Ok(ids
@@ -61,6 +60,39 @@ fn upper_bound(prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lookup is a range scan of the `id` index, never a scan of the
+    /// table: cheap however many jobs there are.
+    #[test]
+    fn the_lookup_is_an_index_range_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for sql in [IDS_BETWEEN, IDS_FROM] {
+            let plan: Vec<String> = store
+                .read(|conn| {
+                    let mut stmt = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .map_err(|e| store.sqlite(e))?;
+                    let count = stmt.parameter_count();
+                    let args: Vec<&dyn rusqlite::ToSql> =
+                        [&"ab" as &dyn rusqlite::ToSql, &"ac", &10i64][..count].to_vec();
+                    stmt.query_map(args.as_slice(), |r| r.get::<_, String>(3))
+                        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                        .map_err(|e| store.sqlite(e))
+                })
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains("INDEX") && plan.contains("id>?"),
+                "{sql}: {plan}"
+            );
+            assert!(!plan.contains("SCAN jobs"), "{sql}: {plan}");
+        }
+        assert_eq!(
+            store.ids_with_prefix("ab", 5).unwrap(),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn the_bound_steps_the_last_character() {

@@ -200,6 +200,26 @@ fn usage_and_file_errors_exit_2_and_say_what_is_wrong() {
     assert!(run.stderr.contains("a manifest is a JSON object"), "{run}");
     assert!(!run.stderr.contains("invalid type"), "{run}");
 
+    let mut piped = env
+        .command(&["submit", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    piped
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"task\": ")
+        .unwrap();
+    let run = Run::from(&["submit", "-"], piped.wait_with_output().unwrap());
+    assert_eq!(run.code, 5, "{run}");
+    assert!(
+        run.stderr.contains("<stdin>: not valid JSON at line 1"),
+        "{run}"
+    );
+
     let broken = env.file(
         "broken.json",
         "{\n  \"task\": \"x\",\n  \"agentType\": script\n}\n",
@@ -272,6 +292,9 @@ fn every_job_command_prints_json_and_ids_only_on_request() {
     assert_eq!(list.stdout, format!("{other}\n{id}\n"), "{list}");
     let pending = env.run(&["list", "-q", "--status", "pending"]);
     assert_eq!(pending.stdout, format!("{other}\n"), "{pending}");
+    // docker's words work too, without a second entry in --help.
+    assert_eq!(env.run(&["ps", "-q"]).stdout, list.stdout);
+    assert_eq!(env.run(&["ls", "-q"]).stdout, list.stdout);
 
     let config = env.run(&["config", "--json"]);
     assert_eq!(config.json()["DELEGATE_PROVIDER"], "local", "{config}");
@@ -379,6 +402,35 @@ fn ctrl_c_on_serve_at_a_terminal_exits_at_once() {
     assert!(took < Duration::from_secs(5), "took {took:?}:\n{seen}");
     assert_eq!(status.code(), Some(0), "{seen}");
     assert!(!seen.contains("could not start"), "{seen}");
+}
+
+#[test]
+fn wait_redraws_its_line_only_on_a_terminal() {
+    let env = Env::new();
+    let id = env.submit("echo hi");
+    assert_eq!(env.run(&["cancel", &id]).code, 0);
+
+    let piped = env.run(&["wait", &id]);
+    assert_eq!(piped.code, 130, "{piped}");
+    assert!(
+        !piped.stderr.contains('\x1b'),
+        "no escapes in a pipe: {piped}"
+    );
+    assert!(piped.stdout.contains("cancelled"), "{piped}");
+
+    let shell_command = format!("exec '{BIN}' wait {id}");
+    let out = env
+        .program("script", &["-qec", &shell_command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{screen}");
+    assert!(
+        screen.contains("\r\x1b[2K"),
+        "the line is redrawn: {screen:?}"
+    );
+    assert!(screen.contains("cancelled"), "{screen}");
 }
 
 #[test]

@@ -24,8 +24,13 @@ pub fn read(path: &Path) -> Result<JobManifest, CliError> {
         path: path.to_path_buf(),
         source,
     })?;
+    let shown = if path == Path::new("-") {
+        Path::new("<stdin>")
+    } else {
+        path
+    };
     let invalid = |message: String| CliError::Manifest {
-        path: path.to_path_buf(),
+        path: shown.to_path_buf(),
         message,
     };
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(syntax(&e)))?;

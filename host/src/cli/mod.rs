@@ -138,6 +138,8 @@ pub enum Command {
         output: OutputArgs,
     },
     /// List jobs, newest first.
+    // Hidden aliases for docker hands; `--help` shows the command once.
+    #[command(alias = "ls", alias = "ps")]
     List {
         /// Only jobs in this state.
         #[arg(long, value_parser = StateParser)]

@@ -48,7 +48,7 @@ pub fn status(v: &StatusView, now: DateTime<Utc>) -> String {
     }
     match &v.completed_at {
         Some(t) => line("completed", &stamp(t, now)),
-        None => line("deadline", &v.deadline_at),
+        None => line("deadline", &stamp(&v.deadline_at, now)),
     }
     if let Some(age) = v.heartbeat_age_seconds {
         line("heartbeat", &format!("{age:.1} s ago"));

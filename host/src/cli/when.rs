@@ -5,22 +5,35 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// How long ago an RFC 3339 time was, seen from `now`: `just now`,
-/// `45 s ago`, `2 min ago`, `3 h ago`, `5 days ago`. Text that is not a time
-/// is returned as it is.
+/// Seconds within which a time in the future still reads "just now": one
+/// process's clock a little ahead of another's.
+const SKEW: i64 = 5;
+
+/// An RFC 3339 time relative to `now`: `just now`, `45 s ago`,
+/// `2 min ago`, `3 h ago`, `5 days ago`, or for a time ahead (a deadline)
+/// `in 58 min`. Text that is not a time is returned as it is.
 pub fn ago(stamp: &str, now: DateTime<Utc>) -> String {
     let Ok(then) = DateTime::parse_from_rfc3339(stamp) else {
         return stamp.to_string();
     };
     let secs = (now - then.with_timezone(&Utc)).num_seconds();
+    if secs < -SKEW {
+        format!("in {}", span(-secs))
+    } else if secs <= 0 {
+        "just now".into()
+    } else {
+        format!("{} ago", span(secs))
+    }
+}
+
+/// A positive number of seconds in its largest whole unit.
+fn span(secs: i64) -> String {
     match secs {
-        // A clock a little behind another process's still reads sensibly.
-        ..=0 => "just now".into(),
-        1..60 => format!("{secs} s ago"),
-        60..3600 => format!("{} min ago", secs / 60),
-        3600..86400 => format!("{} h ago", secs / 3600),
-        86400..172800 => "1 day ago".into(),
-        _ => format!("{} days ago", secs / 86400),
+        ..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => format!("{} h", secs / 3600),
+        86400..172800 => "1 day".into(),
+        _ => format!("{} days", secs / 86400),
     }
 }
 
@@ -50,6 +63,7 @@ mod tests {
         for (stamp, said) in [
             ("2026-03-01T12:00:00.000Z", "just now"),
             ("2026-03-01T12:00:05Z", "just now"),
+            ("2026-03-01T12:58:30Z", "in 58 min"),
             ("2026-03-01T11:59:15Z", "45 s ago"),
             ("2026-03-01T11:58:00Z", "2 min ago"),
             ("2026-03-01T09:00:00Z", "3 h ago"),

@@ -46,10 +46,10 @@ async fn serve_http(
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
     if let Ok(local) = listener.local_addr() {
         // The one line a supervisor (or a test) waits for.
-        eprintln!(
+        super::out::note(&format!(
             "delegate-host: MCP over streamable HTTP at http://{local}{}",
             mcp::http::MCP_PATH
-        );
+        ));
     }
     let served = mcp::http::serve(listener, engine.manager.clone(), guard, stop.clone()).await;
     signals.abort();

@@ -3,14 +3,9 @@
 //! codes documented in `cli::exit`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use delegate_host::cli;
 use tracing_subscriber::EnvFilter;
-
-/// How long the process waits at exit for blocking work still running
-/// (a terminal read of `serve` that Ctrl-C interrupted) before leaving it.
-const EXIT_GRACE: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
     let cli = cli::help::parse();
@@ -35,9 +30,6 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(cli::run(cli));
-    // A blocking read of a terminal's stdin cannot be interrupted; dropping
-    // the runtime would wait for it (for Enter), so it is left behind.
-    runtime.shutdown_timeout(EXIT_GRACE);
     match outcome {
         Ok(code) => ExitCode::from(code),
         // The reader of stdout has gone (`| head`): it has what it wanted.

@@ -382,6 +382,9 @@ fn ctrl_c_on_serve_at_a_terminal_exits_at_once() {
         }
         seen.push_str(&line);
     }
+    // Let the session sit in its read of the terminal, where a person's
+    // Ctrl-C finds it.
+    std::thread::sleep(Duration::from_secs(1));
     let pressed = Instant::now();
     child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
     child.stdin.as_mut().unwrap().flush().unwrap();

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use delegate_host::jobs::JobManager;
+use delegate_host::jobs::manager::MAX_LIST_LIMIT;
 use delegate_proto::api::{self, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use delegate_proto::event::{Event, EventBatch, EventKind, LogChunk, LogStream, Phase};
 use delegate_proto::{Bootstrap, JobState};
@@ -145,7 +146,9 @@ async fn until_count(m: &JobManager, state: JobState, n: usize) {
         let mut count = 0;
         let mut cursor = None;
         loop {
-            let page = m.list(Some(state), 1000, cursor.as_deref()).ok()?;
+            let page = m
+                .list(Some(state), MAX_LIST_LIMIT, cursor.as_deref())
+                .ok()?;
             count += page.items.len();
             cursor = page.next_cursor;
             if cursor.is_none() {
@@ -263,7 +266,7 @@ async fn engine_figures(data: &Path, rows: &mut Vec<Row>) {
 }
 
 fn running_now(m: &JobManager) -> usize {
-    m.list(Some(JobState::Running), 1000, None)
+    m.list(Some(JobState::Running), MAX_LIST_LIMIT, None)
         .map(|p| p.items.len())
         .unwrap_or(0)
         .saturating_sub(POSTERS)

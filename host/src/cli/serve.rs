@@ -46,10 +46,10 @@ async fn serve_http(
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
     if let Ok(local) = listener.local_addr() {
         // The one line a supervisor (or a test) waits for.
-        eprintln!(
+        super::out::note(&format!(
             "delegate-host: MCP over streamable HTTP at http://{local}{}",
             mcp::http::MCP_PATH
-        );
+        ));
     }
     let served = mcp::http::serve(listener, engine.manager.clone(), guard, stop.clone()).await;
     signals.abort();
@@ -95,7 +95,7 @@ async fn serve_stdio(settings: Settings, stop: CancellationToken) -> Result<u8, 
         Err(e) => return Err(e.into()),
     };
     tracing::info!("serving MCP on stdio");
-    let served = mcp::serve_stdio(handle, stop.clone()).await;
+    let served = session_until_stopped(handle, &stop).await;
     // Stop the takeover loop (it watches `stop`) before stopping the engine.
     stop.cancel();
     signals.abort();
@@ -104,6 +104,35 @@ async fn serve_stdio(settings: Settings, stop: CancellationToken) -> Result<u8, 
     }
     served?;
     Ok(exit::OK)
+}
+
+/// How long a stdio session may take to end after SIGINT or SIGTERM.
+const SESSION_GRACE: Duration = Duration::from_millis(500);
+
+/// Serves the stdio session until its client leaves or a signal stops the
+/// server. A session reading a terminal (a person trying `serve`) sits in a
+/// blocking read that no signal ends, so after [`SESSION_GRACE`] it is left
+/// behind and the process exits; and the session's "cancelled" is what a
+/// stop means, not an error.
+async fn session_until_stopped(
+    handle: JobsHandle,
+    stop: &CancellationToken,
+) -> Result<(), mcp::ServeError> {
+    let session = mcp::serve_stdio(handle, stop.clone());
+    tokio::pin!(session);
+    let served = tokio::select! {
+        served = &mut session => served,
+        () = stop.cancelled() => tokio::time::timeout(SESSION_GRACE, &mut session)
+            .await
+            .unwrap_or(Ok(())),
+    };
+    match served {
+        Err(e) if stop.is_cancelled() => {
+            tracing::debug!(error = %e, "stdio session ended by the stop");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn is_locked(e: &EngineError) -> bool {

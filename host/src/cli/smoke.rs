@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ProviderKind, Settings};
 use crate::engine::start_engine;
-use crate::model::{JobRecord, UnixMs};
 use crate::jobs::{JobError, JobManager};
+use crate::model::{JobRecord, UnixMs};
 use crate::provider::proxmox::PveClient;
 use crate::provider::proxmox::client::wire::VmConfig;
 use crate::provider::proxmox::placement;
@@ -57,7 +57,7 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
     }
 
     println!("== doctor");
-    let code = doctor::run(&settings).await?;
+    let code = doctor::run(&settings, false).await?;
     if code != exit::OK {
         println!("smoke: doctor found problems (above); no job was started");
         return Ok(code);

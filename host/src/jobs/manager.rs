@@ -33,8 +33,9 @@ use crate::model::{CancelOutcome, JobRecord, JobSummary, LogSelector, LogSlice, 
 use crate::provider::{Isolation, Provider};
 use crate::store::{ArtifactRead, HostLock, NewJob, Store, StoreError};
 
-/// Most summaries in one `list` page.
-pub const MAX_LIST_LIMIT: usize = 1000;
+/// Most summaries in one `list` page: the one page-size limit of the MCP
+/// tool and the command line (a page an agent can read whole).
+pub const MAX_LIST_LIMIT: usize = 200;
 /// Most log bytes in one `read_log` answer.
 pub const MAX_LOG_READ: usize = 16 << 20;
 /// How often a waiter re-reads the store, for changes made by another
@@ -212,7 +213,7 @@ impl JobManager {
             .await?)
     }
 
-    /// Job summaries, newest first, `limit` (1..=1000) per page.
+    /// Job summaries, newest first, `limit` (1..=[`MAX_LIST_LIMIT`]) per page.
     pub fn list(
         &self,
         status: Option<JobState>,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod guest;
 pub mod manager;
 pub mod metrics;
+pub mod prefix;
 pub mod resources;
 pub mod rules;
 mod state;

@@ -12,7 +12,7 @@ use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use serde::Serialize;
 
 use crate::jobs::{JobError, JobManager};
-use crate::model::{CancelOutcome, JobRecord, LogSelector};
+use crate::model::{CancelOutcome, JobRecord, LogSelector, LogSlice};
 
 use super::args::{self, JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
 use super::progress::ProgressReporter;
@@ -217,6 +217,11 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     let slice = jobs
         .read_log(&a.job_id, which, cursor, max)
         .map_err(job_error)?;
+    structured(&logs_view(&record, which, cursor, slice))
+}
+
+/// What `get_job_logs` answers for one read (also `logs --json`).
+pub fn logs_view(record: &JobRecord, which: LogSelector, cursor: u64, slice: LogSlice) -> LogsView {
     let decoded = decode_log(slice.data, slice.complete);
     let stream = match which {
         LogSelector::Combined => None,
@@ -224,8 +229,8 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     };
     // Trimmed bytes of a split character are read again next time.
     let next_cursor = slice.next_cursor - decoded.held_back as u64;
-    structured(&LogsView {
-        job_id: record.id,
+    LogsView {
+        job_id: record.id.clone(),
         stream: views::stream_name(stream).to_string(),
         cursor,
         next_cursor,
@@ -234,7 +239,7 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
         data: decoded.data,
         complete: slice.complete && decoded.held_back == 0,
         status: record.state,
-    })
+    }
 }
 
 /// Log bytes made fit for JSON.

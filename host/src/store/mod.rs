@@ -40,6 +40,7 @@ mod events;
 mod jobs;
 mod lock;
 mod logs;
+mod prefix;
 mod retention;
 mod row;
 

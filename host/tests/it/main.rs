@@ -4,8 +4,10 @@
 mod support;
 
 mod callback_security;
+mod cli_habits;
 mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;
 mod store_artifacts;
 mod store_basics;
+mod tool_schemas;

@@ -17,3 +17,4 @@ pub mod provider;
 pub mod resolve;
 pub mod retry;
 pub mod store;
+pub mod views;

@@ -18,9 +18,9 @@ use crate::engine::{Engine, EngineError, start_engine};
 use crate::jobs::{JobError, JobManager};
 use crate::mcp::args::MAX_LOG_READ;
 use crate::mcp::calls::{cancel_view, logs_view, status_view};
-use crate::mcp::views::{ListView, ResultView, SubmitView, SummaryView};
 use crate::model::{CancelOutcome, JobRecord, LogSelector};
 use crate::store::{Store, StoreError};
+use crate::views::{ListView, ResultView, SubmitView, SummaryView};
 
 use super::exit::{self, CliError};
 use super::wait::{self, WaitEnd};

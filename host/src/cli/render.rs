@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use comfy_table::{CellAlignment, ColumnConstraint, Table, presets};
 
 use super::when;
-use crate::mcp::views::{ListView, ResultView, StatusView, TailView};
+use crate::views::{ListView, ResultView, StatusView, TailView};
 
 /// A time as written, and how long ago it was.
 fn stamp(at: &str, now: DateTime<Utc>) -> String {
@@ -202,7 +202,7 @@ mod tests {
     use delegate_proto::JobState;
 
     use super::*;
-    use crate::mcp::views::SummaryView;
+    use crate::views::SummaryView;
 
     fn job(id: &str, status: JobState, agent: &str, task: &str) -> SummaryView {
         SummaryView {

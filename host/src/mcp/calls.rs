@@ -16,8 +16,8 @@ use crate::model::{CancelOutcome, JobRecord, LogSelector, LogSlice};
 
 use super::args::{self, JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
 use super::progress::ProgressReporter;
-use super::recent;
-use super::views::{
+use crate::views::recent;
+use crate::views::{
     self, CancelView, ListView, LogsView, ResultView, StatusView, SubmitView, SummaryView, WaitView,
 };
 

@@ -1,7 +1,8 @@
 //! The MCP server that clients (Claude Code, any MCP client) talk to.
 //!
-//! Tools with input and output schemas ([`tools`], [`args`], [`views`]),
-//! job artifacts and logs as resources ([`resources`]), resource update
+//! Tools with input and output schemas ([`tools`], [`args`], and the views
+//! in [`crate::views`]), job artifacts and logs as resources (named in
+//! [`crate::views::resources`]), resource update
 //! notifications in both protocol revisions ([`subscriptions`]), the tasks
 //! extension over jobs ([`tasks`]), over stdio ([`serve_stdio`]) or
 //! streamable HTTP behind a token and Host/Origin checks ([`http`],
@@ -16,15 +17,12 @@ pub mod limits;
 pub mod lines;
 pub mod manifest_schema;
 pub mod progress;
-pub mod recent;
-pub mod resources;
 pub mod schema;
 pub mod server;
 pub mod stdio;
 pub mod subscriptions;
 pub mod tasks;
 pub mod tools;
-pub mod views;
 
 pub use guard::Guard;
 pub use server::{DelegateServer, JobsHandle};

@@ -25,10 +25,10 @@ use crate::model::LogSelector;
 
 use super::calls::{self, ToolOutcome};
 use super::progress::ProgressReporter;
-use super::resources::{self, ResourceRef};
 use super::subscriptions::{self, LegacySubscriptions};
 use super::tasks;
 use super::tools::{self, name};
+use crate::views::resources::{self, ResourceRef};
 
 /// How long clients may cache the (fixed) tool list and templates.
 const STATIC_TTL_MS: u64 = 60_000;

@@ -16,8 +16,8 @@ use rmcp::model::{CallToolResult, DetailedTask, JsonObject, Task, TaskPayload, T
 use crate::model::JobRecord;
 
 use super::progress;
-use super::views::ResultView;
 use crate::clock::rfc3339;
+use crate::views::ResultView;
 
 /// Suggested polling interval for `tasks/get`.
 pub const POLL_INTERVAL_MS: u64 = 2_000;

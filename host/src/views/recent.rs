@@ -8,7 +8,7 @@ use delegate_proto::LogStream;
 use crate::jobs::JobManager;
 use crate::model::{JobRecord, LogSelector, LogSlice};
 
-use super::views::RecentOutput;
+use super::RecentOutput;
 
 /// How many lines of each stream a status shows.
 pub const LINES: usize = 10;

@@ -1,4 +1,6 @@
-//! What the tools answer: snake_case views of the host's job records.
+//! What the MCP tools answer and the CLI prints: snake_case views of the
+//! host's job records, shared by both so that a person and an agent see the
+//! same fields (`--json` prints exactly a tool's answer).
 //!
 //! These types are the tools' output schemas. They are built from
 //! [`JobRecord`]s and never from the raw manifest, so a secret cannot reach
@@ -14,7 +16,8 @@ use crate::clock::rfc3339;
 use crate::model::{JobRecord, JobSummary, UnixMs};
 use crate::provider::Isolation;
 
-use super::resources;
+pub mod recent;
+pub mod resources;
 
 /// How many characters of the task a status or listing shows.
 const TASK_PREVIEW_CHARS: usize = 200;

@@ -106,6 +106,9 @@ async fn engine_here(settings: Settings) -> Result<Engine, CliError> {
     }
 }
 
+/// How long `submit --wait` waits for its engine to destroy the job's VM.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+
 /// Submits and waits with an engine in this process.
 async fn run_here(
     jobs: &JobManager,
@@ -114,7 +117,15 @@ async fn run_here(
 ) -> Result<u8, CliError> {
     let record = jobs.submit(manifest).await?;
     print_submitted(&record, output, true)?;
-    finish(jobs, &record.id, output, true).await
+    let code = finish(jobs, &record.id, output, true).await;
+    // The engine stops with this command: let it destroy the job's VM first.
+    if !jobs.settled(&record.id, SETTLE_LIMIT).await {
+        out::note(&format!(
+            "job {}'s VM is still being destroyed; the next `delegate-host serve` finishes it",
+            record.id
+        ));
+    }
+    code
 }
 
 /// Announces the job: its id on stdout for scripts (`id=$(delegate-host

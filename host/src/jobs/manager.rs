@@ -41,6 +41,8 @@ pub const MAX_LOG_READ: usize = 16 << 20;
 /// How often a waiter re-reads the store, for changes made by another
 /// process (the engine when this manager is a client).
 const WAIT_POLL: Duration = Duration::from_millis(500);
+/// How often [`JobManager::settled`] looks at the engine's drivers.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
 
 /// Handle to the job manager. Cheap to clone.
 #[derive(Clone)]
@@ -108,6 +110,28 @@ impl JobManager {
     /// Whether this manager runs the engine.
     pub fn runs_engine(&self) -> bool {
         self.engine.is_some()
+    }
+
+    /// Waits, up to `limit`, until this process's engine is done with the
+    /// job: its driver has ended, so the VM is destroyed (or kept, for a
+    /// persistent job). A one-shot engine (`submit --wait`) calls this
+    /// before it stops, or a VM would outlive it until the next start's
+    /// reconciliation. True when done; true at once without an engine.
+    pub async fn settled(&self, job_id: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let running = self
+                .engine
+                .as_ref()
+                .is_some_and(|_| self.shared.runs().contains_key(job_id));
+            if !running {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
     }
 
     /// Waits until the engine's tasks have ended (after its shutdown token

@@ -95,6 +95,27 @@ async fn a_job_runs_to_success_with_logs_artifacts_and_one_destroy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_waits_for_the_vm_to_be_destroyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProvider::new();
+    fake.rec().destroy_delay = Duration::from_secs(1);
+    let host = Host::start(settings(dir.path(), |_| {}), Arc::new(fake.clone())).await;
+    let m = host.manager().clone();
+    let rec = m.submit(job("run=10")).await.unwrap();
+    let done = m
+        .wait(&rec.id, Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Success, "{done:?}");
+    // Final, but its VM is still being destroyed: an engine stopped now
+    // would leave it behind.
+    assert!(!m.settled(&rec.id, Duration::ZERO).await);
+    assert!(m.settled(&rec.id, Duration::from_secs(30)).await);
+    assert_eq!(fake.alive(), 0);
+    assert!(m.get(&rec.id).unwrap().vm_destroyed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_hold_and_pending_jobs_start_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeProvider::new();

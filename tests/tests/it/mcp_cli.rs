@@ -65,6 +65,10 @@ async fn readme_first_command_runs_the_hello_example_end_to_end() {
         text(&status.stdout)
     );
     assert!(text(&status.stdout).contains("not a VM"));
+    // The one-shot engine destroyed the job's sandbox before it stopped.
+    let status = run(&env, &["status", &id, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    assert_eq!(v["vm"]["destroyed"], true, "{v}");
     let logs = run(&env, &["logs", &id, "--stream", "stdout"]).await;
     assert!(
         text(&logs.stdout).starts_with("hello from"),

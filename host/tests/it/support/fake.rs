@@ -96,6 +96,8 @@ pub struct Record {
     pub created: HashMap<String, String>,
     /// The latest bootstrap each job's VM was given (tests act as guests).
     pub bootstraps: HashMap<String, Bootstrap>,
+    /// How long a destroy takes (a real VM's takes seconds).
+    pub destroy_delay: Duration,
 }
 
 /// The double. Clone shares the record.
@@ -228,6 +230,8 @@ impl Provider for FakeProvider {
     }
 
     async fn destroy(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        let delay = self.rec().destroy_delay;
+        tokio::time::sleep(delay).await;
         let mut r = self.rec();
         *r.destroys.entry(vm.id.clone()).or_insert(0) += 1;
         if let Some((_, task)) = r.vms.remove(&vm.id) {

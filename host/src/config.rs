@@ -113,6 +113,12 @@ pub struct RawSettings {
     /// Let the local provider run jobs without namespaces where they are not allowed.
     #[arg(long, env = "DELEGATE_LOCAL_UNSANDBOXED")]
     pub local_unsandboxed: bool,
+    /// Host uid the local sandbox runs jobs as when the host runs as root.
+    #[arg(long, env = "DELEGATE_LOCAL_JOB_UID", default_value_t = 65534)]
+    pub local_job_uid: u32,
+    /// Host gid the local sandbox runs jobs as when the host runs as root.
+    #[arg(long, env = "DELEGATE_LOCAL_JOB_GID", default_value_t = 65534)]
+    pub local_job_gid: u32,
     /// Bearer token required by `serve --http`.
     #[arg(long, env = "DELEGATE_HTTP_TOKEN", hide_env_values = true)]
     pub http_token: Option<String>,
@@ -242,6 +248,10 @@ pub struct Settings {
     pub cancel_grace: Duration,
     /// Local provider may run without namespaces.
     pub local_unsandboxed: bool,
+    /// Host uid of local-sandbox jobs under a root host.
+    pub local_job_uid: u32,
+    /// Host gid of local-sandbox jobs under a root host.
+    pub local_job_gid: u32,
     /// Bearer token for `serve --http`.
     pub http_token: Option<Secret>,
     /// Host names `serve --http` answers to.
@@ -443,6 +453,8 @@ impl Settings {
             heartbeat_interval,
             cancel_grace: Duration::from_secs(raw.cancel_grace_seconds),
             local_unsandboxed: raw.local_unsandboxed,
+            local_job_uid: raw.local_job_uid,
+            local_job_gid: raw.local_job_gid,
             http_token,
             allowed_hosts,
             allowed_origins: clean_list(raw.allowed_origins),

@@ -129,10 +129,17 @@ fn resolve_agent(
 pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
     let m = i.manifest;
     let inv = agent::invocation(m);
+    // The agent keeping the runner's user still gets USER, as everywhere.
+    let own_name = i
+        .user
+        .is_none()
+        .then(crate::supervise::user::own_name)
+        .flatten();
     let mut env = build_env(EnvInputs {
+        workspace: &i.layout.workspace,
         home: &i.layout.home,
         tmp: &i.layout.tmp,
-        user: i.user.map(|u| u.name.as_str()),
+        user: i.user.map(|u| u.name.as_str()).or(own_name.as_deref()),
         defaults: &inv.env_defaults,
         manifest: &m.env,
     });

@@ -91,6 +91,8 @@ impl Settings {
                 "DELEGATE_LOCAL_UNSANDBOXED",
                 self.local_unsandboxed.to_string(),
             ),
+            ("DELEGATE_LOCAL_JOB_UID", self.local_job_uid.to_string()),
+            ("DELEGATE_LOCAL_JOB_GID", self.local_job_gid.to_string()),
             (
                 "DELEGATE_HTTP_TOKEN",
                 self.http_token

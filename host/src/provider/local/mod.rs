@@ -1,23 +1,32 @@
 //! The local provider: no VM. Each job's `delegate-guest boot` runs on this
-//! machine in fresh user, mount, pid, ipc and uts namespaces (util-linux
-//! `unshare`), with a private workspace, home and temp directory under
-//! `<data dir>/sandboxes/<name>/`. It reports over the callback API like a
-//! VM would. Its isolation is a process sandbox, not a VM, and it says so.
+//! machine in a bubblewrap sandbox: fresh user, mount, pid, ipc, uts,
+//! cgroup and network namespaces, as an unprivileged user with no
+//! capabilities and `no_new_privs`, seeing read-only system directories, a
+//! minimal `/etc`, and only its own workspace, home, `/tmp` and logs from
+//! `<data dir>/sandboxes/<name>/root/`. Its only way out is the host's
+//! callback socket, bound read-only at `/run/delegate/host/`. It reports
+//! like a VM would. Its isolation is a process sandbox, not a VM, and it
+//! says so.
 //!
-//! Why `unshare` rather than `clone(2)` from here: a new pid namespace only
-//! applies to the children of the process that creates it, so the guest
-//! must be forked once more after the unshare; util-linux does exactly that
-//! (plus the uid map and a private /proc) and is on every Linux machine,
-//! while doing it in this multi-threaded process would mean forking after
-//! `pre_exec`, which is not safe. The guest becomes pid 1 of its namespace:
-//! when it dies the kernel kills everything else in it, so destroying a
-//! sandbox is one SIGKILL to its process group.
+//! Why bubblewrap rather than our own `clone(2)` set-up: it is small,
+//! packaged everywhere, maintained as the base of Flatpak, and gets the
+//! subtle parts right (the fork after `CLONE_NEWPID`, uid maps, mount
+//! propagation, pivoting to a fresh root, dropping capabilities), which
+//! this multi-threaded process could not do safely between fork and exec.
+//! `bwrap`'s own pid 1 holds the pid namespace: killing the process group
+//! (bwrap and that init) ends everything in the sandbox, so destroying a
+//! sandbox is one SIGKILL.
+//!
+//! When the host is root, `bwrap` runs as the configured job uid (65534 by
+//! default), so that the job's processes are unprivileged on the host too
+//! (`launch` says how it still reaches its sources).
 //!
 //! Where user namespaces are not allowed, the provider refuses to start
 //! unless `DELEGATE_LOCAL_UNSANDBOXED=1`; then the guest runs as a plain
-//! process in its own process group and every status says "NONE".
+//! process in its own session and every status says "NONE".
 
 mod argv;
+mod launch;
 mod process;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -28,24 +37,77 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
 
-pub use argv::{SandboxPaths, UNSHARE_FLAGS, is_sandbox_name};
+pub use argv::{SandboxPaths, inside, is_sandbox_name};
+pub use launch::JobIdentity;
+use launch::{Launch, open_data, system_entries};
 use process::Recorded;
 
 /// The provider's name in statuses.
 pub const NAME: &str = "local";
+/// The default host uid and gid of jobs when the host runs as root
+/// (`nobody`/`nogroup`; a dedicated user is better, see the README).
+pub const DEFAULT_JOB_ID: u32 = 65534;
 /// How long `destroy` waits for the killed processes to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long an unsandboxed guest gets to stop its agent after SIGTERM (its
 /// own SIGTERM-to-SIGKILL grace is 10 s).
 const UNSANDBOXED_STOP_WAIT: Duration = Duration::from_secs(15);
+/// The directory (beside the sandboxes root, in the data directory)
+/// holding the callback socket.
+const CALLBACK_DIR: &str = "callback";
+/// The callback socket's name in that directory.
+const SOCKET_NAME: &str = "callback.sock";
+
+/// How jobs are run.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// In a bubblewrap sandbox.
+    Sandboxed {
+        bwrap: PathBuf,
+        identity: JobIdentity,
+        system: Vec<argv::SystemEntry>,
+    },
+    /// As plain processes (the explicit opt-in).
+    Unsandboxed,
+}
 
 /// Runs jobs as sandboxed processes on this machine.
 #[derive(Debug)]
 pub struct LocalProvider {
     guest: PathBuf,
     root: PathBuf,
-    /// `Some(unshare)` when sandboxing; `None` runs unsandboxed.
-    unshare: Option<PathBuf>,
+    mode: Mode,
+}
+
+/// What the local provider is built from.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// The guest binary.
+    pub guest: PathBuf,
+    /// Where sandboxes live (`<data dir>/sandboxes`).
+    pub root: PathBuf,
+    /// `bwrap`, or `None` where it is not installed.
+    pub bwrap: Option<PathBuf>,
+    /// Run jobs unsandboxed where sandboxing is impossible.
+    pub allow_unsandboxed: bool,
+    /// Host uid of jobs when the host is root.
+    pub job_uid: u32,
+    /// Host gid of jobs when the host is root.
+    pub job_gid: u32,
+}
+
+impl LocalOptions {
+    /// The defaults: `bwrap` from `PATH`, jobs as 65534 under a root host.
+    pub fn new(guest: PathBuf, root: &Path) -> LocalOptions {
+        LocalOptions {
+            guest,
+            root: root.to_path_buf(),
+            bwrap: find_bwrap(),
+            allow_unsandboxed: false,
+            job_uid: DEFAULT_JOB_ID,
+            job_gid: DEFAULT_JOB_ID,
+        }
+    }
 }
 
 fn other(context: impl Into<String>, e: std::io::Error) -> ProviderError {
@@ -55,31 +117,65 @@ fn other(context: impl Into<String>, e: std::io::Error) -> ProviderError {
     }
 }
 
-/// `unshare` on `PATH` (or in /usr/bin).
-fn find_unshare() -> Option<PathBuf> {
+/// `bwrap` on `PATH` (or in /usr/bin).
+pub fn find_bwrap() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
-        .map(|d| d.join("unshare"))
+        .map(|d| d.join("bwrap"))
         .find(|p| p.is_file())
 }
 
-/// Checks that this process may create the namespaces, by doing it once.
-fn probe(unshare: &Path) -> Result<(), String> {
-    let out = std::process::Command::new(unshare)
-        .args(UNSHARE_FLAGS)
-        .arg("--")
-        .arg("true")
-        .stdin(Stdio::null())
+/// Checks that the job user may build a sandbox here, by building one that
+/// runs `delegate-guest --version`.
+fn probe(
+    bwrap: &Path,
+    identity: JobIdentity,
+    system: &[argv::SystemEntry],
+    guest: &Path,
+) -> Result<(), String> {
+    let (guest_src, staged) = identity.guest_source(guest);
+    let mut argv = vec![bwrap.as_os_str().to_owned()];
+    argv.extend(argv::isolation_flags("probe"));
+    argv.extend(argv::system_view(system));
+    argv.extend(
+        [
+            "--ro-bind".as_ref(),
+            guest_src.as_os_str(),
+            inside::GUEST.as_ref(),
+            "--".as_ref(),
+            inside::GUEST.as_ref(),
+            "--version".as_ref(),
+        ]
+        .map(std::ffi::OsStr::to_owned),
+    );
+    let launch = Launch {
+        argv,
+        keep: Vec::new(),
+        identity,
+        staged,
+        env: base_env(),
+        cwd: "/".into(),
+    };
+    let (mut cmd, _keep) = launch.std_command().map_err(|e| e.to_string())?;
+    let out = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", unshare.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
+}
+
+/// The environment of `bwrap` itself (the sandbox's is set by flags).
+fn base_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    vec![(
+        "PATH".into(),
+        std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+    )]
 }
 
 impl LocalProvider {
@@ -90,59 +186,69 @@ impl LocalProvider {
                 "the local provider needs delegate-guest: set DELEGATE_GUEST_BIN".into(),
             )
         })?;
-        Self::new(
-            guest,
-            &settings.data_dir.join("sandboxes"),
-            settings.local_unsandboxed,
-        )
+        let mut opts = LocalOptions::new(guest, &settings.data_dir.join("sandboxes"));
+        opts.allow_unsandboxed = settings.local_unsandboxed;
+        opts.job_uid = settings.local_job_uid;
+        opts.job_gid = settings.local_job_gid;
+        Self::with_options(opts)
     }
 
-    /// A provider whose sandboxes live under `root`, running `guest`.
-    /// `allow_unsandboxed` is the user's opt-in for machines without user
-    /// namespaces.
+    /// A provider whose sandboxes live under `root`, running `guest`, with
+    /// the default options. `allow_unsandboxed` is the user's opt-in for
+    /// machines without user namespaces.
     pub fn new(
         guest: PathBuf,
         root: &Path,
         allow_unsandboxed: bool,
     ) -> Result<Self, ProviderError> {
-        Self::with_unshare(guest, root, find_unshare(), allow_unsandboxed)
+        let mut opts = LocalOptions::new(guest, root);
+        opts.allow_unsandboxed = allow_unsandboxed;
+        Self::with_options(opts)
     }
 
-    /// [`LocalProvider::new`] with a given `unshare` (or none), so tests can
-    /// stand in for a machine where namespaces are not allowed.
-    pub fn with_unshare(
-        guest: PathBuf,
-        root: &Path,
-        unshare: Option<PathBuf>,
-        allow_unsandboxed: bool,
-    ) -> Result<Self, ProviderError> {
+    /// The provider for `opts`: sandboxed where `bwrap` works, else
+    /// refused or (opted in) unsandboxed.
+    pub fn with_options(opts: LocalOptions) -> Result<Self, ProviderError> {
+        let root = opts.root.as_path();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root)
             .map_err(|e| other(format!("creating {}", root.display()), e))?;
-        let refusal = match unshare {
-            None => "util-linux `unshare` was not found on PATH".to_string(),
-            Some(unshare) => match probe(&unshare) {
+        let identity =
+            JobIdentity::for_host(nix::unistd::geteuid().as_raw(), opts.job_uid, opts.job_gid)
+                .map_err(ProviderError::Unavailable)?;
+        let system = system_entries();
+        let refusal = match &opts.bwrap {
+            None => "bubblewrap (`bwrap`) was not found on PATH; install it (Debian: \
+                     apt-get install bubblewrap)"
+                .to_string(),
+            Some(bwrap) => match probe(bwrap, identity, &system, &opts.guest) {
                 Ok(()) => {
-                    return Ok(LocalProvider {
-                        guest,
+                    let provider = LocalProvider {
+                        guest: opts.guest.clone(),
                         root: root.to_path_buf(),
-                        unshare: Some(unshare),
-                    });
+                        mode: Mode::Sandboxed {
+                            bwrap: bwrap.clone(),
+                            identity,
+                            system,
+                        },
+                    };
+                    provider.make_callback_dir()?;
+                    return Ok(provider);
                 }
                 Err(why) => format!("user namespaces are not allowed here ({why})"),
             },
         };
-        if allow_unsandboxed {
+        if opts.allow_unsandboxed {
             tracing::warn!(
                 reason = %refusal,
                 "DELEGATE_LOCAL_UNSANDBOXED=1: jobs run as plain processes WITHOUT a sandbox"
             );
             return Ok(LocalProvider {
-                guest,
+                guest: opts.guest,
                 root: root.to_path_buf(),
-                unshare: None,
+                mode: Mode::Unsandboxed,
             });
         }
         Err(ProviderError::Unavailable(format!(
@@ -158,6 +264,23 @@ impl LocalProvider {
         SandboxPaths::new(&self.root, name)
     }
 
+    /// The directory of the callback socket, bound into every sandbox.
+    fn callback_dir(&self) -> PathBuf {
+        self.root.parent().unwrap_or(&self.root).join(CALLBACK_DIR)
+    }
+
+    /// Creates the callback directory: 0755, so the job uid may reach the
+    /// socket inside (the data directory above it stays 0700).
+    fn make_callback_dir(&self) -> Result<(), ProviderError> {
+        let dir = self.callback_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)))
+            .map_err(|e| other(format!("creating {}", dir.display()), e))
+    }
+
     /// Creates the sandbox's directories and private files.
     fn prepare(&self, paths: &SandboxPaths, req: &ProvisionRequest) -> Result<(), ProviderError> {
         let mk = |dir: &Path| {
@@ -167,66 +290,137 @@ impl LocalProvider {
                 .map_err(|e| other(format!("creating {}", dir.display()), e))
         };
         mk(&paths.dir)?;
-        for dir in [&paths.workspace, &paths.logs, &paths.home, &paths.tmp] {
+        let owner = match &self.mode {
+            Mode::Sandboxed { identity, .. } => identity.owner(),
+            Mode::Unsandboxed => None,
+        };
+        for dir in [
+            &paths.job_root,
+            &paths.workspace,
+            &paths.logs,
+            &paths.home,
+            &paths.tmp,
+        ] {
             mk(dir)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| other(format!("giving {} to the job uid", dir.display()), e))?;
+            }
         }
         write_private(&paths.job_file, req.job_id.as_bytes())?;
-        let bootstrap = serde_json::to_vec(&req.bootstrap).map_err(|e| ProviderError::Other {
+        let mut bootstrap = req.bootstrap.clone();
+        if let Mode::Sandboxed { .. } = self.mode {
+            bootstrap.callback_url =
+                delegate_proto::bootstrap::unix_callback_url(Path::new(inside::SOCKET));
+            write_private(&paths.passwd, argv::passwd_text().as_bytes())?;
+            write_private(&paths.group, argv::group_text().as_bytes())?;
+            write_private(&paths.hosts, argv::HOSTS_TEXT.as_bytes())?;
+        }
+        let bootstrap = serde_json::to_vec(&bootstrap).map_err(|e| ProviderError::Other {
             context: "encoding the bootstrap".into(),
             source: Box::new(e),
         })?;
         write_private(&paths.bootstrap, &bootstrap)
     }
 
-    fn spawn(&self, paths: &SandboxPaths) -> Result<tokio::process::Child, ProviderError> {
-        let inner = argv::guest_argv(&self.guest, paths);
-        let argv = match &self.unshare {
-            Some(unshare) => argv::sandboxed(unshare, inner),
-            None => inner,
-        };
+    fn launch(&self, name: &str, paths: &SandboxPaths) -> Result<Launch, ProviderError> {
+        match &self.mode {
+            Mode::Sandboxed {
+                bwrap,
+                identity,
+                system,
+            } => {
+                let open = |p: &Path| {
+                    open_data(p).map_err(|e| other(format!("opening {}", p.display()), e))
+                };
+                let keep = vec![
+                    open(&paths.bootstrap)?,
+                    open(&paths.passwd)?,
+                    open(&paths.group)?,
+                    open(&paths.hosts)?,
+                ];
+                use std::os::fd::AsRawFd;
+                let fds = argv::DataFds {
+                    bootstrap: keep[0].as_raw_fd(),
+                    passwd: keep[1].as_raw_fd(),
+                    group: keep[2].as_raw_fd(),
+                    hosts: keep[3].as_raw_fd(),
+                };
+                let (sources, staged) =
+                    identity.sources(&paths.job_root, &self.callback_dir(), &self.guest);
+                Ok(Launch {
+                    argv: argv::bwrap_argv(bwrap, name, system, &sources, fds),
+                    keep,
+                    identity: *identity,
+                    staged,
+                    env: base_env(),
+                    cwd: "/".into(),
+                })
+            }
+            Mode::Unsandboxed => {
+                let mut env = base_env();
+                env.extend([
+                    ("HOME".into(), paths.home.clone().into()),
+                    ("TMPDIR".into(), paths.tmp.clone().into()),
+                    ("LANG".into(), "C.UTF-8".into()),
+                ]);
+                Ok(Launch {
+                    argv: argv::unsandboxed_guest_argv(&self.guest, paths),
+                    keep: Vec::new(),
+                    identity: JobIdentity::HostUser,
+                    staged: Vec::new(),
+                    env,
+                    cwd: paths.workspace.clone(),
+                })
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        paths: &SandboxPaths,
+    ) -> Result<tokio::process::Child, ProviderError> {
+        let launch = self.launch(name, paths)?;
+        let program = launch.argv[0].to_string_lossy().into_owned();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&paths.guest_log)
             .map_err(|e| other(format!("opening {}", paths.guest_log.display()), e))?;
+        let (mut cmd, keep) = launch
+            .std_command()
+            .map_err(|e| other("preparing the sandbox command", e))?;
         let log2 = log
             .try_clone()
             .map_err(|e| other("duplicating the guest log", e))?;
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-            )
-            .env("HOME", &paths.home)
-            .env("TMPDIR", &paths.tmp)
-            .env("LANG", "C.UTF-8")
-            .current_dir(&paths.workspace)
-            .stdin(Stdio::null())
-            // Never the host's stdout: that is the MCP channel.
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            // The sandbox outlives this handle: a restarted host finds it
-            // through its pid file.
-            .kill_on_drop(false);
-        cmd.spawn()
-            .map_err(|e| other(format!("starting {}", argv[0].to_string_lossy()), e))
+        // Never the host's stdout: that is the MCP channel.
+        cmd.stdout(log).stderr(log2);
+        let mut cmd = tokio::process::Command::from(cmd);
+        // The sandbox outlives this handle: a restarted host finds it
+        // through its pid file.
+        cmd.kill_on_drop(false);
+        let child = cmd
+            .spawn()
+            .map_err(|e| other(format!("starting {program}"), e));
+        // The child has its copies now.
+        drop(keep);
+        child
     }
 
     /// Kills the sandbox's processes and waits until they are gone.
     ///
-    /// Sandboxed, one SIGKILL to the process group ends the guest, pid 1 of
-    /// its namespace, and with it everything in the namespace. Unsandboxed,
-    /// the agent may have left the guest's process group, so the guest gets
-    /// SIGTERM first and ends its agent's tree itself (as on a cancel).
+    /// Sandboxed, one SIGKILL to the process group ends `bwrap` and its
+    /// init, pid 1 of the sandbox's namespace, and with it everything in the
+    /// namespace. Unsandboxed, the agent may have left the guest's process
+    /// group, so the guest gets SIGTERM first and ends its agent's tree
+    /// itself (as on a cancel).
     async fn kill(&self, paths: &SandboxPaths) {
         let Some(rec) = Recorded::read(&paths.pid_file) else {
             return;
         };
-        if self.unshare.is_none() {
+        if let Mode::Unsandboxed = self.mode {
             rec.terminate();
             wait_gone(&rec, UNSANDBOXED_STOP_WAIT).await;
         }
@@ -292,10 +486,16 @@ impl Provider for LocalProvider {
     }
 
     fn isolation(&self) -> Isolation {
-        if self.unshare.is_some() {
-            Isolation::ProcessSandbox
-        } else {
-            Isolation::None
+        match self.mode {
+            Mode::Sandboxed { .. } => Isolation::ProcessSandbox,
+            Mode::Unsandboxed => Isolation::None,
+        }
+    }
+
+    fn callback_socket(&self) -> Option<PathBuf> {
+        match self.mode {
+            Mode::Sandboxed { .. } => Some(self.callback_dir().join(SOCKET_NAME)),
+            Mode::Unsandboxed => None,
         }
     }
 
@@ -314,7 +514,7 @@ impl Provider for LocalProvider {
         self.prepare(&paths, &req)?;
         // From here on there is something to destroy.
         on_created(vm.clone());
-        let mut child = self.spawn(&paths)?;
+        let mut child = self.spawn(&vm.id, &paths)?;
         let pid = child.id().unwrap_or(0);
         match Recorded::of(pid) {
             Some(rec) => rec

@@ -76,6 +76,8 @@ pub struct HostEnv {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
     vars: Vec<(String, String)>,
+    /// The uid and gid hosts run as, when not the test's own.
+    run_as: Option<(u32, u32)>,
 }
 
 impl Default for HostEnv {
@@ -91,6 +93,7 @@ impl HostEnv {
         let mut env = HostEnv {
             dir,
             vars: Vec::new(),
+            run_as: None,
         };
         let data = env.data_dir();
         env.set("DELEGATE_DATA_DIR", data.display().to_string());
@@ -136,8 +139,25 @@ impl HostEnv {
             }
         }
         cmd.envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
         cmd.kill_on_drop(true);
         cmd
+    }
+
+    /// Makes hosts started from this env run as `uid`/`gid` (the test must
+    /// be root): the data directory becomes theirs and the scratch
+    /// directory traversable, as for a host run by an ordinary user.
+    pub fn run_as(&mut self, uid: u32, gid: u32) -> &mut Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod the scratch directory");
+        let data = self.data_dir();
+        std::fs::create_dir_all(&data).expect("create the data directory");
+        std::os::unix::fs::chown(&data, Some(uid), Some(gid)).expect("chown the data directory");
+        self.run_as = Some((uid, gid));
+        self
     }
 
     fn stderr_file(&self) -> std::fs::File {

@@ -72,11 +72,13 @@ fn attacker_script(
     host_pid: u32,
     victim_mark: &str,
 ) -> String {
-    // The victim's secret is searched for in two halves, so that this
-    // script itself never contains it.
+    // The victim's secret is searched for in two halves too.
+    let (mark_a, mark_b) = victim_mark.split_at(8);
     format!(
         r#"
-D='{data_dir}'; C='{canary_dir}'; P={port}; H={host_pid}; M='{victim_mark}'
+D='{data_dir}'; C='{canary_dir}'; P={port}; H={host_pid}
+# The victim's mark in two halves, so that no command line here holds it.
+M1='{mark_a}'; M2='{mark_b}'; export M1 M2
 n=0
 probe() {{
   what=$1; shift; n=$((n+1))
@@ -102,8 +104,9 @@ probe "connect to 127.0.0.1:$P" bash -c "exec 3<>/dev/tcp/127.0.0.1/$P"
 probe "see a network interface besides lo" sh -c "tail -n +3 /proc/net/dev | grep -v ' lo:' | grep -q ."
 probe "signal the host's server" kill -0 $H
 probe "see the host's processes" sh -c "ls /proc | grep -qx $H"
-probe "see the victim's processes" sh -c "cat /proc/[0-9]*/cmdline | tr '\0' ' ' | grep -q $M"
-probe "hold a capability" sh -c "grep '^CapEff' /proc/self/status | grep -q '[1-9a-f]'"
+probe "see the victim's processes" sh -c 'for f in /proc/[0-9]*/cmdline; do c=$(tr "\0" " " < $f); case "$c" in *"$M1$M2"*) exit 0;; esac; done; exit 1'
+
+probe "hold a capability" sh -c "sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status | grep -q '[1-9a-f]'"
 probe "make a user namespace" unshare -U true
 probe "be root" sh -c 'test "$(id -u)" = 0'
 echo "uid=$(id -u) probes=$n"
@@ -116,11 +119,7 @@ async fn attacker_beside_victim(mut env: HostEnv) {
     let target = Target::open();
     let canary = env.dir.path().join("canary");
     std::fs::create_dir(&canary).unwrap();
-    std::fs::set_permissions(
-        &canary,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    std::fs::set_permissions(&canary, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     env.set("DELEGATE_MAX_RUNNING", "4");
     let client = connect_stdio(&env, Revision::Current).await;
     let host_pid = client.server_pid.expect("the server's pid");
@@ -194,9 +193,7 @@ async fn attacker_beside_victim(mut env: HostEnv) {
     let out = stdout_of(&client, &victim).await;
     assert_eq!(done["status"], "success", "{done}\n{out}\n{}", env.log());
     assert_eq!(out, "victim-out\nvictim-done\n");
-    let result = client
-        .ok("get_job_result", json!({"job_id": victim}))
-        .await;
+    let result = client.ok("get_job_result", json!({"job_id": victim})).await;
     assert!(result.to_string().contains("out/a.txt"), "{result}");
     client.close().await;
 }

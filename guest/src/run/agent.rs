@@ -21,6 +21,7 @@ use crate::output::{Observer, Pump, PumpResult};
 use crate::report::Reporter;
 use crate::supervise::{Containment, ExitStatus, Limits, RunUser, SpawnSpec, Tree, spawn};
 use crate::workspace::Layout;
+use crate::workspace::view::WorkspaceView;
 use delegate_proto::JobManifest;
 
 /// How long to wait for the output pipes to close after the tree is gone
@@ -70,6 +71,8 @@ pub struct RunInputs<'a> {
     pub manifest: &'a JobManifest,
     /// Its directories.
     pub layout: &'a Layout,
+    /// How the agent sees them.
+    pub view: &'a WorkspaceView,
     /// Settings.
     pub opts: &'a JobOptions,
     /// The agent's user, when privileges are dropped.
@@ -135,10 +138,16 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
         .is_none()
         .then(crate::supervise::user::own_name)
         .flatten();
+    let seen = |p: &std::path::Path| i.view.agent_path(p);
+    let (workspace, home, tmp) = (
+        seen(&i.layout.workspace),
+        seen(&i.layout.home),
+        seen(&i.layout.tmp),
+    );
     let mut env = build_env(EnvInputs {
-        workspace: &i.layout.workspace,
-        home: &i.layout.home,
-        tmp: &i.layout.tmp,
+        workspace: &workspace,
+        home: &home,
+        tmp: &tmp,
         user: i.user.map(|u| u.name.as_str()).or(own_name.as_deref()),
         defaults: &inv.env_defaults,
         manifest: &m.env,
@@ -200,6 +209,7 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
         None => inv.label.clone(),
     };
     i.reporter.phase(delegate_proto::Phase::Running, running);
+    let view = i.view.spawn_view();
     let spawned = spawn(SpawnSpec {
         program: &program,
         arg0: &inv.program,
@@ -209,6 +219,7 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
         user: i.user,
         limits,
         cgroup: cgroup.as_ref().map(|c| (c.dir_fd(), c.procs_file())),
+        view: view.as_ref().map(|(ws, root)| (*ws, root.as_path())),
     });
     let spawned = match spawned {
         Ok(s) => s,

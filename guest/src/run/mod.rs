@@ -3,6 +3,7 @@
 //! collected whatever the outcome (success, failure, timeout, cancel).
 
 mod agent;
+mod view;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::callback::{CallbackClient, Uplink};
 use crate::redact::Secrets;
 use crate::report::Reporter;
 use crate::supervise::{CgroupLimits, Containment, UserPolicy, user};
+use crate::workspace::view::WorkspaceView;
 use crate::workspace::{Layout, unpack};
 
 pub use agent::AgentOutcome;
@@ -124,6 +126,7 @@ pub async fn run_job(
                 pids: Some(PIDS_MAX),
             };
             let containment = Containment::set_up(&limits, opts.use_cgroup);
+            let view = view::choose(&layout.workspace, user).await;
             reporter.phase(
                 Phase::Preparing,
                 std::iter::once(format!(
@@ -132,6 +135,7 @@ pub async fn run_job(
                     user.map_or("the runner's user", |u| u.name.as_str()),
                     containment.note
                 ))
+                .chain(view.note())
                 .chain(opts.notes.iter().cloned())
                 .collect::<Vec<_>>()
                 .join("; "),
@@ -140,6 +144,7 @@ pub async fn run_job(
                 &manifest,
                 &opts,
                 layout,
+                &view,
                 user,
                 &containment,
                 &reporter,
@@ -244,6 +249,7 @@ async fn unpack_and_run(
     manifest: &JobManifest,
     opts: &JobOptions,
     layout: &Layout,
+    view: &WorkspaceView,
     user: Option<&user::RunUser>,
     containment: &Containment,
     reporter: &Arc<Reporter>,
@@ -258,6 +264,7 @@ async fn unpack_and_run(
     agent::run(agent::RunInputs {
         manifest,
         layout,
+        view,
         opts,
         user,
         containment,

@@ -21,6 +21,7 @@
 //! and runs as an unprivileged user when the runner is root.
 
 pub mod cgroup;
+mod mountview;
 pub mod procfs;
 pub mod reaper;
 pub mod rlimit;

@@ -105,17 +105,6 @@ impl JobIdentity {
             }
         }
     }
-
-    /// Where `bwrap` finds the guest binary, for the probe.
-    pub fn guest_source(self, guest: &Path) -> (PathBuf, Vec<Staged>) {
-        match self {
-            JobIdentity::HostUser => (guest.to_path_buf(), Vec::new()),
-            JobIdentity::Switch { .. } => {
-                let staged = Staged::file(guest, "delegate-guest");
-                (staged.at(), vec![staged])
-            }
-        }
-    }
 }
 
 /// A host path the root-run child binds under [`STAGE`].

@@ -525,6 +525,57 @@ pub fn sleeper_manifest(marker: &str, timeout: u64) -> Value {
     })
 }
 
+/// Pids of every process of the local sandboxes under `data_dir`: each
+/// sandbox's recorded pid (`sandboxes/*/pid`) and all its descendants. (The
+/// processes inside a sandbox see other paths than the host's, so their
+/// command lines do not name the data directory.)
+pub fn sandbox_pids(data_dir: &Path) -> Vec<u32> {
+    let roots: Vec<u32> = std::fs::read_dir(data_dir.join("sandboxes"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("pid")).ok())
+                .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(ppid) = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        parent.insert(pid, ppid);
+    }
+    let mut out = Vec::new();
+    for &pid in parent.keys() {
+        let mut p = pid;
+        loop {
+            if roots.contains(&p) {
+                out.push(pid);
+                break;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp != 0 => p = pp,
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
 /// Pids of processes whose command line contains `marker`.
 pub fn pids_with(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();

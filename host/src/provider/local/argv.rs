@@ -69,6 +69,8 @@ pub struct SandboxPaths {
     pub pid_file: PathBuf,
     /// The job id, for reconciliation.
     pub job_file: PathBuf,
+    /// The sandbox cgroup's directory, when it has one.
+    pub cgroup_file: PathBuf,
 }
 
 /// The names of the job root's subdirectories, bound into the sandbox.
@@ -97,6 +99,7 @@ impl SandboxPaths {
             guest_log: dir.join("guest.log"),
             pid_file: dir.join("pid"),
             job_file: dir.join("job"),
+            cgroup_file: dir.join("cgroup"),
             dir,
         }
     }
@@ -270,6 +273,7 @@ pub fn bwrap_argv(
     system: &[SystemEntry],
     src: &Sources,
     fds: DataFds,
+    cgroup: Option<&Path>,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![bwrap.into()];
     a.extend(isolation_flags(hostname));
@@ -303,6 +307,10 @@ pub fn bwrap_argv(
         "--dev".into(),
         "/dev".into(),
     ]);
+    if let Some(dir) = cgroup {
+        // The sandbox's own cgroup, for the guest's job cgroup below it.
+        a.extend(["--bind".into(), dir.into(), "/sys/fs/cgroup".into()]);
+    }
     for (name, dest) in JOB_SUBDIRS {
         a.extend(["--bind".into(), src.job_root.join(name).into(), dest.into()]);
     }
@@ -380,6 +388,7 @@ mod tests {
             &system,
             &src,
             fds,
+            None,
         );
         let t = text(&argv);
         assert_eq!(t[0], "/usr/bin/bwrap");
@@ -446,6 +455,32 @@ mod tests {
                 "--log-dir",
                 "/var/log/delegate",
             ]
+        );
+    }
+
+    #[test]
+    fn the_sandbox_cgroup_is_bound_where_the_guest_looks() {
+        let paths = SandboxPaths::new(Path::new("/d/sandboxes"), "sb-0123456789abcdef");
+        let src = Sources {
+            job_root: paths.job_root.clone(),
+            callback_dir: "/d/callback".into(),
+            guest: "/g".into(),
+        };
+        let fds = DataFds {
+            bootstrap: 3,
+            passwd: 4,
+            group: 5,
+            hosts: 6,
+        };
+        let cg = Path::new("/sys/fs/cgroup/delegate-sb-0123456789abcdef");
+        let argv = bwrap_argv(Path::new("bwrap"), "h", &[], &src, fds, Some(cg));
+        let t = text(&argv);
+        assert!(
+            after(&t, "--bind", 2).contains(&vec![
+                "/sys/fs/cgroup/delegate-sb-0123456789abcdef",
+                "/sys/fs/cgroup"
+            ]),
+            "{t:?}"
         );
     }
 

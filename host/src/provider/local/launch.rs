@@ -245,6 +245,8 @@ pub struct Launch {
     pub env: Vec<(OsString, OsString)>,
     /// Working directory of the command itself.
     pub cwd: PathBuf,
+    /// The sandbox cgroup's `cgroup.procs`, joined before exec.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl Launch {
@@ -257,6 +259,7 @@ impl Launch {
             Some(StagePlan::new(&self.staged)?)
         };
         let keep: Vec<RawFd> = self.keep.iter().map(|f| f.as_raw_fd()).collect();
+        let cgroup_procs = self.cgroup_procs.as_deref().map(cstring).transpose()?;
         let identity = self.identity;
         let mut cmd = std::process::Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
@@ -269,6 +272,14 @@ impl Launch {
         unsafe {
             cmd.pre_exec(move || {
                 setsid()?;
+                if let Some(procs) = &cgroup_procs {
+                    let fd = nix::fcntl::open(
+                        procs.as_c_str(),
+                        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    nix::unistd::write(&fd, b"0")?;
+                }
                 for fd in &keep {
                     let fd = BorrowedFd::borrow_raw(*fd);
                     fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;

@@ -26,6 +26,7 @@
 //! process in its own session and every status says "NONE".
 
 mod argv;
+mod cgroup;
 mod launch;
 mod process;
 
@@ -66,6 +67,8 @@ enum Mode {
         bwrap: PathBuf,
         identity: JobIdentity,
         system: Vec<argv::SystemEntry>,
+        /// Where sandbox cgroups go, when the host may make them.
+        cgroups: Option<PathBuf>,
     },
     /// As plain processes (the explicit opt-in).
     Unsandboxed,
@@ -142,6 +145,7 @@ fn probe(bwrap: &Path, identity: JobIdentity, system: &[argv::SystemEntry]) -> R
         staged,
         env: base_env(),
         cwd: "/".into(),
+        cgroup_procs: None,
     };
     let (mut cmd, _keep) = launch.std_command().map_err(|e| e.to_string())?;
     let out = cmd
@@ -218,6 +222,7 @@ impl LocalProvider {
                             bwrap: bwrap.clone(),
                             identity,
                             system,
+                            cgroups: cgroup::parent(),
                         },
                     };
                     provider.make_callback_dir()?;
@@ -309,12 +314,18 @@ impl LocalProvider {
         write_private(&paths.bootstrap, &bootstrap)
     }
 
-    fn launch(&self, name: &str, paths: &SandboxPaths) -> Result<Launch, ProviderError> {
+    fn launch(
+        &self,
+        name: &str,
+        paths: &SandboxPaths,
+        cgroup: Option<&cgroup::SandboxCgroup>,
+    ) -> Result<Launch, ProviderError> {
         match &self.mode {
             Mode::Sandboxed {
                 bwrap,
                 identity,
                 system,
+                ..
             } => {
                 let open = |p: &Path| {
                     open_data(p).map_err(|e| other(format!("opening {}", p.display()), e))
@@ -335,12 +346,20 @@ impl LocalProvider {
                 let (sources, staged) =
                     identity.sources(&paths.job_root, &self.callback_dir(), &self.guest);
                 Ok(Launch {
-                    argv: argv::bwrap_argv(bwrap, name, system, &sources, fds),
+                    argv: argv::bwrap_argv(
+                        bwrap,
+                        name,
+                        system,
+                        &sources,
+                        fds,
+                        cgroup.map(|c| c.dir.as_path()),
+                    ),
                     keep,
                     identity: *identity,
                     staged,
                     env: base_env(),
                     cwd: "/".into(),
+                    cgroup_procs: cgroup.map(|c| c.procs()),
                 })
             }
             Mode::Unsandboxed => {
@@ -357,6 +376,7 @@ impl LocalProvider {
                     staged: Vec::new(),
                     env,
                     cwd: paths.workspace.clone(),
+                    cgroup_procs: None,
                 })
             }
         }
@@ -366,8 +386,9 @@ impl LocalProvider {
         &self,
         name: &str,
         paths: &SandboxPaths,
+        cgroup: Option<&cgroup::SandboxCgroup>,
     ) -> Result<tokio::process::Child, ProviderError> {
-        let launch = self.launch(name, paths)?;
+        let launch = self.launch(name, paths, cgroup)?;
         let program = launch.argv[0].to_string_lossy().into_owned();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -395,6 +416,63 @@ impl LocalProvider {
         child
     }
 
+    /// The sandbox's cgroup with the job's limits, where the host may make
+    /// one; what holds is logged (the guest's preparing phase says it too).
+    fn make_cgroup(
+        &self,
+        name: &str,
+        paths: &SandboxPaths,
+        req: &ProvisionRequest,
+    ) -> Option<cgroup::SandboxCgroup> {
+        let Mode::Sandboxed {
+            identity,
+            cgroups: Some(parent),
+            ..
+        } = &self.mode
+        else {
+            tracing::info!(job_id = %req.job_id, sandbox = name,
+                "no sandbox cgroup (no writable cgroup v2 here): only the guest's rlimits hold");
+            return None;
+        };
+        let cg = cgroup::SandboxCgroup::at(parent, name);
+        let resources = req.manifest.resources.as_ref();
+        let limits = cgroup::Limits {
+            memory: resources.and_then(|r| r.memory_bytes()),
+            cpus: resources.and_then(|r| r.cpu_count()),
+        };
+        match cg.create(limits, identity.owner()) {
+            Ok(applied) => {
+                tracing::info!(job_id = %req.job_id, sandbox = name,
+                    limits = %applied.describe(), "sandbox cgroup");
+                if let Err(e) =
+                    std::fs::write(&paths.cgroup_file, cg.dir.as_os_str().as_encoded_bytes())
+                {
+                    tracing::warn!(sandbox = name, error = %e, "cannot record the sandbox cgroup");
+                }
+                Some(cg)
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %req.job_id, sandbox = name, error = %e,
+                    "cannot make a sandbox cgroup: only the guest's rlimits hold");
+                let _ = cg.remove();
+                None
+            }
+        }
+    }
+
+    /// The cgroup recorded for a sandbox, if it is one of ours.
+    fn recorded_cgroup(&self, paths: &SandboxPaths) -> Option<cgroup::SandboxCgroup> {
+        let Mode::Sandboxed {
+            cgroups: Some(parent),
+            ..
+        } = &self.mode
+        else {
+            return None;
+        };
+        let dir = PathBuf::from(std::fs::read_to_string(&paths.cgroup_file).ok()?);
+        (dir.parent() == Some(parent.as_path())).then_some(cgroup::SandboxCgroup { dir })
+    }
+
     /// Kills the sandbox's processes and waits until they are gone.
     ///
     /// Sandboxed, one SIGKILL to the process group ends `bwrap` and its
@@ -410,8 +488,28 @@ impl LocalProvider {
             rec.terminate();
             wait_gone(&rec, UNSANDBOXED_STOP_WAIT).await;
         }
+        if let Some(cg) = self.recorded_cgroup(paths) {
+            cg.kill();
+        }
         rec.kill_group();
         wait_gone(&rec, KILL_WAIT).await;
+    }
+}
+
+/// Removes a sandbox cgroup once the kernel has let its last processes go
+/// (a few milliseconds after they die); one that stays busy is left and
+/// logged, since the sandbox itself is gone.
+async fn remove_cgroup(cg: &cgroup::SandboxCgroup) {
+    let mut last = None;
+    for _ in 0..50 {
+        match cg.remove() {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(e) = last {
+        tracing::warn!(cgroup = %cg.dir.display(), error = %e, "cannot remove the sandbox cgroup");
     }
 }
 
@@ -500,7 +598,8 @@ impl Provider for LocalProvider {
         self.prepare(&paths, &req)?;
         // From here on there is something to destroy.
         on_created(vm.clone());
-        let mut child = self.spawn(&vm.id, &paths)?;
+        let cgroup = self.make_cgroup(&vm.id, &paths, &req);
+        let mut child = self.spawn(&vm.id, &paths, cgroup.as_ref())?;
         let pid = child.id().unwrap_or(0);
         match Recorded::of(pid) {
             Some(rec) => rec
@@ -546,6 +645,9 @@ impl Provider for LocalProvider {
                 vm: vm.id.clone(),
                 message: format!("its processes survived SIGKILL for {KILL_WAIT:?}"),
             });
+        }
+        if let Some(cg) = self.recorded_cgroup(&paths) {
+            remove_cgroup(&cg).await;
         }
         let dir = paths.dir.clone();
         tokio::task::spawn_blocking(move || remove_tree(&dir))

@@ -43,7 +43,7 @@ const EXPECTED: &str = "hello from the input\n\
 
 /// Runs the manifest through a host with `env`; its stdout.
 async fn through_a_host(env: &HostEnv) -> String {
-    let client = connect_stdio(&env, Revision::Current).await;
+    let client = connect_stdio(env, Revision::Current).await;
     let id = client.submit(manifest()).await;
     let done = client.wait_final(&id, LIMIT).await;
     let result = client.ok("get_job_result", json!({"job_id": id})).await;

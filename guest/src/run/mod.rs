@@ -3,7 +3,6 @@
 //! collected whatever the outcome (success, failure, timeout, cancel).
 
 mod agent;
-mod view;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -126,7 +125,8 @@ pub async fn run_job(
                 pids: Some(PIDS_MAX),
             };
             let containment = Containment::set_up(&limits, opts.use_cgroup);
-            let view = view::choose(&layout.workspace, user).await;
+            // Tried with the agent's own spawn (see `agent`).
+            let view = WorkspaceView::plan(&layout.workspace);
             reporter.phase(
                 Phase::Preparing,
                 std::iter::once(format!(
@@ -135,7 +135,6 @@ pub async fn run_job(
                     user.map_or("the runner's user", |u| u.name.as_str()),
                     containment.note
                 ))
-                .chain(view.note())
                 .chain(opts.notes.iter().cloned())
                 .collect::<Vec<_>>()
                 .join("; "),

@@ -35,7 +35,7 @@ use std::sync::Arc;
 pub use cgroup::{CgroupLimits, JobCgroup};
 pub use reaper::ExitStatus;
 pub use rlimit::Limits;
-pub use spawn::{SpawnSpec, Spawned, spawn};
+pub use spawn::{SpawnSpec, Spawned, failed_in_view, spawn};
 pub use tree::{StopReport, Tree};
 pub use user::{RunUser, UserPolicy};
 

@@ -106,6 +106,23 @@ impl Step {
     }
 }
 
+/// A step of the child's set-up failed before exec.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {cause}")]
+struct SetupError {
+    step: &'static str,
+    in_view: bool,
+    cause: std::io::Error,
+}
+
+/// Whether `e` (from [`spawn`]) says only the `/workspace` view could not
+/// be made: the same spawn without the view may still work.
+pub fn failed_in_view(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<SetupError>())
+        .is_some_and(|s| s.in_view)
+}
+
 /// Everything the child needs, made before the clone.
 struct Prepared {
     path: CString,
@@ -239,7 +256,11 @@ pub fn spawn(spec: SpawnSpec<'_>) -> std::io::Result<Spawned> {
             let cause = std::io::Error::from_raw_os_error(errno);
             return Err(std::io::Error::new(
                 cause.kind(),
-                format!("{}: {cause}", Step::from_u32(step)),
+                SetupError {
+                    step: Step::from_u32(step),
+                    in_view: step == Step::View as u32,
+                    cause,
+                },
             ));
         }
         Ok((pid, (File::from(out_r), File::from(err_r))))

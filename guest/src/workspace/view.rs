@@ -35,8 +35,8 @@ pub enum WorkspaceView {
 }
 
 impl WorkspaceView {
-    /// The view to try for `workspace`: `Mapped` must still be tried (see
-    /// [`WorkspaceView::failed`]).
+    /// The view to try for `workspace`. `Mapped` is tried by the agent's
+    /// own spawn; where that fails, [`WorkspaceView::failed`] replaces it.
     pub fn plan(workspace: &Path) -> WorkspaceView {
         if workspace == Path::new(WORKSPACE) {
             WorkspaceView::Direct

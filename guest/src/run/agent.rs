@@ -225,6 +225,7 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
     let running = std::iter::once(inv.label.clone())
         .chain(found_note)
         .chain(view.note())
+        .chain(Some(i.containment.limits_line()))
         .collect::<Vec<_>>()
         .join("; ");
     i.reporter.phase(delegate_proto::Phase::Running, running);

@@ -33,6 +33,15 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The callback API cannot listen on the provider's Unix socket.
+    #[error("cannot listen on {path} for the callback API: {source}")]
+    BindUnix {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The provider cannot work here.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -49,6 +58,7 @@ pub struct Engine {
     pub callback_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    unix_server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// Builds the provider the settings name, from its own settings.
@@ -119,6 +129,14 @@ pub async fn start_engine_with(
                 }
             })?;
     }
+    // Bound before recovery, so resumed sandboxes find their host at once.
+    let unix_listener = match provider.callback_socket() {
+        Some(path) => Some(
+            crate::callback::bind_unix(&path)
+                .map_err(|source| EngineError::BindUnix { path, source })?,
+        ),
+        None => None,
+    };
     let manager =
         JobManager::start_locked(Arc::new(settings), store, lock, provider, shutdown.clone())
             .await?;
@@ -127,11 +145,19 @@ pub async fn start_engine_with(
         manager.clone(),
         shutdown.clone(),
     ));
+    let unix_server = unix_listener.map(|l| {
+        tokio::spawn(crate::callback::serve_unix(
+            l,
+            manager.clone(),
+            shutdown.clone(),
+        ))
+    });
     Ok(Engine {
         manager,
         callback_addr,
         shutdown,
         server,
+        unix_server,
     })
 }
 
@@ -145,10 +171,12 @@ impl Engine {
     /// Waits until the callback API and the engine tasks have ended (after
     /// the shutdown token was cancelled), releasing `host.lock`.
     pub async fn wait(self) {
-        match self.server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "callback API failed"),
-            Err(e) => tracing::error!(error = %e, "callback API task failed"),
+        for server in std::iter::once(self.server).chain(self.unix_server) {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "callback API failed"),
+                Err(e) => tracing::error!(error = %e, "callback API task failed"),
+            }
         }
         self.manager.join().await;
     }

@@ -18,6 +18,7 @@ use crate::callback::{CallbackClient, Uplink};
 use crate::redact::Secrets;
 use crate::report::Reporter;
 use crate::supervise::{CgroupLimits, Containment, UserPolicy, user};
+use crate::workspace::view::WorkspaceView;
 use crate::workspace::{Layout, unpack};
 
 pub use agent::AgentOutcome;
@@ -124,6 +125,8 @@ pub async fn run_job(
                 pids: Some(PIDS_MAX),
             };
             let containment = Containment::set_up(&limits, opts.use_cgroup);
+            // Tried with the agent's own spawn (see `agent`).
+            let view = WorkspaceView::plan(&layout.workspace);
             reporter.phase(
                 Phase::Preparing,
                 std::iter::once(format!(
@@ -140,6 +143,7 @@ pub async fn run_job(
                 &manifest,
                 &opts,
                 layout,
+                &view,
                 user,
                 &containment,
                 &reporter,
@@ -244,6 +248,7 @@ async fn unpack_and_run(
     manifest: &JobManifest,
     opts: &JobOptions,
     layout: &Layout,
+    view: &WorkspaceView,
     user: Option<&user::RunUser>,
     containment: &Containment,
     reporter: &Arc<Reporter>,
@@ -258,6 +263,7 @@ async fn unpack_and_run(
     agent::run(agent::RunInputs {
         manifest,
         layout,
+        view,
         opts,
         user,
         containment,

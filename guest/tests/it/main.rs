@@ -18,3 +18,4 @@ mod remote;
 mod standalone;
 mod status;
 mod supervision;
+mod workspace_view;

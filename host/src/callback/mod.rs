@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use delegate_proto::api::routes;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobManager;
@@ -47,6 +47,42 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "callback API listening");
+    }
+    axum::serve(listener, router(manager))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Binds the callback API's Unix socket at `path` (a file left by an
+/// earlier engine is replaced: this engine holds `host.lock`). The socket
+/// is 0666: its directory decides who reaches it (the sandboxes, through a
+/// bind mount; the data directory above it is 0700).
+pub fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "something other than a socket is in the way",
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serves the callback API on a Unix socket until `shutdown` is cancelled.
+pub async fn serve_unix(
+    listener: UnixListener,
+    manager: JobManager,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(socket = ?addr.as_pathname(), "callback API listening");
     }
     axum::serve(listener, router(manager))
         .with_graceful_shutdown(shutdown.cancelled_owned())

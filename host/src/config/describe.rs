@@ -59,6 +59,18 @@ impl Settings {
                 self.local_unsandboxed.to_string(),
             ),
             (
+                "DELEGATE_LOCAL_JOB_UID",
+                self.local
+                    .as_ref()
+                    .map_or_else(|| "(none)".into(), |l| l.job_uid.to_string()),
+            ),
+            (
+                "DELEGATE_LOCAL_JOB_GID",
+                self.local
+                    .as_ref()
+                    .map_or_else(|| "(none)".into(), |l| l.job_gid.to_string()),
+            ),
+            (
                 "DELEGATE_HTTP_TOKEN",
                 self.http_token
                     .as_ref()

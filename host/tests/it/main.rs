@@ -3,6 +3,7 @@
 
 mod support;
 
+mod callback_control;
 mod callback_security;
 mod cli_habits;
 mod local_sandbox;

@@ -5,6 +5,7 @@ mod support;
 
 mod callback_control;
 mod callback_security;
+mod cancel_latency;
 mod cli_habits;
 mod local_sandbox;
 mod manager_lifecycle;

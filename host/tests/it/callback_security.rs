@@ -439,6 +439,7 @@ async fn every_route_caps_its_body() {
     let big_result = vec![b' '; api::MAX_RESULT_BODY + 1];
     for (method, path, len) in [
         ("GET", api::manifest_path(id), 8192),
+        ("GET", api::control_path(id, 0), 8192),
         ("POST", api::events_path(id), api::MAX_EVENTS_BODY + 1),
         ("POST", api::result_path(id), api::MAX_RESULT_BODY + 1),
         ("PUT", api::artifacts_path(id), ARTIFACT_CAP as usize + 1),

@@ -76,6 +76,10 @@ pub struct RawSettings {
     /// Default for the local provider: `http://127.0.0.1:<CALLBACK_PORT>`.
     #[arg(long, env = "CALLBACK_URL")]
     pub callback_url: Option<String>,
+    /// Address (`IP:port`) serving `/metrics` and `/healthz`; unset or
+    /// empty: not served. Keep it off the guests' network (e.g. 127.0.0.1).
+    #[arg(long, env = "DELEGATE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Template used when a manifest names none.
     #[arg(long, env = "DEFAULT_VM_TEMPLATE")]
     pub default_vm_template: Option<String>,
@@ -173,6 +177,9 @@ pub struct Settings {
     /// True when `callback_url` was derived from the bind address, so the
     /// engine may fix its port after binding port 0.
     pub callback_url_derived: bool,
+    /// Where `/metrics` and `/healthz` are served (never on the callback
+    /// listener, which every guest reaches); `None`: not served.
+    pub metrics_bind: Option<SocketAddr>,
     /// Template for manifests that name none.
     pub default_vm_template: Option<String>,
     /// Default job timeout.
@@ -266,6 +273,15 @@ impl Settings {
             )
         })?;
         let callback_bind = SocketAddr::new(host, raw.callback_port);
+        let metrics_bind = match raw.metrics_addr.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(addr) => Some(addr.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "DELEGATE_METRICS_ADDR",
+                    format!("{addr:?} is not an IP address and port, e.g. 127.0.0.1:9464"),
+                )
+            })?),
+        };
         let (callback_url, callback_url_derived) = match &raw.callback_url {
             Some(url) => (check_url(url)?, false),
             None => (derive_callback_url(provider, callback_bind)?, true),
@@ -391,6 +407,7 @@ impl Settings {
             callback_bind,
             callback_url,
             callback_url_derived,
+            metrics_bind,
             default_vm_template: raw
                 .default_vm_template
                 .clone()

@@ -42,6 +42,15 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// `/healthz` and `/metrics` cannot listen.
+    #[error("cannot listen on {addr} for /healthz and /metrics (DELEGATE_METRICS_ADDR): {source}")]
+    BindMetrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The provider cannot work here.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -56,9 +65,11 @@ pub struct Engine {
     pub manager: JobManager,
     /// Where the callback API listens.
     pub callback_addr: SocketAddr,
+    /// Where `/healthz` and `/metrics` listen, when they are served.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
-    unix_server: Option<JoinHandle<std::io::Result<()>>>,
+    /// The callback API's server, then the operator's, if any.
+    servers: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
 }
 
 /// Builds the provider the settings name, from its own settings.
@@ -118,6 +129,15 @@ pub async fn start_engine_with(
         addr: settings.callback_bind,
         source,
     })?;
+    let metrics = match settings.metrics_bind {
+        None => None,
+        Some(addr) => {
+            let bind_err = |source| EngineError::BindMetrics { addr, source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let bound = listener.local_addr().map_err(bind_err)?;
+            Some((listener, bound))
+        }
+    };
     if settings.callback_url_derived {
         // Derived from the bind address: use the port actually bound (the
         // settings may have asked for port 0).
@@ -140,24 +160,41 @@ pub async fn start_engine_with(
     let manager =
         JobManager::start_locked(Arc::new(settings), store, lock, provider, shutdown.clone())
             .await?;
-    let server = tokio::spawn(crate::callback::serve(
-        listener,
-        manager.clone(),
-        shutdown.clone(),
-    ));
-    let unix_server = unix_listener.map(|l| {
-        tokio::spawn(crate::callback::serve_unix(
-            l,
+    let mut servers = vec![(
+        "callback API",
+        tokio::spawn(crate::callback::serve(
+            listener,
             manager.clone(),
             shutdown.clone(),
-        ))
+        )),
+    )];
+    let metrics_addr = metrics.map(|(listener, bound)| {
+        servers.push((
+            "/healthz and /metrics",
+            tokio::spawn(crate::callback::serve_ops(
+                listener,
+                manager.clone(),
+                shutdown.clone(),
+            )),
+        ));
+        bound
     });
+    if let Some(l) = unix_listener {
+        servers.push((
+            "callback API (Unix socket)",
+            tokio::spawn(crate::callback::serve_unix(
+                l,
+                manager.clone(),
+                shutdown.clone(),
+            )),
+        ));
+    }
     Ok(Engine {
         manager,
         callback_addr,
+        metrics_addr,
         shutdown,
-        server,
-        unix_server,
+        servers,
     })
 }
 
@@ -168,14 +205,14 @@ impl Engine {
         self.wait().await;
     }
 
-    /// Waits until the callback API and the engine tasks have ended (after
+    /// Waits until the servers and the engine tasks have ended (after
     /// the shutdown token was cancelled), releasing `host.lock`.
     pub async fn wait(self) {
-        for server in std::iter::once(self.server).chain(self.unix_server) {
+        for (what, server) in self.servers {
             match server.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "callback API failed"),
-                Err(e) => tracing::error!(error = %e, "callback API task failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "{what} failed"),
+                Err(e) => tracing::error!(error = %e, "{what} task failed"),
             }
         }
         self.manager.join().await;

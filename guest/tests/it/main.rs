@@ -7,6 +7,7 @@ mod support;
 mod artifacts;
 mod callback;
 mod callback_bootstrap;
+mod callback_control;
 mod callback_e2e;
 mod callback_idle;
 mod callback_uplink;

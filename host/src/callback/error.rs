@@ -17,9 +17,13 @@ pub fn respond(e: GuestError) -> Response {
         GuestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         GuestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         GuestError::UnsupportedProtocol(_) => (StatusCode::BAD_REQUEST, "unsupported_protocol"),
+        // 503: the guest retries with backoff.
+        GuestError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         GuestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
-    if status.is_server_error() {
+    if matches!(e, GuestError::Busy(_)) {
+        tracing::warn!(error = %e, "callback request refused");
+    } else if status.is_server_error() {
         tracing::error!(error = %e, "callback request failed");
     } else {
         tracing::debug!(error = %e, %status, "callback request refused");
@@ -36,6 +40,12 @@ pub fn respond(e: GuestError) -> Response {
         resp.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,
             axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
         );
     }
     resp

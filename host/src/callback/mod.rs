@@ -1,5 +1,6 @@
-//! The callback API guests report to (`/v1/jobs/{id}/...`), plus `/healthz`
-//! and `/metrics`.
+//! The callback API guests report to (`/v1/jobs/{id}/...`) and nothing
+//! else: every guest reaches its listener. The operator's `/healthz` and
+//! `/metrics` are served elsewhere ([`ops`], `DELEGATE_METRICS_ADDR`).
 //!
 //! Handlers are thin: check the size, the protocol version and the token,
 //! parse, call the job manager, map its answer. Every route has a body
@@ -9,6 +10,7 @@
 
 mod error;
 mod handlers;
+mod ops;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::JobManager;
 
 pub use error::respond;
+pub use ops::ops_router;
 
 /// The router, for tests that drive it without a socket.
 pub fn router(manager: JobManager) -> Router {
@@ -28,8 +31,7 @@ pub fn router(manager: JobManager) -> Router {
         .route(routes::EVENTS, post(handlers::events))
         .route(routes::ARTIFACTS, put(handlers::artifacts))
         .route(routes::RESULT, post(handlers::result))
-        .route("/healthz", get(handlers::healthz))
-        .route("/metrics", get(handlers::metrics))
+        .route(routes::CONTROL, get(handlers::control))
         // Handlers read bodies themselves, each with its own cap.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
@@ -40,6 +42,8 @@ pub fn router(manager: JobManager) -> Router {
 }
 
 /// Serves the callback API on `listener` until `shutdown` is cancelled.
+/// Held control requests are answered at once then, so the shutdown never
+/// waits out a long poll.
 pub async fn serve(
     listener: TcpListener,
     manager: JobManager,
@@ -48,7 +52,26 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "callback API listening");
     }
-    axum::serve(listener, router(manager))
+    let app = router(manager.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            manager.end_control_waits();
+        })
+        .await
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until `shutdown` is
+/// cancelled.
+pub async fn serve_ops(
+    listener: TcpListener,
+    manager: JobManager,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "/healthz and /metrics listening");
+    }
+    axum::serve(listener, ops_router(manager))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
@@ -84,7 +107,11 @@ pub async fn serve_unix(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(socket = ?addr.as_pathname(), "callback API listening");
     }
-    axum::serve(listener, router(manager))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    let app = router(manager.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            manager.end_control_waits();
+        })
         .await
 }

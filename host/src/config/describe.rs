@@ -16,6 +16,11 @@ impl Settings {
             ("CALLBACK_HOST", self.callback_bind.ip().to_string()),
             ("CALLBACK_PORT", self.callback_bind.port().to_string()),
             ("CALLBACK_URL", self.callback_url.clone()),
+            (
+                "DELEGATE_METRICS_ADDR",
+                self.metrics_bind
+                    .map_or_else(|| "(off)".into(), |a| a.to_string()),
+            ),
             ("DEFAULT_VM_TEMPLATE", opt(&self.default_vm_template)),
             ("DEFAULT_TIMEOUT", secs(self.default_timeout)),
             ("DEFAULT_CPU", self.default_cpu.to_string()),

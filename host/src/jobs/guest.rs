@@ -3,10 +3,15 @@
 //! result. Every operation re-reads the store, so a late call after a
 //! cancel or a timeout finds the job final and changes nothing.
 
-use delegate_proto::api::{ArtifactsAck, JobSpec, PROTOCOL_VERSION, ResultAck};
-use delegate_proto::{EventBatch, EventsAck, JobResult, JobState};
+use std::time::Duration;
 
-use super::change::JobChangeKind;
+use delegate_proto::api::{
+    ArtifactsAck, ControlAction, ControlAnswer, JobSpec, PROTOCOL_VERSION, ResultAck,
+};
+use delegate_proto::{EventBatch, EventsAck, JobResult, JobState};
+use tokio::sync::broadcast;
+
+use super::change::{JobChange, JobChangeKind};
 use super::manager::JobManager;
 use super::rules::{self, ResultApplied};
 use super::token;
@@ -15,6 +20,11 @@ use crate::store::{ArchiveCheck, ArtifactError, EventLimits, StagedArchive, Stor
 
 /// Most files in one artifact archive.
 const MAX_ARTIFACT_ENTRIES: usize = 100_000;
+
+/// How often a held control request re-reads the job, besides the change
+/// notices: a cancel made by another process (the CLI beside a server)
+/// changes the store only, and the engine passes it on within a second.
+const CONTROL_RECHECK: Duration = Duration::from_millis(500);
 
 /// Why a guest's request was refused; the callback API maps each to a
 /// status code.
@@ -41,6 +51,10 @@ pub enum GuestError {
     /// The request speaks another protocol version (or none).
     #[error("protocol version {0:?} is not supported; this host speaks {PROTOCOL_VERSION}")]
     UnsupportedProtocol(String),
+    /// The host holds as many requests of this kind as it will; ask again
+    /// later.
+    #[error("{0}")]
+    Busy(String),
     /// The host failed.
     #[error("host error: {0}")]
     Internal(String),
@@ -158,6 +172,53 @@ impl JobManager {
         })
     }
 
+    /// `GET control`: `stop` as soon as the job is final (cancelled, timed
+    /// out, its lease lost, ...), else `continue` after `wait`, or at once
+    /// when a newer control request for the job took over or the callback
+    /// API is shutting down.
+    pub async fn guest_control(
+        &self,
+        job_id: &str,
+        wait: Duration,
+    ) -> Result<ControlAnswer, GuestError> {
+        let slot = self
+            .shared
+            .control
+            .enter(job_id)
+            .map_err(|e| GuestError::Busy(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before the first read, so no change falls between.
+        let mut changes = self.shared.subscribe();
+        loop {
+            let id = job_id.to_string();
+            let state = self
+                .shared
+                .store
+                .run(move |s| s.auth_view(&id))
+                .await?
+                .state;
+            let answer = |action| ControlAnswer { action, state };
+            if state.is_final() {
+                return Ok(answer(ControlAction::Stop));
+            }
+            tokio::select! {
+                biased;
+                _ = slot.ended() => return Ok(answer(ControlAction::Continue)),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(answer(ControlAction::Continue));
+                }
+                _ = state_changed(&mut changes, job_id) => {}
+                _ = tokio::time::sleep(CONTROL_RECHECK) => {}
+            }
+        }
+    }
+
+    /// Answers every held control request and every later one at once
+    /// (`continue`): the callback API is shutting down.
+    pub fn end_control_waits(&self) {
+        self.shared.control.close();
+    }
+
     /// The file an artifact upload streams into, and the size cap.
     pub async fn guest_stage_artifacts(
         &self,
@@ -252,6 +313,19 @@ impl JobManager {
             (ResultApplied::Duplicate(state) | ResultApplied::Stale(state), _) => state,
         };
         Ok(ResultAck { state })
+    }
+}
+
+/// Resolves when the job's state may have changed: a state notice for it,
+/// or notices lost to lag. Never resolves once the sender is gone.
+async fn state_changed(changes: &mut broadcast::Receiver<JobChange>, job_id: &str) {
+    loop {
+        match changes.recv().await {
+            Ok(c) if c.job_id == job_id && c.kind == JobChangeKind::State => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
     }
 }
 

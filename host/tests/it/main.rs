@@ -3,7 +3,9 @@
 
 mod support;
 
+mod callback_control;
 mod callback_security;
+mod cancel_latency;
 mod cli_habits;
 mod local_limits;
 mod local_sandbox;

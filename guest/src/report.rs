@@ -212,7 +212,7 @@ impl Reporter {
             write_line(stdout, line);
         }
         if self.summary {
-            eprint!("{}", summary(result));
+            crate::say::stderr_text(format_args!("{}", summary(result)));
         }
     }
 

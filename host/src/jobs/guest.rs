@@ -4,6 +4,7 @@
 //! cancel or a timeout finds the job final and changes nothing.
 
 use delegate_proto::api::{ArtifactsAck, JobSpec, PROTOCOL_VERSION, ResultAck};
+use delegate_proto::event_check::BatchError;
 use delegate_proto::{EventBatch, EventsAck, JobResult, JobState};
 
 use super::change::JobChangeKind;
@@ -15,6 +16,15 @@ use crate::store::{ArchiveCheck, ArtifactError, EventLimits, StagedArchive, Stor
 
 /// Most files in one artifact archive.
 const MAX_ARTIFACT_ENTRIES: usize = 100_000;
+/// Most phase, progress and dropped events kept per job (the progress
+/// history); the job row keeps the latest phase and progress beyond it.
+/// With proto's caps on messages and reasons, at most a few MB per job.
+const MAX_EVENT_ROWS: u64 = 1000;
+/// Most bytes of the host's own notes (lost-bytes markers, dropped-event
+/// lines, the log-limit note) in a job's combined log, on top of its
+/// output: a guest decides how many notes there are, so they are capped
+/// like output is.
+const MAX_LOG_NOTE_BYTES: u64 = 64 * 1024;
 
 /// Why a guest's request was refused; the callback API maps each to a
 /// status code.
@@ -37,6 +47,16 @@ pub enum GuestError {
         what: String,
         /// The cap.
         limit: u64,
+    },
+    /// The body holds more items than allowed (events, files).
+    #[error("{what} is over the limit of {limit} {unit}")]
+    TooMany {
+        /// What.
+        what: String,
+        /// The cap.
+        limit: u64,
+        /// What the cap counts, e.g. "events".
+        unit: &'static str,
     },
     /// The request speaks another protocol version (or none).
     #[error("protocol version {0:?} is not supported; this host speaks {PROTOCOL_VERSION}")]
@@ -119,22 +139,18 @@ impl JobManager {
         job_id: &str,
         batch: EventBatch,
     ) -> Result<EventsAck, GuestError> {
-        if batch.events.len() > delegate_proto::api::MAX_EVENTS_PER_BATCH {
-            return Err(GuestError::TooLarge {
-                what: format!("a batch of {} events", batch.events.len()),
-                limit: delegate_proto::api::MAX_EVENTS_PER_BATCH as u64,
-            });
-        }
-        for (i, e) in batch.events.iter().enumerate() {
-            if let delegate_proto::EventKind::Log(chunk) = &e.kind {
-                let bytes = chunk
-                    .bytes()
-                    .map_err(|err| GuestError::BadRequest(format!("event {}: {err}", e.seq)))?;
-                check_log_end(i, chunk.offset, bytes.len())?;
-            }
-        }
+        batch.check().map_err(|e| match e {
+            BatchError::TooMany { count, limit } => GuestError::TooMany {
+                what: format!("a batch of {count} events"),
+                limit: limit as u64,
+                unit: "events",
+            },
+            e @ BatchError::Field { .. } => GuestError::BadRequest(e.to_string()),
+        })?;
         let limits = EventLimits {
             max_log_bytes: self.shared.settings.max_log_bytes,
+            max_event_rows: MAX_EVENT_ROWS,
+            max_note_bytes: MAX_LOG_NOTE_BYTES,
         };
         let id = job_id.to_string();
         let applied = self
@@ -197,6 +213,11 @@ impl JobManager {
                             what: format!("the artifacts' {what}"),
                             limit,
                         },
+                        ArtifactError::TooMany { what, limit } => GuestError::TooMany {
+                            what: format!("the artifacts' {what}"),
+                            limit,
+                            unit: "files",
+                        },
                         ArtifactError::Unsafe { .. } | ArtifactError::Malformed(_) => {
                             GuestError::BadRequest(e.to_string())
                         }
@@ -252,20 +273,5 @@ impl JobManager {
             (ResultApplied::Duplicate(state) | ResultApplied::Stale(state), _) => state,
         };
         Ok(ResultAck { state })
-    }
-}
-
-/// The largest log offset the store keeps (SQLite integers are signed).
-const MAX_LOG_END: u64 = i64::MAX as u64;
-
-/// Refuses a log chunk that would end past [`MAX_LOG_END`] (or past
-/// `u64::MAX`): no real log gets there, and the end must stay computable.
-fn check_log_end(index: usize, offset: u64, len: usize) -> Result<(), GuestError> {
-    match offset.checked_add(len as u64) {
-        Some(end) if end <= MAX_LOG_END => Ok(()),
-        _ => Err(GuestError::BadRequest(format!(
-            "events[{index}].offset: {offset} plus the chunk's {len} bytes ends past \
-             the largest log offset, {MAX_LOG_END}"
-        ))),
     }
 }

@@ -18,8 +18,11 @@ pub enum StoreError {
     },
     /// The file is not a SQLite database, or is damaged.
     #[error(
-        "{} is not a usable delegate database ({reason}); it was left untouched: \
-         move it away or set DELEGATE_DATA_DIR to another directory",
+        "{} is not a usable delegate database ({reason}); it was left untouched. \
+         Keep a copy of the data directory; `sqlite3 {} .recover` may save its jobs; \
+         to start with an empty store, move the file away or set DELEGATE_DATA_DIR to \
+         another directory",
+        path.display(),
         path.display()
     )]
     Corrupt {
@@ -27,6 +30,19 @@ pub enum StoreError {
         path: PathBuf,
         /// What SQLite said.
         reason: String,
+    },
+    /// The database file is empty while the data directory holds the logs
+    /// or artifacts of earlier jobs: it was truncated or replaced, and
+    /// taking it as a new store would orphan them silently.
+    #[error(
+        "{} is empty, but the data directory holds the logs or artifacts of earlier jobs: \
+         the database was lost or truncated. Nothing was changed. Restore it from a backup, \
+         or move the data directory away (keeping it) to start with an empty store",
+        path.display()
+    )]
+    Emptied {
+        /// The database file.
+        path: PathBuf,
     },
     /// The file is a SQLite database of some other program.
     #[error(

@@ -95,6 +95,7 @@ impl Store {
             make_private_dir(&dir)?;
         }
         let db_path = data_dir.join(DB_FILE);
+        refuse_emptied(data_dir, &db_path)?;
         let writer = db::open_writer(&db_path)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -203,6 +204,25 @@ impl Store {
             }
         }
     }
+}
+
+/// Refuses an empty database file in a data directory that already holds
+/// jobs' logs or artifacts: only a really new data directory may start
+/// from an empty file (SQLite creates one before writing its header).
+fn refuse_emptied(data_dir: &Path, db_path: &Path) -> Result<(), StoreError> {
+    let empty = std::fs::metadata(db_path).is_ok_and(|m| m.len() == 0);
+    if !empty {
+        return Ok(());
+    }
+    let holds_jobs = ["logs", "artifacts"].iter().any(|sub| {
+        std::fs::read_dir(data_dir.join(sub)).is_ok_and(|mut entries| entries.next().is_some())
+    });
+    if holds_jobs {
+        return Err(StoreError::Emptied {
+            path: db_path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// Creates a directory (and parents) readable only by this user.

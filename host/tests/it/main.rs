@@ -11,4 +11,5 @@ mod manager_lifecycle;
 mod manager_restart;
 mod store_artifacts;
 mod store_basics;
+mod store_damage;
 mod tool_schemas;

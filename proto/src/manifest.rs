@@ -19,6 +19,9 @@ pub const MAX_FILES: usize = 4096;
 pub const MAX_TIMEOUT_SECONDS: u64 = 604_800;
 /// Largest accepted `resources.cpu`.
 pub const MAX_CPU: u64 = 128;
+/// Largest accepted `resources.memory` (4T, Proxmox VE's ceiling for one
+/// VM); a host also refuses more than its provider can give.
+pub const MAX_MEMORY: u64 = 4 << 40;
 /// The directory inside a VM where the workspace lives; manifest paths that
 /// start with it are mapped into the actual workspace.
 pub const WORKSPACE_PREFIX: &str = "/workspace";

@@ -6,6 +6,7 @@ mod support;
 mod callback_security;
 mod cli_habits;
 mod guest_flood;
+mod job_limits;
 mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod callback_memory;
 mod callback_security;
 mod cli_habits;
 mod guest_flood;

@@ -33,6 +33,11 @@ impl GuestClient {
         }
     }
 
+    /// The job's token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// `POST events` with a JSON body; the status and the error message
     /// (empty on success).
     pub async fn post_events_json(&self, body: &serde_json::Value) -> (StatusCode, String) {

@@ -157,7 +157,12 @@ impl JobManager {
             .shared
             .store
             .run(move |s| rules::apply_events(s, &id, &batch.events, limits, now_ms()))
-            .await?;
+            .await
+            .map_err(|e| (job_id, e));
+        let applied = match applied {
+            Ok(a) => a,
+            Err((job_id, e)) => return Err(self.store_failed(job_id, e).await),
+        };
         self.shared.metrics.count_events(applied.applied);
         if applied.state_changed {
             self.shared.notify(job_id, JobChangeKind::State);
@@ -255,7 +260,11 @@ impl JobManager {
                 };
                 Ok::<_, StoreError>((applied, rec))
             })
-            .await?;
+            .await;
+        let applied = match applied {
+            Ok(a) => a,
+            Err(e) => return Err(self.store_failed(job_id, e).await),
+        };
         let state = match applied {
             (ResultApplied::Final(state), rec) => {
                 if let Some(rec) = rec {
@@ -273,5 +282,19 @@ impl JobManager {
             (ResultApplied::Duplicate(state) | ResultApplied::Stale(state), _) => state,
         };
         Ok(ResultAck { state })
+    }
+}
+
+impl JobManager {
+    /// What a guest's call gets when the store failed: on a full disk the
+    /// job is failed at once with that reason (its driver then destroys
+    /// the VM), and the guest's next call finds it final.
+    async fn store_failed(&self, job_id: &str, e: StoreError) -> GuestError {
+        if e.is_full() {
+            self.shared.on_store_error(&e);
+            self.shared.fail_full(job_id).await;
+            return GuestError::Internal(self.shared.full_reason());
+        }
+        e.into()
     }
 }

@@ -131,6 +131,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this failed because the data directory's file system is
+    /// full (SQLite's `SQLITE_FULL`, or `ENOSPC`/`EDQUOT` from a file).
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+
     /// The state a refused transition found, if that is what this is.
     pub fn refused_from(&self) -> Option<JobState> {
         match self {

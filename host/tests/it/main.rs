@@ -6,6 +6,7 @@ mod support;
 mod callback_memory;
 mod callback_security;
 mod cli_habits;
+mod disk_full;
 mod guest_flood;
 mod job_limits;
 mod local_sandbox;

@@ -39,7 +39,7 @@ impl GuestClient {
     }
 
     /// `POST events` with a JSON body; the status and the error message
-    /// (empty on success).
+    /// (the acknowledgement's JSON on success).
     pub async fn post_events_json(&self, body: &serde_json::Value) -> (StatusCode, String) {
         let resp = self
             .http
@@ -52,7 +52,7 @@ impl GuestClient {
             .expect("POST events");
         let status = resp.status();
         if status.is_success() {
-            return (status, String::new());
+            return (status, resp.text().await.unwrap_or_default());
         }
         let err: ApiError = resp.json().await.unwrap_or(ApiError {
             code: "?".into(),

@@ -185,12 +185,11 @@ impl JobManager {
         job_id: &str,
     ) -> Result<(StagedArchive, u64), GuestError> {
         let id = job_id.to_string();
-        let staged = self
-            .shared
-            .store
-            .run(move |s| s.stage_artifacts(&id))
-            .await?;
-        Ok((staged, self.shared.settings.max_artifact_bytes))
+        let staged = self.shared.store.run(move |s| s.stage_artifacts(&id)).await;
+        match staged {
+            Ok(staged) => Ok((staged, self.shared.settings.max_artifact_bytes)),
+            Err(e) => Err(self.store_failed(job_id, e).await),
+        }
     }
 
     /// `PUT artifacts`, once the upload is complete: inspects and keeps it.
@@ -207,29 +206,31 @@ impl JobManager {
             max_entries: MAX_ARTIFACT_ENTRIES,
         };
         let digest = sha256.clone();
-        let entries = self
+        let committed = self
             .shared
             .store
-            .run(move |store| {
-                store
-                    .commit_artifacts(staged, size, &digest, check)
-                    .map_err(|e| match e {
-                        ArtifactError::TooLarge { what, limit } => GuestError::TooLarge {
-                            what: format!("the artifacts' {what}"),
-                            limit,
-                        },
-                        ArtifactError::TooMany { what, limit } => GuestError::TooMany {
-                            what: format!("the artifacts' {what}"),
-                            limit,
-                            unit: "files",
-                        },
-                        ArtifactError::Unsafe { .. } | ArtifactError::Malformed(_) => {
-                            GuestError::BadRequest(e.to_string())
-                        }
-                        ArtifactError::Store(e) => e.into(),
-                    })
-            })
-            .await?;
+            .run(move |store| store.commit_artifacts(staged, size, &digest, check))
+            .await;
+        let entries = match committed {
+            Ok(entries) => entries,
+            Err(ArtifactError::TooLarge { what, limit }) => {
+                return Err(GuestError::TooLarge {
+                    what: format!("the artifacts' {what}"),
+                    limit,
+                });
+            }
+            Err(ArtifactError::TooMany { what, limit }) => {
+                return Err(GuestError::TooMany {
+                    what: format!("the artifacts' {what}"),
+                    limit,
+                    unit: "files",
+                });
+            }
+            Err(e @ (ArtifactError::Unsafe { .. } | ArtifactError::Malformed(_))) => {
+                return Err(GuestError::BadRequest(e.to_string()));
+            }
+            Err(ArtifactError::Store(e)) => return Err(self.store_failed(job_id, e).await),
+        };
         tracing::info!(job_id, size, files = entries.len(), "artifacts stored");
         self.shared.notify(job_id, JobChangeKind::Artifacts);
         Ok(ArtifactsAck {

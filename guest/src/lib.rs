@@ -12,5 +12,6 @@ pub mod output;
 pub mod redact;
 pub mod report;
 pub mod run;
+pub mod say;
 pub mod supervise;
 pub mod workspace;

@@ -13,7 +13,7 @@ mod builder;
 mod describe;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use delegate_proto::size::parse_size;
@@ -92,6 +92,11 @@ pub struct RawSettings {
     /// Memory per VM when a manifest sets none (e.g. 2G).
     #[arg(long, env = "DEFAULT_MEMORY", default_value = "2G")]
     pub default_memory: String,
+    /// Most memory a job may ask for (e.g. 64G) [default: this machine's
+    /// memory with the local provider; none with Proxmox, whose placement
+    /// checks its nodes].
+    #[arg(long, env = "DELEGATE_MAX_MEMORY")]
+    pub max_memory: Option<String>,
     /// Disk per VM when a manifest sets none (e.g. 10G).
     #[arg(long, env = "DEFAULT_DISK", default_value = "10G")]
     pub default_disk: String,
@@ -190,6 +195,8 @@ pub struct Settings {
     pub default_memory: u64,
     /// Default disk in bytes.
     pub default_disk: u64,
+    /// Most memory a job may ask for, in bytes, when known.
+    pub max_memory: Option<u64>,
     /// Heartbeat lease.
     pub heartbeat_threshold: Duration,
     /// Period of the housekeeping loop.
@@ -416,6 +423,11 @@ impl Settings {
             default_cpu: raw.default_cpu,
             default_memory: size("DEFAULT_MEMORY", &raw.default_memory)?,
             default_disk: size("DEFAULT_DISK", &raw.default_disk)?,
+            max_memory: match &raw.max_memory {
+                Some(text) => Some(size("DELEGATE_MAX_MEMORY", text)?),
+                None if provider == ProviderKind::Local => machine_memory(machine),
+                None => None,
+            },
             heartbeat_threshold,
             cleanup_interval,
             provider,
@@ -439,6 +451,22 @@ impl Settings {
             proxmox: None,
         })
     }
+}
+
+/// This machine's memory (`MemTotal` in `/proc/meminfo`): the most a
+/// local sandbox can be given.
+fn machine_memory(machine: &dyn Machine) -> Option<u64> {
+    let text = machine.read(Path::new("/proc/meminfo")).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 fn size(setting: &'static str, text: &str) -> Result<u64, SettingsError> {

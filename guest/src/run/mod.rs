@@ -232,7 +232,7 @@ pub async fn run_job(
     if let Ok(l) = &layout
         && let Some(root) = &l.temp_root
     {
-        eprintln!(
+        crate::say!(
             "delegate-guest: workspace and logs kept in {}",
             root.display()
         );
@@ -452,6 +452,6 @@ async fn finish_with_host(reporter: &Reporter, client: &CallbackClient, result: 
         }
     }
     if let Err(e) = client.post_result(result).await {
-        eprintln!("delegate-guest: could not send the result to the host: {e}");
+        crate::say!("delegate-guest: could not send the result to the host: {e}");
     }
 }

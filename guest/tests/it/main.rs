@@ -14,6 +14,7 @@ mod callback_uplink;
 mod claude;
 mod exit_codes;
 mod files_env;
+mod full_disk;
 mod output;
 mod remote;
 mod standalone;

@@ -15,7 +15,9 @@ pub fn respond(e: GuestError) -> Response {
         // 409: the guest stops calling (it treats 409/410 as "job is over").
         GuestError::Final(_) => (StatusCode::CONFLICT, "conflict"),
         GuestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-        GuestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        GuestError::TooLarge { .. } | GuestError::TooMany { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        }
         GuestError::UnsupportedProtocol(_) => (StatusCode::BAD_REQUEST, "unsupported_protocol"),
         // 503: the guest retries with backoff.
         GuestError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

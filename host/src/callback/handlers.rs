@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::budget;
 use super::error::respond;
 use crate::jobs::JobManager;
 use crate::jobs::guest::GuestError;
@@ -116,6 +117,7 @@ pub(super) async fn events(
 ) -> Response {
     let r = async {
         admit(&m, &id, &headers, MAX_EVENTS_BODY as u64, "an event batch").await?;
+        let _share = budget::reserve(&headers, MAX_EVENTS_BODY).await;
         let batch: EventBatch = json_body(body, MAX_EVENTS_BODY, "event batch").await?;
         m.guest_events(&id, batch).await
     };
@@ -159,6 +161,7 @@ pub(super) async fn result(
 ) -> Response {
     let r = async {
         admit(&m, &id, &headers, MAX_RESULT_BODY as u64, "a result").await?;
+        let _share = budget::reserve(&headers, MAX_RESULT_BODY).await;
         let result: JobResult = json_body(body, MAX_RESULT_BODY, "result").await?;
         m.guest_result(&id, result).await
     };

@@ -8,6 +8,7 @@
 //! while the body streams in. Status codes come from one function,
 //! [`error::respond`].
 
+pub mod budget;
 mod error;
 mod handlers;
 mod ops;

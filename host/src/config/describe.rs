@@ -89,6 +89,10 @@ impl Settings {
                 "DELEGATE_MAX_RESOURCE_BYTES",
                 format_size(self.max_resource_bytes),
             ),
+            (
+                "DELEGATE_MAX_MEMORY",
+                self.max_memory.map_or_else(|| "(none)".into(), format_size),
+            ),
         ];
         if let Some(p) = &self.proxmox {
             out.extend(p.describe());

@@ -256,3 +256,25 @@ fn token_file_is_read_and_masked() {
     assert!(!format!("{s:?}").contains("s3cr3t"));
     assert!(described.contains("DELEGATE_HTTP_TOKEN"));
 }
+
+#[test]
+fn max_memory_is_the_machines_for_local_sandboxes_unless_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = fake_guest(dir.path());
+    let g = guest.to_str().unwrap();
+    let m = machine(dir.path()).with_file(
+        "/proc/meminfo",
+        "MemTotal:        8048576 kB\nMemFree:          100 kB\n",
+    );
+    let s = Settings::resolve_with(raw(&["--guest-bin", g]), &m).unwrap();
+    assert_eq!(s.max_memory, Some(8_048_576 * 1024));
+    let s = Settings::resolve_with(raw(&["--guest-bin", g, "--max-memory", "3G"]), &m).unwrap();
+    assert_eq!(s.max_memory, Some(3 << 30));
+    let err = Settings::resolve_with(raw(&["--guest-bin", g, "--max-memory", "lots"]), &m)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("DELEGATE_MAX_MEMORY"), "{err}");
+    // A machine without /proc/meminfo sets no limit.
+    let s = Settings::resolve_with(raw(&["--guest-bin", g]), &machine(dir.path())).unwrap();
+    assert_eq!(s.max_memory, None);
+}

@@ -143,18 +143,19 @@ impl JobManager {
         }
     }
 
-    /// Validates and stores a new job; it starts when a slot is free.
+    /// Validates and stores a new job; it starts when a slot is free. Its
+    /// deadline is the queue's (`DELEGATE_QUEUE_TIMEOUT_SECONDS`) until it
+    /// starts provisioning, when its own timeout begins to count.
     pub async fn submit(&self, manifest: JobManifest) -> Result<JobRecord, JobError> {
         manifest.validate()?;
-        let s = &self.shared.settings;
-        let timeout = manifest.timeout_or(s.default_timeout.as_secs());
+        let queue_timeout = self.shared.settings.queue_timeout.as_millis() as i64;
         let now = now_ms();
         let job = NewJob {
             id: uuid::Uuid::new_v4().to_string(),
             manifest,
             token_hash: token::unusable_hash(),
             created_at: now,
-            deadline_at: now.saturating_add((timeout as i64).saturating_mul(1000)),
+            deadline_at: now.saturating_add(queue_timeout),
             isolation: self.shared.isolation,
         };
         let rec = self.shared.store.run(move |s| s.insert_job(&job)).await?;

@@ -140,6 +140,34 @@ impl Shared {
         }
     }
 
+    /// Moves a pending job to `provisioning` with its own deadline
+    /// ([`rules::start_provisioning`]). Returns whether it changed: false
+    /// when the job ended while it waited.
+    pub(super) async fn start_provisioning(
+        self: &Arc<Self>,
+        job_id: &str,
+    ) -> Result<bool, StoreError> {
+        let (shared, id) = (self.clone(), job_id.to_string());
+        self.store
+            .run(move |store| {
+                let rec = store.get_job(&id)?;
+                let timeout_secs = rec
+                    .manifest
+                    .timeout_or(shared.settings.default_timeout.as_secs());
+                let timeout_ms = (timeout_secs as i64).saturating_mul(1000);
+                match rules::start_provisioning(store, &id, timeout_ms, now_ms()) {
+                    Ok(_) => {
+                        shared.notify(&id, JobChangeKind::State);
+                        shared.poke(&id);
+                        Ok(true)
+                    }
+                    Err(StoreError::Transition { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+
     /// What follows a job becoming final, whoever ended it: its run time
     /// for `/metrics`, the log line, the change notice, and its driver
     /// woken to clean up.

@@ -523,6 +523,18 @@ impl JobTx<'_> {
         Ok(())
     }
 
+    /// Sets the job's deadline (unix ms): the queue's while it is pending,
+    /// its own timeout's from provisioning on.
+    pub fn set_deadline(&self, at: UnixMs) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE jobs SET deadline_at = ?2 WHERE id = ?1",
+                rusqlite::params![self.id, at],
+            )
+            .map_err(|e| self.store.sqlite(e))?;
+        Ok(())
+    }
+
     /// Flags the job for the engine's cancel poll
     /// ([`Store::take_cancel_requests`]).
     pub fn flag_cancel(&self) -> Result<(), StoreError> {

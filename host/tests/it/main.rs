@@ -10,4 +10,5 @@ mod manager_lifecycle;
 mod manager_restart;
 mod store_artifacts;
 mod store_basics;
+mod systemd_unit;
 mod tool_schemas;

@@ -362,9 +362,14 @@ impl JobManager {
         Ok(self.shared.store.archive_path(job_id))
     }
 
-    /// Change notices for every job.
+    /// Change notices for every job. Without an engine here they come
+    /// from polling the store (`poll.rs`), started by the first subscriber.
     pub fn subscribe(&self) -> broadcast::Receiver<JobChange> {
-        self.shared.subscribe()
+        let rx = self.shared.subscribe();
+        if self.engine.is_none() {
+            super::poll::start(&self.shared);
+        }
+        rx
     }
 
     /// `local`, `proxmox` or `qemu`.

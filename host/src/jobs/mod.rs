@@ -8,8 +8,10 @@
 //! The modules form a chain, each using only those before it:
 //! `change`, `metrics`, `token`, `error` → `rules` (which state a job goes
 //! to) → `state` (what all share; the one `transition` and `on_final`) →
-//! `engine` (scheduler, drivers, recovery, reconciliation) → `manager` (the
-//! facade; holds the engine if this process runs one) → `guest` (the
+//! `engine` (scheduler, drivers, recovery, reconciliation) and `poll` (the
+//! change notices of a process without the engine, read from the store) →
+//! `manager` (the facade; holds the engine if this process runs one, starts
+//! the poller if not) → `guest` (the
 //! callback API's side of the manager).
 
 pub mod change;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod guest;
 pub mod manager;
 pub mod metrics;
+mod poll;
 pub mod prefix;
 pub mod resources;
 pub mod rules;

@@ -7,6 +7,7 @@
 //! engine no driver is ever registered in `runs`, so poking one is a no-op.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use delegate_proto::JobState;
@@ -35,6 +36,9 @@ pub(super) struct Shared {
     runs: Mutex<HashMap<String, Run>>,
     /// Wakes the scheduler (a job was submitted or a slot freed).
     pub(super) wake: Notify,
+    /// Whether the store poller of a manager without an engine runs
+    /// (`poll.rs`).
+    poller: AtomicBool,
 }
 
 /// A job's driver, as the rest of the process sees it.
@@ -64,6 +68,7 @@ impl Shared {
             metrics: Metrics::default(),
             runs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            poller: AtomicBool::new(false),
         }
     }
 
@@ -74,6 +79,16 @@ impl Shared {
 
     pub(super) fn subscribe(&self) -> broadcast::Receiver<JobChange> {
         self.changes.subscribe()
+    }
+
+    /// Whether anyone listens for change notices.
+    pub(super) fn has_listeners(&self) -> bool {
+        self.changes.receiver_count() > 0
+    }
+
+    /// True if the store poller was already started; marks it started.
+    pub(super) fn poller_started(&self) -> bool {
+        self.poller.swap(true, Ordering::AcqRel)
     }
 
     pub(super) fn notify(&self, job_id: &str, kind: JobChangeKind) {

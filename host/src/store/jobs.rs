@@ -24,7 +24,8 @@ pub struct NewJob {
     pub token_hash: [u8; 32],
     /// Submission time.
     pub created_at: UnixMs,
-    /// created_at + timeout.
+    /// created_at + the queue timeout (the engine sets the job's own
+    /// deadline when it starts provisioning).
     pub deadline_at: UnixMs,
     /// The provider's isolation.
     pub isolation: Isolation,

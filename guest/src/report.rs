@@ -39,9 +39,12 @@ pub fn shown_on_stdout(mode: StatusMode, kind: &EventKind) -> bool {
 }
 
 /// True when the host gets events of this kind: what stdout shows, plus
-/// heartbeats always, because they keep the job's lease.
+/// heartbeats always, because they keep the job's lease, and log chunks
+/// always, because the host keeps every job's full log whatever the mode
+/// (the mode decides what the host pushes while the job runs, not whether
+/// its output exists).
 pub fn sent_to_host(mode: StatusMode, kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Heartbeat { .. }) || shown_on_stdout(mode, kind)
+    matches!(kind, EventKind::Heartbeat { .. } | EventKind::Log(_)) || shown_on_stdout(mode, kind)
 }
 
 /// Numbers events, filters them by status mode and fans them out.
@@ -103,9 +106,11 @@ impl Reporter {
         &self.secrets
     }
 
-    /// True when log chunks go anywhere (so building them is worth it).
+    /// True when log chunks go anywhere (so building them is worth it):
+    /// to the host always, to stdout in streaming mode.
     pub fn wants_logs(&self) -> bool {
-        self.mode == StatusMode::Streaming
+        let inner = self.lock();
+        (inner.stdout.is_some() && self.mode == StatusMode::Streaming) || inner.host.is_some()
     }
 
     /// True when heartbeats go anywhere.
@@ -380,12 +385,30 @@ mod tests {
         assert!(r.wants_heartbeats());
         drive(&r);
         let host_seqs: Vec<u64> = host.0.lock().unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(host_seqs, vec![1, 2, 3]);
+        assert_eq!(host_seqs, vec![1, 2, 3, 4]);
         let stdout_seqs: Vec<u64> = out.events().iter().map(|e| e.seq).collect();
-        assert_eq!(stdout_seqs, vec![1, 3]);
+        assert_eq!(stdout_seqs, vec![1, 4]);
         assert!(r.take_host().is_some());
         r.heartbeat(0, 0);
-        assert_eq!(host.0.lock().unwrap().len(), 3);
+        assert_eq!(host.0.lock().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn the_host_gets_logs_in_every_mode() {
+        for mode in [StatusMode::Simple, StatusMode::Detailed] {
+            let host = Host::default();
+            let r = Reporter::new(mode, Secrets::default());
+            assert!(!r.wants_logs(), "{mode:?}: no sink wants logs yet");
+            let r = r.with_host(Box::new(host.clone()));
+            assert!(r.wants_logs(), "{mode:?}");
+            r.log(LogChunk::new(LogStream::Stdout, 0, b"hi"));
+            let kinds = host.0.lock().unwrap().len();
+            assert_eq!(kinds, 1, "{mode:?}");
+        }
+        let out = Capture::default();
+        let r = Reporter::new(StatusMode::Detailed, Secrets::default())
+            .with_stdout(Box::new(out.clone()));
+        assert!(!r.wants_logs(), "stdout takes logs only when streaming");
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub struct RawSettings {
     /// Most VMs alive at once; more jobs wait as `pending`.
     #[arg(long, env = "DELEGATE_MAX_RUNNING", default_value_t = 4)]
     pub max_running: usize,
+    /// Seconds a job may wait as `pending` for a free VM slot before it
+    /// times out (its own timeout counts from provisioning on).
+    #[arg(long, env = "DELEGATE_QUEUE_TIMEOUT_SECONDS", default_value_t = 3600)]
+    pub queue_timeout_seconds: u64,
     /// Most VMs being provisioned at once.
     #[arg(long, env = "DELEGATE_MAX_PROVISIONING", default_value_t = 2)]
     pub max_provisioning: usize,
@@ -187,8 +191,10 @@ pub struct Settings {
     pub metrics_bind: Option<SocketAddr>,
     /// Template for manifests that name none.
     pub default_vm_template: Option<String>,
-    /// Default job timeout.
+    /// Default job timeout (counted from provisioning on).
     pub default_timeout: Duration,
+    /// How long a job may wait as `pending` for a free VM slot.
+    pub queue_timeout: Duration,
     /// Default CPUs.
     pub default_cpu: u32,
     /// Default memory in bytes.
@@ -337,6 +343,7 @@ impl Settings {
             ));
         }
         let cleanup_interval = positive("CLEANUP_INTERVAL_SECONDS", raw.cleanup_interval_seconds)?;
+        let queue_timeout = positive("DELEGATE_QUEUE_TIMEOUT_SECONDS", raw.queue_timeout_seconds)?;
         if raw.max_running == 0 {
             return Err(invalid("DELEGATE_MAX_RUNNING", "must be at least 1"));
         }
@@ -420,6 +427,7 @@ impl Settings {
                 .clone()
                 .filter(|t| !t.trim().is_empty()),
             default_timeout,
+            queue_timeout,
             default_cpu: raw.default_cpu,
             default_memory: size("DEFAULT_MEMORY", &raw.default_memory)?,
             default_disk: size("DEFAULT_DISK", &raw.default_disk)?,

@@ -37,7 +37,8 @@ pub struct JobRecord {
     pub started_at: Option<UnixMs>,
     /// When the job became final.
     pub completed_at: Option<UnixMs>,
-    /// When the job must be final (created_at + timeout).
+    /// When the job must be final: while pending the queue's deadline,
+    /// from provisioning on its own (provisioning start + timeout).
     pub deadline_at: UnixMs,
     /// When the last event arrived from the guest.
     pub last_event_at: Option<UnixMs>,

@@ -62,6 +62,17 @@ async fn run_with_callback_reports_events_artifacts_and_result() {
             .any(|e| matches!(e.kind, EventKind::Heartbeat { .. })),
         "{events:?}"
     );
+    // The host keeps the full log whatever statusMode says: simple mode
+    // sends it the output too.
+    let logged: String = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Log(c) => c.bytes().ok(),
+            _ => None,
+        })
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    assert_eq!(logged, "done\n");
     assert_eq!(
         host_phases(&host),
         [

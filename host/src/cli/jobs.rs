@@ -23,11 +23,9 @@ use crate::store::{Store, StoreError};
 use crate::views::{ListView, ResultView, SubmitView, SummaryView};
 
 use super::exit::{self, CliError};
-use super::wait::{self, WaitEnd};
+use super::wait::{self, WaitEnd, Watch};
 use super::{OutputArgs, StreamArg, ids, manifest, out, render};
 
-/// How often `logs --follow` looks for more output.
-const FOLLOW_POLL: Duration = Duration::from_millis(300);
 /// Bytes per log read.
 const LOG_CHUNK: usize = 1 << 20;
 
@@ -153,26 +151,37 @@ fn print_submitted(record: &JobRecord, output: OutputArgs, waiting: bool) -> Res
     }
 }
 
-/// Waits with a progress display, then prints the result. With the engine
-/// here, Ctrl-C cancels the job (nothing would run it otherwise); with a
-/// server, Ctrl-C only stops watching.
+/// Waits with a progress display and the job's output live on stdout,
+/// then prints the result. With the engine here, Ctrl-C cancels the job
+/// (nothing would run it otherwise); with a server, Ctrl-C only stops
+/// watching.
 async fn finish(
     jobs: &JobManager,
     job_id: &str,
     output: OutputArgs,
     engine_here: bool,
 ) -> Result<u8, CliError> {
-    let show = !output.quiet;
-    let record = match wait::until_final(jobs, job_id, show).await? {
+    // With --json the result is the one document on stdout; with -q, the id.
+    let live = !output.quiet && !output.json;
+    let watch = Watch {
+        progress: !output.quiet,
+        output: live.then_some(LogSelector::Combined),
+        needs_engine: false,
+    };
+    let record = match wait::until_final(jobs, job_id, watch).await? {
         WaitEnd::Final(r) => r,
         WaitEnd::Interrupted(r) if engine_here => {
             out::note(&format!("interrupted: cancelling job {}", r.id));
             jobs.cancel(&r.id).await?;
-            match wait::until_final(jobs, job_id, show).await? {
-                WaitEnd::Final(r) | WaitEnd::Interrupted(r) => r,
+            let watch = Watch {
+                output: None,
+                ..watch
+            };
+            match wait::until_final(jobs, job_id, watch).await? {
+                WaitEnd::Final(r) | WaitEnd::Interrupted(r) | WaitEnd::Undriven(r) => r,
             }
         }
-        WaitEnd::Interrupted(r) => {
+        WaitEnd::Interrupted(r) | WaitEnd::Undriven(r) => {
             out::note(&format!(
                 "stopped watching; job {} goes on ({}). Wait again with `delegate-host wait {}`",
                 r.id, r.state, r.id
@@ -181,17 +190,27 @@ async fn finish(
         }
     };
     if !output.quiet {
-        print_result(jobs, &record, output.json)?;
+        print_result(jobs, &record, output.json, live)?;
     }
     Ok(exit::for_state(record.state))
 }
 
-fn print_result(jobs: &JobManager, record: &JobRecord, json: bool) -> Result<(), CliError> {
+/// Prints a final job's result; after its output was shown live, without
+/// the output tails again and with how it ended as the last line.
+fn print_result(
+    jobs: &JobManager,
+    record: &JobRecord,
+    json: bool,
+    output_shown: bool,
+) -> Result<(), CliError> {
     let view = ResultView::of(record);
     if json {
-        out::json(&view)
+        return out::json(&view);
+    }
+    let archive = jobs.artifact_archive(&record.id).ok().flatten();
+    if output_shown {
+        out::text(&render::result_after_output(&view, archive.as_deref()))
     } else {
-        let archive = jobs.artifact_archive(&record.id).ok().flatten();
         out::text(&render::result(&view, archive.as_deref()))
     }
 }
@@ -226,7 +245,17 @@ pub fn status(jobs: &JobManager, id: &str, output: OutputArgs) -> Result<u8, Cli
     if output.json {
         out::json(&view)?;
     } else {
-        out::text(&render::status(&view, Utc::now()))?;
+        let mut text = render::status(&view, Utc::now());
+        if !record.state.is_final() && !wait::driven(jobs)? {
+            text.push_str(&format!(
+                "{:<11} not running: no server owns {}, so the job stays {} until \
+                 `delegate-host serve` runs\n",
+                "engine",
+                jobs.store().data_dir().display(),
+                record.state
+            ));
+        }
+        out::text(&text)?;
     }
     Ok(exit::OK)
 }
@@ -244,7 +273,7 @@ pub fn result(jobs: &JobManager, id: &str, output: OutputArgs) -> Result<u8, Cli
     if output.quiet {
         out::line(&record.id)?;
     } else {
-        print_result(jobs, &record, output.json)?;
+        print_result(jobs, &record, output.json, false)?;
     }
     Ok(exit::for_state(record.state))
 }
@@ -270,6 +299,9 @@ pub async fn logs(
         out::json(&logs_view(&record, which, 0, slice))?;
         return Ok(exit::OK);
     }
+    if follow {
+        return follow_log(jobs, &record, which).await;
+    }
     let mut cursor = 0;
     loop {
         let slice = jobs.read_log(&id, which, cursor, LOG_CHUNK)?;
@@ -281,17 +313,46 @@ pub async fn logs(
                 .map_err(CliError::Output)?;
         }
         cursor = slice.next_cursor;
-        if slice.complete {
+        if slice.complete || slice.data.is_empty() {
             break;
-        }
-        if slice.data.is_empty() {
-            if !follow {
-                break;
-            }
-            tokio::time::sleep(FOLLOW_POLL).await;
         }
     }
     Ok(exit::OK)
+}
+
+/// `logs --follow`: the log as it grows, with the progress display on
+/// stderr and a last line there saying how the job ended. A job no engine
+/// runs would never end: that is said instead of waiting forever.
+async fn follow_log(
+    jobs: &JobManager,
+    record: &JobRecord,
+    which: LogSelector,
+) -> Result<u8, CliError> {
+    let watch = Watch {
+        progress: true,
+        output: Some(which),
+        needs_engine: true,
+    };
+    let undriven = |r: &JobRecord| {
+        format!(
+            "job {} is {} and no server owns {}, so nothing runs it; \
+             `delegate-host serve` picks it up",
+            r.id,
+            r.state,
+            jobs.store().data_dir().display()
+        )
+    };
+    match wait::until_final(jobs, &record.id, watch).await? {
+        WaitEnd::Final(r) => {
+            out::note(&render::ended(&ResultView::of(&r)));
+            Ok(exit::for_state(r.state))
+        }
+        WaitEnd::Interrupted(_) => Ok(exit::CANCELLED),
+        WaitEnd::Undriven(r) => {
+            out::note(&undriven(&r));
+            Ok(exit::NOT_FINISHED)
+        }
+    }
 }
 
 /// `cancel ID`.
@@ -351,6 +412,14 @@ pub fn list(
         out::text(&render::list(&view, Utc::now()))?;
         if let Some(c) = &view.next_cursor {
             out::note(&format!("more: --cursor {c}"));
+        }
+        let waiting = view.jobs.iter().filter(|j| !j.status.is_final()).count();
+        if waiting > 0 && !wait::driven(jobs)? {
+            out::note(&format!(
+                "note: no engine is running (no server owns {}): {waiting} unfinished \
+                 job(s) here wait for `delegate-host serve`",
+                jobs.store().data_dir().display()
+            ));
         }
     }
     Ok(exit::OK)

@@ -94,7 +94,23 @@ fn tail(out: &mut String, name: &str, t: &TailView) {
 
 /// A finished job's result.
 pub fn result(v: &ResultView, archive: Option<&std::path::Path>) -> String {
-    let mut out = String::new();
+    let mut out = ended(v);
+    out.push('\n');
+    out.push_str(&result_body(v, archive, true));
+    out
+}
+
+/// A finished job's result after its output was shown as it ran: no
+/// output tails, and how the job ended as the last line.
+pub fn result_after_output(v: &ResultView, archive: Option<&std::path::Path>) -> String {
+    let mut out = result_body(v, archive, false);
+    out.push_str(&ended(v));
+    out.push('\n');
+    out
+}
+
+/// One line saying how a job ended: status, exit code or signal, run time.
+pub fn ended(v: &ResultView) -> String {
     let mut head = format!("job {} {}", v.job_id, v.status);
     if let Some(code) = v.exit_code {
         head.push_str(&format!(", exit code {code}"));
@@ -105,11 +121,18 @@ pub fn result(v: &ResultView, archive: Option<&std::path::Path>) -> String {
     if let Some(d) = v.duration_seconds {
         head.push_str(&format!(", took {}", when::duration(d)));
     }
-    let _ = writeln!(out, "{head}");
+    head
+}
+
+/// The result below its first line; `tails`: with the output's tails.
+fn result_body(v: &ResultView, archive: Option<&std::path::Path>, tails: bool) -> String {
+    let mut out = String::new();
     if let Some(e) = &v.error {
         let _ = writeln!(out, "error: {e}");
     }
-    if let Some(o) = &v.output {
+    if let Some(o) = &v.output
+        && tails
+    {
         tail(&mut out, "stdout", &o.stdout);
         tail(&mut out, "stderr", &o.stderr);
     }

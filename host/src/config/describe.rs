@@ -23,6 +23,7 @@ impl Settings {
             ),
             ("DEFAULT_VM_TEMPLATE", opt(&self.default_vm_template)),
             ("DEFAULT_TIMEOUT", secs(self.default_timeout)),
+            ("DELEGATE_QUEUE_TIMEOUT_SECONDS", secs(self.queue_timeout)),
             ("DEFAULT_CPU", self.default_cpu.to_string()),
             ("DEFAULT_MEMORY", format_size(self.default_memory)),
             ("DEFAULT_DISK", format_size(self.default_disk)),

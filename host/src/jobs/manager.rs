@@ -143,19 +143,21 @@ impl JobManager {
         }
     }
 
-    /// Validates and stores a new job; it starts when a slot is free.
+    /// Validates and stores a new job; it starts when a slot is free. Its
+    /// deadline is the queue's (`DELEGATE_QUEUE_TIMEOUT_SECONDS`) until it
+    /// starts provisioning, when its own timeout begins to count.
     pub async fn submit(&self, manifest: JobManifest) -> Result<JobRecord, JobError> {
         manifest.validate()?;
         let s = &self.shared.settings;
         check_memory(&manifest, s.max_memory)?;
-        let timeout = manifest.timeout_or(s.default_timeout.as_secs());
+        let queue_timeout = s.queue_timeout.as_millis() as i64;
         let now = now_ms();
         let job = NewJob {
             id: uuid::Uuid::new_v4().to_string(),
             manifest,
             token_hash: token::unusable_hash(),
             created_at: now,
-            deadline_at: now.saturating_add((timeout as i64).saturating_mul(1000)),
+            deadline_at: now.saturating_add(queue_timeout),
             isolation: self.shared.isolation,
         };
         let rec = self.shared.store.run(move |s| s.insert_job(&job)).await?;
@@ -362,9 +364,14 @@ impl JobManager {
         Ok(self.shared.store.archive_path(job_id))
     }
 
-    /// Change notices for every job.
+    /// Change notices for every job. Without an engine here they come
+    /// from polling the store (`poll.rs`), started by the first subscriber.
     pub fn subscribe(&self) -> broadcast::Receiver<JobChange> {
-        self.shared.subscribe()
+        let rx = self.shared.subscribe();
+        if self.engine.is_none() {
+            super::poll::start(&self.shared);
+        }
+        rx
     }
 
     /// `local`, `proxmox` or `qemu`.

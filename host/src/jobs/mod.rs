@@ -8,8 +8,11 @@
 //! The modules form a chain, each using only those before it:
 //! `change`, `control`, `metrics`, `token`, `error` → `rules` (which state a job goes
 //! to) → `state` (what all share; the one `transition` and `on_final`) →
-//! `full` (a full data directory ends the job that hit it) → `engine` (scheduler, drivers, recovery, reconciliation) → `manager` (the
-//! facade; holds the engine if this process runs one) → `guest` (the
+//! `full` (a full data directory ends the job that hit it) → `engine`
+//! (scheduler, drivers, recovery, reconciliation) and `poll` (the
+//! change notices of a process without the engine, read from the store) →
+//! `manager` (the facade; holds the engine if this process runs one, starts
+//! the poller if not) → `guest` (the
 //! callback API's side of the manager).
 
 pub mod change;
@@ -20,6 +23,7 @@ pub mod full;
 pub mod guest;
 pub mod manager;
 pub mod metrics;
+mod poll;
 pub mod prefix;
 pub mod resources;
 pub mod rules;

@@ -55,6 +55,24 @@ pub fn transition(
     store.get_job(id)
 }
 
+/// Starts a pending job's provisioning: `provisioning` from now on, and
+/// its deadline `timeout_ms` from now (until then the deadline was the
+/// queue's: time spent waiting for a slot does not count against the job's
+/// own timeout). A refusal (the job ended while pending) is
+/// [`StoreError::Transition`] and changes nothing.
+pub fn start_provisioning(
+    store: &Store,
+    id: &str,
+    timeout_ms: i64,
+    now: UnixMs,
+) -> Result<JobRecord, StoreError> {
+    store.with_job(id, now, |job| {
+        step(job, job.view()?.state, JobState::Provisioning, None)?;
+        job.set_deadline(now.saturating_add(timeout_ms))
+    })?;
+    store.get_job(id)
+}
+
 /// Cancels a job from a process that does not run the engine: the state
 /// becomes `cancelled` at once and the job is flagged for the engine, which
 /// polls for the flag and destroys the VM. Returns the record and whether

@@ -7,6 +7,7 @@
 //! engine no driver is ever registered in `runs`, so poking one is a no-op.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use delegate_proto::JobState;
@@ -38,6 +39,9 @@ pub(super) struct Shared {
     pub(super) wake: Notify,
     /// Guests' held control requests (`GET control`).
     pub(super) control: ControlWaiters,
+    /// Whether the store poller of a manager without an engine runs
+    /// (`poll.rs`).
+    poller: AtomicBool,
 }
 
 /// A job's driver, as the rest of the process sees it.
@@ -68,6 +72,7 @@ impl Shared {
             runs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             control: ControlWaiters::new(MAX_CONTROL_WAITERS),
+            poller: AtomicBool::new(false),
         }
     }
 
@@ -78,6 +83,16 @@ impl Shared {
 
     pub(super) fn subscribe(&self) -> broadcast::Receiver<JobChange> {
         self.changes.subscribe()
+    }
+
+    /// Whether anyone listens for change notices.
+    pub(super) fn has_listeners(&self) -> bool {
+        self.changes.receiver_count() > 0
+    }
+
+    /// True if the store poller was already started; marks it started.
+    pub(super) fn poller_started(&self) -> bool {
+        self.poller.swap(true, Ordering::AcqRel)
     }
 
     pub(super) fn notify(&self, job_id: &str, kind: JobChangeKind) {
@@ -142,6 +157,34 @@ impl Shared {
             Err(StoreError::Transition { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Moves a pending job to `provisioning` with its own deadline
+    /// ([`rules::start_provisioning`]). Returns whether it changed: false
+    /// when the job ended while it waited.
+    pub(super) async fn start_provisioning(
+        self: &Arc<Self>,
+        job_id: &str,
+    ) -> Result<bool, StoreError> {
+        let (shared, id) = (self.clone(), job_id.to_string());
+        self.store
+            .run(move |store| {
+                let rec = store.get_job(&id)?;
+                let timeout_secs = rec
+                    .manifest
+                    .timeout_or(shared.settings.default_timeout.as_secs());
+                let timeout_ms = (timeout_secs as i64).saturating_mul(1000);
+                match rules::start_provisioning(store, &id, timeout_ms, now_ms()) {
+                    Ok(_) => {
+                        shared.notify(&id, JobChangeKind::State);
+                        shared.poke(&id);
+                        Ok(true)
+                    }
+                    Err(StoreError::Transition { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
     }
 
     /// What follows a job becoming final, whoever ended it: its run time

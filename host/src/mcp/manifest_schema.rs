@@ -86,7 +86,7 @@ pub fn manifest() -> Value {
                 "type": "integer",
                 "minimum": 1,
                 "maximum": delegate_proto::manifest::MAX_TIMEOUT_SECONDS,
-                "description": "Wall-clock limit for the whole job in seconds, provisioning included."
+                "description": "Wall-clock limit for the job in seconds, counted from when it starts provisioning (provisioning included; time spent pending for a free VM slot is not, the host's queue timeout covers that)."
             },
             "lifecycle": {
                 "type": "string",

@@ -49,7 +49,9 @@ fn build() -> Vec<Tool> {
              output with get_job_logs, and collect output and artifacts with get_job_result. \
              agentType claude runs Claude Code on the task; script runs the task (or agent.command) \
              with bash; custom runs agent.command with agent.args. Put input files in files \
-             (base64) and list what to bring back in artifacts (globs).",
+             (base64) and list what to bring back in artifacts (globs). The job's timeout counts \
+             from when it starts provisioning (provisioning included); time spent pending for a \
+             free VM slot is covered by the server's separate queue timeout instead.",
             schema::input::<SubmitArgs>(),
         )
         .with_title("Submit a job")

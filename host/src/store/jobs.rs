@@ -24,7 +24,8 @@ pub struct NewJob {
     pub token_hash: [u8; 32],
     /// Submission time.
     pub created_at: UnixMs,
-    /// created_at + timeout.
+    /// created_at + the queue timeout (the engine sets the job's own
+    /// deadline when it starts provisioning).
     pub deadline_at: UnixMs,
     /// The provider's isolation.
     pub isolation: Isolation,
@@ -519,6 +520,18 @@ impl JobTx<'_> {
             .execute(
                 "UPDATE jobs SET result = ?2, result_at = ?3 WHERE id = ?1",
                 params![self.id, json, self.now],
+            )
+            .map_err(|e| self.store.sqlite(e))?;
+        Ok(())
+    }
+
+    /// Sets the job's deadline (unix ms): the queue's while it is pending,
+    /// its own timeout's from provisioning on.
+    pub fn set_deadline(&self, at: UnixMs) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE jobs SET deadline_at = ?2 WHERE id = ?1",
+                rusqlite::params![self.id, at],
             )
             .map_err(|e| self.store.sqlite(e))?;
         Ok(())

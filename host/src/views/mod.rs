@@ -136,7 +136,8 @@ pub struct StatusView {
     pub started_at: Option<String>,
     /// When the job became final.
     pub completed_at: Option<String>,
-    /// When the job's timeout ends it.
+    /// When the job is ended if still unfinished: while pending, the end of
+    /// the queue timeout; from provisioning on, the end of its own timeout.
     pub deadline_at: String,
     /// Seconds since the guest was last heard from (running jobs).
     pub heartbeat_age_seconds: Option<f64>,

@@ -18,4 +18,5 @@ mod manager_restart;
 mod store_artifacts;
 mod store_basics;
 mod store_damage;
+mod systemd_unit;
 mod tool_schemas;

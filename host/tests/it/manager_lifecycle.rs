@@ -329,3 +329,71 @@ async fn a_second_engine_on_the_same_data_dir_is_refused() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_counts_from_provisioning_and_the_queue_has_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeProvider::new();
+    let s = settings(dir.path(), |s| {
+        s.max_running = 1;
+        s.queue_timeout = Duration::from_secs(6);
+    });
+    let host = Host::start(s, Arc::new(fake.clone())).await;
+    let m = host.manager().clone();
+    // The first job holds the only slot for 3 s.
+    let first = m.submit(job("run=3000")).await.unwrap().id;
+    // The second waits about 3 s as pending, longer than its 2 s timeout,
+    // then runs for half a second: the wait must not count.
+    let mut short = job("run=500");
+    short.timeout = Some(2);
+    let submitted = m.submit(short).await.unwrap();
+    let queue_deadline = submitted.deadline_at;
+    assert!(
+        queue_deadline - submitted.created_at >= 5_000,
+        "pending: the queue's deadline ({submitted:?})"
+    );
+    let r = m
+        .wait(&submitted.id, Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        r.state,
+        JobState::Success,
+        "queueing ate the timeout: {r:?}"
+    );
+    let started = r.started_at.expect("started");
+    assert!(
+        started - r.created_at >= 2_000,
+        "it did wait longer than its timeout: {r:?}"
+    );
+    // Its deadline was set when it started provisioning: its own 2 s.
+    assert!(r.deadline_at > queue_deadline - 6_000 + 2_000, "{r:?}");
+    assert!(r.deadline_at <= started + 2_000, "{r:?}");
+    assert_eq!(
+        m.wait(&first, Duration::from_secs(60), |_| {})
+            .await
+            .unwrap()
+            .state,
+        JobState::Success
+    );
+
+    // A job that waits longer than the queue timeout times out as pending.
+    let hog = m.submit(job("hang")).await.unwrap().id;
+    let waiting = m.submit(job("run=10")).await.unwrap().id;
+    let r = m
+        .wait(&waiting, Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(r.state, JobState::Timeout, "{r:?}");
+    assert_eq!(r.error_kind, Some(ErrorKind::Timeout));
+    assert!(r.started_at.is_none(), "it never started: {r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("DELEGATE_QUEUE_TIMEOUT_SECONDS"),
+        "{r:?}"
+    );
+    m.cancel(&hog).await.unwrap();
+    host.stop().await;
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests, one module per area, linked into one test binary; their
 //! support is this package's library (`delegate_tests`).
 
+mod cli_live;
 mod mcp_cancel;
 mod mcp_cli;
 mod mcp_http;
@@ -8,6 +9,7 @@ mod mcp_jobs;
 mod mcp_limits;
 mod mcp_notify;
 mod mcp_restart;
+mod mcp_shared;
 mod mcp_tools;
 mod pve_client;
 mod pve_e2e;

@@ -87,11 +87,7 @@ async fn drive(
 ) {
     let shutdown = &engine.shutdown;
     match resume {
-        Resume::Fresh => match engine
-            .shared
-            .transition(id, JobState::Provisioning, None)
-            .await
-        {
+        Resume::Fresh => match engine.shared.start_provisioning(id).await {
             Ok(true) => provision(engine, id, stop).await,
             // Final already (cancelled or timed out while pending).
             Ok(false) => return,
@@ -130,6 +126,12 @@ async fn drive(
         return;
     }
     cleanup(engine, id, changed, shutdown).await;
+}
+
+/// The job's own timeout, which its deadline counts from provisioning on.
+fn timeout_secs(engine: &Engine, rec: &JobRecord) -> u64 {
+    rec.manifest
+        .timeout_or(engine.shared.settings.default_timeout.as_secs())
 }
 
 /// Ends the job with `why`, retrying with backoff while the store fails
@@ -208,7 +210,7 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
             _ = tokio::time::sleep_until(deadline) => {
                 let why = format!(
                     "the job's timeout of {} s passed while its VM was being provisioned",
-                    (rec.deadline_at - rec.created_at) / 1000
+                    timeout_secs(engine, &rec)
                 );
                 fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await;
                 return;
@@ -306,7 +308,7 @@ async fn watch(
         if now >= rec.deadline_at {
             let why = format!(
                 "the job ran past its timeout of {} s",
-                (rec.deadline_at - rec.created_at) / 1000
+                timeout_secs(engine, &rec)
             );
             if !fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await {
                 give_up(engine, id, &rec, shutdown).await;

@@ -125,15 +125,13 @@ fn prompt_checks(engine: &Engine) -> Result<(), StoreError> {
         shared.notify(&id, JobChangeKind::State);
         shared.stop_run(&id);
     }
+    let why = format!(
+        "the queue timeout of {} s (DELEGATE_QUEUE_TIMEOUT_SECONDS) passed while the job \
+         waited for a free VM slot",
+        shared.settings.queue_timeout.as_secs()
+    );
     for id in shared.store.pending_past_deadline(now_ms())? {
-        shared.transition_blocking(
-            &id,
-            JobState::Timeout,
-            Some((
-                "the job's timeout passed while it waited for a free VM slot",
-                ErrorKind::Timeout,
-            )),
-        )?;
+        shared.transition_blocking(&id, JobState::Timeout, Some((&why, ErrorKind::Timeout)))?;
     }
     Ok(())
 }

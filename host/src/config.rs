@@ -142,6 +142,9 @@ pub struct RawSettings {
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
     pub proxmox: crate::provider::proxmox::ProxmoxArgs,
+    /// QEMU provider settings (`DELEGATE_QEMU_*`).
+    #[command(flatten)]
+    pub qemu: crate::provider::qemu::QemuArgs,
 }
 
 /// A setting that failed validation.
@@ -256,6 +259,8 @@ pub struct Settings {
     pub max_resource_bytes: u64,
     /// Resolved Proxmox settings, with `DELEGATE_PROVIDER=proxmox`.
     pub proxmox: Option<crate::provider::proxmox::ProxmoxSettings>,
+    /// Resolved QEMU settings, with `DELEGATE_PROVIDER=qemu`.
+    pub qemu: Option<crate::provider::qemu::QemuSettings>,
 }
 
 /// Client tool calls time out around 60 s; a wait must end well before.
@@ -419,6 +424,21 @@ impl Settings {
             ProviderKind::Proxmox => Some(raw.proxmox.resolve()?),
             _ => None,
         };
+        let qemu = match raw.provider {
+            ProviderKind::Qemu => {
+                let ctx = crate::provider::qemu::QemuContext::standard(
+                    machine.path.clone(),
+                    guest_bin.clone().or_else(|| machine.find_guest()),
+                    &data_dir,
+                );
+                Some(
+                    raw.qemu
+                        .resolve(&ctx)
+                        .map_err(|e| invalid(e.setting, e.message))?,
+                )
+            }
+            _ => None,
+        };
 
         Ok(Settings {
             callback_bind,
@@ -450,6 +470,7 @@ impl Settings {
             wait_max,
             max_resource_bytes: size("DELEGATE_MAX_RESOURCE_BYTES", &raw.max_resource_bytes)?,
             proxmox,
+            qemu,
         })
     }
 }
@@ -490,14 +511,17 @@ pub fn derive_callback_url(
 ) -> Result<String, ConfigError> {
     let port = bind.port();
     match (provider, bind.ip()) {
-        (ProviderKind::Local, ip) if ip.is_unspecified() || ip.is_loopback() => {
+        // QEMU VMs reach the callback through a relay this host runs.
+        (ProviderKind::Local | ProviderKind::Qemu, ip)
+            if ip.is_unspecified() || ip.is_loopback() =>
+        {
             Ok(format!("http://127.0.0.1:{port}"))
         }
         (_, ip) if !ip.is_unspecified() && !ip.is_loopback() => Ok(match ip {
             IpAddr::V4(v4) => format!("http://{v4}:{port}"),
             IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
         }),
-        (ProviderKind::Local, ip) => Ok(format!("http://{ip}:{port}")),
+        (ProviderKind::Local | ProviderKind::Qemu, ip) => Ok(format!("http://{ip}:{port}")),
         (p, _) => Err(invalid(
             "CALLBACK_URL",
             format!(

@@ -57,12 +57,14 @@ pub fn build_provider(settings: &Settings) -> Result<Arc<dyn Provider>, EngineEr
         ProviderKind::Proxmox => Ok(Arc::new(
             crate::provider::proxmox::ProxmoxProvider::from_settings(settings)?,
         )),
-        other => Err(EngineError::Provider(
-            crate::provider::ProviderError::Unavailable(format!(
-                "the {} provider is not available in this build",
-                other.as_str()
-            )),
-        )),
+        ProviderKind::Qemu => {
+            let qemu = settings.qemu.clone().ok_or_else(|| {
+                crate::provider::ProviderError::Unavailable(
+                    "qemu settings were not resolved".into(),
+                )
+            })?;
+            Ok(Arc::new(crate::provider::qemu::QemuProvider::new(qemu)?))
+        }
     }
 }
 

@@ -35,11 +35,24 @@ pub async fn run(settings: &Settings) -> Result<u8, CliError> {
                 Ok(exit::FAILURE)
             }
         },
-        (other, _) => {
-            println!(
-                "[FAIL] the {} provider is not available in this build",
-                other.as_str()
-            );
+        (ProviderKind::Qemu, _) => {
+            let Some(qemu) = &settings.qemu else {
+                println!("[FAIL] qemu provider: its settings were not resolved");
+                return Ok(exit::FAILURE);
+            };
+            let checks = crate::provider::qemu::doctor::run(qemu);
+            for c in &checks {
+                let mark = if c.ok { "ok" } else { "FAIL" };
+                println!("[{mark}] {}: {}", c.name, c.detail);
+            }
+            Ok(if checks.iter().all(|c| c.ok) {
+                exit::OK
+            } else {
+                exit::FAILURE
+            })
+        }
+        (ProviderKind::Proxmox, None) => {
+            println!("[FAIL] proxmox provider: its settings were not resolved");
             Ok(exit::FAILURE)
         }
     }

@@ -118,13 +118,23 @@ fn local_provider_needs_a_guest_and_vm_providers_need_an_address() {
     let s = Settings::resolve_with(raw(&[]), &m).unwrap();
     assert_eq!(s.guest_bin, Some(bin.join("delegate-guest")));
 
-    let err = Settings::resolve_with(raw(&["--provider", "qemu"]), &m).unwrap_err();
+    // (qemu VMs reach the callback through a relay on this host, so
+    // Proxmox is the VM provider that needs an address.)
+    let pve = [
+        "--provider",
+        "proxmox",
+        "--proxmox-url",
+        "https://pve.example:8006",
+        "--proxmox-token-id",
+        "delegate@pve!host",
+        "--proxmox-token-secret",
+        "0f4c7e1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b",
+    ];
+    let err = Settings::resolve_with(raw(&pve), &m).unwrap_err();
     assert!(err.to_string().starts_with("CALLBACK_URL"), "{err}");
-    let s = Settings::resolve_with(
-        raw(&["--provider", "qemu", "--callback-host", "10.1.2.3"]),
-        &m,
-    )
-    .unwrap();
+    let mut with_host = pve.to_vec();
+    with_host.extend(["--callback-host", "10.1.2.3"]);
+    let s = Settings::resolve_with(raw(&with_host), &m).unwrap();
     assert_eq!(s.callback_url, "http://10.1.2.3:8765");
     assert_eq!(s.guest_bin, None);
 }

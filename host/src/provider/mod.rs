@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod proxmox;
+pub mod qemu;
 
 use delegate_proto::{Bootstrap, JobManifest};
 use serde::{Deserialize, Serialize};

@@ -18,7 +18,7 @@
 //! process in its own process group and every status says "NONE".
 
 mod argv;
-mod process;
+pub(crate) mod process;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};

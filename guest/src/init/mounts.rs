@@ -1,0 +1,182 @@
+//! The VM's file systems: the machine's root read-only over virtio-9p
+//! under a writable overlay in memory, then fresh kernel file systems,
+//! `/tmp`, `/run` and `/workspace` inside it.
+
+use std::path::Path;
+
+use nix::mount::{MsFlags, mount};
+
+use delegate_proto::microvm::ROOT_TAG;
+/// Where the read-only lower layer is mounted in the initramfs.
+const LOWER: &str = "/lower";
+/// The tmpfs holding the overlay's upper and work directories.
+const RW: &str = "/rw";
+/// Where the job's root is assembled.
+pub const NEW_ROOT: &str = "/newroot";
+
+fn mnt(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    mount(Some(source), target, Some(fstype), flags, data).map_err(|e| {
+        format!(
+            "mounting {fstype} on {target} ({}): {e}",
+            data.unwrap_or("")
+        )
+    })
+}
+
+fn mkdir(path: &str, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("creating {path}: {e}")),
+    }
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// `/proc`, `/sys` and `/dev` of the initramfs (module loading and fw_cfg
+/// need them).
+pub fn early() -> Result<(), String> {
+    for dir in ["/proc", "/sys", "/dev"] {
+        mkdir(dir, 0o755)?;
+    }
+    mnt("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None)?;
+    mnt("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, None)?;
+    mnt(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )
+}
+
+/// The machine's root, read-only, with a tmpfs overlay, at [`NEW_ROOT`].
+pub fn root() -> Result<(), String> {
+    for dir in [LOWER, RW, NEW_ROOT] {
+        mkdir(dir, 0o755)?;
+    }
+    // cache=loose: the lower layer is read-only for the VM's life, so the
+    // guest may cache it; under TCG every round trip to QEMU is slow.
+    mnt(
+        ROOT_TAG,
+        LOWER,
+        "9p",
+        MsFlags::MS_RDONLY,
+        Some("trans=virtio,version=9p2000.L,msize=262144,cache=loose"),
+    )?;
+    mnt("tmpfs", RW, "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+    mkdir(&format!("{RW}/upper"), 0o755)?;
+    mkdir(&format!("{RW}/work"), 0o755)?;
+    mnt(
+        "overlay",
+        NEW_ROOT,
+        "overlay",
+        MsFlags::empty(),
+        Some(&format!(
+            "lowerdir={LOWER},upperdir={RW}/upper,workdir={RW}/work"
+        )),
+    )
+}
+
+/// Kernel file systems and private scratch space inside the new root, and
+/// empty directories over the host paths to hide.
+pub fn inside(workspace_size: Option<u64>, hide: &[String]) -> Result<(), String> {
+    let at = |p: &str| format!("{NEW_ROOT}{p}");
+    for (dir, mode) in [
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
+        ("/tmp", 0o1777),
+        ("/run", 0o755),
+        ("/workspace", 0o755),
+    ] {
+        mkdir(&at(dir), mode)?;
+    }
+    mnt("proc", &at("/proc"), "proc", NOSUID_NODEV_NOEXEC, None)?;
+    mnt("sysfs", &at("/sys"), "sysfs", NOSUID_NODEV_NOEXEC, None)?;
+    mnt(
+        "devtmpfs",
+        &at("/dev"),
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    mkdir(&at("/dev/pts"), 0o755)?;
+    mkdir(&at("/dev/shm"), 0o1777)?;
+    mnt(
+        "devpts",
+        &at("/dev/pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mnt(
+        "tmpfs",
+        &at("/dev/shm"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mnt(
+        "tmpfs",
+        &at("/tmp"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    mnt(
+        "tmpfs",
+        &at("/run"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    let ws = match workspace_size {
+        Some(n) => format!("mode=0755,size={n}"),
+        None => "mode=0755".to_string(),
+    };
+    mnt(
+        "tmpfs",
+        &at("/workspace"),
+        "tmpfs",
+        MsFlags::MS_NODEV,
+        Some(&ws),
+    )?;
+    for path in hide {
+        let target = at(path);
+        // A path that is not there has nothing to hide.
+        if Path::new(&target).is_dir() {
+            mnt(
+                "tmpfs",
+                &target,
+                "tmpfs",
+                MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+                Some("mode=0700,size=4k"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes [`NEW_ROOT`] the root of this process (what `switch_root` does:
+/// the initramfs cannot be pivoted away, so the new root is moved over `/`
+/// and entered with chroot).
+pub fn enter() -> Result<(), String> {
+    std::env::set_current_dir(NEW_ROOT).map_err(|e| format!("entering {NEW_ROOT}: {e}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("moving {NEW_ROOT} over /: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}

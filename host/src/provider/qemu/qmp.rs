@@ -1,0 +1,64 @@
+//! A minimal QMP client: connect to a VM's monitor socket, leave
+//! negotiation mode, run one command. Enough to ask QEMU to quit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// Sends `command` (e.g. `quit`) and waits for its answer, all within
+/// `limit`. Events QEMU sends meanwhile are skipped.
+pub async fn execute(socket: &Path, command: &str, limit: Duration) -> Result<(), String> {
+    tokio::time::timeout(limit, run(socket, command))
+        .await
+        .map_err(|_| format!("QMP {command}: no answer within {limit:?}"))?
+}
+
+async fn run(socket: &Path, command: &str) -> Result<(), String> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // The greeting, then capabilities negotiation, then the command.
+    answer(&mut lines, "greeting", |v| v.get("QMP").is_some()).await?;
+    for cmd in ["qmp_capabilities", command] {
+        let msg = serde_json::json!({ "execute": cmd }).to_string() + "\n";
+        write
+            .write_all(msg.as_bytes())
+            .await
+            .map_err(|e| format!("QMP {cmd}: {e}"))?;
+        let reply = answer(&mut lines, cmd, |v| {
+            v.get("return").is_some() || v.get("error").is_some()
+        })
+        .await;
+        match reply {
+            Ok(v) if v.get("error").is_some() => return Err(format!("QMP {cmd}: {v}")),
+            Ok(_) => {}
+            // QEMU may close the socket as it quits, before answering.
+            Err(_) if cmd == "quit" => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn answer(
+    lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value, String> {
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("QMP {what}: {e}"))?
+            .ok_or_else(|| format!("QMP {what}: the socket closed"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("QMP {what}: {e}: {line}"))?;
+        if wanted(&v) {
+            return Ok(v);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The qemu provider with real micro VMs (under TCG, as in CI): jobs run
+//! end to end through the real manager and callback API inside a VM that
+//! boots this machine's kernel; a cancelled or timed-out job leaves no QEMU
+//! (or relay) process behind; a job's writes stay in the VM; the VM reaches
+//! nothing on this machine but its callback.
+//!
+//! Needs: qemu-system-x86 and a readable /boot/vmlinuz-* with its modules
+//! (CI installs qemu-system-x86 and linux-image-amd64), and a static
+//! delegate-guest: `cargo build --release -p delegate-guest --target
+//! x86_64-unknown-linux-musl` (or DELEGATE_QEMU_GUEST naming one). Each VM
+//! boot takes about 10 s under TCG, so the VMs here are few and small.
+
+mod manager_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use delegate_host::jobs::JobManager;
+use delegate_host::jobs::model::LogSelector;
+use delegate_host::provider::qemu::{AccelChoice, QemuArgs, QemuContext, QemuProvider};
+use delegate_host::provider::{Isolation, Provider};
+use delegate_proto::{JobManifest, JobState, LogStream};
+use manager_support::harness::{Host, eventually, settings, until_state};
+
+/// The static guest: DELEGATE_QEMU_GUEST, else the workspace's musl build.
+fn static_guest() -> PathBuf {
+    if let Some(p) = std::env::var_os("DELEGATE_QEMU_GUEST") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-linux-musl/release/delegate-guest");
+    assert!(
+        p.is_file(),
+        "build the static guest first: cargo build --release -p delegate-guest \
+         --target x86_64-unknown-linux-musl (or set DELEGATE_QEMU_GUEST)"
+    );
+    p
+}
+
+fn provider(dir: &Path) -> Arc<QemuProvider> {
+    let args = QemuArgs {
+        guest: Some(static_guest()),
+        // CI machines have no working KVM; the probe has its own test.
+        accel: AccelChoice::Tcg,
+        boot_timeout_seconds: 180,
+        ..QemuArgs::default()
+    };
+    let ctx = QemuContext::standard(std::env::var_os("PATH"), None, dir);
+    let settings = args
+        .resolve(&ctx)
+        .expect("QEMU, a kernel and its modules are installed");
+    Arc::new(QemuProvider::new(settings).expect("the qemu provider starts"))
+}
+
+async fn qemu_host(dir: &Path) -> (Host, Arc<QemuProvider>) {
+    let p = provider(dir);
+    assert_eq!(p.isolation(), Isolation::Vm);
+    let s = settings(dir, |s| {
+        s.default_cpu = 1;
+        s.default_memory = 512 << 20;
+        s.default_disk = 64 << 20;
+        s.heartbeat_threshold = Duration::from_secs(60);
+    });
+    (Host::start(s, p.clone()).await, p)
+}
+
+fn script(task: &str, extra: serde_json::Value) -> JobManifest {
+    let mut v = serde_json::json!({
+        "task": task,
+        "agentType": "script",
+        "statusMode": "streaming",
+        "timeout": 300,
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    JobManifest::from_value(v).unwrap()
+}
+
+fn log_text(m: &JobManager, id: &str, which: LogSelector) -> String {
+    String::from_utf8(m.read_log(id, which, 0, 1 << 20).unwrap().data).unwrap()
+}
+
+/// Processes whose command line mentions `needle` (QEMU runs with paths
+/// under the test's directory; relays name the guest and the port).
+fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmd.contains(needle) && pid != std::process::id() {
+            found.push((pid, cmd));
+        }
+    }
+    found
+}
+
+async fn assert_nothing_left(host: &Host, dir: &Path, id: &str) {
+    let m = host.manager();
+    eventually(60, "the VM to be destroyed", || async {
+        m.get(id).unwrap().vm_destroyed.then_some(())
+    })
+    .await;
+    let marker = dir.join("qemu").to_string_lossy().into_owned();
+    eventually(30, "no QEMU process of this test", || async {
+        processes_mentioning(&marker).is_empty().then_some(())
+    })
+    .await;
+    let relay = format!("relay 127.0.0.1:{}", host.port());
+    eventually(30, "no relay process of this test", || async {
+        processes_mentioning(&relay).is_empty().then_some(())
+    })
+    .await;
+    let vms: Vec<_> = std::fs::read_dir(dir.join("qemu/vms")).unwrap().collect();
+    assert!(vms.is_empty(), "VM directories removed: {vms:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_job_runs_end_to_end_in_a_micro_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, p) = qemu_host(dir.path()).await;
+    let m = host.manager().clone();
+    let task = "echo hello from the vm; echo oops >&2; \
+                echo uid=$(id -u) kernel=$(uname -r) host=$(hostname); \
+                echo greeting=$GREETING; cat input.txt; \
+                test -x /usr/bin/env && echo has-usr; \
+                mkdir -p out && echo data > out/a.txt && cp input.txt out/";
+    let input = base64_of(b"from the host\n");
+    let extra = serde_json::json!({
+        "env": {"GREETING": "hi there"},
+        "files": [{"path": "input.txt", "content": input}],
+        "artifacts": ["out/*"],
+    });
+    let rec = m.submit(script(task, extra)).await.unwrap();
+    assert_eq!(rec.isolation, Isolation::Vm);
+    let done = m
+        .wait(&rec.id, Duration::from_secs(50), |_| {})
+        .await
+        .unwrap();
+    let done = if done.state.is_final() {
+        done
+    } else {
+        until_state(&m, &rec.id, JobState::Success, 240).await
+    };
+    let log = log_text(&m, &rec.id, LogSelector::Combined);
+    assert_eq!(done.state, JobState::Success, "{done:?}\nlog:\n{log}");
+    let stdout = log_text(&m, &rec.id, LogSelector::Stream(LogStream::Stdout));
+    assert!(stdout.contains("hello from the vm"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("kernel={} ", p.kernel_release())),
+        "the machine's own kernel: {stdout}"
+    );
+    assert!(stdout.contains("host=delegate-vm"), "{stdout}");
+    assert!(
+        !stdout.contains("uid=0 "),
+        "the job runs unprivileged: {stdout}"
+    );
+    assert!(stdout.contains("greeting=hi there"), "{stdout}");
+    assert!(stdout.contains("from the host"), "{stdout}");
+    assert!(
+        stdout.contains("has-usr"),
+        "the machine's /usr is there: {stdout}"
+    );
+    let stderr = m
+        .read_log(&rec.id, LogSelector::Stream(LogStream::Stderr), 0, 1 << 20)
+        .unwrap();
+    assert_eq!(stderr.data, b"oops\n");
+    assert_eq!(
+        m.read_artifact(&rec.id, "out/a.txt", 100).unwrap(),
+        b"data\n"
+    );
+    assert_eq!(
+        m.read_artifact(&rec.id, "out/input.txt", 100).unwrap(),
+        b"from the host\n"
+    );
+    assert_nothing_left(&host, dir.path(), &rec.id).await;
+    host.stop().await;
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

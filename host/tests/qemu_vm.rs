@@ -187,3 +187,116 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_changes_nothing_on_the_host_and_reaches_only_its_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _p) = qemu_host(dir.path()).await;
+    let m = host.manager().clone();
+    // A port on this machine's loopback that the VM must not reach: slirp
+    // would map 10.0.2.2 to it without restrict=on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let name = format!("delegate-qemu-test-{}", uuid_like());
+    let task = format!(
+        "for d in / /usr /root /var/tmp; do \
+           if echo x > $d/{name} 2>/dev/null; then echo wrote $d; else echo refused $d; fi; \
+         done; \
+         for a in 10.0.2.2 10.0.2.3 127.0.0.1; do \
+           if timeout 5 bash -c 'echo hi > /dev/tcp/'$a'/{port}' 2>/dev/null; then echo reached $a; \
+           else echo unreachable $a; fi; \
+         done; \
+         if cat /sys/firmware/qemu_fw_cfg/by_name/opt/delegate/bootstrap/raw >/dev/null 2>&1; \
+           then echo bootstrap readable; else echo bootstrap private; fi; \
+         true"
+    );
+    let rec = m
+        .submit(script(&task, serde_json::json!({})))
+        .await
+        .unwrap();
+    let done = until_state(&m, &rec.id, JobState::Success, 240).await;
+    let stdout = log_text(&m, &rec.id, LogSelector::Stream(LogStream::Stdout));
+    assert_eq!(done.state, JobState::Success, "{stdout}");
+    // Inside the VM /var/tmp is writable (the overlay); the rest is the
+    // host's, owned by root, and the job runs unprivileged.
+    assert!(stdout.contains("wrote /var/tmp"), "{stdout}");
+    for d in ["/", "/usr", "/root", "/var/tmp"] {
+        let on_host = Path::new(d).join(&name);
+        assert!(!on_host.exists(), "{} reached the host", on_host.display());
+    }
+    for a in ["10.0.2.2", "10.0.2.3", "127.0.0.1"] {
+        assert!(stdout.contains(&format!("unreachable {a}")), "{stdout}");
+    }
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the host's port"
+    );
+    assert!(stdout.contains("bootstrap private"), "{stdout}");
+    assert_nothing_left(&host, dir.path(), &rec.id).await;
+    host.stop().await;
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_timeout_end_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _p) = qemu_host(dir.path()).await;
+    let m = host.manager().clone();
+    let cancelled = m
+        .submit(script("echo started; sleep 300", serde_json::json!({})))
+        .await
+        .unwrap()
+        .id;
+    let timed_out = m
+        .submit(script("sleep 300", serde_json::json!({"timeout": 20})))
+        .await
+        .unwrap()
+        .id;
+    until_state(&m, &cancelled, JobState::Running, 240).await;
+    m.cancel(&cancelled).await.unwrap();
+    until_state(&m, &cancelled, JobState::Cancelled, 60).await;
+    let done = until_state(&m, &timed_out, JobState::Timeout, 240).await;
+    assert_eq!(done.state, JobState::Timeout);
+    assert_nothing_left(&host, dir.path(), &cancelled).await;
+    assert_nothing_left(&host, dir.path(), &timed_out).await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_fails_to_boot_fails_its_job_with_its_console() {
+    let dir = tempfile::tempdir().unwrap();
+    // A data directory spelled with `..`: the host resolves it, but init
+    // refuses to hide such a path and powers off, as it would on any
+    // failure before the job starts.
+    let data = dir.path().join("x").join("..").join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let p = provider(&data);
+    let s = settings(&data, |s| {
+        s.default_cpu = 1;
+        s.default_memory = 256 << 20;
+    });
+    let host = Host::start(s, p).await;
+    let m = host.manager().clone();
+    let id = m
+        .submit(script("echo never", serde_json::json!({})))
+        .await
+        .unwrap()
+        .id;
+    let done = until_state(&m, &id, JobState::Failed, 240).await;
+    let error = done.error.clone().unwrap_or_default();
+    assert!(error.contains("delegate-init: failed"), "{error}");
+    assert!(error.contains("is not an absolute path"), "{error}");
+    assert_nothing_left(&host, &data, &id).await;
+    host.stop().await;
+}

@@ -300,3 +300,30 @@ async fn a_vm_that_fails_to_boot_fails_its_job_with_its_console() {
     assert_nothing_left(&host, &data, &id).await;
     host.stop().await;
 }
+
+/// `auto` probes KVM by booting the kernel in a child QEMU with a time
+/// limit: where KVM works it is used, where it hangs (nested
+/// virtualization, as on CI machines) the provider still starts, on TCG,
+/// and says why.
+#[test]
+fn the_kvm_probe_is_bounded_and_says_what_it_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = QemuArgs {
+        guest: Some(static_guest()),
+        accel: AccelChoice::Auto,
+        ..QemuArgs::default()
+    };
+    let ctx = QemuContext::standard(std::env::var_os("PATH"), None, dir.path());
+    let started = std::time::Instant::now();
+    let p = QemuProvider::new(args.resolve(&ctx).unwrap()).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let said = p.describe();
+    eprintln!("{said}");
+    assert!(said.contains("KVM") || said.contains("TCG"), "{said}");
+    assert!(said.contains(p.kernel_release()), "{said}");
+    assert!(!p.accel().reason.is_empty());
+}

@@ -62,3 +62,54 @@ async fn answer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against a real QEMU that runs no guest (`-machine none -S`): needs
+    /// qemu-system-x86_64 on PATH, as the provider does.
+    #[tokio::test]
+    async fn quit_ends_qemu_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let mut qemu = tokio::process::Command::new(super::super::settings::QEMU_BINARY)
+            .args([
+                "-machine",
+                "none",
+                "-S",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-qmp",
+            ])
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("qemu-system-x86_64 is installed");
+        let mut waited = 0;
+        while !sock.exists() && waited < 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        execute(&sock, "query-status", Duration::from_secs(10))
+            .await
+            .unwrap();
+        execute(&sock, "quit", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), qemu.wait())
+            .await
+            .expect("QEMU quits")
+            .unwrap();
+        assert!(status.success(), "{status}");
+        let err = execute(
+            &dir.path().join("none.sock"),
+            "quit",
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("none.sock"), "{err}");
+    }
+}

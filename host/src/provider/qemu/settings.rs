@@ -25,7 +25,7 @@ pub enum AccelChoice {
 }
 
 /// QEMU settings as given on the command line or in the environment.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct QemuArgs {
     /// The QEMU system emulator [default: qemu-system-x86_64 on PATH].
     #[arg(long = "qemu-binary", env = "DELEGATE_QEMU_BINARY")]
@@ -48,9 +48,28 @@ pub struct QemuArgs {
     #[arg(
         long = "qemu-boot-timeout",
         env = "DELEGATE_QEMU_BOOT_TIMEOUT",
-        default_value_t = 120
+        default_value_t = DEFAULT_BOOT_TIMEOUT_SECONDS
     )]
     pub boot_timeout_seconds: u64,
+}
+
+/// The default of `DELEGATE_QEMU_BOOT_TIMEOUT`: a micro VM is up in ~2 s
+/// under KVM and ~5-10 s under TCG; two minutes leaves room for a loaded
+/// machine.
+pub const DEFAULT_BOOT_TIMEOUT_SECONDS: u64 = 120;
+
+impl Default for QemuArgs {
+    /// The same values as an empty command line.
+    fn default() -> Self {
+        QemuArgs {
+            binary: None,
+            kernel: None,
+            modules: None,
+            guest: None,
+            accel: AccelChoice::Auto,
+            boot_timeout_seconds: DEFAULT_BOOT_TIMEOUT_SECONDS,
+        }
+    }
 }
 
 /// What settings are resolved against, given explicitly.

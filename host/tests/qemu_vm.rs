@@ -101,24 +101,27 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     found
 }
 
+/// The job's VM is destroyed: no QEMU process runs for it, its directory
+/// is gone, and no relay of this host is left.
 async fn assert_nothing_left(host: &Host, dir: &Path, id: &str) {
     let m = host.manager();
     eventually(60, "the VM to be destroyed", || async {
         m.get(id).unwrap().vm_destroyed.then_some(())
     })
     .await;
-    let marker = dir.join("qemu").to_string_lossy().into_owned();
-    eventually(30, "no QEMU process of this test", || async {
+    let vm = m.get(id).unwrap().vm.expect("the job had a VM").id;
+    let vm_dir = dir.join("qemu/vms").join(&vm);
+    let marker = vm_dir.to_string_lossy().into_owned();
+    eventually(30, "no QEMU process of this VM", || async {
         processes_mentioning(&marker).is_empty().then_some(())
     })
     .await;
+    assert!(!vm_dir.exists(), "{} removed", vm_dir.display());
     let relay = format!("relay 127.0.0.1:{}", host.port());
-    eventually(30, "no relay process of this test", || async {
+    eventually(30, "no relay process of this host", || async {
         processes_mentioning(&relay).is_empty().then_some(())
     })
     .await;
-    let vms: Vec<_> = std::fs::read_dir(dir.join("qemu/vms")).unwrap().collect();
-    assert!(vms.is_empty(), "VM directories removed: {vms:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +132,7 @@ async fn a_script_job_runs_end_to_end_in_a_micro_vm() {
     let task = "echo hello from the vm; echo oops >&2; \
                 echo uid=$(id -u) kernel=$(uname -r) host=$(hostname); \
                 echo greeting=$GREETING; cat input.txt; \
-                test -x /usr/bin/env && echo has-usr; \
+                test -x /usr/bin/env && echo has-usr; cat /proc/self/cgroup; \
                 mkdir -p out && echo data > out/a.txt && cp input.txt out/";
     let input = base64_of(b"from the host\n");
     let extra = serde_json::json!({
@@ -162,6 +165,10 @@ async fn a_script_job_runs_end_to_end_in_a_micro_vm() {
         "the job runs unprivileged: {stdout}"
     );
     assert!(stdout.contains("greeting=hi there"), "{stdout}");
+    assert!(
+        stdout.contains("0::/delegate-job-"),
+        "the job runs in a cgroup of its own: {stdout}"
+    );
     assert!(stdout.contains("from the host"), "{stdout}");
     assert!(
         stdout.contains("has-usr"),

@@ -106,6 +106,15 @@ pub fn inside(workspace_size: Option<u64>, hide: &[String]) -> Result<(), String
     }
     mnt("proc", &at("/proc"), "proc", NOSUID_NODEV_NOEXEC, None)?;
     mnt("sysfs", &at("/sys"), "sysfs", NOSUID_NODEV_NOEXEC, None)?;
+    // The runner puts the job in a cgroup of its own (memory, CPU and pids
+    // limits, and one kill for the whole tree) when cgroup2 is mounted.
+    mnt(
+        "cgroup2",
+        &at("/sys/fs/cgroup"),
+        "cgroup2",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
     mnt(
         "devtmpfs",
         &at("/dev"),

@@ -1,0 +1,162 @@
+//! VM start benchmark (issue 10): submit-to-running and submit-to-success
+//! of an `echo hi` script job on the qemu provider's micro VM (KVM when the
+//! bounded probe passes, else TCG: the figures say which) and on the local
+//! sandbox, through the real engine in this process; and the host memory
+//! of one idle VM (QEMU's resident set, beside the RAM the VM was given).
+//! Prints figures next to the targets; timing never fails the run.
+//!
+//! Needs what the qemu tests need (QEMU, a kernel, a static guest):
+//! `cargo build --release -p delegate-guest --target x86_64-unknown-linux-musl`,
+//! then `cargo bench -p delegate-host --bench vm_start`.
+
+#[path = "../tests/manager_support/mod.rs"]
+mod manager_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use delegate_host::config::MachineEnv;
+use delegate_host::jobs::JobManager;
+use delegate_host::provider::Provider;
+use delegate_host::provider::local::LocalProvider;
+use delegate_host::provider::qemu::{AccelChoice, QemuArgs, QemuContext, QemuProvider};
+use delegate_proto::{JobManifest, JobState};
+use manager_support::harness::{Host, settings, until_state};
+
+/// Jobs per figure (each VM boot is ~10 s under TCG).
+const RUNS: usize = 3;
+
+fn static_guest() -> PathBuf {
+    std::env::var_os("DELEGATE_QEMU_GUEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/x86_64-unknown-linux-musl/release/delegate-guest")
+        })
+}
+
+fn echo_hi(task: &str) -> JobManifest {
+    JobManifest::from_value(serde_json::json!({
+        "task": task, "agentType": "script", "timeout": 300,
+        "resources": {"cpu": 1, "memory": "512M", "disk": "64M"},
+    }))
+    .expect("manifest")
+}
+
+/// Submit-to-running and submit-to-success of `RUNS` jobs, one at a time.
+async fn timings(m: &JobManager) -> Vec<(Duration, Duration)> {
+    let mut out = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let id = m.submit(echo_hi("echo hi")).await.expect("submit").id;
+        let mut running = None;
+        loop {
+            let r = m.get(&id).expect("job");
+            if running.is_none()
+                && r.state != JobState::Pending
+                && r.state != JobState::Provisioning
+            {
+                running = Some(start.elapsed());
+            }
+            if r.state.is_final() {
+                assert_eq!(r.state, JobState::Success, "{r:?}");
+                out.push((running.unwrap_or(start.elapsed()), start.elapsed()));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    out
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn summary(name: &str, t: &[(Duration, Duration)]) {
+    let best = |f: fn(&(Duration, Duration)) -> Duration| t.iter().map(f).min().unwrap_or_default();
+    let worst =
+        |f: fn(&(Duration, Duration)) -> Duration| t.iter().map(f).max().unwrap_or_default();
+    println!(
+        "{name:<32} submit->running {:>7.2} s (worst {:.2})   submit->success {:>7.2} s (worst {:.2})",
+        best(|x| x.0).as_secs_f64(),
+        worst(|x| x.0).as_secs_f64(),
+        best(|x| x.1).as_secs_f64(),
+        worst(|x| x.1).as_secs_f64(),
+    );
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    let local_dir = dir.path().join("local");
+    let guest = MachineEnv::current()
+        .find_guest()
+        .expect("delegate-guest built");
+    let local: Arc<dyn Provider> = Arc::new(
+        LocalProvider::new(guest.clone(), &local_dir.join("sandboxes"), false)
+            .expect("local provider"),
+    );
+    let host = Host::start(settings(&local_dir, |s| s.guest_bin = Some(guest)), local).await;
+    let local_t = timings(host.manager()).await;
+    host.stop().await;
+
+    let qemu_dir = dir.path().join("qemu");
+    let args = QemuArgs {
+        guest: Some(static_guest()),
+        accel: AccelChoice::Auto,
+        ..QemuArgs::default()
+    };
+    let ctx = QemuContext::standard(std::env::var_os("PATH"), None, &qemu_dir);
+    let qemu = Arc::new(
+        QemuProvider::new(args.resolve(&ctx).expect("qemu settings")).expect("qemu provider"),
+    );
+    let accel = qemu.accel().clone();
+    let host = Host::start(settings(&qemu_dir, |_| {}), qemu.clone()).await;
+    let m = host.manager().clone();
+    let qemu_t = timings(&m).await;
+
+    // One idle VM: a job that sleeps; QEMU's resident set once it runs.
+    let id = m.submit(echo_hi("sleep 120")).await.expect("submit").id;
+    let rec = until_state(&m, &id, JobState::Running, 300).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let vm = rec.vm.expect("a VM");
+    let pid: u32 = std::fs::read_to_string(qemu.vm_dir(&vm.id).pid_file)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let rss = rss_kib(pid);
+    m.cancel(&id).await.expect("cancel");
+    until_state(&m, &id, JobState::Cancelled, 60).await;
+    host.stop().await;
+
+    println!("VM start (best and worst of {RUNS}, `echo hi`):");
+    summary("local sandbox", &local_t);
+    summary(
+        &format!("micro VM, {}", accel.accel.as_str().to_uppercase()),
+        &qemu_t,
+    );
+    println!("  accelerator: {}", accel.reason);
+    println!("  targets: micro VM submit->running < 1.5 s with KVM, < 15 s under TCG");
+    println!(
+        "idle micro VM (512 MiB RAM): QEMU resident set {:.1} MiB (target: < 20 MiB beyond the guest RAM it touched)",
+        rss as f64 / 1024.0
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run());
+}

@@ -15,6 +15,9 @@ pub const CALLBACK_GUEST_PORT: u16 = 80;
 pub const BOOTSTRAP_FW_CFG: &str = "opt/delegate/bootstrap";
 use delegate_proto::microvm::ROOT_TAG;
 
+/// TCG's translation cache in MiB (see [`build`]).
+pub const TCG_TB_MIB: u32 = 64;
+
 /// Everything one VM's command line depends on.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -110,7 +113,13 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
         "-machine".into(),
         "pc".into(),
         "-accel".into(),
-        spec.accel.as_str().into(),
+        match spec.accel {
+            Accel::Kvm => "kvm".into(),
+            // TCG's translation cache defaults to 1 GiB and fills as code
+            // runs: host memory beyond the VM's RAM. 64 MiB holds what a
+            // job's tools translate to; a flush costs re-translation only.
+            Accel::Tcg => format!("tcg,tb-size={TCG_TB_MIB}"),
+        },
         // `-cpu host` is what KVM guests should see; under TCG `max` gives
         // the emulated CPU every feature QEMU implements, so binaries built
         // for newer CPUs still run.
@@ -227,7 +236,7 @@ mod tests {
     #[test]
     fn the_vm_reaches_only_its_callback_and_gets_its_bootstrap_by_fw_cfg() {
         let argv = text(&build(&spec()).unwrap());
-        assert_eq!(after(&argv, "-accel"), ["tcg"]);
+        assert_eq!(after(&argv, "-accel"), ["tcg,tb-size=64"]);
         assert_eq!(after(&argv, "-smp"), ["2"]);
         assert_eq!(after(&argv, "-m"), ["1024M"]);
         assert_eq!(

@@ -22,7 +22,7 @@ use delegate_host::provider::Provider;
 use delegate_host::provider::local::LocalProvider;
 use delegate_host::provider::qemu::{AccelChoice, QemuArgs, QemuContext, QemuProvider};
 use delegate_proto::{JobManifest, JobState};
-use manager_support::harness::{Host, settings, until_state};
+use manager_support::harness::{Host, eventually, settings, until_state};
 
 /// Jobs per figure (each VM boot is ~10 s under TCG).
 const RUNS: usize = 3;
@@ -159,7 +159,7 @@ async fn run() {
         accel: AccelChoice::Auto,
         ..QemuArgs::default()
     };
-    let ctx = QemuContext::standard(std::env::var_os("PATH"), None, &qemu_dir);
+    let ctx = QemuContext::standard(std::env::var_os("PATH"), Vec::new(), &qemu_dir);
     let qemu = Arc::new(
         QemuProvider::new(args.resolve(&ctx).expect("qemu settings")).expect("qemu provider"),
     );
@@ -181,6 +181,12 @@ async fn run() {
     let b = breakdown(pid, 512 * 1024);
     m.cancel(&id).await.expect("cancel");
     until_state(&m, &id, JobState::Cancelled, 60).await;
+    // Stopping the engine leaves VMs running (a restart reconciles them):
+    // wait for the driver to destroy this one first.
+    eventually(60, "the idle VM to be destroyed", || async {
+        m.get(&id).expect("job").vm_destroyed.then_some(())
+    })
+    .await;
     host.stop().await;
 
     println!("VM start (best and worst of {RUNS}, `echo hi`):");

@@ -428,7 +428,7 @@ impl Settings {
             ProviderKind::Qemu => {
                 let ctx = crate::provider::qemu::QemuContext::standard(
                     machine.path.clone(),
-                    guest_bin.clone().or_else(|| machine.find_guest()),
+                    qemu_guest_candidates(guest_bin.as_deref(), machine),
                     &data_dir,
                 );
                 Some(
@@ -473,6 +473,23 @@ impl Settings {
             qemu,
         })
     }
+}
+
+/// Where a static guest for the qemu provider may be, in order:
+/// DELEGATE_GUEST_BIN, the guest found beside delegate-host or on PATH,
+/// and the workspace's musl build next to this executable's profile
+/// directory (`target/x86_64-unknown-linux-musl/release`).
+fn qemu_guest_candidates(guest_bin: Option<&Path>, machine: &MachineEnv) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = guest_bin.map(Path::to_path_buf).into_iter().collect();
+    out.extend(machine.find_guest());
+    if let Some(dir) = machine.current_exe.as_deref().and_then(Path::parent) {
+        let musl = Path::new("x86_64-unknown-linux-musl/release").join(env::GUEST_BIN_NAME);
+        // target/<profile>/ and, under cargo test, target/<profile>/deps/.
+        for up in dir.ancestors().skip(1).take(2) {
+            out.push(up.join(&musl));
+        }
+    }
+    out
 }
 
 fn size(setting: &'static str, text: &str) -> Result<u64, ConfigError> {

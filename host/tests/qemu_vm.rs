@@ -46,7 +46,7 @@ fn provider(dir: &Path) -> Arc<QemuProvider> {
         boot_timeout_seconds: 180,
         ..QemuArgs::default()
     };
-    let ctx = QemuContext::standard(std::env::var_os("PATH"), None, dir);
+    let ctx = QemuContext::standard(std::env::var_os("PATH"), Vec::new(), dir);
     let settings = args
         .resolve(&ctx)
         .expect("QEMU, a kernel and its modules are installed");
@@ -320,7 +320,7 @@ fn the_kvm_probe_is_bounded_and_says_what_it_chose() {
         accel: AccelChoice::Auto,
         ..QemuArgs::default()
     };
-    let ctx = QemuContext::standard(std::env::var_os("PATH"), None, dir.path());
+    let ctx = QemuContext::standard(std::env::var_os("PATH"), Vec::new(), dir.path());
     let started = std::time::Instant::now();
     let p = QemuProvider::new(args.resolve(&ctx).unwrap()).unwrap();
     assert!(

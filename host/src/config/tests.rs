@@ -167,3 +167,21 @@ fn token_file_is_read_and_masked() {
     assert!(!format!("{s:?}").contains("s3cr3t"));
     assert!(described.contains("DELEGATE_HTTP_TOKEN"));
 }
+
+#[test]
+fn qemu_vms_reach_the_callback_through_a_relay_on_loopback() {
+    let any: std::net::SocketAddr = "0.0.0.0:8765".parse().unwrap();
+    assert_eq!(
+        derive_callback_url(ProviderKind::Qemu, any).unwrap(),
+        "http://127.0.0.1:8765"
+    );
+    let exe = MachineEnv {
+        current_exe: Some(PathBuf::from("/w/target/debug/deps/t-123")),
+        ..MachineEnv::default()
+    };
+    let c = qemu_guest_candidates(Some(Path::new("/g")), &exe);
+    assert_eq!(c[0], Path::new("/g"));
+    assert!(c.contains(&PathBuf::from(
+        "/w/target/x86_64-unknown-linux-musl/release/delegate-guest"
+    )));
+}

@@ -77,9 +77,10 @@ impl Default for QemuArgs {
 pub struct QemuContext {
     /// `$PATH`, to find QEMU.
     pub path: Option<OsString>,
-    /// The guest binary the host found otherwise (DELEGATE_GUEST_BIN or
-    /// beside delegate-host); used when static.
-    pub guest_fallback: Option<PathBuf>,
+    /// Guest binaries to try in order when DELEGATE_QEMU_GUEST is not set
+    /// (DELEGATE_GUEST_BIN, beside delegate-host, the workspace's musl
+    /// build); the first static one is used.
+    pub guest_candidates: Vec<PathBuf>,
     /// The host's data directory: VM state lives under `<data dir>/qemu`,
     /// and the directory is hidden from VMs.
     pub data_dir: PathBuf,
@@ -94,12 +95,12 @@ impl QemuContext {
     /// data directory.
     pub fn standard(
         path: Option<OsString>,
-        guest_fallback: Option<PathBuf>,
+        guest_candidates: Vec<PathBuf>,
         data_dir: &Path,
     ) -> Self {
         QemuContext {
             path,
-            guest_fallback,
+            guest_candidates,
             data_dir: data_dir.to_path_buf(),
             boot_dir: PathBuf::from("/boot"),
             modules_root: PathBuf::from("/lib/modules"),
@@ -204,32 +205,47 @@ impl QemuArgs {
                 ),
             ));
         }
-        let guest = match (&self.guest, &ctx.guest_fallback) {
-            (Some(g), _) => g.clone(),
-            (None, Some(g)) => g.clone(),
-            (None, None) => {
-                return Err(invalid(
-                    "DELEGATE_QEMU_GUEST",
-                    "no delegate-guest found; build a static one: cargo build --release \
-                     -p delegate-guest --target x86_64-unknown-linux-musl",
-                ));
-            }
+        let guest = match &self.guest {
+            Some(g) => match super::initramfs::is_static_elf(g) {
+                Ok(true) => g.clone(),
+                Ok(false) => {
+                    return Err(invalid(
+                        "DELEGATE_QEMU_GUEST",
+                        super::initramfs::InitramfsError::NotStatic(g.clone()).to_string(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(invalid(
+                        "DELEGATE_QEMU_GUEST",
+                        format!("{}: {e}", g.display()),
+                    ));
+                }
+            },
+            None => ctx
+                .guest_candidates
+                .iter()
+                .find(|c| super::initramfs::is_static_elf(c).unwrap_or(false))
+                .cloned()
+                .ok_or_else(|| {
+                    let tried: Vec<String> = ctx
+                        .guest_candidates
+                        .iter()
+                        .map(|c| c.display().to_string())
+                        .collect();
+                    invalid(
+                        "DELEGATE_QEMU_GUEST",
+                        format!(
+                            "no static delegate-guest found (tried: {}); build one: cargo build \
+                             --release -p delegate-guest --target x86_64-unknown-linux-musl",
+                            if tried.is_empty() {
+                                "nothing".into()
+                            } else {
+                                tried.join(", ")
+                            }
+                        ),
+                    )
+                })?,
         };
-        let setting = if self.guest.is_some() {
-            "DELEGATE_QEMU_GUEST"
-        } else {
-            "DELEGATE_GUEST_BIN"
-        };
-        match super::initramfs::is_static_elf(&guest) {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(invalid(
-                    setting,
-                    super::initramfs::InitramfsError::NotStatic(guest).to_string(),
-                ));
-            }
-            Err(e) => return Err(invalid(setting, format!("{}: {e}", guest.display()))),
-        }
         if self.boot_timeout_seconds == 0 {
             return Err(invalid("DELEGATE_QEMU_BOOT_TIMEOUT", "must be at least 1"));
         }
@@ -254,7 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ctx = QemuContext {
             path: Some(OsString::from(dir.path())),
-            guest_fallback: None,
+            guest_candidates: Vec::new(),
             data_dir: dir.path().join("data"),
             boot_dir: dir.path().join("boot"),
             modules_root: dir.path().join("modules"),

@@ -334,3 +334,85 @@ fn the_kvm_probe_is_bounded_and_says_what_it_chose() {
     assert!(said.contains(p.kernel_release()), "{said}");
     assert!(!p.accel().reason.is_empty());
 }
+
+/// A host that stops mid-job leaves its VM running; the next host on the
+/// same data directory and callback port picks the job up (the VM's relay
+/// connects afresh for every request) and the job completes, its VM then
+/// destroyed by the new host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_host_finds_its_vm_and_the_job_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let start = |p: Arc<QemuProvider>| {
+        let s = settings(dir.path(), |s| {
+            s.default_cpu = 1;
+            s.default_memory = 512 << 20;
+            s.default_disk = 64 << 20;
+            s.heartbeat_threshold = Duration::from_secs(60);
+            s.callback_bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        });
+        Host::start(s, p)
+    };
+    let first = start(provider(dir.path())).await;
+    let m = first.manager().clone();
+    let id = m
+        .submit(script(
+            "echo before; sleep 15; echo after",
+            serde_json::json!({}),
+        ))
+        .await
+        .unwrap()
+        .id;
+    let vm = until_state(&m, &id, JobState::Running, 240)
+        .await
+        .vm
+        .unwrap();
+    first.stop().await;
+    let vm_dir = dir.path().join("qemu/vms").join(&vm.id);
+    assert!(vm_dir.exists(), "the VM outlives the host");
+
+    let second = start(provider(dir.path())).await;
+    let m = second.manager().clone();
+    let done = until_state(&m, &id, JobState::Success, 240).await;
+    let stdout = log_text(&m, &id, LogSelector::Stream(LogStream::Stdout));
+    assert_eq!(done.state, JobState::Success, "{stdout}");
+    assert!(stdout.contains("after"), "{stdout}");
+    assert_nothing_left(&second, dir.path(), &id).await;
+    second.stop().await;
+}
+
+/// Four VMs at once on a two-core machine under TCG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_vms_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (host, _p) = qemu_host(dir.path()).await;
+    let m = host.manager().clone();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let task = format!("echo job {i}; sleep 15");
+        ids.push(
+            m.submit(script(&task, serde_json::json!({})))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let marker = dir.path().join("qemu/vms").to_string_lossy().into_owned();
+    eventually(240, "four QEMU processes at once", || async {
+        (processes_mentioning(&marker).len() >= 4).then_some(())
+    })
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let done = until_state(&m, id, JobState::Success, 300).await;
+        let stdout = log_text(&m, id, LogSelector::Stream(LogStream::Stdout));
+        assert_eq!(done.state, JobState::Success, "{stdout}");
+        assert!(stdout.contains(&format!("job {i}")), "{stdout}");
+    }
+    for id in &ids {
+        assert_nothing_left(&host, dir.path(), id).await;
+    }
+    host.stop().await;
+}

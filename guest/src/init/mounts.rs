@@ -79,29 +79,67 @@ pub fn root() -> Result<(), String> {
     mnt("tmpfs", RW, "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
     mkdir(&format!("{RW}/upper"), 0o755)?;
     mkdir(&format!("{RW}/work"), 0o755)?;
+    // The host exports only its root file system (QEMU's multidevs=forbid):
+    // its mount points, /proc and /sys among them, cannot even be looked
+    // up (ENODEV). A skeleton layer above it holds opaque, empty
+    // directories where this VM mounts its own, so the overlay never looks
+    // below them.
+    let skel = format!("{RW}/skel");
+    mkdir(&skel, 0o755)?;
+    for (dir, _) in SCRATCH_DIRS {
+        let path = format!("{skel}{dir}");
+        mkdir(&path, 0o755)?;
+        opaque(&path)?;
+    }
     mnt(
         "overlay",
         NEW_ROOT,
         "overlay",
         MsFlags::empty(),
         Some(&format!(
-            "lowerdir={LOWER},upperdir={RW}/upper,workdir={RW}/work"
+            "lowerdir={skel}:{LOWER},upperdir={RW}/upper,workdir={RW}/work"
         )),
     )
+}
+
+/// Directories the VM mounts its own file systems on, with their modes.
+const SCRATCH_DIRS: [(&str, u32); 6] = [
+    ("/proc", 0o555),
+    ("/sys", 0o555),
+    ("/dev", 0o755),
+    ("/tmp", 0o1777),
+    ("/run", 0o755),
+    ("/workspace", 0o755),
+];
+
+/// Marks a directory of an overlay layer opaque: the layers below it are
+/// not consulted for its contents.
+fn opaque(path: &str) -> Result<(), String> {
+    let c_path = std::ffi::CString::new(path).map_err(|_| format!("{path}: NUL in path"))?;
+    // SAFETY: NUL-terminated name and path; the value is a 1-byte buffer.
+    let rc = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "marking {path} opaque: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// Kernel file systems and private scratch space inside the new root, and
 /// empty directories over the host paths to hide.
 pub fn inside(workspace_size: Option<u64>, hide: &[String]) -> Result<(), String> {
     let at = |p: &str| format!("{NEW_ROOT}{p}");
-    for (dir, mode) in [
-        ("/proc", 0o555),
-        ("/sys", 0o555),
-        ("/dev", 0o755),
-        ("/tmp", 0o1777),
-        ("/run", 0o755),
-        ("/workspace", 0o755),
-    ] {
+    for (dir, mode) in SCRATCH_DIRS {
         mkdir(&at(dir), mode)?;
     }
     mnt("proc", &at("/proc"), "proc", NOSUID_NODEV_NOEXEC, None)?;

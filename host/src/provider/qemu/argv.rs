@@ -151,11 +151,13 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
     if spec.share_root {
         // security_model=none: files keep their owners and modes as this
         // user sees them, so the VM's unprivileged job user reads what an
-        // unprivileged local user could. multidevs=remap keeps inode
-        // numbers of other mounts unique.
+        // unprivileged local user could. multidevs=forbid: only the root
+        // file system itself, not what is mounted on it (/proc, /home,
+        // removable media), is reachable; init lays its own mounts over
+        // opaque directories so it never looks below them.
         a.extend([
             "-fsdev".into(),
-            format!("local,id={ROOT_TAG},path=/,security_model=none,readonly=on,multidevs=remap"),
+            format!("local,id={ROOT_TAG},path=/,security_model=none,readonly=on,multidevs=forbid"),
             "-device".into(),
             format!("virtio-9p-pci,fsdev={ROOT_TAG},mount_tag={ROOT_TAG}"),
         ]);

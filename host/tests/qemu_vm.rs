@@ -133,6 +133,7 @@ async fn a_script_job_runs_end_to_end_in_a_micro_vm() {
                 echo uid=$(id -u) kernel=$(uname -r) host=$(hostname); \
                 echo greeting=$GREETING; cat input.txt; \
                 test -x /usr/bin/env && echo has-usr; cat /proc/self/cgroup; \
+                grep ' /workspace ' /proc/mounts; df -B1M --output=size /workspace | tail -1; \
                 mkdir -p out && echo data > out/a.txt && cp input.txt out/";
     let input = base64_of(b"from the host\n");
     let extra = serde_json::json!({
@@ -165,6 +166,10 @@ async fn a_script_job_runs_end_to_end_in_a_micro_vm() {
         "the job runs unprivileged: {stdout}"
     );
     assert!(stdout.contains("greeting=hi there"), "{stdout}");
+    assert!(
+        stdout.contains("/dev/vda /workspace ext4"),
+        "the workspace is a disk of its own: {stdout}"
+    );
     assert!(
         stdout.contains("0::/delegate-job-"),
         "the job runs in a cgroup of its own: {stdout}"

@@ -14,6 +14,9 @@ pub struct InitConfig {
     pub hide: Vec<String>,
     /// `delegate.probe`: the host's KVM probe; power off at once.
     pub probe: bool,
+    /// `delegate.workspace_disk`: `/workspace` is the ext4 disk `/dev/vda`
+    /// (else a tmpfs).
+    pub workspace_disk: bool,
 }
 
 impl InitConfig {
@@ -23,6 +26,8 @@ impl InitConfig {
         for word in cmdline.split_whitespace() {
             if word == "delegate.probe" {
                 cfg.probe = true;
+            } else if word == "delegate.workspace_disk" {
+                cfg.workspace_disk = true;
             } else if let Some(v) = word.strip_prefix("delegate.workspace_size=") {
                 let n = v
                     .parse::<u64>()
@@ -54,6 +59,11 @@ mod tests {
         assert_eq!(cfg.hide, ["/var/lib/d", "/root/.local/share/delegate"]);
         assert_eq!(InitConfig::parse("quiet").unwrap(), InitConfig::default());
         assert!(InitConfig::parse("quiet delegate.probe").unwrap().probe);
+        assert!(
+            InitConfig::parse("delegate.workspace_disk")
+                .unwrap()
+                .workspace_disk
+        );
         assert!(InitConfig::parse("delegate.workspace_size=1G").is_err());
         assert!(InitConfig::parse("delegate.hide=relative").is_err());
         assert!(InitConfig::parse("delegate.hide=/a/../etc").is_err());

@@ -52,7 +52,7 @@ fn run() -> Result<String, String> {
     }
     modules::load_all(Path::new(modules::LOAD_LIST))?;
     mounts::root()?;
-    mounts::inside(cfg.workspace_size, &cfg.hide)?;
+    mounts::inside(&cfg)?;
     net::configure()?;
     let _ = nix::unistd::sethostname("delegate-vm");
     mounts::enter()?;

@@ -7,6 +7,8 @@ use std::path::Path;
 use nix::mount::{MsFlags, mount};
 
 use delegate_proto::microvm::ROOT_TAG;
+
+use super::InitConfig;
 /// Where the read-only lower layer is mounted in the initramfs.
 const LOWER: &str = "/lower";
 /// The tmpfs holding the overlay's upper and work directories.
@@ -137,7 +139,7 @@ fn opaque(path: &str) -> Result<(), String> {
 
 /// Kernel file systems and private scratch space inside the new root, and
 /// empty directories over the host paths to hide.
-pub fn inside(workspace_size: Option<u64>, hide: &[String]) -> Result<(), String> {
+pub fn inside(cfg: &InitConfig) -> Result<(), String> {
     let at = |p: &str| format!("{NEW_ROOT}{p}");
     for (dir, mode) in SCRATCH_DIRS {
         mkdir(&at(dir), mode)?;
@@ -190,18 +192,22 @@ pub fn inside(workspace_size: Option<u64>, hide: &[String]) -> Result<(), String
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )?;
-    let ws = match workspace_size {
-        Some(n) => format!("mode=0755,size={n}"),
-        None => "mode=0755".to_string(),
-    };
-    mnt(
-        "tmpfs",
-        &at("/workspace"),
-        "tmpfs",
-        MsFlags::MS_NODEV,
-        Some(&ws),
-    )?;
-    for path in hide {
+    if cfg.workspace_disk {
+        workspace_disk(&at("/workspace"))?;
+    } else {
+        let ws = match cfg.workspace_size {
+            Some(n) => format!("mode=0755,size={n}"),
+            None => "mode=0755".to_string(),
+        };
+        mnt(
+            "tmpfs",
+            &at("/workspace"),
+            "tmpfs",
+            MsFlags::MS_NODEV,
+            Some(&ws),
+        )?;
+    }
+    for path in &cfg.hide {
         let target = at(path);
         // A path that is not there has nothing to hide.
         if Path::new(&target).is_dir() {
@@ -215,6 +221,37 @@ pub fn inside(workspace_size: Option<u64>, hide: &[String]) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// The workspace disk the host formatted: the VM's first virtio disk.
+const WORKSPACE_DISK: &str = "/dev/vda";
+
+/// Mounts the workspace disk at `target`, once its device node is there
+/// (virtio-blk registers the disk while its module loads, but give udev-less
+/// devtmpfs a moment).
+fn workspace_disk(target: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !Path::new(WORKSPACE_DISK).exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{WORKSPACE_DISK} did not appear (virtio_blk loaded?)"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    mount(
+        Some(WORKSPACE_DISK),
+        target,
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mounting {WORKSPACE_DISK} (ext4) on {target}: {e}"))?;
+    // mkfs leaves lost+found; a job's workspace starts empty.
+    let _ = std::fs::remove_dir(format!("{target}/lost+found"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {target}: {e}"))
 }
 
 /// Makes [`NEW_ROOT`] the root of this process (what `switch_root` does:

@@ -46,6 +46,8 @@ pub struct VmSpec {
     pub qmp: Option<PathBuf>,
     /// Export the machine's root read-only over virtio-9p.
     pub share_root: bool,
+    /// The `/workspace` disk (the VM's first virtio disk, `/dev/vda`).
+    pub workspace_disk: Option<PathBuf>,
 }
 
 /// The one forward of a VM's network.
@@ -181,6 +183,14 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
         }
         None => a.extend(["-net".into(), "none".into()]),
     }
+    if let Some(d) = &spec.workspace_disk {
+        // cache=unsafe: the disk dies with the VM, so flushes need not
+        // reach the host's disk.
+        a.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=virtio,cache=unsafe", path_opt(d)),
+        ]);
+    }
     if let Some(b) = &spec.bootstrap {
         a.extend([
             "-fw_cfg".into(),
@@ -219,6 +229,7 @@ mod tests {
             bootstrap: Some("/d/qemu/vms/vm-1/bootstrap.json".into()),
             qmp: Some("/d/qemu/vms/vm-1/qmp.sock".into()),
             share_root: true,
+            workspace_disk: Some("/d/qemu/vms/vm-1/workspace.img".into()),
         }
     }
 
@@ -262,6 +273,10 @@ mod tests {
         );
         assert!(after(&argv, "-fsdev")[0].contains("readonly=on"));
         assert!(argv.contains(&"-no-reboot".to_string()));
+        assert_eq!(
+            after(&argv, "-drive"),
+            ["file=/d/qemu/vms/vm-1/workspace.img,format=raw,if=virtio,cache=unsafe"]
+        );
     }
 
     #[test]
@@ -271,6 +286,7 @@ mod tests {
         s.bootstrap = None;
         s.qmp = None;
         s.share_root = false;
+        s.workspace_disk = None;
         let argv = text(&build(&s).unwrap());
         assert_eq!(after(&argv, "-net"), ["none"]);
         assert!(after(&argv, "-fw_cfg").is_empty());

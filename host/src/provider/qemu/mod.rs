@@ -23,6 +23,7 @@
 mod argv;
 mod boot;
 mod cpio;
+mod disk;
 pub mod doctor;
 mod initramfs;
 mod kernel;
@@ -62,6 +63,8 @@ pub struct QemuProvider {
     accel: AccelDecision,
     initramfs: PathBuf,
     vms: PathBuf,
+    /// `mkfs.ext4`, for workspace disks; `None`: a tmpfs workspace.
+    mkfs: Option<PathBuf>,
 }
 
 fn other(
@@ -112,6 +115,7 @@ impl QemuProvider {
             bootstrap: None,
             qmp: None,
             share_root: false,
+            workspace_disk: None,
         };
         let accel = kvm::decide(settings.accel, &probe, kvm::PROBE_TIMEOUT)
             .map_err(ProviderError::Unavailable)?;
@@ -122,11 +126,18 @@ impl QemuProvider {
             modules = modules.len(),
             "qemu provider ready"
         );
+        let mkfs = settings.mkfs.clone();
+        if mkfs.is_none() {
+            tracing::warn!(
+                "mkfs.ext4 (e2fsprogs) not found: each VM's /workspace is a tmpfs in its memory"
+            );
+        }
         Ok(QemuProvider {
             settings,
             accel,
             initramfs,
             vms,
+            mkfs,
         })
     }
 
@@ -155,11 +166,37 @@ impl QemuProvider {
         VmDir::new(&self.vms, name)
     }
 
-    fn spec(&self, vm: &VmDir, req: &ProvisionRequest, target: String) -> argv::VmSpec {
+    /// The workspace disk of `bytes`, when `mkfs.ext4` is there.
+    async fn workspace_disk(
+        &self,
+        vm: &VmDir,
+        bytes: Option<u64>,
+    ) -> Result<Option<PathBuf>, ProviderError> {
+        let (Some(mkfs), Some(bytes)) = (&self.mkfs, bytes) else {
+            return Ok(None);
+        };
+        disk::create(mkfs, &vm.workspace_disk, bytes)
+            .await
+            .map_err(|message| ProviderError::Provision {
+                message,
+                retryable: false,
+            })?;
+        Ok(Some(vm.workspace_disk.clone()))
+    }
+
+    fn spec(
+        &self,
+        vm: &VmDir,
+        req: &ProvisionRequest,
+        target: String,
+        workspace_disk: Option<PathBuf>,
+    ) -> argv::VmSpec {
         let res = req.manifest.resources.clone().unwrap_or_default();
         let mut params = Vec::new();
-        if let Some(disk) = res.disk_bytes() {
-            params.push(format!("delegate.workspace_size={disk}"));
+        match (&workspace_disk, res.disk_bytes()) {
+            (Some(_), _) => params.push("delegate.workspace_disk".to_string()),
+            (None, Some(disk)) => params.push(format!("delegate.workspace_size={disk}")),
+            (None, None) => {}
         }
         for path in &self.settings.hide {
             let p = path.to_string_lossy();
@@ -185,6 +222,7 @@ impl QemuProvider {
             bootstrap: Some(vm.bootstrap.clone()),
             qmp: Some(vm.qmp.clone()),
             share_root: true,
+            workspace_disk,
         }
     }
 
@@ -333,7 +371,9 @@ impl Provider for QemuProvider {
         let json =
             serde_json::to_vec(&guest_bootstrap).map_err(|e| other("encoding the bootstrap", e))?;
         write_private(&vm_dir.bootstrap, &json)?;
-        let spec = self.spec(&vm_dir, &req, target);
+        let disk_bytes = req.manifest.resources.as_ref().and_then(|r| r.disk_bytes());
+        let disk = self.workspace_disk(&vm_dir, disk_bytes).await?;
+        let spec = self.spec(&vm_dir, &req, target, disk);
         let mut child = self.spawn(&vm_dir, &spec)?;
         let pid = child.id().unwrap_or(0);
         let Some(rec) = Recorded::of(pid) else {

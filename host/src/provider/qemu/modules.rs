@@ -17,8 +17,9 @@ pub const REQUIRED: &[&str] = &[
     "virtio_net",
 ];
 /// Modules used when present: the entropy device (a faster start for the
-/// runner's TLS library).
-pub const OPTIONAL: &[&str] = &["virtio_rng"];
+/// runner's TLS library), and the workspace disk (virtio-blk, ext4 and the
+/// checksum ext4 asks the crypto API for at mount time).
+pub const OPTIONAL: &[&str] = &["virtio_rng", "virtio_blk", "crc32c_generic", "ext4"];
 
 /// Why the module list could not be made.
 #[derive(Debug, thiserror::Error)]

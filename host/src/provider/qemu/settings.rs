@@ -125,6 +125,8 @@ pub struct QemuSettings {
     pub state_dir: PathBuf,
     /// Host paths hidden from VMs (the data directory).
     pub hide: Vec<PathBuf>,
+    /// `mkfs.ext4` for workspace disks (`None`: workspaces are tmpfs).
+    pub mkfs: Option<PathBuf>,
 }
 
 /// A QEMU setting that failed validation.
@@ -257,6 +259,7 @@ impl QemuArgs {
             boot_timeout: Duration::from_secs(self.boot_timeout_seconds),
             state_dir: ctx.data_dir.join("qemu"),
             hide: vec![ctx.data_dir.clone()],
+            mkfs: super::disk::find_mkfs(ctx.path.as_ref()),
         })
     }
 }

@@ -24,6 +24,8 @@ pub struct VmDir {
     pub job_file: PathBuf,
     /// The job's deadline, unix ms.
     pub deadline_file: PathBuf,
+    /// The `/workspace` disk image.
+    pub workspace_disk: PathBuf,
 }
 
 impl VmDir {
@@ -38,6 +40,7 @@ impl VmDir {
             pid_file: dir.join("pid"),
             job_file: dir.join("job"),
             deadline_file: dir.join("deadline"),
+            workspace_disk: dir.join("workspace.img"),
             dir,
         }
     }

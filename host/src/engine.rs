@@ -76,6 +76,7 @@ pub async fn start_engine(
     shutdown: CancellationToken,
 ) -> Result<Engine, EngineError> {
     let provider = build_provider(&settings)?;
+    tracing::info!(provider = provider.name(), "{}", provider.describe());
     start_engine_with(settings, provider, shutdown).await
 }
 

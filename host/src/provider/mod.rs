@@ -116,6 +116,12 @@ pub trait Provider: Send + Sync + 'static {
     /// The isolation every job on this provider gets.
     fn isolation(&self) -> Isolation;
 
+    /// One line on how jobs run here, for statuses and logs (the qemu
+    /// provider adds its accelerator and why).
+    fn describe(&self) -> String {
+        self.isolation().describe().to_string()
+    }
+
     /// Creates and starts a VM for the job and hands it the bootstrap.
     /// Returns once the guest has been given its bootstrap; the guest then
     /// calls back on its own. Must be cancel-safe: if the future is dropped

@@ -106,7 +106,7 @@ pub fn run(settings: &QemuSettings) -> Vec<Check> {
         checks.push(check(
             "accelerator",
             QemuProvider::new(settings.clone())
-                .map(|p| p.describe())
+                .map(|p| p.summary())
                 .map_err(|e| e.to_string()),
         ));
     }

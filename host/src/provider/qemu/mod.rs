@@ -15,7 +15,7 @@
 //! `delegate-guest relay`.
 //!
 //! KVM is used after a bounded probe ([`kvm`]); otherwise TCG, and the
-//! provider says which ([`QemuProvider::describe`]). Each VM has a
+//! provider says which ([`QemuProvider::summary`]). Each VM has a
 //! directory under `<data dir>/qemu/vms/` ([`state`]) with its pid file,
 //! QMP socket and console, so a restarted host finds and destroys it.
 //! Destroying is QMP `quit`, then SIGKILL.
@@ -152,7 +152,7 @@ impl QemuProvider {
     }
 
     /// One line for statuses: the mode and the accelerator.
-    pub fn describe(&self) -> String {
+    pub fn summary(&self) -> String {
         format!(
             "micro VM (kernel {}), {}: {}",
             self.settings.kernel.release,
@@ -342,6 +342,10 @@ impl Provider for QemuProvider {
 
     fn isolation(&self) -> Isolation {
         Isolation::Vm
+    }
+
+    fn describe(&self) -> String {
+        self.summary()
     }
 
     async fn provision(

@@ -129,6 +129,34 @@ pub struct QemuSettings {
     pub mkfs: Option<PathBuf>,
 }
 
+impl QemuSettings {
+    /// The effective values as `(variable, value)` pairs, for `config`.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let accel = match self.accel {
+            AccelChoice::Auto => "auto",
+            AccelChoice::Kvm => "kvm",
+            AccelChoice::Tcg => "tcg",
+        };
+        vec![
+            ("DELEGATE_QEMU_BINARY", self.binary.display().to_string()),
+            (
+                "DELEGATE_QEMU_KERNEL",
+                format!("{} ({})", self.kernel.image.display(), self.kernel.release),
+            ),
+            (
+                "DELEGATE_QEMU_MODULES",
+                self.kernel.modules.display().to_string(),
+            ),
+            ("DELEGATE_QEMU_GUEST", self.guest.display().to_string()),
+            ("DELEGATE_QEMU_ACCEL", accel.to_string()),
+            (
+                "DELEGATE_QEMU_BOOT_TIMEOUT",
+                self.boot_timeout.as_secs().to_string(),
+            ),
+        ]
+    }
+}
+
 /// A QEMU setting that failed validation.
 #[derive(Debug, thiserror::Error)]
 #[error("{setting}: {message}")]

@@ -63,8 +63,6 @@ pub struct QemuProvider {
     accel: AccelDecision,
     initramfs: PathBuf,
     vms: PathBuf,
-    /// `mkfs.ext4`, for workspace disks; `None`: a tmpfs workspace.
-    mkfs: Option<PathBuf>,
 }
 
 fn other(
@@ -126,8 +124,7 @@ impl QemuProvider {
             modules = modules.len(),
             "qemu provider ready"
         );
-        let mkfs = settings.mkfs.clone();
-        if mkfs.is_none() {
+        if settings.mkfs.is_none() {
             tracing::warn!(
                 "mkfs.ext4 (e2fsprogs) not found: each VM's /workspace is a tmpfs in its memory"
             );
@@ -137,7 +134,6 @@ impl QemuProvider {
             accel,
             initramfs,
             vms,
-            mkfs,
         })
     }
 
@@ -172,7 +168,7 @@ impl QemuProvider {
         vm: &VmDir,
         bytes: Option<u64>,
     ) -> Result<Option<PathBuf>, ProviderError> {
-        let (Some(mkfs), Some(bytes)) = (&self.mkfs, bytes) else {
+        let (Some(mkfs), Some(bytes)) = (&self.settings.mkfs, bytes) else {
             return Ok(None);
         };
         disk::create(mkfs, &vm.workspace_disk, bytes)

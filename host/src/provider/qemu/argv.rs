@@ -21,6 +21,8 @@ pub const TCG_TB_MIB: u32 = 64;
 /// Everything one VM's command line depends on.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
+    /// The VM's name in QEMU (and in `ps`): `delegate-<vm name>`.
+    pub name: String,
     /// The QEMU binary.
     pub binary: PathBuf,
     /// KVM or TCG.
@@ -111,7 +113,7 @@ pub fn kernel_cmdline(params: &[String]) -> String {
 pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
     let mut a: Vec<String> = vec![
         "-name".into(),
-        "delegate-vm".into(),
+        format!("delegate-{}", opt(&spec.name)),
         "-machine".into(),
         "pc".into(),
         "-accel".into(),
@@ -214,6 +216,7 @@ mod tests {
 
     fn spec() -> VmSpec {
         VmSpec {
+            name: "vm-1".into(),
             binary: "/usr/bin/qemu-system-x86_64".into(),
             accel: Accel::Tcg,
             cpus: 2,
@@ -250,6 +253,7 @@ mod tests {
     fn the_vm_reaches_only_its_callback_and_gets_its_bootstrap_by_fw_cfg() {
         let argv = text(&build(&spec()).unwrap());
         assert_eq!(after(&argv, "-accel"), ["tcg,tb-size=64"]);
+        assert_eq!(after(&argv, "-name"), ["delegate-vm-1"]);
         assert_eq!(after(&argv, "-smp"), ["2"]);
         assert_eq!(after(&argv, "-m"), ["1024M"]);
         assert_eq!(

@@ -101,6 +101,7 @@ impl QemuProvider {
         initramfs::build(&settings.guest, &modules, &initramfs)
             .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
         let probe = argv::VmSpec {
+            name: "kvm-probe".into(),
             binary: settings.binary.clone(),
             accel: Accel::Kvm,
             cpus: 1,
@@ -203,6 +204,11 @@ impl QemuProvider {
             }
         }
         argv::VmSpec {
+            name: vm
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             binary: self.settings.binary.clone(),
             accel: self.accel.accel,
             cpus: res.cpu_count().unwrap_or(1),

@@ -248,6 +248,11 @@ impl QemuProvider {
             .map_err(|e| other("duplicating the QEMU log", e))?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
+            // QEMU and the relays it starts need nothing of the host's
+            // environment, which may hold its secrets.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
             .stdin(Stdio::null())
             // Never the host's stdout: that is the MCP channel.
             .stdout(log)

@@ -8,6 +8,8 @@
 #   packer init .
 #   packer build -only='delegate.proxmox-clone.debian' -var-file=my.pkrvars.hcl .
 
+# proxmox >= 1.2.2: it removes the clone source's cloud-init drive (on any
+# storage) before making the template; README.md's cloud-init steps rely on it.
 packer {
   required_version = ">= 1.10.0"
   required_plugins {
@@ -83,8 +85,15 @@ source "proxmox-clone" "debian" {
     firewall = var.proxmox_firewall
   }
 
-  # Clones keep a cloud-init drive with DHCP, so cloud-init (cleaned at the end
-  # of the build) configures each clone's network, hostname and SSH host keys.
+  # One cloud-init drive in the template. The build VM uses the clone source's
+  # own drive (ide2 in README.md's base image): through it the plugin hands
+  # the guest its temporary SSH key and this DHCP ipconfig. Before converting
+  # to a template the plugin (>= 1.2.2) deletes every cloud-init drive and the
+  # ci* / ipconfigN settings; cloud_init then adds one fresh drive in the
+  # first free IDE slot (ide0). The plugin does not set ipconfig0 on it, so
+  # README.md's next step sets ipconfig0=ip=dhcp on the template, and
+  # `delegate-host smoke` checks both. Cloud-init (cleaned at the end of the
+  # build) then gives each clone its network, hostname and SSH host keys.
   cloud_init              = true
   cloud_init_storage_pool = var.proxmox_storage
   ipconfig {

@@ -2,11 +2,13 @@
 #   PKR_VAR_proxmox_token_secret=... packer build -only='delegate.proxmox-clone.debian' -var-file=my.pkrvars.hcl .
 # Keep secrets out of this file: pass them as PKR_VAR_* environment variables.
 
+# Packer needs the /api2/json path; the host's PROXMOX_URL takes it with or without.
 proxmox_url      = "https://pve1.example.com:8006/api2/json"
 proxmox_token_id = "packer@pve!template"
 proxmox_node     = "pve1"
 proxmox_pool     = "delegate"
 proxmox_storage  = "local-lvm"
+# The job bridge (README.md, network layout), not vmbr0: every clone keeps this NIC.
 proxmox_bridge   = "vmbr1"
 
 template_name = "delegate-debian-12"

@@ -6,7 +6,7 @@
 variable "proxmox_url" {
   type        = string
   default     = null
-  description = "Proxmox API URL including the path, e.g. https://pve.example.com:8006/api2/json."
+  description = "Proxmox API URL including the path, e.g. https://pve.example.com:8006/api2/json. Packer needs the /api2/json path; the delegate host's PROXMOX_URL accepts the URL with or without it."
 
   validation {
     condition     = var.proxmox_url == null || can(regex("^https://[^/]+(:[0-9]+)?/api2/json/?$", var.proxmox_url))
@@ -64,8 +64,8 @@ variable "proxmox_iso_storage" {
 
 variable "proxmox_bridge" {
   type        = string
-  default     = "vmbr0"
-  description = "Bridge (or SDN VNet) for the VM's network. The VM must reach the delegate host's CALLBACK_URL through it."
+  default     = null
+  description = "Bridge (or SDN VNet) of the job network (vmbr1 in README.md's layout), never the management bridge: every clone keeps this NIC, since the host's token cannot change networks. No default: Proxmox builds stop until you choose one. The VM must reach the delegate host's CALLBACK_URL through it."
 }
 
 variable "proxmox_vlan_tag" {

@@ -2,45 +2,84 @@
 //! events per second, `list_jobs` over 10,000 jobs, and MCP tool-call
 //! latency over stdio with the rmcp client against the real
 //! `delegate-host serve`. The engine runs in this process with the provider
-//! double of `tests/manager_support` (provisioning is instant, its guests
+//! double of `tests/it/support` (provisioning is instant, its guests
 //! speak the real callback protocol over HTTP on 127.0.0.1). Prints figures
 //! next to the targets; timing never fails the run.
 //!
 //! `cargo bench -p delegate-host --bench host`
 
-#[path = "../tests/manager_support/mod.rs"]
-mod manager_support;
+#[path = "../tests/it/support/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "the integration tests' support; the benchmark uses part of it"
+)]
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use delegate_host::jobs::JobManager;
+use delegate_host::jobs::manager::MAX_LIST_LIMIT;
 use delegate_proto::api::{self, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use delegate_proto::event::{Event, EventBatch, EventKind, LogChunk, LogStream, Phase};
 use delegate_proto::{Bootstrap, JobState};
-use manager_support::fake::FakeProvider;
-use manager_support::harness::{Host, eventually, job, settings};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
+use support::fake::FakeProvider;
+use support::harness::{Host, eventually, job, settings};
 
-/// Jobs stored before the idle-with-jobs reading.
-const STORED: usize = 1_000;
-/// Jobs stored for `list_jobs`.
-const LISTED: usize = 10_000;
-/// Concurrent guests posting event batches, events per batch, seconds.
+/// Concurrent guests posting event batches, events per batch.
 const POSTERS: usize = 4;
 const BATCH: usize = 1_000;
-const POST_FOR: Duration = Duration::from_secs(5);
-/// MCP calls per latency figure.
-const MCP_CALLS: usize = 2_000;
+
+/// How big a run is. `cargo bench` passes `--bench` and gets the real
+/// figures; `cargo test --all-targets` runs this binary too, and then a
+/// small pass only proves that every measurement still works.
+struct Scale {
+    /// Jobs stored before the idle-with-jobs reading.
+    stored: usize,
+    /// Jobs stored for `list_jobs` (at least `stored + running.1 + POSTERS`).
+    listed: usize,
+    /// Running jobs at the two memory readings.
+    running: [usize; 2],
+    /// How long the guests post events.
+    post_for: Duration,
+    /// MCP calls per latency figure.
+    mcp_calls: usize,
+}
+
+const FULL: Scale = Scale {
+    stored: 1_000,
+    listed: 10_000,
+    running: [200, 1_000],
+    post_for: Duration::from_secs(5),
+    mcp_calls: 2_000,
+};
+const SMOKE: Scale = Scale {
+    stored: 20,
+    listed: 60,
+    running: [5, 10],
+    post_for: Duration::from_millis(300),
+    mcp_calls: 20,
+};
+
+static SCALE: std::sync::OnceLock<&'static Scale> = std::sync::OnceLock::new();
+
+fn scale() -> &'static Scale {
+    SCALE.get().copied().unwrap_or(&FULL)
+}
 
 /// One printed line: what, the figure, the target.
 struct Row(String, String, &'static str);
 
 fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("smoke run (under `cargo test`): figures are not measurements");
+        let _ = SCALE.set(&SMOKE);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -107,7 +146,9 @@ async fn until_count(m: &JobManager, state: JobState, n: usize) {
         let mut count = 0;
         let mut cursor = None;
         loop {
-            let page = m.list(Some(state), 1000, cursor.as_deref()).ok()?;
+            let page = m
+                .list(Some(state), MAX_LIST_LIMIT, cursor.as_deref())
+                .ok()?;
             count += page.items.len();
             cursor = page.next_cursor;
             if cursor.is_none() {
@@ -140,15 +181,15 @@ async fn engine_figures(data: &Path, rows: &mut Vec<Row>) {
 
     // Stored jobs: provisioning fails at once, so they end final.
     let t = Instant::now();
-    submit(&m, STORED, "provision=fail").await;
-    until_count(&m, JobState::Failed, STORED).await;
+    submit(&m, scale().stored, "provision=fail").await;
+    until_count(&m, JobState::Failed, scale().stored).await;
     rows.push(Row(
-        format!("submit + finish {STORED} jobs (fake provider)"),
+        format!("submit + finish {} jobs (fake provider)", scale().stored),
         ms(t.elapsed()),
         "",
     ));
     rows.push(Row(
-        format!("RSS with {STORED} jobs stored"),
+        format!("RSS with {} jobs stored", scale().stored),
         mib(rss_mib(&me)),
         "",
     ));
@@ -160,7 +201,7 @@ async fn engine_figures(data: &Path, rows: &mut Vec<Row>) {
         ">= 50,000/s",
     ));
 
-    for running in [200, 1_000] {
+    for running in scale().running {
         submit(&m, running - running_now(&m), "hang").await;
         until_count(&m, JobState::Running, running + POSTERS).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -173,10 +214,12 @@ async fn engine_figures(data: &Path, rows: &mut Vec<Row>) {
     // Quiet the guests before timing reads.
     fake.kill_all();
 
-    let more = LISTED.saturating_sub(STORED + 1_000 + POSTERS);
+    let more = scale()
+        .listed
+        .saturating_sub(scale().stored + scale().running[1] + POSTERS);
     let t = Instant::now();
     submit(&m, more, "provision=fail").await;
-    until_count(&m, JobState::Failed, STORED + more).await;
+    until_count(&m, JobState::Failed, scale().stored + more).await;
     rows.push(Row(
         format!("submit + finish {more} more jobs"),
         ms(t.elapsed()),
@@ -191,7 +234,10 @@ async fn engine_figures(data: &Path, rows: &mut Vec<Row>) {
     }
     let (p50, p99) = percentiles(first);
     rows.push(Row(
-        format!("JobManager::list first page of 20, {LISTED} stored, p50"),
+        format!(
+            "JobManager::list first page of 20, {} stored, p50",
+            scale().listed
+        ),
         ms(p50),
         "",
     ));
@@ -220,14 +266,14 @@ async fn engine_figures(data: &Path, rows: &mut Vec<Row>) {
 }
 
 fn running_now(m: &JobManager) -> usize {
-    m.list(Some(JobState::Running), 1000, None)
+    m.list(Some(JobState::Running), MAX_LIST_LIMIT, None)
         .map(|p| p.items.len())
         .unwrap_or(0)
         .saturating_sub(POSTERS)
 }
 
 /// `POSTERS` silent jobs whose guest is this bench: each fetches its
-/// manifest, then posts batches of `BATCH` log chunks for `POST_FOR`.
+/// manifest, then posts batches of `BATCH` log chunks for `scale().post_for`.
 async fn events_per_second(m: &JobManager, fake: &FakeProvider) -> (u64, f64) {
     let ids = submit(m, POSTERS, "silent").await;
     let mut boots = Vec::new();
@@ -260,7 +306,7 @@ async fn post(b: Bootstrap, start: Instant) -> u64 {
     assert!(manifest.status().is_success(), "{}", manifest.status());
     let line = b"a log line of a typical length, some sixty bytes or so.....\n";
     let (mut seq, mut offset, mut sent) = (0u64, 0u64, 0u64);
-    while start.elapsed() < POST_FOR {
+    while start.elapsed() < scale().post_for {
         let mut events = Vec::with_capacity(BATCH);
         for _ in 0..BATCH {
             seq += 1;
@@ -358,23 +404,29 @@ async fn mcp_figures(scratch: &Path, data: &Path, rows: &mut Vec<Row>) {
         .to_string();
     tokio::time::sleep(Duration::from_millis(500)).await;
     rows.push(Row(
-        format!("RSS of `delegate-host serve` idle, {LISTED} jobs stored"),
+        format!(
+            "RSS of `delegate-host serve` idle, {} jobs stored",
+            scale().listed
+        ),
         mib(rss_mib(&pid)),
         "< 30 MB",
     ));
-    let mut samples = Vec::with_capacity(MCP_CALLS);
-    for _ in 0..MCP_CALLS {
+    let mut samples = Vec::with_capacity(scale().mcp_calls);
+    for _ in 0..scale().mcp_calls {
         samples.push(call("get_job_status", json!({"job_id": id})).await.0);
     }
     let (p50, p99) = percentiles(samples);
     rows.push(Row(
-        format!("MCP get_job_status over stdio, {MCP_CALLS} calls, p50"),
+        format!(
+            "MCP get_job_status over stdio, {} calls, p50",
+            scale().mcp_calls
+        ),
         ms(p50),
         "< 0.2 ms",
     ));
     rows.push(Row("  p99".into(), ms(p99), ""));
     let mut samples = Vec::new();
-    for _ in 0..(MCP_CALLS / 4) {
+    for _ in 0..(scale().mcp_calls / 4) {
         samples.push(call("list_jobs", json!({"limit": 20})).await.0);
     }
     let (p50, p99) = percentiles(samples);

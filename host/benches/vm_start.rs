@@ -9,23 +9,35 @@
 //! `cargo build --release -p delegate-guest --target x86_64-unknown-linux-musl`,
 //! then `cargo bench -p delegate-host --bench vm_start`.
 
-#[path = "../tests/manager_support/mod.rs"]
-mod manager_support;
+#[path = "../tests/it/support/mod.rs"]
+#[expect(
+    dead_code,
+    reason = "the integration tests' support; the benchmark uses part of it"
+)]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use delegate_host::config::MachineEnv;
 use delegate_host::jobs::JobManager;
 use delegate_host::provider::Provider;
-use delegate_host::provider::local::LocalProvider;
+use delegate_host::provider::local::{LocalArgs, LocalProvider};
 use delegate_host::provider::qemu::{AccelChoice, QemuArgs, QemuContext, QemuProvider};
+use delegate_host::resolve::ProcessMachine;
 use delegate_proto::{JobManifest, JobState};
-use manager_support::harness::{Host, eventually, settings, until_state};
+use support::harness::{Host, eventually, settings, until_state};
 
-/// Jobs per figure (each VM boot is ~10 s under TCG).
-const RUNS: usize = 3;
+/// Jobs per figure (each VM boot is 5-10 s under TCG) with `cargo bench`
+/// (which passes `--bench`); `cargo test --all-targets` runs this binary
+/// too, and then one job each only proves every measurement still works.
+fn runs() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        3
+    } else {
+        1
+    }
+}
 
 fn static_guest() -> PathBuf {
     std::env::var_os("DELEGATE_QEMU_GUEST")
@@ -44,10 +56,10 @@ fn echo_hi(task: &str) -> JobManifest {
     .expect("manifest")
 }
 
-/// Submit-to-running and submit-to-success of `RUNS` jobs, one at a time.
+/// Submit-to-running and submit-to-success of `runs()` jobs, one at a time.
 async fn timings(m: &JobManager) -> Vec<(Duration, Duration)> {
     let mut out = Vec::new();
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         let start = Instant::now();
         let id = m.submit(echo_hi("echo hi")).await.expect("submit").id;
         let mut running = None;
@@ -142,14 +154,16 @@ async fn run() {
     let dir = tempfile::tempdir().expect("temp dir");
 
     let local_dir = dir.path().join("local");
-    let guest = MachineEnv::current()
-        .find_guest()
+    let local_settings = LocalArgs::default()
+        .resolve(&local_dir, &ProcessMachine)
         .expect("delegate-guest built");
-    let local: Arc<dyn Provider> = Arc::new(
-        LocalProvider::new(guest.clone(), &local_dir.join("sandboxes"), false)
-            .expect("local provider"),
-    );
-    let host = Host::start(settings(&local_dir, |s| s.guest_bin = Some(guest)), local).await;
+    let local: Arc<dyn Provider> =
+        Arc::new(LocalProvider::new(local_settings.clone()).expect("local provider"));
+    let host = Host::start(
+        settings(&local_dir, |s| s.local = Some(local_settings)),
+        local,
+    )
+    .await;
     let local_t = timings(host.manager()).await;
     host.stop().await;
 
@@ -189,7 +203,10 @@ async fn run() {
     .await;
     host.stop().await;
 
-    println!("VM start (best and worst of {RUNS}, `echo hi`):");
+    if runs() == 1 {
+        println!("smoke run (under `cargo test`): figures are not measurements");
+    }
+    println!("VM start (best and worst of {}, `echo hi`):", runs());
     summary("local sandbox", &local_t);
     summary(
         &format!("micro VM, {}", accel.accel.as_str().to_uppercase()),

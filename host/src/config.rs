@@ -3,33 +3,47 @@
 //!
 //! Two layers, as in ripgrep's low/high args: the raw layer only parses (clap
 //! with `env` on every field, so a flag and its variable are the same thing);
-//! [`Settings::resolve_with`] validates ranges, finds the guest binary and
-//! picks directories, naming the setting in every error. Nothing is read from
+//! [`Settings::resolve_with`] validates ranges, picks directories and has
+//! the chosen provider resolve its own settings ([`LocalArgs`],
+//! [`ProxmoxArgs`]), naming the setting in every error. Everything outside
+//! the arguments is read through one [`Machine`]. Nothing is read from
 //! globals after that: the engine gets an `Arc<Settings>`.
 
+mod builder;
 mod describe;
-mod env;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use delegate_proto::size::parse_size;
 
-pub use env::MachineEnv;
+use crate::provider::local::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
+use crate::provider::proxmox::{ProxmoxArgs, ProxmoxSettings};
+use crate::provider::qemu::{QemuArgs, QemuContext, QemuSettings};
+use crate::resolve::{FileKind, Machine, ProcessMachine, Secret, SettingsError, absolute, invalid};
 
-/// Which provider creates VMs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub use builder::SettingsBuilder;
+
+/// Which provider creates VMs: only those this build can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     /// No VM: a process sandbox on this machine (user/mount/pid/ipc/uts namespaces).
     Local,
     /// Proxmox VE over its REST API.
     Proxmox,
-    /// Local QEMU.
+    /// A QEMU micro VM per job on this machine.
     Qemu,
 }
 
 impl ProviderKind {
+    /// Every provider this build has, in the order settings list them.
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Local,
+        ProviderKind::Proxmox,
+        ProviderKind::Qemu,
+    ];
+
     /// The name used in settings and statuses.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +51,23 @@ impl ProviderKind {
             ProviderKind::Proxmox => "proxmox",
             ProviderKind::Qemu => "qemu",
         }
+    }
+
+    /// Reads `DELEGATE_PROVIDER` (case and surrounding blanks ignored),
+    /// refusing a provider this build cannot run.
+    pub fn parse(text: &str) -> Result<ProviderKind, SettingsError> {
+        let wanted = text.trim().to_ascii_lowercase();
+        if let Some(kind) = Self::ALL.into_iter().find(|k| k.as_str() == wanted) {
+            return Ok(kind);
+        }
+        let known: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+        Err(invalid(
+            "DELEGATE_PROVIDER",
+            format!(
+                "{text:?} is not a provider this build can run; use one of: {}",
+                known.join(", ")
+            ),
+        ))
     }
 }
 
@@ -74,17 +105,16 @@ pub struct RawSettings {
     /// How often timeouts, leases, cleanup and retention are checked.
     #[arg(long, env = "CLEANUP_INTERVAL_SECONDS", default_value_t = 30)]
     pub cleanup_interval_seconds: u64,
-    /// Where VMs come from.
-    #[arg(long, env = "DELEGATE_PROVIDER", value_enum, default_value_t = ProviderKind::Local)]
-    pub provider: ProviderKind,
+    /// Where VMs come from: `local`, `proxmox` or `qemu`.
+    #[arg(long, env = "DELEGATE_PROVIDER", default_value = "local")]
+    pub provider: String,
     /// Directory for the job database, logs and artifacts.
     /// Default: `$XDG_DATA_HOME/delegate` or `~/.local/share/delegate`.
     #[arg(long, env = "DELEGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The `delegate-guest` binary (local provider).
-    /// Default: beside `delegate-host`, then `PATH`.
-    #[arg(long, env = "DELEGATE_GUEST_BIN")]
-    pub guest_bin: Option<PathBuf>,
+    /// Local provider settings (`DELEGATE_GUEST_BIN`, `DELEGATE_LOCAL_UNSANDBOXED`).
+    #[command(flatten)]
+    pub local: LocalArgs,
     /// Most VMs alive at once; more jobs wait as `pending`.
     #[arg(long, env = "DELEGATE_MAX_RUNNING", default_value_t = 4)]
     pub max_running: usize,
@@ -110,9 +140,6 @@ pub struct RawSettings {
     /// After a cancel, how long a guest may still upload artifacts and its result.
     #[arg(long, env = "DELEGATE_CANCEL_GRACE_SECONDS", default_value_t = 15)]
     pub cancel_grace_seconds: u64,
-    /// Let the local provider run jobs without namespaces where they are not allowed.
-    #[arg(long, env = "DELEGATE_LOCAL_UNSANDBOXED")]
-    pub local_unsandboxed: bool,
     /// Bearer token required by `serve --http`.
     #[arg(long, env = "DELEGATE_HTTP_TOKEN", hide_env_values = true)]
     pub http_token: Option<String>,
@@ -141,62 +168,10 @@ pub struct RawSettings {
     pub max_resource_bytes: String,
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
-    pub proxmox: crate::provider::proxmox::ProxmoxArgs,
+    pub proxmox: ProxmoxArgs,
     /// QEMU provider settings (`DELEGATE_QEMU_*`).
     #[command(flatten)]
-    pub qemu: crate::provider::qemu::QemuArgs,
-}
-
-/// A setting that failed validation.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A value is out of range or malformed.
-    #[error("{setting}: {message}")]
-    Invalid {
-        /// The environment variable naming the setting.
-        setting: &'static str,
-        /// What is wrong and what would be right.
-        message: String,
-    },
-    /// A file named by a setting could not be read.
-    #[error("{setting}: cannot read {}: {source}", path.display())]
-    Read {
-        /// The setting.
-        setting: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        setting,
-        message: message.into(),
-    }
-}
-
-/// A secret that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that compares it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(delegate_proto::REDACTED)
-    }
+    pub qemu: QemuArgs,
 }
 
 /// Validated settings; what the engine runs with.
@@ -227,8 +202,6 @@ pub struct Settings {
     pub provider: ProviderKind,
     /// The data directory (absolute).
     pub data_dir: PathBuf,
-    /// The guest binary; always set for the local provider.
-    pub guest_bin: Option<PathBuf>,
     /// Concurrent VM limit.
     pub max_running: usize,
     /// Concurrent provisioning limit.
@@ -243,7 +216,9 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// Grace after a cancel for the guest's last uploads.
     pub cancel_grace: Duration,
-    /// Local provider may run without namespaces.
+    /// `DELEGATE_LOCAL_UNSANDBOXED`: the local provider may run jobs
+    /// without namespaces (also in [`LocalSettings`]; kept here for the
+    /// isolation a manager without a provider reports).
     pub local_unsandboxed: bool,
     /// Bearer token for `serve --http`.
     pub http_token: Option<Secret>,
@@ -257,23 +232,58 @@ pub struct Settings {
     pub wait_max: Duration,
     /// Largest artifact served as an MCP resource.
     pub max_resource_bytes: u64,
+    /// Resolved local provider settings, with `DELEGATE_PROVIDER=local`
+    /// (settings from [`Settings::builder`] have none unless given).
+    pub local: Option<LocalSettings>,
     /// Resolved Proxmox settings, with `DELEGATE_PROVIDER=proxmox`.
-    pub proxmox: Option<crate::provider::proxmox::ProxmoxSettings>,
+    pub proxmox: Option<ProxmoxSettings>,
     /// Resolved QEMU settings, with `DELEGATE_PROVIDER=qemu`.
-    pub qemu: Option<crate::provider::qemu::QemuSettings>,
+    pub qemu: Option<QemuSettings>,
 }
 
 /// Client tool calls time out around 60 s; a wait must end well before.
 const WAIT_CEILING_SECONDS: u64 = 55;
 
 impl Settings {
-    /// Resolves against this process's environment.
-    pub fn resolve(raw: RawSettings) -> Result<Settings, ConfigError> {
-        Settings::resolve_with(raw, &MachineEnv::current())
+    /// Resolves against this process's environment and file system.
+    pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
+        Settings::resolve_with(raw, &ProcessMachine)
     }
 
-    /// Resolves against the given environment (tests feed their own).
-    pub fn resolve_with(raw: RawSettings, machine: &MachineEnv) -> Result<Settings, ConfigError> {
+    /// Resolves against the given machine (tests feed their own).
+    pub fn resolve_with(
+        raw: RawSettings,
+        machine: &dyn Machine,
+    ) -> Result<Settings, SettingsError> {
+        let provider = ProviderKind::parse(&raw.provider)?;
+        let mut settings = Settings::resolve_common(&raw, provider, machine)?;
+        match provider {
+            ProviderKind::Local => {
+                settings.local = Some(raw.local.resolve(&settings.data_dir, machine)?);
+            }
+            ProviderKind::Proxmox => settings.proxmox = Some(raw.proxmox.resolve(machine)?),
+            ProviderKind::Qemu => {
+                let ctx = QemuContext::standard(
+                    machine.var_os("PATH"),
+                    qemu_guest_candidates(&raw.local, machine),
+                    &settings.data_dir,
+                );
+                let qemu = raw
+                    .qemu
+                    .resolve(&ctx)
+                    .map_err(|e| invalid(e.setting, e.message))?;
+                settings.qemu = Some(qemu);
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Everything but the provider's own settings.
+    fn resolve_common(
+        raw: &RawSettings,
+        provider: ProviderKind,
+        machine: &dyn Machine,
+    ) -> Result<Settings, SettingsError> {
         let host: IpAddr = raw.callback_host.trim().parse().map_err(|_| {
             invalid(
                 "CALLBACK_HOST",
@@ -281,9 +291,9 @@ impl Settings {
             )
         })?;
         let callback_bind = SocketAddr::new(host, raw.callback_port);
-        let (callback_url, callback_url_derived) = match raw.callback_url {
-            Some(url) => (check_url(&url)?, false),
-            None => (derive_callback_url(raw.provider, callback_bind)?, true),
+        let (callback_url, callback_url_derived) = match &raw.callback_url {
+            Some(url) => (check_url(url)?, false),
+            None => (derive_callback_url(provider, callback_bind)?, true),
         };
 
         let positive = |setting: &'static str, v: u64| {
@@ -353,8 +363,8 @@ impl Settings {
             ));
         }
 
-        let data_dir = match raw.data_dir {
-            Some(dir) => absolute("DELEGATE_DATA_DIR", &dir, machine)?,
+        let data_dir = match &raw.data_dir {
+            Some(dir) => absolute("DELEGATE_DATA_DIR", dir, machine)?,
             None => machine.default_data_dir().ok_or_else(|| {
                 invalid(
                     "DELEGATE_DATA_DIR",
@@ -362,57 +372,39 @@ impl Settings {
                 )
             })?,
         };
-        if data_dir.exists() && !data_dir.is_dir() {
+        if machine
+            .file_kind(&data_dir)
+            .is_some_and(|k| k != FileKind::Directory)
+        {
             return Err(invalid(
                 "DELEGATE_DATA_DIR",
                 format!("{} exists and is not a directory", data_dir.display()),
             ));
         }
 
-        let guest_bin = match (raw.guest_bin, raw.provider) {
-            (Some(path), _) => {
-                let path = absolute("DELEGATE_GUEST_BIN", &path, machine)?;
-                if !env::is_executable(&path) {
-                    return Err(invalid(
-                        "DELEGATE_GUEST_BIN",
-                        format!("{} is not an executable file", path.display()),
-                    ));
-                }
-                Some(path)
-            }
-            (None, ProviderKind::Local) => Some(machine.find_guest().ok_or_else(|| {
-                invalid(
-                    "DELEGATE_GUEST_BIN",
-                    "delegate-guest was found neither beside delegate-host nor on PATH; \
-                     build it (cargo build -p delegate-guest) or set DELEGATE_GUEST_BIN",
-                )
-            })?),
-            (None, _) => None,
-        };
-
-        let http_token = match (raw.http_token, raw.http_token_file) {
+        let http_token = match (&raw.http_token, &raw.http_token_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "DELEGATE_HTTP_TOKEN_FILE",
                     "set either DELEGATE_HTTP_TOKEN or DELEGATE_HTTP_TOKEN_FILE, not both",
                 ));
             }
-            (Some(t), None) => Some(check_token("DELEGATE_HTTP_TOKEN", t)?),
+            (Some(t), None) => Some(check_token("DELEGATE_HTTP_TOKEN", t.clone())?),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                let bytes = machine.read(path).map_err(|source| SettingsError::Read {
                     setting: "DELEGATE_HTTP_TOKEN_FILE",
                     path: path.clone(),
                     source,
                 })?;
                 Some(check_token(
                     "DELEGATE_HTTP_TOKEN_FILE",
-                    text.trim().to_string(),
+                    String::from_utf8_lossy(&bytes).trim().to_string(),
                 )?)
             }
             (None, None) => None,
         };
 
-        let allowed_hosts = clean_list(raw.allowed_hosts);
+        let allowed_hosts = clean_list(&raw.allowed_hosts);
         if allowed_hosts.is_empty() {
             return Err(invalid(
                 "DELEGATE_ALLOWED_HOSTS",
@@ -420,40 +412,22 @@ impl Settings {
             ));
         }
 
-        let proxmox = match raw.provider {
-            ProviderKind::Proxmox => Some(raw.proxmox.resolve()?),
-            _ => None,
-        };
-        let qemu = match raw.provider {
-            ProviderKind::Qemu => {
-                let ctx = crate::provider::qemu::QemuContext::standard(
-                    machine.path.clone(),
-                    qemu_guest_candidates(guest_bin.as_deref(), machine),
-                    &data_dir,
-                );
-                Some(
-                    raw.qemu
-                        .resolve(&ctx)
-                        .map_err(|e| invalid(e.setting, e.message))?,
-                )
-            }
-            _ => None,
-        };
-
         Ok(Settings {
             callback_bind,
             callback_url,
             callback_url_derived,
-            default_vm_template: raw.default_vm_template.filter(|t| !t.trim().is_empty()),
+            default_vm_template: raw
+                .default_vm_template
+                .clone()
+                .filter(|t| !t.trim().is_empty()),
             default_timeout,
             default_cpu: raw.default_cpu,
             default_memory: size("DEFAULT_MEMORY", &raw.default_memory)?,
             default_disk: size("DEFAULT_DISK", &raw.default_disk)?,
             heartbeat_threshold,
             cleanup_interval,
-            provider: raw.provider,
+            provider,
             data_dir,
-            guest_bin,
             max_running: raw.max_running,
             max_provisioning: raw.max_provisioning,
             max_artifact_bytes: size("DELEGATE_MAX_ARTIFACT_BYTES", &raw.max_artifact_bytes)?,
@@ -462,15 +436,16 @@ impl Settings {
                 .then(|| Duration::from_secs(raw.retention_days.saturating_mul(86_400))),
             heartbeat_interval,
             cancel_grace: Duration::from_secs(raw.cancel_grace_seconds),
-            local_unsandboxed: raw.local_unsandboxed,
+            local_unsandboxed: raw.local.local_unsandboxed,
             http_token,
             allowed_hosts,
-            allowed_origins: clean_list(raw.allowed_origins),
+            allowed_origins: clean_list(&raw.allowed_origins),
             wait_default,
             wait_max,
             max_resource_bytes: size("DELEGATE_MAX_RESOURCE_BYTES", &raw.max_resource_bytes)?,
-            proxmox,
-            qemu,
+            local: None,
+            proxmox: None,
+            qemu: None,
         })
     }
 }
@@ -479,20 +454,25 @@ impl Settings {
 /// DELEGATE_GUEST_BIN, the guest found beside delegate-host or on PATH,
 /// and the workspace's musl build next to this executable's profile
 /// directory (`target/x86_64-unknown-linux-musl/release`).
-fn qemu_guest_candidates(guest_bin: Option<&Path>, machine: &MachineEnv) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = guest_bin.map(Path::to_path_buf).into_iter().collect();
-    out.extend(machine.find_guest());
-    if let Some(dir) = machine.current_exe.as_deref().and_then(Path::parent) {
-        let musl = Path::new("x86_64-unknown-linux-musl/release").join(env::GUEST_BIN_NAME);
+fn qemu_guest_candidates(local: &LocalArgs, machine: &dyn Machine) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = local
+        .guest_bin
+        .as_deref()
+        .and_then(|p| absolute("DELEGATE_GUEST_BIN", p, machine).ok())
+        .into_iter()
+        .collect();
+    out.extend(machine.find_beside_exe_or_on_path(GUEST_BIN_NAME));
+    if let Some(exe) = machine.current_exe() {
+        let musl = std::path::Path::new("x86_64-unknown-linux-musl/release").join(GUEST_BIN_NAME);
         // target/<profile>/ and, under cargo test, target/<profile>/deps/.
-        for up in dir.ancestors().skip(1).take(2) {
+        for up in exe.ancestors().skip(2).take(2) {
             out.push(up.join(&musl));
         }
     }
     out
 }
 
-fn size(setting: &'static str, text: &str) -> Result<u64, ConfigError> {
+fn size(setting: &'static str, text: &str) -> Result<u64, SettingsError> {
     match parse_size(text) {
         Ok(0) => Err(invalid(setting, "must be more than 0 bytes")),
         Ok(n) => Ok(n),
@@ -500,7 +480,7 @@ fn size(setting: &'static str, text: &str) -> Result<u64, ConfigError> {
     }
 }
 
-fn check_url(url: &str) -> Result<String, ConfigError> {
+fn check_url(url: &str) -> Result<String, SettingsError> {
     let url = url.trim().trim_end_matches('/');
     let rest = url
         .strip_prefix("http://")
@@ -525,7 +505,7 @@ fn check_url(url: &str) -> Result<String, ConfigError> {
 pub fn derive_callback_url(
     provider: ProviderKind,
     bind: SocketAddr,
-) -> Result<String, ConfigError> {
+) -> Result<String, SettingsError> {
     let port = bind.port();
     match (provider, bind.ip()) {
         // QEMU VMs reach the callback through a relay this host runs.
@@ -551,37 +531,19 @@ pub fn derive_callback_url(
     }
 }
 
-fn check_token(setting: &'static str, token: String) -> Result<Secret, ConfigError> {
+fn check_token(setting: &'static str, token: String) -> Result<Secret, SettingsError> {
     if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid(
             setting,
             "the token must be at least 16 printable characters without spaces",
         ));
     }
-    Ok(Secret(token))
+    Ok(Secret::new(token))
 }
 
-fn absolute(
-    setting: &'static str,
-    path: &Path,
-    machine: &MachineEnv,
-) -> Result<PathBuf, ConfigError> {
-    if path.as_os_str().is_empty() {
-        return Err(invalid(setting, "is empty"));
-    }
-    if path.is_absolute() {
-        return Ok(path.to_path_buf());
-    }
-    machine
-        .cwd
-        .as_ref()
-        .map(|cwd| cwd.join(path))
-        .ok_or_else(|| invalid(setting, "is relative and the current directory is unknown"))
-}
-
-fn clean_list(items: Vec<String>) -> Vec<String> {
+fn clean_list(items: &[String]) -> Vec<String> {
     items
-        .into_iter()
+        .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()

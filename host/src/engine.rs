@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ProviderKind, Settings, derive_callback_url};
 use crate::jobs::{JobError, JobManager};
-use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
+use crate::provider::proxmox::ProxmoxProvider;
+use crate::provider::{Provider, ProviderError};
 use crate::store::{Store, StoreError};
 
 /// Why the engine did not start.
@@ -34,7 +35,7 @@ pub enum EngineError {
     },
     /// The provider cannot work here.
     #[error(transparent)]
-    Provider(#[from] crate::provider::ProviderError),
+    Provider(#[from] ProviderError),
     /// The manager failed to start (recovery).
     #[error(transparent)]
     Jobs(#[from] JobError),
@@ -50,22 +51,37 @@ pub struct Engine {
     server: JoinHandle<std::io::Result<()>>,
 }
 
-/// Builds the provider the settings name.
+/// Builds the provider the settings name, from its own settings.
 pub fn build_provider(settings: &Settings) -> Result<Arc<dyn Provider>, EngineError> {
-    match settings.provider {
-        ProviderKind::Local => Ok(Arc::new(LocalProvider::from_settings(settings)?)),
-        ProviderKind::Proxmox => Ok(Arc::new(
-            crate::provider::proxmox::ProxmoxProvider::from_settings(settings)?,
-        )),
-        ProviderKind::Qemu => {
-            let qemu = settings.qemu.clone().ok_or_else(|| {
-                crate::provider::ProviderError::Unavailable(
-                    "qemu settings were not resolved".into(),
-                )
-            })?;
-            Ok(Arc::new(crate::provider::qemu::QemuProvider::new(qemu)?))
+    let missing = |var: &str| {
+        ProviderError::Unavailable(format!(
+            "DELEGATE_PROVIDER={} but its settings were not resolved ({var})",
+            settings.provider.as_str()
+        ))
+    };
+    Ok(match settings.provider {
+        ProviderKind::Local => {
+            let local = settings
+                .local
+                .clone()
+                .ok_or_else(|| missing("DELEGATE_GUEST_BIN"))?;
+            Arc::new(LocalProvider::new(local)?)
         }
-    }
+        ProviderKind::Proxmox => {
+            let px = settings
+                .proxmox
+                .clone()
+                .ok_or_else(|| missing("PROXMOX_*"))?;
+            Arc::new(ProxmoxProvider::from_settings(px)?)
+        }
+        ProviderKind::Qemu => {
+            let qemu = settings
+                .qemu
+                .clone()
+                .ok_or_else(|| missing("DELEGATE_QEMU_*"))?;
+            Arc::new(crate::provider::qemu::QemuProvider::new(qemu)?)
+        }
+    })
 }
 
 /// Opens the store, builds the provider from the settings, starts the job

@@ -2,13 +2,19 @@
 //!
 //! Start-up goes `config` → `store` → `provider` → `jobs` (the manager) →
 //! `callback` (the API guests report to) → `mcp` (what clients talk to).
-#![warn(missing_docs)]
+//! `resolve` (the machine settings are read from, their error, secrets)
+//! sits below both `config` and `provider`; `retry` is the one backoff policy.
 
 pub mod callback;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod jobs;
 pub mod mcp;
+pub mod model;
 pub mod provider;
+pub mod resolve;
+pub mod retry;
 pub mod store;
+pub mod views;

@@ -4,12 +4,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use delegate_host::cli::{self, Cli};
+use delegate_host::cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::help::parse();
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(cli.command.default_log_level()));
     tracing_subscriber::fmt()
@@ -24,14 +23,19 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("delegate-host: cannot start the async runtime: {e}");
+            cli::out::note(&format!(
+                "delegate-host: cannot start the async runtime: {e}"
+            ));
             return ExitCode::from(cli::exit::FAILURE);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let outcome = runtime.block_on(cli::run(cli));
+    match outcome {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout has gone (`| head`): it has what it wanted.
+        Err(e) if e.is_closed_output() => ExitCode::from(e.exit_code()),
         Err(e) => {
-            eprintln!("delegate-host: {e}");
+            cli::out::note(&format!("delegate-host: {e}"));
             ExitCode::from(e.exit_code())
         }
     }

@@ -3,7 +3,6 @@
 //! Every type that crosses the wire between the two binaries lives here, with
 //! its validation. The crate does no I/O, so both sides (and the tests) share
 //! exactly one definition of what a manifest, an event or a result is.
-#![warn(missing_docs)]
 
 pub mod api;
 pub mod bootstrap;

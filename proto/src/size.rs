@@ -1,12 +1,22 @@
 //! Sizes written the way people write them: `512M`, `2G`, `1.5G`, `1024`.
+//!
+//! Every unit is binary, however it is written: `4G`, `4GB` and `4GiB` all
+//! mean 4 × 1024³ bytes, as for docker's `--memory`, Proxmox and `free -g`.
+//! Decimal gigabytes (10⁹) are never meant for VM memory and disks here, so
+//! `GB` is read as the unit people mean by it, and the README and the
+//! manifest schema say so; the error message repeats it.
 
 /// Why a size did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a size like 512M or 2G")]
+#[error(
+    "{0:?} is not a size: write a number with an optional binary unit K, M, G or T \
+     (512M, 2G, 1.5G; 2GB and 2GiB mean 2G, 2 × 1024³ bytes)"
+)]
 pub struct SizeError(pub String);
 
 /// Parses a size with an optional binary unit (`K`, `M`, `G`, `T`, with
 /// optional `i` and `B`, any case) into bytes. A bare number is bytes.
+/// `GB` is binary too: see the module documentation.
 pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     let err = || SizeError(text.to_string());
     let s = text.trim();
@@ -78,6 +88,23 @@ mod tests {
         ] {
             assert_eq!(parse_size(text), Ok(bytes), "{text}");
         }
+    }
+
+    #[test]
+    fn every_spelling_of_a_unit_is_binary() {
+        // The documented reading of "4GB": the same as 4G and 4GiB.
+        let four_gib = 4u64 << 30;
+        for text in ["4G", "4GB", "4GiB", "4gb", "4 GB", "4096M", "4096MB"] {
+            assert_eq!(parse_size(text), Ok(four_gib), "{text}");
+        }
+        assert_ne!(parse_size("4GB"), Ok(4_000_000_000));
+    }
+
+    #[test]
+    fn the_error_says_how_sizes_are_written() {
+        let e = parse_size("4 gigs").unwrap_err().to_string();
+        assert!(e.contains("\"4 gigs\""), "{e}");
+        assert!(e.contains("binary") && e.contains("2GB"), "{e}");
     }
 
     #[test]

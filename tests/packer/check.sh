@@ -157,6 +157,9 @@ check_hcl() {
     "example.pkrvars.hcl|s/^template_vmid = 9000/template_vmid = \"9000\"/"
     "http/preseed.cfg.pkrtpl|s/\\\${hostname}/\\\${host_name}/"
     "variables.pkr.hcl|/sensitive   = true/d"
+    "variables.pkr.hcl|/variable \"proxmox_bridge\"/,/^}/s/default     = null/default     = \"vmbr0\"/"
+    "README.md|/^pveum pool add delegate/d"
+    "README.md|s/^wget -O \"\$img\" /wget /"
   )
   for mutation in "${mutations[@]}"; do
     n=$((n + 1))

@@ -15,7 +15,12 @@ covers what it would catch for our files:
   are exactly the templatefile() arguments;
 - the example .pkrvars.hcl sets only declared variables with the right types
   and no secrets; secret-looking variables are sensitive;
-- the DELEGATE_* settings handed to provision.sh are ones it reads.
+- the DELEGATE_* settings handed to provision.sh are ones it reads;
+- proxmox_bridge does not default to vmbr0 (the management bridge: every
+  clone keeps the template's NIC);
+- README.md's walkthrough runs in order on a fresh cluster: the pool is
+  made before anything uses --pool, downloaded files get absolute paths,
+  and the base image gets exactly one cloud-init drive.
 
 Usage: check_hcl.py PACKER_DIR        Exit status 0 when all checks pass.
 """
@@ -194,6 +199,61 @@ def main(packer_dir):
     check_provision_env(root, text)
     for path in varfiles:
         check_varfile(path, docs[path], variables)
+    check_bridge_default(variables)
+    check_readme(root)
+
+
+def check_bridge_default(variables):
+    default = unquote(variables.get("proxmox_bridge", {}).get("default"))
+    if default == "vmbr0":
+        fail("proxmox_bridge defaults to vmbr0, the management bridge; default to nothing "
+             "(the builder chooses) or to the job bridge")
+
+
+def shell_lines(readme):
+    """The lines of README.md's sh code blocks, continuations joined."""
+    out, in_sh, cont = [], False, ""
+    for line in readme.splitlines():
+        if line.strip().startswith("```"):
+            in_sh = (not in_sh) and line.strip() == "```sh"
+            continue
+        if in_sh:
+            line = line.split(" #")[0].rstrip() if not line.lstrip().startswith("#") else ""
+            if line.endswith("\\"):
+                cont += line[:-1]
+                continue
+            out.append(cont + line)
+            cont = ""
+    return out
+
+
+def check_readme(root):
+    path = root / "README.md"
+    if not path.is_file():
+        fail("README.md is missing")
+        return
+    lines = shell_lines(path.read_text())
+    pool_made = {}
+    absolute = {}
+    cloudinit_drives = 0
+    for n, line in enumerate(lines):
+        for pool in re.findall(r"^pveum pool add (\S+)", line):
+            pool_made.setdefault(pool, n)
+        for pool in re.findall(r"--pool[ =](\S+)", line):
+            if pool_made.get(pool, len(lines)) > n:
+                fail(f"README.md: `{line.strip()}` uses pool {pool} before `pveum pool add {pool}`")
+        for var, value in re.findall(r"^(\w+)=(\S+)$", line.strip()):
+            absolute[var] = value.startswith("/")
+        for target in re.findall(r"wget .*-O (\S+)", line) + re.findall(r"import-from=([^,\s\"]+)", line):
+            var = re.fullmatch(r"\"?\$\{?(\w+)\}?\"?", target)
+            if not (target.startswith("/") or (var and absolute.get(var.group(1)))):
+                fail(f"README.md: `{line.strip()}`: {target} is not an absolute path")
+        if re.search(r"\bwget\b", line) and " -O " not in line:
+            fail(f"README.md: `{line.strip()}` saves into the current directory")
+        if line.startswith("qm ") and re.search(r"--(ide|sata|scsi)\d+ \S*:cloudinit", line):
+            cloudinit_drives += 1
+    if cloudinit_drives != 1:
+        fail(f"README.md: the base image gets {cloudinit_drives} cloud-init drives, not one")
 
 
 def check_sources(sources, plugins):

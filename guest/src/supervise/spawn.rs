@@ -287,6 +287,7 @@ fn create_child(p: &Prepared, cgroup_fd: Option<RawFd>) -> std::io::Result<i32> 
     // SAFETY: fork in a multi-threaded process; the child only makes raw
     // system calls until exec.
     match unsafe { libc::fork() } {
+        // SAFETY: in the child; `p` was prepared before the fork.
         0 => unsafe { child_main(p, cgroup_fd.is_some()) },
         pid if pid > 0 => Ok(pid),
         _ => Err(std::io::Error::last_os_error()),
@@ -331,8 +332,8 @@ unsafe fn child_main(p: &Prepared, join_cgroup: bool) -> ! {
         }
         unreachable!()
     };
-    // SAFETY (whole block): raw system calls on memory prepared before the
-    // clone, which the child owns a copy of.
+    // SAFETY: (the whole block) raw system calls on memory prepared before
+    // the clone, which the child owns a copy of.
     unsafe {
         // Default dispositions for every signal (ignored ones included,
         // which exec would keep) and an empty mask. An all-zero kernel

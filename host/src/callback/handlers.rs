@@ -45,7 +45,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The checks every job route makes, in order: size, protocol, token.
-fn admit(
+async fn admit(
     manager: &JobManager,
     job_id: &str,
     headers: &HeaderMap,
@@ -59,7 +59,7 @@ fn admit(
             version.unwrap_or("none").to_string(),
         ));
     }
-    manager.authorize_guest(job_id, bearer(headers))
+    manager.authorize_guest(job_id, bearer(headers)).await
 }
 
 async fn json_body<T: DeserializeOwned>(
@@ -95,7 +95,8 @@ pub(super) async fn manifest(
             &headers,
             MAX_MANIFEST_REQUEST_BODY,
             "a manifest request body",
-        )?;
+        )
+        .await?;
         m.guest_spec(&id).await
     };
     reply(r.await)
@@ -108,7 +109,7 @@ pub(super) async fn events(
     body: Body,
 ) -> Response {
     let r = async {
-        admit(&m, &id, &headers, MAX_EVENTS_BODY as u64, "an event batch")?;
+        admit(&m, &id, &headers, MAX_EVENTS_BODY as u64, "an event batch").await?;
         let batch: EventBatch = json_body(body, MAX_EVENTS_BODY, "event batch").await?;
         m.guest_events(&id, batch).await
     };
@@ -122,7 +123,7 @@ pub(super) async fn result(
     body: Body,
 ) -> Response {
     let r = async {
-        admit(&m, &id, &headers, MAX_RESULT_BODY as u64, "a result")?;
+        admit(&m, &id, &headers, MAX_RESULT_BODY as u64, "a result").await?;
         let result: JobResult = json_body(body, MAX_RESULT_BODY, "result").await?;
         m.guest_result(&id, result).await
     };
@@ -137,8 +138,8 @@ pub(super) async fn artifacts(
 ) -> Response {
     let cap = m.settings().max_artifact_bytes;
     let r = async {
-        admit(&m, &id, &headers, cap, "an artifact upload")?;
-        let (staged, cap) = m.guest_stage_artifacts(&id)?;
+        admit(&m, &id, &headers, cap, "an artifact upload").await?;
+        let (staged, cap) = m.guest_stage_artifacts(&id).await?;
         let io = |e: std::io::Error| GuestError::Internal(format!("writing the upload: {e}"));
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -172,7 +173,7 @@ pub(super) async fn artifacts(
 }
 
 pub(super) async fn healthz(State(m): State<JobManager>) -> Response {
-    match m.store().count_by_state() {
+    match m.store().run(|s| s.count_by_state()).await {
         Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -183,7 +184,7 @@ pub(super) async fn healthz(State(m): State<JobManager>) -> Response {
 }
 
 pub(super) async fn metrics(State(m): State<JobManager>) -> Response {
-    match m.render_metrics() {
+    match m.render_metrics().await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -4,14 +4,15 @@
 //! |------|---------|
 //! | 0    | success (for `submit --wait` and `result`: the job succeeded) |
 //! | 1    | the job failed, or an unexpected error |
-//! | 2    | bad usage or an invalid setting |
+//! | 2    | bad usage, an invalid setting, a file that cannot be read, an ambiguous job id prefix |
 //! | 3    | another `delegate-host` owns the data directory |
-//! | 4    | no such job, or a file that cannot be read |
+//! | 4    | no such job |
 //! | 5    | the manifest is invalid |
 //! | 6    | the job is not finished (`result`) |
 //! | 69   | the provider cannot work here (e.g. no namespaces) |
 //! | 124  | the job timed out |
 //! | 130  | the job was cancelled (or the wait was interrupted) |
+//! | 141  | stdout was closed early (`status ID \| head`); nothing more is said |
 //!
 //! The job codes are those `delegate-guest run` uses for the same outcomes.
 
@@ -19,11 +20,11 @@ use std::path::PathBuf;
 
 use delegate_proto::JobState;
 
-use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::jobs::JobError;
 use crate::mcp::ServeError;
 use crate::provider::ProviderError;
+use crate::resolve::SettingsError;
 use crate::store::StoreError;
 
 /// Success.
@@ -34,7 +35,7 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Another process owns the data directory.
 pub const LOCKED: u8 = 3;
-/// No such job or file.
+/// No such job.
 pub const NOT_FOUND: u8 = 4;
 /// The manifest is invalid.
 pub const INVALID_MANIFEST: u8 = 5;
@@ -46,6 +47,9 @@ pub const UNAVAILABLE: u8 = 69;
 pub const TIMEOUT: u8 = 124;
 /// The job was cancelled, or waiting was interrupted.
 pub const CANCELLED: u8 = 130;
+/// stdout was closed before everything was written (128 + SIGPIPE, what
+/// a shell reports for tools that the signal ends).
+pub const CLOSED_OUTPUT: u8 = 141;
 
 /// The exit code that reports a final job state.
 pub fn for_state(state: JobState) -> u8 {
@@ -62,13 +66,49 @@ pub fn for_state(state: JobState) -> u8 {
 pub enum CliError {
     /// A setting is invalid.
     #[error("invalid setting: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] SettingsError),
     /// The store failed (or is locked by another process).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A job operation failed.
+    /// A job operation failed. Errors that name an MCP tool in their
+    /// message arrive as the variants below instead (see `From<JobError>`).
     #[error(transparent)]
-    Job(#[from] JobError),
+    Job(JobError),
+    /// No job has this id or id prefix.
+    #[error("no job with id {0:?}; `delegate-host list` shows the known ones")]
+    NoSuchJob(String),
+    /// Several jobs' ids start with the prefix given.
+    #[error(
+        "{prefix:?} is the start of several job ids: {}{}; give more of the id",
+        candidates.join(", "),
+        if *more { ", ..." } else { "" }
+    )]
+    AmbiguousId {
+        /// What was typed.
+        prefix: String,
+        /// Some of the ids it starts.
+        candidates: Vec<String>,
+        /// More ids match than are named.
+        more: bool,
+    },
+    /// The job has no result yet.
+    #[error(
+        "job {id} is not finished yet (status {state}); `delegate-host wait {id}` waits for it"
+    )]
+    NotFinished {
+        /// The job.
+        id: String,
+        /// Its state now.
+        state: JobState,
+    },
+    /// The manifest file is not a manifest (JSON syntax, wrong shape).
+    #[error("{}: {message}", path.display())]
+    Manifest {
+        /// The file (`-` for stdin).
+        path: PathBuf,
+        /// What is wrong, with line and column for a syntax error.
+        message: String,
+    },
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -79,6 +119,15 @@ pub enum CliError {
     #[error("cannot read {}: {source}", path.display())]
     Read {
         /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or directory named on the command line could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file or directory.
         path: PathBuf,
         /// The cause.
         #[source]
@@ -105,17 +154,42 @@ impl CliError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) | CliError::Usage(_) => USAGE,
+            CliError::Config(_)
+            | CliError::Usage(_)
+            | CliError::Read { .. }
+            | CliError::Write { .. }
+            | CliError::AmbiguousId { .. }
+            | CliError::Job(JobError::InvalidArgument { .. }) => USAGE,
             CliError::Store(StoreError::Locked { .. })
             | CliError::Engine(EngineError::Store(StoreError::Locked { .. }))
             | CliError::Engine(EngineError::Jobs(JobError::Store(StoreError::Locked { .. })))
             | CliError::Job(JobError::Store(StoreError::Locked { .. })) => LOCKED,
-            CliError::Job(JobError::NotFound(_)) | CliError::Read { .. } => NOT_FOUND,
-            CliError::Job(JobError::InvalidManifest(_)) => INVALID_MANIFEST,
-            CliError::Job(JobError::NotFinished(_)) => NOT_FINISHED,
+            CliError::NoSuchJob(_) | CliError::Job(JobError::NotFound(_)) => NOT_FOUND,
+            CliError::Manifest { .. } | CliError::Job(JobError::InvalidManifest(_)) => {
+                INVALID_MANIFEST
+            }
+            CliError::NotFinished { .. } | CliError::Job(JobError::NotFinished(_)) => NOT_FINISHED,
+            CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => CLOSED_OUTPUT,
             CliError::Engine(EngineError::Provider(ProviderError::Unavailable(_)))
             | CliError::Job(JobError::Provider(ProviderError::Unavailable(_))) => UNAVAILABLE,
             _ => FAILURE,
+        }
+    }
+
+    /// Whether this error is stdout closing early, which ends the command
+    /// quietly (a reader such as `head` has all it wanted).
+    pub fn is_closed_output(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl From<JobError> for CliError {
+    /// The manager words some errors for MCP clients ("list_jobs shows the
+    /// known ones"); a person at the command line gets the commands instead.
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::NotFound(id) => CliError::NoSuchJob(id),
+            e => CliError::Job(e),
         }
     }
 }
@@ -149,5 +223,31 @@ mod tests {
             NOT_FOUND
         );
         assert_eq!(CliError::Usage("x".into()).exit_code(), USAGE);
+        let missing_file = CliError::Read {
+            path: "nope.json".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert_eq!(missing_file.exit_code(), USAGE);
+        let closed = CliError::Output(std::io::ErrorKind::BrokenPipe.into());
+        assert!(closed.is_closed_output());
+        assert_eq!(closed.exit_code(), CLOSED_OUTPUT);
+    }
+
+    #[test]
+    fn messages_name_commands_not_tools() {
+        let e = CliError::from(JobError::NotFound("ab12".into())).to_string();
+        assert!(
+            e.contains("delegate-host list") && !e.contains("list_jobs"),
+            "{e}"
+        );
+        let e = CliError::NotFinished {
+            id: "ab12".into(),
+            state: JobState::Running,
+        }
+        .to_string();
+        assert!(
+            e.contains("delegate-host wait ab12") && !e.contains("wait_for_job"),
+            "{e}"
+        );
     }
 }

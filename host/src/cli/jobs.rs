@@ -4,26 +4,27 @@
 //! calls and the same views, printed as text (or as the tool's JSON with
 //! `--json`).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use delegate_proto::{JobManifest, JobState, LogStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::engine::{Engine, EngineError, start_engine};
-use crate::jobs::model::{CancelOutcome, JobRecord, LogSelector};
 use crate::jobs::{JobError, JobManager};
-use crate::mcp::calls::{cancel_view, status_view};
-use crate::mcp::views::{ListView, ResultView, SubmitView, SummaryView};
+use crate::mcp::args::MAX_LOG_READ;
+use crate::mcp::calls::{cancel_view, logs_view, status_view};
+use crate::model::{CancelOutcome, JobRecord, LogSelector};
 use crate::store::{Store, StoreError};
+use crate::views::{ListView, ResultView, SubmitView, SummaryView};
 
-use super::StreamArg;
 use super::exit::{self, CliError};
-use super::render;
 use super::wait::{self, WaitEnd};
+use super::{OutputArgs, StreamArg, ids, manifest, out, render};
 
 /// How often `logs --follow` looks for more output.
 const FOLLOW_POLL: Duration = Duration::from_millis(300);
@@ -37,7 +38,7 @@ pub fn connect(settings: Arc<Settings>) -> Result<JobManager, CliError> {
 }
 
 /// Whether an engine (a `serve`) owns the data directory right now.
-fn engine_running(store: &Store) -> Result<bool, CliError> {
+pub(super) fn engine_running(store: &Store) -> Result<bool, CliError> {
     match store.lock_engine() {
         Ok(lock) => {
             drop(lock);
@@ -48,50 +49,36 @@ fn engine_running(store: &Store) -> Result<bool, CliError> {
     }
 }
 
-fn read_manifest(path: &Path) -> Result<JobManifest, CliError> {
-    let mut bytes = Vec::new();
-    let read = if path == Path::new("-") {
-        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
-    } else {
-        std::fs::read(path).map(|b| bytes = b)
-    };
-    read.map_err(|source| CliError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    JobManifest::from_json(&bytes).map_err(|e| CliError::Job(JobError::InvalidManifest(e)))
-}
-
 /// `submit MANIFEST [--wait]`.
 pub async fn submit(
     settings: Settings,
     manifest: &Path,
     wait: bool,
-    json: bool,
+    output: OutputArgs,
 ) -> Result<u8, CliError> {
-    let manifest = read_manifest(manifest)?;
+    let manifest = manifest::read(manifest)?;
     let store = Store::open(&settings.data_dir)?;
     let served = engine_running(&store)?;
     let data_dir = settings.data_dir.clone();
     if !wait || served {
         let jobs = JobManager::connect(Arc::new(settings), store);
         let record = jobs.submit(manifest).await?;
-        print_submitted(&record, json, wait);
+        print_submitted(&record, output, wait)?;
         if !wait {
-            if !served && !json {
-                eprintln!(
+            if !served && !output.json && !output.quiet {
+                out::note(&format!(
                     "note: no server owns {} right now, so the job waits as pending until \
                      `delegate-host serve` runs (or use `submit --wait` to run it here)",
                     data_dir.display()
-                );
+                ));
             }
             return Ok(exit::OK);
         }
-        return finish(&jobs, &record.id, json, false).await;
+        return finish(&jobs, &record.id, output, false).await;
     }
     drop(store);
     let engine = engine_here(settings).await?;
-    let outcome = run_here(&engine.manager, manifest, json).await;
+    let outcome = run_here(&engine.manager, manifest, output).await;
     engine.stop().await;
     outcome
 }
@@ -119,23 +106,48 @@ async fn engine_here(settings: Settings) -> Result<Engine, CliError> {
     }
 }
 
+/// How long `submit --wait` waits for its engine to destroy the job's VM.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+
 /// Submits and waits with an engine in this process.
-async fn run_here(jobs: &JobManager, manifest: JobManifest, json: bool) -> Result<u8, CliError> {
+async fn run_here(
+    jobs: &JobManager,
+    manifest: JobManifest,
+    output: OutputArgs,
+) -> Result<u8, CliError> {
     let record = jobs.submit(manifest).await?;
-    print_submitted(&record, json, true);
-    finish(jobs, &record.id, json, true).await
+    print_submitted(&record, output, true)?;
+    let code = finish(jobs, &record.id, output, true).await;
+    // The engine stops with this command: let it destroy the job's VM first.
+    if !jobs.settled(&record.id, SETTLE_LIMIT).await {
+        out::note(&format!(
+            "job {}'s VM is still being destroyed; the next `delegate-host serve` finishes it",
+            record.id
+        ));
+    }
+    code
 }
 
 /// Announces the job: its id on stdout for scripts (`id=$(delegate-host
-/// submit m.json)`), unless a wait follows and the result will be printed.
-fn print_submitted(record: &JobRecord, json: bool, waiting: bool) {
-    if json {
-        render::json(&SubmitView::of(record));
+/// submit m.json)`), unless a wait follows and the result will be printed
+/// (with `--quiet`, the id is all that is ever printed).
+fn print_submitted(record: &JobRecord, output: OutputArgs, waiting: bool) -> Result<(), CliError> {
+    if output.quiet {
+        return out::line(&record.id);
+    }
+    if output.json {
+        // With --wait, the result is the one JSON document printed.
+        return if waiting {
+            Ok(())
+        } else {
+            out::json(&SubmitView::of(record))
+        };
+    }
+    out::note(&format!("job {} submitted ({})", record.id, record.state));
+    if waiting {
+        Ok(())
     } else {
-        eprintln!("job {} submitted ({})", record.id, record.state);
-        if !waiting {
-            println!("{}", record.id);
-        }
+        out::line(&record.id)
     }
 }
 
@@ -145,83 +157,126 @@ fn print_submitted(record: &JobRecord, json: bool, waiting: bool) {
 async fn finish(
     jobs: &JobManager,
     job_id: &str,
-    json: bool,
+    output: OutputArgs,
     engine_here: bool,
 ) -> Result<u8, CliError> {
-    let record = match wait::until_final(jobs, job_id).await? {
+    let show = !output.quiet;
+    let record = match wait::until_final(jobs, job_id, show).await? {
         WaitEnd::Final(r) => r,
         WaitEnd::Interrupted(r) if engine_here => {
-            eprintln!("interrupted: cancelling job {}", r.id);
+            out::note(&format!("interrupted: cancelling job {}", r.id));
             jobs.cancel(&r.id).await?;
-            match wait::until_final(jobs, job_id).await? {
+            match wait::until_final(jobs, job_id, show).await? {
                 WaitEnd::Final(r) | WaitEnd::Interrupted(r) => r,
             }
         }
         WaitEnd::Interrupted(r) => {
-            eprintln!(
-                "stopped watching; job {} goes on ({}). Follow it with `delegate-host status {}`",
+            out::note(&format!(
+                "stopped watching; job {} goes on ({}). Wait again with `delegate-host wait {}`",
                 r.id, r.state, r.id
-            );
+            ));
             return Ok(exit::CANCELLED);
         }
     };
-    print_result(jobs, &record, json)?;
+    if !output.quiet {
+        print_result(jobs, &record, output.json)?;
+    }
     Ok(exit::for_state(record.state))
 }
 
 fn print_result(jobs: &JobManager, record: &JobRecord, json: bool) -> Result<(), CliError> {
     let view = ResultView::of(record);
     if json {
-        render::json(&view);
+        out::json(&view)
     } else {
         let archive = jobs.artifact_archive(&record.id).ok().flatten();
-        print!("{}", render::result(&view, archive.as_deref()));
+        out::text(&render::result(&view, archive.as_deref()))
     }
-    Ok(())
+}
+
+/// `wait ID`: the progress of `submit --wait` for a job already submitted.
+pub async fn wait(jobs: &JobManager, id: &str, output: OutputArgs) -> Result<u8, CliError> {
+    let id = ids::resolve(jobs, id)?;
+    let record = jobs.get(&id)?;
+    if !record.state.is_final() && !output.quiet && !engine_running(jobs.store())? {
+        out::note(&format!(
+            "note: no server owns {} right now; job {id} stays {} until `delegate-host serve` runs",
+            jobs.store().data_dir().display(),
+            record.state
+        ));
+    }
+    let code = finish(jobs, &id, output, false).await?;
+    if output.quiet {
+        out::line(&id)?;
+    }
+    Ok(code)
 }
 
 /// `status ID`.
-pub fn status(jobs: &JobManager, id: &str, json: bool) -> Result<u8, CliError> {
-    let record = jobs.get(id)?;
+pub fn status(jobs: &JobManager, id: &str, output: OutputArgs) -> Result<u8, CliError> {
+    let id = ids::resolve(jobs, id)?;
+    let record = jobs.get(&id)?;
+    if output.quiet {
+        out::line(&record.id)?;
+        return Ok(exit::OK);
+    }
     let view = status_view(jobs, &record);
-    if json {
-        render::json(&view);
+    if output.json {
+        out::json(&view)?;
     } else {
-        print!("{}", render::status(&view));
+        out::text(&render::status(&view, Utc::now()))?;
     }
     Ok(exit::OK)
 }
 
 /// `result ID`.
-pub fn result(jobs: &JobManager, id: &str, json: bool) -> Result<u8, CliError> {
-    let record = jobs.get(id)?;
+pub fn result(jobs: &JobManager, id: &str, output: OutputArgs) -> Result<u8, CliError> {
+    let id = ids::resolve(jobs, id)?;
+    let record = jobs.get(&id)?;
     if !record.state.is_final() {
-        return Err(JobError::NotFinished(record.state).into());
+        return Err(CliError::NotFinished {
+            id,
+            state: record.state,
+        });
     }
-    print_result(jobs, &record, json)?;
+    if output.quiet {
+        out::line(&record.id)?;
+    } else {
+        print_result(jobs, &record, output.json)?;
+    }
     Ok(exit::for_state(record.state))
 }
 
-/// `logs ID [--follow] [--stream S]`: the bytes as they are, to stdout.
+/// `logs ID [--follow] [--stream S] [--json]`: the bytes as they are, to
+/// stdout; with `--json`, the log so far as `get_job_logs` answers it.
 pub async fn logs(
     jobs: &JobManager,
     id: &str,
     follow: bool,
     stream: StreamArg,
+    json: bool,
 ) -> Result<u8, CliError> {
     let which = match stream {
         StreamArg::Combined => LogSelector::Combined,
         StreamArg::Stdout => LogSelector::Stream(LogStream::Stdout),
         StreamArg::Stderr => LogSelector::Stream(LogStream::Stderr),
     };
-    jobs.get(id)?;
+    let id = ids::resolve(jobs, id)?;
+    let record = jobs.get(&id)?;
+    if json {
+        let slice = jobs.read_log(&id, which, 0, MAX_LOG_READ as usize)?;
+        out::json(&logs_view(&record, which, 0, slice))?;
+        return Ok(exit::OK);
+    }
     let mut cursor = 0;
-    let mut out = std::io::stdout().lock();
     loop {
-        let slice = jobs.read_log(id, which, cursor, LOG_CHUNK)?;
+        let slice = jobs.read_log(&id, which, cursor, LOG_CHUNK)?;
         if !slice.data.is_empty() {
-            out.write_all(&slice.data).map_err(CliError::Output)?;
-            out.flush().map_err(CliError::Output)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&slice.data)
+                .and_then(|()| stdout.flush())
+                .map_err(CliError::Output)?;
         }
         cursor = slice.next_cursor;
         if slice.complete {
@@ -238,15 +293,24 @@ pub async fn logs(
 }
 
 /// `cancel ID`.
-pub async fn cancel(jobs: &JobManager, id: &str) -> Result<u8, CliError> {
-    let outcome = jobs.cancel(id).await?;
+pub async fn cancel(jobs: &JobManager, id: &str, output: OutputArgs) -> Result<u8, CliError> {
+    let id = ids::resolve(jobs, id)?;
+    let outcome = jobs.cancel(&id).await?;
     let view = cancel_view(&outcome);
-    println!("{}", view.message);
+    if output.quiet {
+        out::line(&id)?;
+    } else if output.json {
+        out::json(&view)?;
+    } else {
+        out::line(&view.message)?;
+    }
     if let CancelOutcome::Cancelled(_) = outcome
+        && !output.quiet
+        && !output.json
         && !jobs.runs_engine()
         && !engine_running(jobs.store())?
     {
-        eprintln!("note: no server is running; the cancel is recorded and the job will not start");
+        out::note("note: no server is running; the cancel is recorded and the job will not start");
     }
     Ok(exit::OK)
 }
@@ -254,26 +318,37 @@ pub async fn cancel(jobs: &JobManager, id: &str) -> Result<u8, CliError> {
 /// `list [--status S] [--limit N] [--cursor C]`.
 pub fn list(
     jobs: &JobManager,
-    status: Option<&str>,
+    status: Option<JobState>,
     limit: usize,
     cursor: Option<&str>,
-    json: bool,
+    output: OutputArgs,
 ) -> Result<u8, CliError> {
-    let status: Option<JobState> = status
-        .map(str::parse)
-        .transpose()
-        .map_err(CliError::Usage)?;
-    let page = jobs.list(status, limit, cursor)?;
+    let page = jobs
+        .list(status, limit, cursor)
+        .map_err(|e| match (e, cursor) {
+            // The manager words a bad cursor for MCP clients.
+            (JobError::InvalidArgument { .. }, Some(c)) => CliError::Usage(format!(
+                "--cursor {c:?} is not one that `delegate-host list` printed"
+            )),
+            (e, _) => e.into(),
+        })?;
     let view = ListView {
         jobs: page.items.into_iter().map(SummaryView::from).collect(),
         next_cursor: page.next_cursor,
     };
-    if json {
-        render::json(&view);
+    if output.quiet {
+        let ids: String = view
+            .jobs
+            .iter()
+            .map(|j| format!("{}\n", j.job_id))
+            .collect();
+        out::text(&ids)?;
+    } else if output.json {
+        out::json(&view)?;
     } else {
-        print!("{}", render::list(&view));
+        out::text(&render::list(&view, Utc::now()))?;
         if let Some(c) = &view.next_cursor {
-            eprintln!("more: --cursor {c}");
+            out::note(&format!("more: --cursor {c}"));
         }
     }
     Ok(exit::OK)

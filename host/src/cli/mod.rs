@@ -8,18 +8,26 @@
 
 pub mod doctor;
 pub mod exit;
+pub mod help;
+pub mod ids;
 pub mod jobs;
+pub mod manifest;
+pub mod out;
 pub mod render;
 pub mod serve;
+pub mod smoke;
 pub mod wait;
+pub mod when;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use delegate_proto::JobState;
 
 use crate::config::{RawSettings, Settings};
+use crate::jobs::manager::MAX_LIST_LIMIT;
 
 pub use exit::CliError;
 
@@ -28,14 +36,38 @@ pub use exit::CliError;
 #[command(name = "delegate-host", version, about, long_about = None)]
 pub struct Cli {
     /// Settings (each also read from its environment variable).
-    #[command(flatten)]
+    #[command(
+        flatten,
+        next_help_heading = "Settings (each also read from its environment variable)"
+    )]
     pub settings: RawSettings,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// The commands.
+/// How a command prints: text for people, JSON, or ids only.
+#[derive(Debug, Clone, Copy, Default, Args)]
+#[command(next_help_heading = "Output")]
+pub struct OutputArgs {
+    /// Print JSON (the MCP tools' answers) instead of text.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+    /// Print job ids only, one a line (no progress, no notes).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The `--json` of commands that print no job ids.
+#[derive(Debug, Clone, Copy, Default, Args)]
+#[command(next_help_heading = "Output")]
+pub struct JsonArg {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The commands. `help::TOPICS` groups them in `--help`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve MCP on stdin/stdout (what Claude Code launches), or over
@@ -47,7 +79,7 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         http: Option<SocketAddr>,
     },
-    /// Submit a job from a manifest file (`-` reads stdin).
+    /// Submit a job from a manifest file (`-` reads stdin); prints its id.
     Submit {
         /// The manifest (JSON).
         manifest: PathBuf,
@@ -55,21 +87,30 @@ pub enum Command {
         /// result; runs the engine here when no server is running.
         #[arg(long)]
         wait: bool,
-        /// Print JSON (the MCP tools' answers) instead of text.
-        #[arg(long)]
-        json: bool,
+        /// How to print.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Wait for a job to finish, showing progress, then print its result;
+    /// exits with the job's code.
+    Wait {
+        /// The job id, or enough of its first characters to name one job.
+        id: String,
+        /// How to print.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Show a job's status.
     Status {
-        /// The job id.
+        /// The job id, or enough of its first characters to name one job.
         id: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// How to print.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Print a job's output log.
     Logs {
-        /// The job id.
+        /// The job id, or enough of its first characters to name one job.
         id: String,
         /// Keep printing as the job writes, until it ends.
         #[arg(long, short)]
@@ -77,41 +118,114 @@ pub enum Command {
         /// Which stream.
         #[arg(long, value_enum, default_value_t = StreamArg::Combined)]
         stream: StreamArg,
+        /// Print the log as JSON (the get_job_logs answer) instead of bytes.
+        #[arg(long, conflicts_with = "follow", help_heading = "Output")]
+        json: bool,
     },
     /// Show a finished job's result: output, exit code, artifacts.
     Result {
-        /// The job id.
+        /// The job id, or enough of its first characters to name one job.
         id: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// How to print.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Cancel a job; its VM is destroyed.
     Cancel {
-        /// The job id.
+        /// The job id, or enough of its first characters to name one job.
         id: String,
+        /// How to print.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// List jobs, newest first.
+    // Hidden aliases for docker hands; `--help` shows the command once.
+    #[command(alias = "ls", alias = "ps")]
     List {
         /// Only jobs in this state.
-        #[arg(long)]
-        status: Option<String>,
-        /// How many.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, value_parser = StateParser)]
+        status: Option<JobState>,
+        /// How many (1 to 200).
+        #[arg(long, default_value_t = 20, value_parser = page_size)]
         limit: usize,
         /// The cursor a previous page printed.
         #[arg(long)]
         cursor: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// How to print.
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Print the effective settings (secrets masked).
-    Config,
+    Config {
+        /// How to print.
+        #[command(flatten)]
+        output: JsonArg,
+    },
+    /// After building a template: doctor, the template's cloud-init drive,
+    /// then one job on it through the Proxmox provider, timed (clone, boot,
+    /// guest ready, job).
+    Smoke,
     /// Check that the configured provider can run jobs here (Proxmox: API,
     /// template, storage, bridge, token privileges; local: guest binary and
     /// namespaces).
-    Doctor,
+    Doctor {
+        /// How to print.
+        #[command(flatten)]
+        output: JsonArg,
+    },
+    /// Print a shell completion script (e.g. `delegate-host completions
+    /// bash > /etc/bash_completion.d/delegate-host`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a
+    /// directory.
+    Man {
+        /// Write delegate-host.1 and delegate-host-COMMAND.1 here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `list --status`: a job state by the name the tools use, offered to
+/// completions and `--help`, refused with the names it takes.
+#[derive(Debug, Clone, Copy)]
+struct StateParser;
+
+impl clap::builder::TypedValueParser for StateParser {
+    type Value = JobState;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<JobState, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse().map_err(|e: String| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            JobState::ALL
+                .iter()
+                .map(|s| clap::builder::PossibleValue::new(s.as_str())),
+        ))
+    }
+}
+
+/// A page size within the one limit the tools and the command line share.
+fn page_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+        _ => Err(format!("a page holds 1 to {MAX_LIST_LIMIT} jobs")),
+    }
 }
 
 /// A log stream on the command line.
@@ -138,37 +252,52 @@ impl Command {
 
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
+    // These need no settings: they describe the command line itself.
+    match &cli.command {
+        Command::Completions { shell } => return help::completions(*shell),
+        Command::Man { dir } => return help::man(dir.as_deref()),
+        _ => {}
+    }
     let settings = Settings::resolve(cli.settings)?;
     let client = |settings| jobs::connect(Arc::new(settings));
     match cli.command {
         Command::Serve { http } => serve::run(settings, http).await,
-        Command::Config => {
-            render::settings(&settings.describe());
+        Command::Config { output } => {
+            let pairs = settings.describe();
+            if output.json {
+                let object: serde_json::Map<String, serde_json::Value> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.into()))
+                    .collect();
+                out::json(&object)?;
+            } else {
+                out::text(&render::settings(&pairs))?;
+            }
             Ok(exit::OK)
         }
-        Command::Doctor => doctor::run(&settings).await,
+        Command::Doctor { output } => doctor::run(&settings, output.json).await,
+        Command::Smoke => smoke::run(settings).await,
         Command::Submit {
             manifest,
             wait,
+            output,
+        } => jobs::submit(settings, &manifest, wait, output).await,
+        Command::Wait { id, output } => jobs::wait(&client(settings)?, &id, output).await,
+        Command::Status { id, output } => jobs::status(&client(settings)?, &id, output),
+        Command::Result { id, output } => jobs::result(&client(settings)?, &id, output),
+        Command::Logs {
+            id,
+            follow,
+            stream,
             json,
-        } => jobs::submit(settings, &manifest, wait, json).await,
-        Command::Status { id, json } => jobs::status(&client(settings)?, &id, json),
-        Command::Result { id, json } => jobs::result(&client(settings)?, &id, json),
-        Command::Logs { id, follow, stream } => {
-            jobs::logs(&client(settings)?, &id, follow, stream).await
-        }
-        Command::Cancel { id } => jobs::cancel(&client(settings)?, &id).await,
+        } => jobs::logs(&client(settings)?, &id, follow, stream, json).await,
+        Command::Cancel { id, output } => jobs::cancel(&client(settings)?, &id, output).await,
         Command::List {
             status,
             limit,
             cursor,
-            json,
-        } => jobs::list(
-            &client(settings)?,
-            status.as_deref(),
-            limit,
-            cursor.as_deref(),
-            json,
-        ),
+            output,
+        } => jobs::list(&client(settings)?, status, limit, cursor.as_deref(), output),
+        Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
     }
 }

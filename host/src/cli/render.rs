@@ -1,22 +1,21 @@
-//! Text for people: statuses, results, listings and settings, printed to
-//! stdout. The JSON forms (`--json`) are the MCP tools' answers as they are.
+//! Text for people: statuses, results, listings and settings, for stdout.
+//! The JSON forms (`--json`) are the MCP tools' answers as they are.
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use comfy_table::{CellAlignment, ColumnConstraint, Table, presets};
 
-use crate::mcp::views::{ListView, ResultView, StatusView, TailView};
+use super::when;
+use crate::views::{ListView, ResultView, StatusView, TailView};
 
-/// Prints a value as pretty JSON.
-pub fn json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("delegate-host: cannot encode JSON: {e}"),
-    }
+/// A time as written, and how long ago it was.
+fn stamp(at: &str, now: DateTime<Utc>) -> String {
+    format!("{at} ({})", when::ago(at, now))
 }
 
 /// A job's status as aligned lines.
-pub fn status(v: &StatusView) -> String {
+pub fn status(v: &StatusView, now: DateTime<Utc>) -> String {
     let mut out = String::new();
     let mut line = |k: &str, val: &str| {
         let _ = writeln!(out, "{k:<11} {val}");
@@ -43,13 +42,13 @@ pub fn status(v: &StatusView) -> String {
         line("error", &format!("{e}{kind}"));
     }
     line("agent", &format!("{}: {}", v.agent_type, v.task));
-    line("created", &v.created_at);
+    line("created", &stamp(&v.created_at, now));
     if let Some(t) = &v.started_at {
-        line("started", t);
+        line("started", &stamp(t, now));
     }
     match &v.completed_at {
-        Some(t) => line("completed", t),
-        None => line("deadline", &v.deadline_at),
+        Some(t) => line("completed", &stamp(t, now)),
+        None => line("deadline", &stamp(&v.deadline_at, now)),
     }
     if let Some(age) = v.heartbeat_age_seconds {
         line("heartbeat", &format!("{age:.1} s ago"));
@@ -104,7 +103,7 @@ pub fn result(v: &ResultView, archive: Option<&std::path::Path>) -> String {
         head.push_str(&format!(", killed by {sig}"));
     }
     if let Some(d) = v.duration_seconds {
-        head.push_str(&format!(", {d:.1} s"));
+        head.push_str(&format!(", took {}", when::duration(d)));
     }
     let _ = writeln!(out, "{head}");
     if let Some(e) = &v.error {
@@ -137,32 +136,118 @@ pub fn result(v: &ResultView, archive: Option<&std::path::Path>) -> String {
     out
 }
 
-/// A page of jobs as a table.
-pub fn list(v: &ListView) -> String {
-    let mut out = String::new();
-    if v.jobs.is_empty() {
-        out.push_str("no jobs\n");
-        return out;
+/// Characters of a task shown in the `list` table.
+const TASK_COLUMN: usize = 60;
+
+/// A task on one line: whitespace runs (newlines of a script) become one
+/// space and control characters go, so each job stays one table row.
+fn one_line(task: &str) -> String {
+    let words: Vec<&str> = task.split_whitespace().collect();
+    let joined = words.join(" ");
+    let mut shown: String = joined
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(TASK_COLUMN)
+        .collect();
+    if joined.chars().count() > TASK_COLUMN {
+        shown.pop();
+        shown.push('…');
     }
-    let _ = writeln!(
-        out,
-        "{:<36}  {:<12}  {:<7}  {:<24}  TASK",
-        "JOB", "STATUS", "AGENT", "CREATED"
-    );
+    shown
+}
+
+/// A page of jobs as a table; comfy-table sizes the columns by the display
+/// width of what they hold.
+pub fn list(v: &ListView, now: DateTime<Utc>) -> String {
+    if v.jobs.is_empty() {
+        return "no jobs\n".into();
+    }
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_header(["JOB", "STATUS", "AGENT", "CREATED", "TASK"]);
     for j in &v.jobs {
-        let task: String = j.task.chars().take(60).collect();
-        let _ = writeln!(
-            out,
-            "{:<36}  {:<12}  {:<7}  {:<24}  {task}",
-            j.job_id, j.status, j.agent_type, j.created_at
-        );
+        table.add_row([
+            j.job_id.clone(),
+            j.status.to_string(),
+            j.agent_type.clone(),
+            when::ago(&j.created_at, now),
+            one_line(&j.task),
+        ]);
+    }
+    for column in table.column_iter_mut() {
+        // Two spaces between columns and none before the first.
+        column.set_padding((0, 2));
+        column.set_cell_alignment(CellAlignment::Left);
+        column.set_constraint(ColumnConstraint::ContentWidth);
+    }
+    let mut out = String::new();
+    for row in table.lines() {
+        let _ = writeln!(out, "{}", row.trim_end());
     }
     out
 }
 
 /// Settings as `NAME=value` lines, one a line, as the environment takes them.
-pub fn settings(pairs: &[(&'static str, String)]) {
+pub fn settings(pairs: &[(&'static str, String)]) -> String {
+    let mut out = String::new();
     for (name, value) in pairs {
-        println!("{name}={value}");
+        let _ = writeln!(out, "{name}={value}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use delegate_proto::JobState;
+
+    use super::*;
+    use crate::views::SummaryView;
+
+    fn job(id: &str, status: JobState, agent: &str, task: &str) -> SummaryView {
+        SummaryView {
+            job_id: id.into(),
+            status,
+            agent_type: agent.into(),
+            task: task.into(),
+            created_at: "2026-03-01T11:58:00.000Z".into(),
+            completed_at: None,
+        }
+    }
+
+    #[test]
+    fn list_columns_line_up_whatever_their_contents() {
+        let now = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let view = ListView {
+            jobs: vec![
+                job("a1", JobState::Provisioning, "claude", "fix\nthe   build"),
+                job("b2222", JobState::Failed, "script", "naïve 日本語 task"),
+                job("c3", JobState::Cancelled, "custom", &"x".repeat(100)),
+            ],
+            next_cursor: None,
+        };
+        let text = list(&view, now);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let column = |line: &str, word: &str| line.find(word).map(|i| line[..i].chars().count());
+        let status_at = column(lines[0], "STATUS").unwrap();
+        let agent_at = column(lines[0], "AGENT").unwrap();
+        let created_at = column(lines[0], "CREATED").unwrap();
+        for (line, status, agent) in [
+            (lines[1], "provisioning", "claude"),
+            (lines[2], "failed", "script"),
+            (lines[3], "cancelled", "custom"),
+        ] {
+            assert_eq!(column(line, status), Some(status_at), "{text}");
+            assert_eq!(column(line, agent), Some(agent_at), "{text}");
+            assert_eq!(column(line, "2 min ago"), Some(created_at), "{text}");
+        }
+        assert!(lines[1].ends_with("fix the build"), "{text}");
+        assert!(
+            lines[3].ends_with('…') && !lines[3].contains(&"x".repeat(60)),
+            "{text}"
+        );
     }
 }

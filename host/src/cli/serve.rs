@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::engine::{Engine, EngineError, start_engine};
 use crate::jobs::{JobError, JobManager};
 use crate::mcp::{self, Guard, JobsHandle};
+use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 
 use super::exit::{self, CliError};
@@ -45,10 +46,10 @@ async fn serve_http(
     let signals = tokio::spawn(stop_on_signal(stop.clone()));
     if let Ok(local) = listener.local_addr() {
         // The one line a supervisor (or a test) waits for.
-        eprintln!(
+        super::out::note(&format!(
             "delegate-host: MCP over streamable HTTP at http://{local}{}",
             mcp::http::MCP_PATH
-        );
+        ));
     }
     let served = mcp::http::serve(listener, engine.manager.clone(), guard, stop.clone()).await;
     signals.abort();
@@ -59,6 +60,8 @@ async fn serve_http(
 
 /// How often a stdio server without the engine tries to take it over.
 const TAKEOVER_EVERY: Duration = Duration::from_secs(2);
+/// Until it works or the server stops, every [`TAKEOVER_EVERY`].
+const TAKEOVER: RetryPolicy = RetryPolicy::fixed(u32::MAX, TAKEOVER_EVERY);
 
 /// MCP on stdio. Every MCP client session (each Claude Code conversation)
 /// starts its own `serve`; only one process can run the engine for a data
@@ -92,7 +95,7 @@ async fn serve_stdio(settings: Settings, stop: CancellationToken) -> Result<u8, 
         Err(e) => return Err(e.into()),
     };
     tracing::info!("serving MCP on stdio");
-    let served = mcp::serve_stdio(handle, stop.clone()).await;
+    let served = session_until_stopped(handle, &stop).await;
     // Stop the takeover loop (it watches `stop`) before stopping the engine.
     stop.cancel();
     signals.abort();
@@ -101,6 +104,35 @@ async fn serve_stdio(settings: Settings, stop: CancellationToken) -> Result<u8, 
     }
     served?;
     Ok(exit::OK)
+}
+
+/// How long a stdio session may take to end after SIGINT or SIGTERM.
+const SESSION_GRACE: Duration = Duration::from_millis(500);
+
+/// Serves the stdio session until its client leaves or a signal stops the
+/// server. A session reading a terminal (a person trying `serve`) sits in a
+/// blocking read that no signal ends, so after [`SESSION_GRACE`] it is left
+/// behind and the process exits; and the session's "cancelled" is what a
+/// stop means, not an error.
+async fn session_until_stopped(
+    handle: JobsHandle,
+    stop: &CancellationToken,
+) -> Result<(), mcp::ServeError> {
+    let session = mcp::serve_stdio(handle, stop.clone());
+    tokio::pin!(session);
+    let served = tokio::select! {
+        served = &mut session => served,
+        () = stop.cancelled() => tokio::time::timeout(SESSION_GRACE, &mut session)
+            .await
+            .unwrap_or(Ok(())),
+    };
+    match served {
+        Err(e) if stop.is_cancelled() => {
+            tracing::debug!(error = %e, "stdio session ended by the stop");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn is_locked(e: &EngineError) -> bool {
@@ -119,27 +151,38 @@ async fn take_over(
     engine: Arc<Mutex<Option<Engine>>>,
     stop: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(TAKEOVER_EVERY) => {}
-        }
+    // The engine was just found locked: wait once before the first try.
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep(TAKEOVER_EVERY) => {}
+    }
+    let attempt = || async {
         // Hold the slot while starting, so shutdown cannot miss the engine.
         let mut slot = engine.lock().await;
         if stop.is_cancelled() {
-            return;
+            return Ok(());
         }
         match start_engine(settings.clone(), stop.clone()).await {
             Ok(e) => {
                 tracing::info!("the engine's process ended; running the engine here now");
                 handle.replace(e.manager.clone());
                 *slot = Some(e);
-                return;
+                Ok(())
             }
-            Err(e) if is_locked(&e) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot take over the engine; retrying"),
+            Err(e) => {
+                if !is_locked(&e) {
+                    tracing::warn!(error = %e, "cannot take over the engine; retrying");
+                }
+                Err(e)
+            }
         }
-    }
+    };
+    // Every failure is worth another try: the lock's holder may end at any
+    // time, and other failures (a port still in use) may pass too. Only
+    // shutdown ends the loop, which is then all that `Err` can mean.
+    let _ = TAKEOVER
+        .run_until_cancelled("taking over the engine", &stop, |_| true, attempt)
+        .await;
 }
 
 fn http_guard(settings: &Settings) -> Result<Guard, CliError> {

@@ -8,8 +8,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::jobs::JobManager;
-use crate::jobs::model::JobRecord;
 use crate::mcp::progress::describe;
+use crate::model::JobRecord;
 
 use super::exit::CliError;
 
@@ -24,9 +24,10 @@ pub enum WaitEnd {
 /// How often the terminal line is redrawn while nothing changes.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Waits until the job is final or Ctrl-C, showing progress on stderr.
-pub async fn until_final(jobs: &JobManager, job_id: &str) -> Result<WaitEnd, CliError> {
-    let mut display = Display::new();
+/// Waits until the job is final or Ctrl-C, showing progress on stderr
+/// when `show` (not with `--quiet`).
+pub async fn until_final(jobs: &JobManager, job_id: &str, show: bool) -> Result<WaitEnd, CliError> {
+    let mut display = Display::new(show);
     let start = Instant::now();
     let mut record = jobs.get(job_id)?;
     display.show(&record, start.elapsed(), true);
@@ -54,14 +55,16 @@ pub async fn until_final(jobs: &JobManager, job_id: &str) -> Result<WaitEnd, Cli
 }
 
 struct Display {
+    show: bool,
     terminal: bool,
     last: String,
     drawn: bool,
 }
 
 impl Display {
-    fn new() -> Self {
+    fn new(show: bool) -> Self {
         Display {
+            show,
             terminal: std::io::stderr().is_terminal(),
             last: String::new(),
             drawn: false,
@@ -71,6 +74,9 @@ impl Display {
     /// Shows the record; `changed` says the manager reported a change (a
     /// plain tick only redraws the elapsed time on a terminal).
     fn show(&mut self, record: &JobRecord, elapsed: Duration, changed: bool) {
+        if !self.show {
+            return;
+        }
         let line = describe(record);
         let mut err = std::io::stderr().lock();
         if self.terminal {

@@ -1,6 +1,9 @@
-//! Resolution rules, fed with made-up environments.
+//! Resolution rules, fed with made-up machines.
+
+use std::path::Path;
 
 use super::*;
+use crate::resolve::FixedMachine;
 use clap::Parser;
 
 #[derive(clap::Parser)]
@@ -15,21 +18,21 @@ fn raw(args: &[&str]) -> RawSettings {
     Cli::try_parse_from(argv).expect("parses").raw
 }
 
-fn machine(dir: &Path) -> MachineEnv {
-    MachineEnv {
-        xdg_data_home: Some(dir.join("xdg")),
-        home: Some(dir.join("home")),
-        path: None,
-        current_exe: None,
+/// A machine with XDG and HOME under `dir`, working in `dir`, and an
+/// executable `dir/delegate-guest` (found neither beside the executable
+/// nor on PATH: tests name it).
+fn machine(dir: &Path) -> FixedMachine {
+    FixedMachine {
         cwd: Some(dir.to_path_buf()),
+        ..FixedMachine::default()
     }
+    .with_var("XDG_DATA_HOME", dir.join("xdg").display().to_string())
+    .with_var("HOME", dir.join("home").display().to_string())
+    .with_executable(fake_guest(dir))
 }
 
 fn fake_guest(dir: &Path) -> PathBuf {
-    let p = dir.join("delegate-guest");
-    std::fs::write(&p, "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p
+    dir.join("delegate-guest")
 }
 
 #[test]
@@ -109,34 +112,100 @@ fn local_provider_needs_a_guest_and_vm_providers_need_an_address() {
 
     // Found on PATH.
     let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    fake_guest(&bin);
-    let m = MachineEnv {
-        path: Some(bin.clone().into_os_string()),
-        ..machine(dir.path())
-    };
+    let m = machine(dir.path())
+        .with_var("PATH", bin.display().to_string())
+        .with_executable(fake_guest(&bin));
     let s = Settings::resolve_with(raw(&[]), &m).unwrap();
-    assert_eq!(s.guest_bin, Some(bin.join("delegate-guest")));
+    assert_eq!(
+        s.local.map(|l| l.guest_bin),
+        Some(bin.join("delegate-guest"))
+    );
 
-    // (qemu VMs reach the callback through a relay on this host, so
-    // Proxmox is the VM provider that needs an address.)
-    let pve = [
-        "--provider",
-        "proxmox",
-        "--proxmox-url",
-        "https://pve.example:8006",
-        "--proxmox-token-id",
-        "delegate@pve!host",
-        "--proxmox-token-secret",
-        "0f4c7e1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b",
-    ];
-    let err = Settings::resolve_with(raw(&pve), &m).unwrap_err();
+    let err = Settings::resolve_with(raw(&["--provider", "proxmox"]), &m).unwrap_err();
     assert!(err.to_string().starts_with("CALLBACK_URL"), "{err}");
-    let mut with_host = pve.to_vec();
-    with_host.extend(["--callback-host", "10.1.2.3"]);
-    let s = Settings::resolve_with(raw(&with_host), &m).unwrap();
+    let mut vm_provider = vec!["--provider", "proxmox", "--callback-host", "10.1.2.3"];
+    vm_provider.extend(PROXMOX);
+    let s = Settings::resolve_with(raw(&vm_provider), &m).unwrap();
     assert_eq!(s.callback_url, "http://10.1.2.3:8765");
-    assert_eq!(s.guest_bin, None);
+    assert_eq!(s.local.map(|l| l.guest_bin), None);
+    assert_eq!(
+        s.proxmox.map(|p| p.url).as_deref(),
+        Some("https://pve:8006")
+    );
+}
+
+/// Enough Proxmox settings to resolve.
+const PROXMOX: [&str; 6] = [
+    "--proxmox-url",
+    "https://pve:8006",
+    "--proxmox-token-id",
+    "delegate@pve!host",
+    "--proxmox-token-secret",
+    "0b5e5b7e-1111-2222-3333-444455556666",
+];
+
+#[test]
+fn providers_this_build_cannot_run_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["firecracker", "DOCKER", "docker", ""] {
+        let err = Settings::resolve_with(
+            raw(&["--provider", name, "--callback-host", "10.1.2.3"]),
+            &machine(dir.path()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("DELEGATE_PROVIDER: "), "{name}: {err}");
+        assert!(
+            err.ends_with("use one of: local, proxmox, qemu"),
+            "{name}: {err}"
+        );
+    }
+    let guest = fake_guest(dir.path());
+    let s = Settings::resolve_with(
+        raw(&[
+            "--provider",
+            " Local ",
+            "--guest-bin",
+            guest.to_str().unwrap(),
+        ]),
+        &machine(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(s.provider, ProviderKind::Local);
+}
+
+#[test]
+fn the_proxmox_half_reads_only_the_given_machine() {
+    // The token secret comes from a file on the machine, the instance
+    // name from its host name: nothing from the process.
+    let dir = tempfile::tempdir().unwrap();
+    let m = FixedMachine {
+        hostname: Some("Build Box".into()),
+        ..machine(dir.path())
+    }
+    .with_file("/run/pve-secret", "abc-123\n");
+    let s = Settings::resolve_with(
+        raw(&[
+            "--provider",
+            "proxmox",
+            "--callback-url",
+            "http://10.0.0.1:8765",
+            "--proxmox-url",
+            "https://pve:8006",
+            "--proxmox-token-id",
+            "delegate@pve!host",
+            "--proxmox-token-secret-file",
+            "/run/pve-secret",
+        ]),
+        &m,
+    )
+    .unwrap();
+    let px = s.proxmox.unwrap();
+    assert_eq!(px.instance, "build-box");
+    assert!(matches!(
+        px.credentials,
+        crate::provider::proxmox::Credentials::Token { ref secret, .. } if secret.expose() == "abc-123"
+    ));
 }
 
 #[test]
@@ -144,7 +213,7 @@ fn token_file_is_read_and_masked() {
     let dir = tempfile::tempdir().unwrap();
     let guest = fake_guest(dir.path());
     let file = dir.path().join("token");
-    std::fs::write(&file, "s3cr3t-token-0123456789\n").unwrap();
+    let m = machine(dir.path()).with_file(&file, "s3cr3t-token-0123456789\n");
     let s = Settings::resolve_with(
         raw(&[
             "--guest-bin",
@@ -154,7 +223,7 @@ fn token_file_is_read_and_masked() {
             "--data-dir",
             "rel",
         ]),
-        &machine(dir.path()),
+        &m,
     )
     .unwrap();
     assert_eq!(
@@ -175,13 +244,18 @@ fn qemu_vms_reach_the_callback_through_a_relay_on_loopback() {
         derive_callback_url(ProviderKind::Qemu, any).unwrap(),
         "http://127.0.0.1:8765"
     );
-    let exe = MachineEnv {
-        current_exe: Some(PathBuf::from("/w/target/debug/deps/t-123")),
-        ..MachineEnv::default()
+    let dir = tempfile::tempdir().unwrap();
+    let m = FixedMachine {
+        current_exe: Some("/w/target/debug/deps/t-123".into()),
+        ..machine(dir.path())
     };
-    let c = qemu_guest_candidates(Some(Path::new("/g")), &exe);
-    assert_eq!(c[0], Path::new("/g"));
-    assert!(c.contains(&PathBuf::from(
+    let local = LocalArgs {
+        guest_bin: Some("/g".into()),
+        ..LocalArgs::default()
+    };
+    let c = qemu_guest_candidates(&local, &m);
+    assert_eq!(c[0], std::path::Path::new("/g"));
+    assert!(c.contains(&std::path::PathBuf::from(
         "/w/target/x86_64-unknown-linux-musl/release/delegate-guest"
     )));
 }

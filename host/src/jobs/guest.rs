@@ -7,12 +7,11 @@ use delegate_proto::api::{ArtifactsAck, JobSpec, PROTOCOL_VERSION, ResultAck};
 use delegate_proto::{EventBatch, EventsAck, JobResult, JobState};
 
 use super::change::JobChangeKind;
-use super::clock::now_ms;
 use super::manager::JobManager;
+use super::rules::{self, ResultApplied};
 use super::token;
-use crate::store::{
-    ArchiveCheck, ArtifactError, EventLimits, ResultApplied, StagedArchive, StoreError,
-};
+use crate::clock::now_ms;
+use crate::store::{ArchiveCheck, ArtifactError, EventLimits, StagedArchive, StoreError};
 
 /// Most files in one artifact archive.
 const MAX_ARTIFACT_ENTRIES: usize = 100_000;
@@ -56,29 +55,26 @@ impl From<StoreError> for GuestError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, GuestError> + Send + 'static,
-) -> Result<T, GuestError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| GuestError::Internal(format!("store task failed: {e}")))?
-}
-
 impl JobManager {
     /// Checks a guest's bearer token for `job_id`. Valid only for its own
     /// job, and only until the job is final and its result stored, or the
     /// grace after a cancel or timeout has passed.
-    pub fn authorize_guest(&self, job_id: &str, token: Option<&str>) -> Result<(), GuestError> {
+    pub async fn authorize_guest(
+        &self,
+        job_id: &str,
+        token: Option<&str>,
+    ) -> Result<(), GuestError> {
         let token = token.ok_or(GuestError::Unauthorized)?;
         if !delegate_proto::api::is_valid_job_id(job_id) {
             return Err(GuestError::Unauthorized);
         }
-        let view = self.inner.store.auth_view(job_id)?;
+        let id = job_id.to_string();
+        let view = self.shared.store.run(move |s| s.auth_view(&id)).await?;
         if !token::matches(token, &view.token_hash) {
             return Err(GuestError::Unauthorized);
         }
         if view.state.is_final() {
-            let grace = self.inner.settings.cancel_grace.as_millis() as i64;
+            let grace = self.shared.settings.cancel_grace.as_millis() as i64;
             let in_grace = view
                 .completed_at
                 .is_some_and(|done| now_ms() <= done.saturating_add(grace));
@@ -91,15 +87,22 @@ impl JobManager {
 
     /// `GET manifest`: the job for the guest, which now runs.
     pub async fn guest_spec(&self, job_id: &str) -> Result<JobSpec, GuestError> {
-        let rec = self.inner.store.get_job(job_id)?;
+        let id = job_id.to_string();
+        let rec = self.shared.store.run(move |s| s.get_job(&id)).await?;
         if rec.state.is_final() {
             return Err(GuestError::Final(rec.state));
         }
         if rec.state == JobState::Provisioning {
-            self.inner.transition(job_id, JobState::Running, None)?;
+            self.shared
+                .transition(job_id, JobState::Running, None)
+                .await?;
         }
-        self.inner.store.touch(job_id, now_ms())?;
-        let s = &self.inner.settings;
+        let id = job_id.to_string();
+        self.shared
+            .store
+            .run(move |s| s.touch(&id, now_ms()))
+            .await?;
+        let s = &self.shared.settings;
         let remaining_ms = (rec.deadline_at - now_ms()).max(1000);
         Ok(JobSpec {
             job_id: rec.id,
@@ -122,29 +125,32 @@ impl JobManager {
                 limit: delegate_proto::api::MAX_EVENTS_PER_BATCH as u64,
             });
         }
-        for e in &batch.events {
+        for (i, e) in batch.events.iter().enumerate() {
             if let delegate_proto::EventKind::Log(chunk) = &e.kind {
-                chunk
+                let bytes = chunk
                     .bytes()
                     .map_err(|err| GuestError::BadRequest(format!("event {}: {err}", e.seq)))?;
+                check_log_end(i, chunk.offset, bytes.len())?;
             }
         }
-        let store = self.inner.store.clone();
         let limits = EventLimits {
-            max_log_bytes: self.inner.settings.max_log_bytes,
+            max_log_bytes: self.shared.settings.max_log_bytes,
         };
         let id = job_id.to_string();
-        let applied =
-            blocking(move || Ok(store.apply_events(&id, &batch.events, limits, now_ms())?)).await?;
-        self.inner.metrics.count_events(applied.applied);
+        let applied = self
+            .shared
+            .store
+            .run(move |s| rules::apply_events(s, &id, &batch.events, limits, now_ms()))
+            .await?;
+        self.shared.metrics.count_events(applied.applied);
         if applied.state_changed {
-            self.inner.notify(job_id, JobChangeKind::State);
+            self.shared.notify(job_id, JobChangeKind::State);
         }
         if applied.progress_changed {
-            self.inner.notify(job_id, JobChangeKind::Progress);
+            self.shared.notify(job_id, JobChangeKind::Progress);
         }
         if applied.log_changed {
-            self.inner.notify(job_id, JobChangeKind::Log);
+            self.shared.notify(job_id, JobChangeKind::Log);
         }
         Ok(EventsAck {
             highest_seq: applied.highest_seq,
@@ -153,11 +159,17 @@ impl JobManager {
     }
 
     /// The file an artifact upload streams into, and the size cap.
-    pub fn guest_stage_artifacts(&self, job_id: &str) -> Result<(StagedArchive, u64), GuestError> {
-        Ok((
-            self.inner.store.stage_artifacts(job_id)?,
-            self.inner.settings.max_artifact_bytes,
-        ))
+    pub async fn guest_stage_artifacts(
+        &self,
+        job_id: &str,
+    ) -> Result<(StagedArchive, u64), GuestError> {
+        let id = job_id.to_string();
+        let staged = self
+            .shared
+            .store
+            .run(move |s| s.stage_artifacts(&id))
+            .await?;
+        Ok((staged, self.shared.settings.max_artifact_bytes))
     }
 
     /// `PUT artifacts`, once the upload is complete: inspects and keeps it.
@@ -168,30 +180,32 @@ impl JobManager {
         size: u64,
         sha256: String,
     ) -> Result<ArtifactsAck, GuestError> {
-        let store = self.inner.store.clone();
-        let cap = self.inner.settings.max_artifact_bytes;
+        let cap = self.shared.settings.max_artifact_bytes;
         let check = ArchiveCheck {
             max_uncompressed: cap,
             max_entries: MAX_ARTIFACT_ENTRIES,
         };
         let digest = sha256.clone();
-        let entries = blocking(move || {
-            store
-                .commit_artifacts(staged, size, &digest, check)
-                .map_err(|e| match e {
-                    ArtifactError::TooLarge { what, limit } => GuestError::TooLarge {
-                        what: format!("the artifacts' {what}"),
-                        limit,
-                    },
-                    ArtifactError::Unsafe { .. } | ArtifactError::Malformed(_) => {
-                        GuestError::BadRequest(e.to_string())
-                    }
-                    ArtifactError::Store(e) => e.into(),
-                })
-        })
-        .await?;
+        let entries = self
+            .shared
+            .store
+            .run(move |store| {
+                store
+                    .commit_artifacts(staged, size, &digest, check)
+                    .map_err(|e| match e {
+                        ArtifactError::TooLarge { what, limit } => GuestError::TooLarge {
+                            what: format!("the artifacts' {what}"),
+                            limit,
+                        },
+                        ArtifactError::Unsafe { .. } | ArtifactError::Malformed(_) => {
+                            GuestError::BadRequest(e.to_string())
+                        }
+                        ArtifactError::Store(e) => e.into(),
+                    })
+            })
+            .await?;
         tracing::info!(job_id, size, files = entries.len(), "artifacts stored");
-        self.inner.notify(job_id, JobChangeKind::Artifacts);
+        self.shared.notify(job_id, JobChangeKind::Artifacts);
         Ok(ArtifactsAck {
             size,
             sha256,
@@ -206,34 +220,52 @@ impl JobManager {
         job_id: &str,
         result: JobResult,
     ) -> Result<ResultAck, GuestError> {
-        let store = self.inner.store.clone();
-        let grace = self.inner.settings.cancel_grace.as_millis() as i64;
+        let grace = self.shared.settings.cancel_grace.as_millis() as i64;
         let id = job_id.to_string();
-        let applied =
-            blocking(move || Ok(store.store_result(&id, &result, now_ms(), grace)?)).await?;
+        let applied = self
+            .shared
+            .store
+            .run(move |s| {
+                let applied = rules::store_result(s, &id, &result, now_ms(), grace)?;
+                // The record for `on_final`, read while still off the runtime.
+                let rec = match applied {
+                    ResultApplied::Final(_) => s.get_job(&id).ok(),
+                    _ => None,
+                };
+                Ok::<_, StoreError>((applied, rec))
+            })
+            .await?;
         let state = match applied {
-            ResultApplied::Final(state) => {
-                if let Ok(rec) = self.inner.store.get_job(job_id)
-                    && let Some(started) = rec.started_at
-                {
-                    self.inner
-                        .metrics
-                        .observe_run((now_ms() - started).max(0) as f64 / 1000.0);
+            (ResultApplied::Final(state), rec) => {
+                if let Some(rec) = rec {
+                    self.shared.on_final(&rec, Some("the guest's result"));
                 }
-                tracing::info!(job_id, %state, "result stored; job is final");
-                self.inner.notify(job_id, JobChangeKind::State);
-                self.inner.notify(job_id, JobChangeKind::Result);
-                self.inner.poke(job_id);
+                self.shared.notify(job_id, JobChangeKind::Result);
                 state
             }
-            ResultApplied::Late(state) => {
+            (ResultApplied::Late(state), _) => {
                 tracing::info!(job_id, %state, "late result stored; state unchanged");
-                self.inner.notify(job_id, JobChangeKind::Result);
-                self.inner.poke(job_id);
+                self.shared.notify(job_id, JobChangeKind::Result);
+                self.shared.poke(job_id);
                 state
             }
-            ResultApplied::Duplicate(state) | ResultApplied::Stale(state) => state,
+            (ResultApplied::Duplicate(state) | ResultApplied::Stale(state), _) => state,
         };
         Ok(ResultAck { state })
+    }
+}
+
+/// The largest log offset the store keeps (SQLite integers are signed).
+const MAX_LOG_END: u64 = i64::MAX as u64;
+
+/// Refuses a log chunk that would end past [`MAX_LOG_END`] (or past
+/// `u64::MAX`): no real log gets there, and the end must stay computable.
+fn check_log_end(index: usize, offset: u64, len: usize) -> Result<(), GuestError> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= MAX_LOG_END => Ok(()),
+        _ => Err(GuestError::BadRequest(format!(
+            "events[{index}].offset: {offset} plus the chunk's {len} bytes ends past \
+             the largest log offset, {MAX_LOG_END}"
+        ))),
     }
 }

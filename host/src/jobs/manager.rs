@@ -2,144 +2,54 @@
 //! call. It validates, persists through the store (the source of truth)
 //! and hands work to the engine that runs beside it in the process that
 //! holds `host.lock`: the scheduler, one driver per live job, and
-//! housekeeping (see `scheduler`, `driver`, `recovery`).
+//! housekeeping (see `engine`).
+//!
+//! Below it: `state` (what every part shares, the one `transition` and
+//! `on_final`), `rules` (which state a job goes to), and `engine` (held
+//! here when this process runs it; it never calls back into the facade).
 //!
 //! A manager made with [`JobManager::connect`] has no engine: it is what a
 //! CLI uses while a server owns the data directory. It submits and cancels
 //! through the store; the engine picks both up within about a second.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{JobManifest, JobState};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::change::{JobChange, JobChangeKind};
-use super::clock::now_ms;
+use super::engine::Engine;
 use super::error::JobError;
-use super::metrics::Metrics;
-use super::model::{CancelOutcome, JobRecord, JobSummary, LogSelector, LogSlice, Page};
+use super::rules;
+use super::state::Shared;
 use super::token;
+use crate::clock::now_ms;
 use crate::config::{ProviderKind, Settings};
+use crate::model::{CancelOutcome, JobRecord, JobSummary, LogSelector, LogSlice, Page};
 use crate::provider::{Isolation, Provider};
 use crate::store::{ArtifactRead, HostLock, NewJob, Store, StoreError};
 
-/// Most summaries in one `list` page.
-pub const MAX_LIST_LIMIT: usize = 1000;
+/// Most summaries in one `list` page: the one page-size limit of the MCP
+/// tool and the command line (a page an agent can read whole).
+pub const MAX_LIST_LIMIT: usize = 200;
 /// Most log bytes in one `read_log` answer.
 pub const MAX_LOG_READ: usize = 16 << 20;
 /// How often a waiter re-reads the store, for changes made by another
 /// process (the engine when this manager is a client).
 const WAIT_POLL: Duration = Duration::from_millis(500);
+/// How often [`JobManager::settled`] looks at the engine's drivers.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
 
 /// Handle to the job manager. Cheap to clone.
 #[derive(Clone)]
 pub struct JobManager {
-    pub(super) inner: Arc<Shared>,
-}
-
-/// State shared by the API, the engine tasks and the callback API.
-pub(super) struct Shared {
-    pub(super) settings: Arc<Settings>,
-    pub(super) store: Store,
-    pub(super) provider: Option<Arc<dyn Provider>>,
-    provider_name: &'static str,
-    isolation: Isolation,
-    changes: broadcast::Sender<JobChange>,
-    pub(super) metrics: Metrics,
-    pub(super) core: Option<Core>,
-}
-
-/// The engine's own state; only in the process that holds `host.lock`.
-pub(super) struct Core {
-    /// Jobs with a driver in this process: each holds a VM slot.
-    pub(super) runs: Mutex<HashMap<String, Run>>,
-    /// Wakes the scheduler (a job was submitted or a slot freed).
-    pub(super) wake: Notify,
-    pub(super) shutdown: CancellationToken,
-    pub(super) tracker: TaskTracker,
-    lock: Mutex<Option<HostLock>>,
-}
-
-/// A job's driver, as the rest of the engine sees it.
-pub(super) struct Run {
-    /// Cancelled to abandon provisioning (cancel, shutdown).
-    pub(super) stop: CancellationToken,
-    /// Poked whenever the job's state or result changed.
-    pub(super) changed: Arc<Notify>,
-    /// True while the provider is provisioning the job's VM.
-    pub(super) provisioning: bool,
-}
-
-impl Core {
-    pub(super) fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Run>> {
-        self.runs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Shared {
-    pub(super) fn notify(&self, job_id: &str, kind: JobChangeKind) {
-        let _ = self.changes.send(JobChange {
-            job_id: job_id.to_string(),
-            kind,
-        });
-    }
-
-    /// Pokes the job's driver, if it has one here.
-    pub(super) fn poke(&self, job_id: &str) {
-        if let Some(core) = &self.core
-            && let Some(run) = core.runs().get(job_id)
-        {
-            run.changed.notify_one();
-        }
-    }
-
-    /// Stops the job's provisioning, if it is under way here.
-    pub(super) fn stop_run(&self, job_id: &str) {
-        if let Some(core) = &self.core
-            && let Some(run) = core.runs().get(job_id)
-        {
-            run.stop.cancel();
-            run.changed.notify_one();
-        }
-    }
-
-    pub(super) fn wake_scheduler(&self) {
-        if let Some(core) = &self.core {
-            core.wake.notify_one();
-        }
-    }
-
-    /// Moves a job to a final (or next) state; a refusal because the job
-    /// is already final is not an error. Returns whether it changed.
-    pub(super) fn transition(
-        &self,
-        job_id: &str,
-        to: JobState,
-        reason: Option<(&str, ErrorKind)>,
-    ) -> Result<bool, StoreError> {
-        match self.store.transition(job_id, to, reason, now_ms()) {
-            Ok(rec) => {
-                if rec.state.is_final() {
-                    if let Some(started) = rec.started_at {
-                        self.metrics
-                            .observe_run((now_ms() - started).max(0) as f64 / 1000.0);
-                    }
-                    tracing::info!(job_id, state = %rec.state, reason = ?reason.map(|r| r.0), "job is final");
-                }
-                self.notify(job_id, JobChangeKind::State);
-                self.poke(job_id);
-                Ok(true)
-            }
-            Err(StoreError::Transition { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
+    pub(super) shared: Arc<Shared>,
+    /// The engine, in the process that holds `host.lock`; none in a client.
+    engine: Option<Engine>,
 }
 
 fn default_isolation(settings: &Settings) -> Isolation {
@@ -172,67 +82,71 @@ impl JobManager {
         provider: Arc<dyn Provider>,
         shutdown: CancellationToken,
     ) -> Result<Self, JobError> {
-        let (changes, _) = broadcast::channel(4096);
-        let shared = Arc::new(Shared {
-            provider_name: provider.name(),
-            isolation: provider.isolation(),
+        let shared = Arc::new(Shared::new(
             settings,
             store,
-            provider: Some(provider),
-            changes,
-            metrics: Metrics::default(),
-            core: Some(Core {
-                runs: Mutex::new(HashMap::new()),
-                wake: Notify::new(),
-                shutdown,
-                tracker: TaskTracker::new(),
-                lock: Mutex::new(Some(lock)),
-            }),
-        });
-        super::recovery::recover(&shared).await?;
-        super::scheduler::spawn(&shared);
-        Ok(JobManager { inner: shared })
+            provider.name(),
+            provider.isolation(),
+            4096,
+        ));
+        let engine = Engine::start(shared.clone(), provider, lock, shutdown).await?;
+        Ok(JobManager {
+            shared,
+            engine: Some(engine),
+        })
     }
 
     /// A manager without an engine, for a process that does not own the
     /// data directory (the CLI while a server runs). Submits wait as
     /// `pending` until the engine takes them; cancels are flagged for it.
     pub fn connect(settings: Arc<Settings>, store: Store) -> Self {
-        let (changes, _) = broadcast::channel(64);
+        let (name, isolation) = (settings.provider.as_str(), default_isolation(&settings));
         JobManager {
-            inner: Arc::new(Shared {
-                provider_name: settings.provider.as_str(),
-                isolation: default_isolation(&settings),
-                settings,
-                store,
-                provider: None,
-                changes,
-                metrics: Metrics::default(),
-                core: None,
-            }),
+            shared: Arc::new(Shared::new(settings, store, name, isolation, 64)),
+            engine: None,
         }
     }
 
     /// Whether this manager runs the engine.
     pub fn runs_engine(&self) -> bool {
-        self.inner.core.is_some()
+        self.engine.is_some()
+    }
+
+    /// Waits, up to `limit`, until this process's engine is done with the
+    /// job: its driver has ended, so the VM is destroyed (or kept, for a
+    /// persistent job). A one-shot engine (`submit --wait`) calls this
+    /// before it stops, or a VM would outlive it until the next start's
+    /// reconciliation. True when done; true at once without an engine.
+    pub async fn settled(&self, job_id: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let running = self
+                .engine
+                .as_ref()
+                .is_some_and(|_| self.shared.runs().contains_key(job_id));
+            if !running {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
     }
 
     /// Waits until the engine's tasks have ended (after its shutdown token
     /// was cancelled), then releases `host.lock`. Jobs keep their state and
     /// VMs: the next start picks them up.
     pub async fn join(&self) {
-        if let Some(core) = &self.inner.core {
-            core.tracker.close();
-            core.tracker.wait().await;
-            core.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(engine) = &self.engine {
+            engine.join().await;
         }
     }
 
     /// Validates and stores a new job; it starts when a slot is free.
     pub async fn submit(&self, manifest: JobManifest) -> Result<JobRecord, JobError> {
         manifest.validate()?;
-        let s = &self.inner.settings;
+        let s = &self.shared.settings;
         let timeout = manifest.timeout_or(s.default_timeout.as_secs());
         let now = now_ms();
         let job = NewJob {
@@ -241,37 +155,48 @@ impl JobManager {
             token_hash: token::unusable_hash(),
             created_at: now,
             deadline_at: now.saturating_add((timeout as i64).saturating_mul(1000)),
-            isolation: self.inner.isolation,
+            isolation: self.shared.isolation,
         };
-        let store = self.inner.store.clone();
-        let rec = tokio::task::spawn_blocking(move || store.insert_job(&job))
-            .await
-            .map_err(|_| JobError::EngineStopped("the store task failed"))??;
+        let rec = self.shared.store.run(move |s| s.insert_job(&job)).await?;
         tracing::info!(job_id = %rec.id, agent = rec.manifest.agent_type.as_str(), "job submitted");
-        self.inner.notify(&rec.id, JobChangeKind::State);
-        self.inner.wake_scheduler();
+        self.shared.notify(&rec.id, JobChangeKind::State);
+        self.shared.wake.notify_one();
         Ok(rec)
     }
 
     /// The job's record.
     pub fn get(&self, job_id: &str) -> Result<JobRecord, JobError> {
         check_job_id(job_id)?;
-        self.inner.store.get_job(job_id).map_err(not_found)
+        self.shared.store.get_job(job_id).map_err(not_found)
+    }
+
+    /// [`JobManager::get`] for async code, off the runtime threads.
+    async fn get_async(&self, job_id: &str) -> Result<JobRecord, JobError> {
+        check_job_id(job_id)?;
+        let id = job_id.to_string();
+        self.shared
+            .store
+            .run(move |s| s.get_job(&id))
+            .await
+            .map_err(not_found)
     }
 
     /// Cancels a job in any non-final state (provisioning included: the
     /// provisioning is abandoned and what it created destroyed); a final
     /// job is left as it is.
     pub async fn cancel(&self, job_id: &str) -> Result<CancelOutcome, JobError> {
-        let rec = self.get(job_id)?;
+        let rec = self.get_async(job_id).await?;
         if rec.state.is_final() {
             return Ok(CancelOutcome::AlreadyFinal(rec));
         }
-        if self.inner.core.is_none() {
+        if self.engine.is_none() {
+            // The engine runs elsewhere: flag the job for it.
+            let id = job_id.to_string();
             let (rec, changed) = self
-                .inner
+                .shared
                 .store
-                .request_cancel(job_id, now_ms())
+                .run(move |s| rules::request_cancel(s, &id, now_ms()))
+                .await
                 .map_err(not_found)?;
             return Ok(if changed {
                 CancelOutcome::Cancelled(rec)
@@ -279,13 +204,16 @@ impl JobManager {
                 CancelOutcome::AlreadyFinal(rec)
             });
         }
-        let changed = self.inner.transition(
-            job_id,
-            JobState::Cancelled,
-            Some(("cancelled by a client", ErrorKind::Cancelled)),
-        )?;
-        self.inner.stop_run(job_id);
-        let rec = self.get(job_id)?;
+        let changed = self
+            .shared
+            .transition(
+                job_id,
+                JobState::Cancelled,
+                Some(("cancelled by a client", ErrorKind::Cancelled)),
+            )
+            .await?;
+        self.shared.stop_run(job_id);
+        let rec = self.get_async(job_id).await?;
         Ok(if changed {
             CancelOutcome::Cancelled(rec)
         } else {
@@ -293,7 +221,23 @@ impl JobManager {
         })
     }
 
-    /// Job summaries, newest first, `limit` (1..=1000) per page.
+    /// Runs `f`, which uses this manager's sync API (`get`, `list`,
+    /// `read_log`, ...: each reads the store and may block), off the
+    /// runtime threads: how async code uses that API (see the store's
+    /// module doc).
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&JobManager) -> T + Send + 'static,
+    ) -> Result<T, JobError> {
+        let m = self.clone();
+        Ok(self
+            .shared
+            .store
+            .run(move |_| Ok::<_, StoreError>(f(&m)))
+            .await?)
+    }
+
+    /// Job summaries, newest first, `limit` (1..=[`MAX_LIST_LIMIT`]) per page.
     pub fn list(
         &self,
         status: Option<JobState>,
@@ -305,7 +249,7 @@ impl JobManager {
                 what: format!("limit must be 1..={MAX_LIST_LIMIT}, got {limit}"),
             });
         }
-        self.inner
+        self.shared
             .store
             .list_jobs(status, limit, cursor)
             .map_err(|e| match e {
@@ -325,8 +269,8 @@ impl JobManager {
         mut on_change: impl FnMut(&JobRecord) + Send,
     ) -> Result<JobRecord, JobError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut changes = self.inner.changes.subscribe();
-        let mut rec = self.get(job_id)?;
+        let mut changes = self.shared.subscribe();
+        let mut rec = self.get_async(job_id).await?;
         while !rec.state.is_final() {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -339,7 +283,7 @@ impl JobManager {
                     }
                 },
             }
-            let next = self.get(job_id)?;
+            let next = self.get_async(job_id).await?;
             if next != rec {
                 on_change(&next);
                 rec = next;
@@ -362,7 +306,7 @@ impl JobManager {
                 what: "max_bytes must be at least 1".into(),
             });
         }
-        self.inner
+        self.shared
             .store
             .read_log(job_id, which, cursor, max_bytes.min(MAX_LOG_READ))
             .map_err(not_found)?
@@ -380,7 +324,7 @@ impl JobManager {
         max_bytes: usize,
     ) -> Result<[LogSlice; N], JobError> {
         check_job_id(job_id)?;
-        self.inner
+        self.shared
             .store
             .read_log_tails(job_id, which, max_bytes.min(MAX_LOG_READ))
             .map_err(not_found)
@@ -395,7 +339,7 @@ impl JobManager {
     ) -> Result<Vec<u8>, JobError> {
         self.get(job_id)?;
         match self
-            .inner
+            .shared
             .store
             .read_artifact(job_id, path, max_bytes)
             .map_err(not_found)?
@@ -414,43 +358,43 @@ impl JobManager {
     /// The stored artifact archive (tar.gz), if the job uploaded one.
     pub fn artifact_archive(&self, job_id: &str) -> Result<Option<PathBuf>, JobError> {
         self.get(job_id)?;
-        Ok(self.inner.store.archive_path(job_id))
+        Ok(self.shared.store.archive_path(job_id))
     }
 
     /// Change notices for every job.
     pub fn subscribe(&self) -> broadcast::Receiver<JobChange> {
-        self.inner.changes.subscribe()
+        self.shared.subscribe()
     }
 
     /// `local`, `proxmox` or `qemu`.
     pub fn provider_name(&self) -> &'static str {
-        self.inner.provider_name
+        self.shared.provider_name
     }
 
     /// The isolation jobs get.
     pub fn isolation(&self) -> Isolation {
-        self.inner.isolation
+        self.shared.isolation
     }
 
     /// The settings the manager runs with.
     pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+        &self.shared.settings
     }
 
     /// The store underneath (for the callback API and tests).
     pub fn store(&self) -> &Store {
-        &self.inner.store
+        &self.shared.store
     }
 
     /// `/metrics` text.
-    pub fn render_metrics(&self) -> Result<String, JobError> {
-        let counts = self.inner.store.count_by_state()?;
-        Ok(self.inner.metrics.render(&counts))
+    pub async fn render_metrics(&self) -> Result<String, JobError> {
+        let counts = self.shared.store.run(|s| s.count_by_state()).await?;
+        Ok(self.shared.metrics.render(&counts))
     }
 
     /// Counts one callback request for `/metrics`.
     pub fn count_callback_request(&self, route: &'static str, status: u16) {
-        self.inner.metrics.count_request(route, status);
+        self.shared.metrics.count_request(route, status);
     }
 }
 

@@ -4,18 +4,24 @@
 //! [`manager::JobManager`]; it validates, persists through the store, moves
 //! jobs through proto's transition function, schedules provisioning and
 //! enforces timeouts, heartbeat leases and cleanup.
+//!
+//! The modules form a chain, each using only those before it:
+//! `change`, `metrics`, `token`, `error` → `rules` (which state a job goes
+//! to) → `state` (what all share; the one `transition` and `on_final`) →
+//! `engine` (scheduler, drivers, recovery, reconciliation) → `manager` (the
+//! facade; holds the engine if this process runs one) → `guest` (the
+//! callback API's side of the manager).
 
 pub mod change;
-pub mod clock;
-mod driver;
+mod engine;
 pub mod error;
 pub mod guest;
 pub mod manager;
 pub mod metrics;
-pub mod model;
-pub mod reconcile;
-mod recovery;
-mod scheduler;
+pub mod prefix;
+pub mod resources;
+pub mod rules;
+mod state;
 pub mod token;
 
 pub use change::{JobChange, JobChangeKind};

@@ -8,10 +8,11 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::jobs::model::LogSelector;
+use crate::model::LogSelector;
 
-/// `list_jobs` answers at most this many jobs per page.
-pub const MAX_LIST_LIMIT: u32 = 200;
+/// `list_jobs` answers at most this many jobs per page: the manager's limit,
+/// the same for the command line.
+pub const MAX_LIST_LIMIT: u32 = crate::jobs::manager::MAX_LIST_LIMIT as u32;
 /// `list_jobs`' page size when none is given.
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
 /// `get_job_logs` reads at most this many bytes per call.
@@ -29,8 +30,7 @@ fn status_filter_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
     schemars::json_schema!({
         "type": "string",
-        "enum": names,
-        "description": "Only jobs in this state."
+        "enum": names
     })
 }
 
@@ -38,8 +38,7 @@ fn stream_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "enum": ["combined", "stdout", "stderr"],
-        "default": "combined",
-        "description": "combined: both streams in arrival order (cursor counts bytes of that file); stdout or stderr: one stream (cursor is its byte offset)."
+        "default": "combined"
     })
 }
 
@@ -77,11 +76,14 @@ pub struct WaitArgs {
 #[serde(deny_unknown_fields)]
 pub struct ListArgs {
     /// Only jobs in this state.
-    #[serde(default)]
+    // `default` keeps the field optional in the schema; `skip_serializing_if`
+    // keeps schemars from publishing `"default": null` on a string enum,
+    // which strict validators reject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "status_filter_schema")]
     pub status: Option<String>,
     /// Page size (default 20, at most 200).
-    #[schemars(range(min = 1, max = 200))]
+    #[schemars(range(min = 1, max = MAX_LIST_LIMIT))]
     pub limit: Option<u32>,
     /// next_cursor from the previous page.
     pub cursor: Option<String>,
@@ -111,8 +113,10 @@ impl ListArgs {
 pub struct LogsArgs {
     /// The job_id submit_job returned.
     pub job_id: String,
-    /// Which log to read.
-    #[serde(default)]
+    /// combined: both streams in arrival order (cursor counts bytes of that
+    /// file); stdout or stderr: one stream (cursor is its byte offset).
+    // Absent means combined; see `ListArgs::status` for the attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "stream_schema")]
     pub stream: Option<String>,
     /// Byte offset to read from: 0, or next_cursor from the previous call.
@@ -193,6 +197,18 @@ mod tests {
         assert_eq!(logs["required"], json!(["job_id"]));
         let wait = super::super::schema::input::<WaitArgs>();
         assert_eq!(wait["required"], json!(["job_id"]));
+    }
+
+    #[test]
+    fn the_page_size_limit_is_the_managers_and_published() {
+        let list = super::super::schema::input::<ListArgs>();
+        let limit = &list["properties"]["limit"];
+        assert_eq!(
+            limit["maximum"],
+            json!(crate::jobs::manager::MAX_LIST_LIMIT)
+        );
+        let said = format!("at most {MAX_LIST_LIMIT}");
+        assert!(limit["description"].as_str().unwrap().contains(&said));
     }
 
     #[test]

@@ -11,13 +11,13 @@ use delegate_proto::JobManifest;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use serde::Serialize;
 
-use crate::jobs::model::{CancelOutcome, JobRecord, LogSelector};
 use crate::jobs::{JobError, JobManager};
+use crate::model::{CancelOutcome, JobRecord, LogSelector, LogSlice};
 
 use super::args::{self, JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
 use super::progress::ProgressReporter;
-use super::recent;
-use super::views::{
+use crate::views::recent;
+use crate::views::{
     self, CancelView, ListView, LogsView, ResultView, StatusView, SubmitView, SummaryView, WaitView,
 };
 
@@ -80,7 +80,7 @@ pub fn status(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
 
 /// The status of a record, with its recent output.
 pub fn status_view(jobs: &JobManager, record: &JobRecord) -> StatusView {
-    StatusView::of(record, views::now_ms(), recent::output(jobs, record))
+    StatusView::of(record, crate::clock::now_ms(), recent::output(jobs, record))
 }
 
 /// `get_job_result`.
@@ -166,7 +166,12 @@ pub async fn wait(
         .unwrap_or(settings.wait_default);
     let limit = requested.min(settings.wait_max);
     let start = Instant::now();
-    let first = jobs.get(&a.job_id).map_err(job_error)?;
+    let id = a.job_id.clone();
+    let first = jobs
+        .blocking(move |j| j.get(&id))
+        .await
+        .and_then(|r| r)
+        .map_err(job_error)?;
     if let Some(p) = &progress {
         p.report(&first);
     }
@@ -191,8 +196,12 @@ pub async fn wait(
     }
     let record = record?;
     let finished = record.state.is_final();
+    let job = jobs
+        .blocking(move |j| status_view(j, &record))
+        .await
+        .map_err(job_error)?;
     structured(&WaitView {
-        job: status_view(jobs, &record),
+        job,
         waited_seconds: (start.elapsed().as_millis() as f64) / 1000.0,
         wait_timed_out: !finished,
     })
@@ -208,6 +217,11 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     let slice = jobs
         .read_log(&a.job_id, which, cursor, max)
         .map_err(job_error)?;
+    structured(&logs_view(&record, which, cursor, slice))
+}
+
+/// What `get_job_logs` answers for one read (also `logs --json`).
+pub fn logs_view(record: &JobRecord, which: LogSelector, cursor: u64, slice: LogSlice) -> LogsView {
     let decoded = decode_log(slice.data, slice.complete);
     let stream = match which {
         LogSelector::Combined => None,
@@ -215,8 +229,8 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     };
     // Trimmed bytes of a split character are read again next time.
     let next_cursor = slice.next_cursor - decoded.held_back as u64;
-    structured(&LogsView {
-        job_id: record.id,
+    LogsView {
+        job_id: record.id.clone(),
         stream: views::stream_name(stream).to_string(),
         cursor,
         next_cursor,
@@ -225,7 +239,7 @@ pub fn logs(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
         data: decoded.data,
         complete: slice.complete && decoded.held_back == 0,
         status: record.state,
-    })
+    }
 }
 
 /// Log bytes made fit for JSON.

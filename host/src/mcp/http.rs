@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::JobManager;
 
 use super::guard::{Guard, Refusal};
+use super::limits::{MAX_MANIFEST_BYTES, MAX_MESSAGE_BYTES};
 use super::server::DelegateServer;
 
 /// The path MCP is served at.
@@ -55,6 +56,10 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 async fn gate(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let request = match capped(request) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
+    };
     let headers = request.headers();
     // HTTP/2 has no Host header, only the URI authority.
     let host = header_str(headers, header::HOST)
@@ -80,6 +85,28 @@ async fn gate(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> 
         }
         Err(refusal) => refuse(refusal),
     }
+}
+
+/// Caps the request body at one MCP message ([`MAX_MESSAGE_BYTES`]): a
+/// declared length over it is refused at once with 413; a chunked body is
+/// cut off there, and rmcp refuses the truncated request.
+fn capped(request: Request) -> Result<Request, (StatusCode, String)> {
+    let declared = header_str(request.headers(), header::CONTENT_LENGTH)
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > MAX_MESSAGE_BYTES as u64
+    {
+        tracing::warn!(len, "MCP HTTP request refused: body too large");
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is {len} bytes; one MCP message may be at most \
+                 {MAX_MESSAGE_BYTES} bytes (a manifest at most {MAX_MANIFEST_BYTES})"
+            ),
+        ));
+    }
+    Ok(request
+        .map(|body| axum::body::Body::new(http_body_util::Limited::new(body, MAX_MESSAGE_BYTES))))
 }
 
 fn refuse(refusal: Refusal) -> Response {

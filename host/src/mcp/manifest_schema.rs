@@ -78,8 +78,8 @@ pub fn manifest() -> Value {
                 "description": "What the VM gets; the host's defaults apply to what is left out.",
                 "properties": {
                     "cpu": {"type": "integer", "minimum": 1, "maximum": delegate_proto::manifest::MAX_CPU},
-                    "memory": {"type": "string", "description": "Such as 512M or 2G (at least 32M)."},
-                    "disk": {"type": "string", "description": "Such as 10G."}
+                    "memory": {"type": "string", "description": "Such as 512M or 2G (at least 32M). Units are binary: 2G, 2GB and 2GiB all mean 2 × 1024³ bytes."},
+                    "disk": {"type": "string", "description": "Such as 10G (binary units, as for memory)."}
                 }
             },
             "timeout": {

@@ -1,7 +1,8 @@
 //! The MCP server that clients (Claude Code, any MCP client) talk to.
 //!
-//! Tools with input and output schemas ([`tools`], [`args`], [`views`]),
-//! job artifacts and logs as resources ([`resources`]), resource update
+//! Tools with input and output schemas ([`tools`], [`args`], and the views
+//! in [`crate::views`]), job artifacts and logs as resources (named in
+//! [`crate::views::resources`]), resource update
 //! notifications in both protocol revisions ([`subscriptions`]), the tasks
 //! extension over jobs ([`tasks`]), over stdio ([`serve_stdio`]) or
 //! streamable HTTP behind a token and Host/Origin checks ([`http`],
@@ -12,17 +13,16 @@ pub mod args;
 pub mod calls;
 pub mod guard;
 pub mod http;
+pub mod limits;
+pub mod lines;
 pub mod manifest_schema;
 pub mod progress;
-pub mod recent;
-pub mod resources;
 pub mod schema;
 pub mod server;
 pub mod stdio;
 pub mod subscriptions;
 pub mod tasks;
 pub mod tools;
-pub mod views;
 
 pub use guard::Guard;
 pub use server::{DelegateServer, JobsHandle};
@@ -78,8 +78,12 @@ pub async fn serve_stdio(
 }
 
 async fn stdio_session(jobs: JobsHandle, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let (reader, writer) = stdio::streams();
     let running = DelegateServer::new(jobs)
-        .serve_with_ct(stdio::streams(), shutdown.child_token())
+        .serve_with_ct(
+            lines::LineTransport::new(reader, writer),
+            shutdown.child_token(),
+        )
         .await
         .map_err(Box::new)?;
     let reason = running.waiting().await?;

@@ -17,7 +17,7 @@ use rmcp::service::{Peer, RoleServer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::jobs::model::JobRecord;
+use crate::model::JobRecord;
 
 /// How often an unchanged job is reported again while waiting.
 const REPEAT_EVERY: Duration = Duration::from_secs(5);

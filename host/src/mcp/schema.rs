@@ -5,6 +5,11 @@
 //! warn about them (`uint8` especially) and strict validators reject them.
 //! Every schema the server publishes goes through [`clean`], which drops
 //! those formats and keeps the meaningful ones (`date-time`, `uri`, ...).
+//!
+//! schemars also writes `"default": null` for a `#[serde(default)]` option
+//! whose schema is given by hand (a string enum, say); a default its own
+//! schema refuses makes strict validators reject the whole tool list, so
+//! [`clean`] drops a null default wherever `null` is not an allowed type.
 
 use std::sync::Arc;
 
@@ -33,7 +38,8 @@ pub fn output<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     Arc::new(clean(raw.as_ref().clone()))
 }
 
-/// Removes schemars' Rust number formats, everywhere in the schema.
+/// Removes schemars' Rust number formats, and null defaults that their
+/// schema refuses, everywhere in the schema.
 pub fn clean(mut schema: JsonObject) -> JsonObject {
     strip_object(&mut schema);
     schema
@@ -47,8 +53,22 @@ fn strip_object(object: &mut JsonObject) {
     if is_rust_format {
         object.remove("format");
     }
+    if object.get("default") == Some(&Value::Null) && !allows_null(object) {
+        object.remove("default");
+    }
     for value in object.values_mut() {
         strip_value(value);
+    }
+}
+
+/// Whether a schema's `type` admits `null` (a schema without `type` is
+/// left alone: it may allow anything).
+fn allows_null(object: &JsonObject) -> bool {
+    match object.get("type") {
+        None => true,
+        Some(Value::String(t)) => t == "null",
+        Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+        Some(_) => false,
     }
 }
 
@@ -111,6 +131,23 @@ mod tests {
         assert!(!text.contains("uint"), "{text}");
         // The bounds schemars derives from the types stay.
         assert!(text.contains("\"minimum\":0"), "{text}");
+    }
+
+    #[test]
+    fn null_defaults_go_only_where_null_is_refused() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "state": {"type": "string", "enum": ["a", "b"], "default": null},
+                "maybe": {"type": ["integer", "null"], "default": null},
+                "kind": {"type": "string", "default": "a"}
+            }
+        });
+        let cleaned = clean(schema.as_object().unwrap().clone());
+        let props = &cleaned["properties"];
+        assert!(props["state"].get("default").is_none(), "{props}");
+        assert_eq!(props["maybe"]["default"], Value::Null);
+        assert_eq!(props["kind"]["default"], "a");
     }
 
     #[test]

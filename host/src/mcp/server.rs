@@ -20,15 +20,15 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData as McpError, ServerHandler};
 
-use crate::jobs::model::LogSelector;
 use crate::jobs::{JobError, JobManager};
+use crate::model::LogSelector;
 
 use super::calls::{self, ToolOutcome};
 use super::progress::ProgressReporter;
-use super::resources::{self, ResourceRef};
 use super::subscriptions::{self, LegacySubscriptions};
 use super::tasks;
 use super::tools::{self, name};
+use crate::views::resources::{self, ResourceRef};
 
 /// How long clients may cache the (fixed) tool list and templates.
 const STATIC_TTL_MS: u64 = 60_000;
@@ -106,11 +106,11 @@ impl DelegateServer {
             name::SUBMIT_JOB => calls::submit(jobs, arguments)
                 .await
                 .and_then(|r| calls::submit_view(&r)),
-            name::GET_JOB_STATUS => calls::status(jobs, arguments),
-            name::GET_JOB_RESULT => calls::result(jobs, arguments),
+            name::GET_JOB_STATUS => off_runtime(jobs, calls::status, arguments).await,
+            name::GET_JOB_RESULT => off_runtime(jobs, calls::result, arguments).await,
             name::CANCEL_JOB => calls::cancel(jobs, arguments).await,
-            name::LIST_JOBS => calls::list(jobs, arguments),
-            name::GET_JOB_LOGS => calls::logs(jobs, arguments),
+            name::LIST_JOBS => off_runtime(jobs, calls::list, arguments).await,
+            name::GET_JOB_LOGS => off_runtime(jobs, calls::logs, arguments).await,
             name::WAIT_FOR_JOB => {
                 let progress = context
                     .meta
@@ -122,13 +122,14 @@ impl DelegateServer {
         }
     }
 
-    fn read_log(&self, uri: &str, job_id: &str) -> Result<ReadResourceResult, McpError> {
-        let cap = self.jobs.current().settings().max_resource_bytes;
+    async fn read_log(&self, uri: &str, job_id: String) -> Result<ReadResourceResult, McpError> {
+        let jobs = self.jobs.current();
+        let cap = jobs.settings().max_resource_bytes;
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-        let slice = self
-            .jobs
-            .current()
-            .read_log(job_id, LogSelector::Combined, 0, cap)
+        let slice = jobs
+            .blocking(move |j| j.read_log(&job_id, LogSelector::Combined, 0, cap))
+            .await
+            .and_then(|r| r)
             .map_err(resource_error)?;
         let truncated = !slice.complete && slice.data.len() >= cap;
         let text = String::from_utf8_lossy(&slice.data).into_owned();
@@ -157,11 +158,11 @@ impl DelegateServer {
         let mime = resources::mime_type(&path);
         let read_path = path.clone();
         // Reading means inflating a tar.gz: off the async threads.
-        let bytes =
-            tokio::task::spawn_blocking(move || jobs.read_artifact(&job_id, &read_path, cap))
-                .await
-                .map_err(|e| McpError::internal_error(format!("artifact read failed: {e}"), None))?
-                .map_err(resource_error)?;
+        let bytes = jobs
+            .blocking(move |j| j.read_artifact(&job_id, &read_path, cap))
+            .await
+            .and_then(|r| r)
+            .map_err(resource_error)?;
         let contents = if resources::is_text_mime(mime) {
             ResourceContents::text(String::from_utf8_lossy(&bytes).into_owned(), uri)
                 .with_mime_type(mime)
@@ -185,6 +186,18 @@ impl DelegateServer {
 
 /// Maps a manager error on a resource read to the protocol error clients
 /// expect: unknown things are "not found", the rest keeps its message.
+/// Runs a tool body that uses the manager's sync API off the runtime
+/// threads ([`JobManager::blocking`]).
+async fn off_runtime(
+    jobs: &JobManager,
+    body: fn(&JobManager, Option<rmcp::model::JsonObject>) -> ToolOutcome,
+    arguments: Option<rmcp::model::JsonObject>,
+) -> ToolOutcome {
+    jobs.blocking(move |j| body(j, arguments))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
 fn resource_error(e: JobError) -> McpError {
     match e {
         JobError::NotFound(_) => McpError::resource_not_found(e.to_string(), None),
@@ -277,10 +290,13 @@ impl ServerHandler for DelegateServer {
         request: GetTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
+        let task_id = request.task_id;
         let record = self
             .jobs
             .current()
-            .get(&request.task_id)
+            .blocking(move |j| j.get(&task_id))
+            .await
+            .and_then(|r| r)
             .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         Ok(GetTaskResult::new(tasks::detailed(
             &record,
@@ -309,10 +325,23 @@ impl ServerHandler for DelegateServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let cursor = request.and_then(|r| r.cursor);
-        let page = self
+        // Artifacts are listed only for jobs that have some; the record is
+        // read only for final jobs, the only ones that may.
+        let (page, mut finals) = self
             .jobs
             .current()
-            .list(None, RESOURCE_PAGE_JOBS, cursor.as_deref())
+            .blocking(move |j| {
+                let page = j.list(None, RESOURCE_PAGE_JOBS, cursor.as_deref())?;
+                let finals: std::collections::HashMap<_, _> = page
+                    .items
+                    .iter()
+                    .filter(|s| s.status.is_final())
+                    .filter_map(|s| Some((s.job_id.clone(), j.get(&s.job_id).ok()?)))
+                    .collect();
+                Ok::<_, JobError>((page, finals))
+            })
+            .await
+            .and_then(|r| r)
             .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         let mut out = Vec::new();
         for summary in page.items {
@@ -327,11 +356,7 @@ impl ServerHandler for DelegateServer {
                 ))
                 .with_mime_type("text/plain"),
             );
-            // Artifacts are listed only for jobs that have some; the record
-            // is read only for final jobs, the only ones that may.
-            if summary.status.is_final()
-                && let Ok(record) = self.jobs.current().get(&summary.job_id)
-            {
+            if let Some(record) = finals.remove(&summary.job_id) {
                 for a in &record.artifacts {
                     out.push(
                         Resource::new(resources::artifact_uri(&record.id, &a.path), a.path.clone())
@@ -374,7 +399,7 @@ impl ServerHandler for DelegateServer {
     ) -> Result<ReadResourceResponse, McpError> {
         let uri = request.uri;
         let result = match parse_uri(&uri)? {
-            ResourceRef::Log { job_id } => self.read_log(&uri, &job_id)?,
+            ResourceRef::Log { job_id } => self.read_log(&uri, job_id).await?,
             ResourceRef::Artifact { job_id, path } => {
                 self.read_artifact(&uri, job_id, path).await?
             }

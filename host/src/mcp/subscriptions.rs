@@ -19,7 +19,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::jobs::{JobChange, JobChangeKind, JobManager};
 
-use super::resources::{self, ResourceRef};
+use crate::views::resources::{self, ResourceRef};
 
 /// Changes arriving within this window after the first are sent together.
 const COALESCE: Duration = Duration::from_millis(200);

@@ -13,10 +13,11 @@
 use delegate_proto::JobState;
 use rmcp::model::{CallToolResult, DetailedTask, JsonObject, Task, TaskPayload, TaskStatus};
 
-use crate::jobs::model::JobRecord;
+use crate::model::JobRecord;
 
 use super::progress;
-use super::views::{ResultView, rfc3339};
+use crate::clock::rfc3339;
+use crate::views::ResultView;
 
 /// Suggested polling interval for `tasks/get`.
 pub const POLL_INTERVAL_MS: u64 = 2_000;

@@ -12,7 +12,7 @@ use rmcp::model::{Tool, ToolAnnotations};
 
 use super::args::{JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
 use super::schema;
-use super::views::{CancelView, ListView, LogsView, ResultView, StatusView, SubmitView, WaitView};
+use crate::views::{CancelView, ListView, LogsView, ResultView, StatusView, SubmitView, WaitView};
 
 /// Tool names, as clients call them.
 pub mod name {

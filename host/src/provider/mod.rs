@@ -9,13 +9,13 @@ pub mod local;
 pub mod proxmox;
 pub mod qemu;
 
-use delegate_proto::{Bootstrap, JobManifest};
+use delegate_proto::Bootstrap;
 use serde::{Deserialize, Serialize};
 
 /// A VM (or sandbox) that serves one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRef {
-    /// `local`, `proxmox` or `qemu`.
+    /// The provider's name: `local` or `proxmox` (test doubles use their own).
     pub provider: String,
     /// The provider's id: a VMID, a pid, an instance name.
     pub id: String,
@@ -50,13 +50,30 @@ impl Isolation {
     }
 }
 
-/// What the provider needs to start a job's VM.
+/// How big a job's VM is: the manifest's `resources` with the host's
+/// defaults filled in, resolved once by the jobs layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmSize {
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Disk in bytes.
+    pub disk_bytes: u64,
+}
+
+/// What the provider needs to start a job's VM, resolved: no manifest (and
+/// so none of its secrets) reaches a provider.
 #[derive(Debug, Clone)]
 pub struct ProvisionRequest {
     /// The job id.
     pub job_id: String,
-    /// The manifest (for resources and template).
-    pub manifest: JobManifest,
+    /// The template to clone (the manifest's `vmTemplate`, else
+    /// `DEFAULT_VM_TEMPLATE`); `None` when neither names one. Providers
+    /// without templates ignore it.
+    pub template: Option<String>,
+    /// The VM's size.
+    pub size: VmSize,
     /// What the guest needs to find its job.
     pub bootstrap: Bootstrap,
     /// Unix milliseconds after which the job is over, for VM metadata.
@@ -110,7 +127,7 @@ pub enum ProviderError {
 /// A source of VMs.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
-    /// Short name: `local`, `proxmox`, `qemu`.
+    /// Short name: `local`, `proxmox`.
     fn name(&self) -> &'static str;
 
     /// The isolation every job on this provider gets.

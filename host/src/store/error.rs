@@ -77,7 +77,9 @@ pub enum StoreError {
     /// No job with this id.
     #[error("no job {0}")]
     NotFound(String),
-    /// A state change that proto's transition function refuses.
+    /// A state change that proto's transition function refuses (decided
+    /// in the job layer, and carried out of the store's transaction so the
+    /// transaction rolls back).
     #[error("job {job_id}: {source}")]
     Transition {
         /// The job.
@@ -85,6 +87,14 @@ pub enum StoreError {
         /// The refused transition.
         #[source]
         source: delegate_proto::TransitionError,
+    },
+    /// A compare-and-set found the job in another state than expected.
+    #[error("job {job_id} is no longer {expected}")]
+    StateMoved {
+        /// The job.
+        job_id: String,
+        /// The state the change expected.
+        expected: JobState,
     },
     /// A stored value no longer parses (a damaged row).
     #[error("job {job_id}: stored {field} is unreadable: {message}")]
@@ -96,6 +106,9 @@ pub enum StoreError {
         /// What failed.
         message: String,
     },
+    /// The runtime shut down before a store call on its blocking pool ran.
+    #[error("the store call was cancelled: the runtime is shutting down")]
+    Stopped,
     /// A list cursor that this store did not hand out.
     #[error("cursor {0:?} is not one that list_jobs returned")]
     BadCursor(String),

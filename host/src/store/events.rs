@@ -6,10 +6,10 @@ use delegate_proto::JobState;
 use delegate_proto::event::{Event, EventKind, LogStream};
 use rusqlite::params;
 
-use super::jobs::transition_in;
+use super::jobs::JobTx;
 use super::{Store, StoreError, logs, make_private_dir};
 use super::{db, row};
-use crate::jobs::model::{LogSelector, LogSlice, UnixMs};
+use crate::model::{LogSelector, LogSlice, UnixMs};
 
 /// Limits applied while storing events.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +26,7 @@ pub struct EventsApplied {
     pub highest_seq: u64,
     /// The job's state after the batch.
     pub state: Option<JobState>,
-    /// The state changed (provisioning → running).
+    /// The state changed (set by the job layer's `then`).
     pub state_changed: bool,
     /// Phase, progress or message changed.
     pub progress_changed: bool,
@@ -48,13 +48,16 @@ struct LogState {
 impl Store {
     /// Applies the events of one batch that follow the highest sequence
     /// held, in order, stopping at the first gap. Duplicates change nothing
-    /// but still count as a sign of life.
+    /// but still count as a sign of life. `then` runs last, in the same
+    /// transaction, with what the batch did: the job layer's say on the
+    /// job's state (it may change it and `out.state` with it).
     pub fn apply_events(
         &self,
         id: &str,
         events: &[Event],
         limits: EventLimits,
         now: UnixMs,
+        mut then: impl FnMut(&JobTx<'_>, &mut EventsApplied) -> Result<(), StoreError>,
     ) -> Result<EventsApplied, StoreError> {
         let dir = self.logs_dir(id);
         self.write(|tx| {
@@ -80,7 +83,7 @@ impl Store {
                 .map_err(|e| self.sqlite(e))?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let (state_text, highest, mut logs_state) = row;
-            let mut state = row::state(id, &state_text)?;
+            let state = row::state(id, &state_text)?;
             let mut out = EventsApplied {
                 highest_seq: highest.max(0) as u64,
                 ..Default::default()
@@ -117,7 +120,12 @@ impl Store {
                                 logs_state.stderr_bytes,
                             ),
                         };
-                        let chunk_end = chunk.offset + bytes.len() as u64;
+                        // The job layer refuses such chunks with a 400; the
+                        // store still never overflows on one.
+                        let Some(chunk_end) = chunk.offset.checked_add(bytes.len() as u64)
+                        else {
+                            continue;
+                        };
                         if chunk_end <= *end {
                             continue;
                         }
@@ -180,13 +188,6 @@ impl Store {
                     EventKind::Heartbeat { .. } => {}
                 }
             }
-            if out.applied > 0 && state == JobState::Provisioning {
-                // The guest talks, so it runs (it fetched its manifest
-                // before a restart, or the fetch raced this batch).
-                transition_in(self, tx, id, JobState::Running, None, now)?;
-                state = JobState::Running;
-                out.state_changed = true;
-            }
             if !stdout.is_empty() || !stderr.is_empty() || !combined.is_empty() {
                 make_private_dir(&dir)?;
                 logs_state.stdout_bytes = logs::append(
@@ -230,6 +231,7 @@ impl Store {
             )
             .map_err(|e| self.sqlite(e))?;
             out.state = Some(state);
+            then(&JobTx { store: self, tx, id, now }, &mut out)?;
             Ok(out)
         })
     }

@@ -1,6 +1,6 @@
-//! Job rows: creation, reads, listing, state changes (only through
-//! `JobState::transition`), VM bookkeeping, results, cancel requests from
-//! other processes, retention.
+//! Job rows: creation, reads, listing, the job-scoped write transaction
+//! ([`JobTx`]) that state changes, results and cancel flags go through, and
+//! VM bookkeeping. The store never decides which state a job goes to.
 
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{JobManifest, JobState};
@@ -9,8 +9,8 @@ use rusqlite::{Transaction, params};
 use super::db;
 use super::row::{self, RECORD_COLUMNS, enum_text};
 use super::{Store, StoreError};
-use crate::jobs::clock::rfc3339;
-use crate::jobs::model::{JobRecord, JobSummary, Page, UnixMs};
+use crate::clock::rfc3339;
+use crate::model::{JobRecord, JobSummary, Page, StoredResult, UnixMs};
 use crate::provider::{Isolation, VmRef};
 
 /// A job as the manager creates it.
@@ -41,19 +41,6 @@ pub struct AuthView {
     pub completed_at: Option<UnixMs>,
     /// Whether the guest's result is stored.
     pub has_result: bool,
-}
-
-/// What storing a result did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultApplied {
-    /// Stored; the job went to this final state.
-    Final(JobState),
-    /// Stored after the job had already ended (cancel grace); state unchanged.
-    Late(JobState),
-    /// A result was already stored; nothing changed.
-    Duplicate(JobState),
-    /// The job ended too long ago to take a result; nothing changed.
-    Stale(JobState),
 }
 
 /// The longest task summary in listings, in characters.
@@ -221,18 +208,25 @@ impl Store {
         })
     }
 
-    /// Moves a job to `to` if proto's transition function allows it;
-    /// records why when a reason is given. Refused transitions are
-    /// [`StoreError::Transition`] and change nothing.
-    pub fn transition(
+    /// Runs `f` on the job's row inside one write transaction: the job
+    /// layer reads the row through [`JobTx`], decides, and makes its changes
+    /// through it, so nothing can change the row between the decision and
+    /// the write. `f` may run more than once (see `write`); an error from it
+    /// rolls everything back.
+    pub fn with_job<T>(
         &self,
         id: &str,
-        to: JobState,
-        reason: Option<(&str, ErrorKind)>,
         now: UnixMs,
-    ) -> Result<JobRecord, StoreError> {
-        self.write(|tx| transition_in(self, tx, id, to, reason, now))?;
-        self.get_job(id)
+        mut f: impl FnMut(&JobTx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write(|tx| {
+            f(&JobTx {
+                store: self,
+                tx,
+                id,
+                now,
+            })
+        })
     }
 
     /// Records the VM a provider created for the job.
@@ -401,59 +395,143 @@ impl Store {
     }
 }
 
-/// The one state-changing statement. Runs inside the caller's transaction
-/// so that a check and its change cannot be split by another writer.
-pub(super) fn transition_in(
-    store: &Store,
-    tx: &Transaction<'_>,
-    id: &str,
-    to: JobState,
-    reason: Option<(&str, ErrorKind)>,
-    now: UnixMs,
-) -> Result<(), StoreError> {
-    let (from, manifest): (String, String) = db::query_one(
-        tx,
-        "SELECT state, manifest FROM jobs WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .map_err(|e| store.sqlite(e))?
-    .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-    let from = row::state(id, &from)?;
-    from.transition(to)
-        .map_err(|source| StoreError::Transition {
-            job_id: id.to_string(),
-            source,
-        })?;
-    // Once a job is over nobody needs its secrets: keep only the redacted
-    // manifest at rest.
-    let manifest = if to.is_final() {
-        let m: JobManifest = serde_json::from_str(&manifest).map_err(|e| StoreError::Decode {
-            job_id: id.to_string(),
-            field: "manifest",
+/// A job's row as a state decision sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateView {
+    /// The state.
+    pub state: JobState,
+    /// When it became final.
+    pub completed_at: Option<UnixMs>,
+    /// Whether the guest's result is stored.
+    pub has_result: bool,
+}
+
+/// One job's row inside a write transaction ([`Store::with_job`]). It
+/// offers primitives only: which state a job goes to is decided by the
+/// caller (the job layer, through `JobState::transition`).
+pub struct JobTx<'a> {
+    pub(super) store: &'a Store,
+    pub(super) tx: &'a Transaction<'a>,
+    pub(super) id: &'a str,
+    pub(super) now: UnixMs,
+}
+
+impl JobTx<'_> {
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        self.id
+    }
+
+    /// The row's state, completion time and whether a result is stored.
+    pub fn view(&self) -> Result<StateView, StoreError> {
+        let (state, completed_at, has_result) = db::query_one(
+            self.tx,
+            "SELECT state, completed_at, result IS NOT NULL FROM jobs WHERE id = ?1",
+            [self.id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, bool>(2)?,
+                ))
+            },
+        )
+        .map_err(|e| self.store.sqlite(e))?
+        .ok_or_else(|| StoreError::NotFound(self.id.to_string()))?;
+        Ok(StateView {
+            state: row::state(self.id, &state)?,
+            completed_at,
+            has_result,
+        })
+    }
+
+    /// Compare-and-set: moves the row from `from` to `to` and stamps the
+    /// step's time (`started_at`, `running_at`, `completed_at`); records
+    /// why when a reason is given. A row no longer in `from` is
+    /// [`StoreError::StateMoved`] and changes nothing.
+    pub fn set_state(
+        &self,
+        from: JobState,
+        to: JobState,
+        reason: Option<(&str, ErrorKind)>,
+    ) -> Result<(), StoreError> {
+        let sqlite = |e| self.store.sqlite(e);
+        let manifest: String = db::query_one(
+            self.tx,
+            "SELECT manifest FROM jobs WHERE id = ?1",
+            [self.id],
+            |r| r.get(0),
+        )
+        .map_err(sqlite)?
+        .ok_or_else(|| StoreError::NotFound(self.id.to_string()))?;
+        // Once a job is over nobody needs its secrets: keep only the
+        // redacted manifest at rest.
+        let manifest = if to.is_final() {
+            let m: JobManifest =
+                serde_json::from_str(&manifest).map_err(|e| StoreError::Decode {
+                    job_id: self.id.to_string(),
+                    field: "manifest",
+                    message: e.to_string(),
+                })?;
+            manifest_json(self.id, &m.redacted())?
+        } else {
+            manifest
+        };
+        let changed = self
+            .tx
+            .execute(
+                "UPDATE jobs SET state = ?2, manifest = ?3, \
+                 started_at = CASE WHEN ?2 = 'provisioning' THEN coalesce(started_at, ?4) ELSE started_at END, \
+                 running_at = CASE WHEN ?2 = 'running' THEN coalesce(running_at, ?4) ELSE running_at END, \
+                 completed_at = CASE WHEN ?5 THEN ?4 ELSE completed_at END, \
+                 error = coalesce(?6, error), error_kind = coalesce(?7, error_kind) \
+                 WHERE id = ?1 AND state = ?8",
+                params![
+                    self.id,
+                    to.as_str(),
+                    manifest,
+                    self.now,
+                    to.is_final(),
+                    reason.map(|r| r.0),
+                    reason.map(|r| enum_text(&r.1)),
+                    from.as_str(),
+                ],
+            )
+            .map_err(sqlite)?;
+        if changed == 0 {
+            return Err(StoreError::StateMoved {
+                job_id: self.id.to_string(),
+                expected: from,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores the guest's result (the caller decided it is taken).
+    pub fn save_result(&self, result: &StoredResult) -> Result<(), StoreError> {
+        let json = serde_json::to_string(result).map_err(|e| StoreError::Decode {
+            job_id: self.id.to_string(),
+            field: "result",
             message: e.to_string(),
         })?;
-        manifest_json(id, &m.redacted())?
-    } else {
-        manifest
-    };
-    tx.execute(
-        "UPDATE jobs SET state = ?2, manifest = ?3, \
-         started_at = CASE WHEN ?2 = 'provisioning' THEN coalesce(started_at, ?4) ELSE started_at END, \
-         running_at = CASE WHEN ?2 = 'running' THEN coalesce(running_at, ?4) ELSE running_at END, \
-         completed_at = CASE WHEN ?5 THEN ?4 ELSE completed_at END, \
-         error = coalesce(?6, error), error_kind = coalesce(?7, error_kind) \
-         WHERE id = ?1",
-        params![
-            id,
-            to.as_str(),
-            manifest,
-            now,
-            to.is_final(),
-            reason.map(|r| r.0),
-            reason.map(|r| enum_text(&r.1)),
-        ],
-    )
-    .map_err(|e| store.sqlite(e))?;
-    Ok(())
+        self.tx
+            .execute(
+                "UPDATE jobs SET result = ?2, result_at = ?3 WHERE id = ?1",
+                params![self.id, json, self.now],
+            )
+            .map_err(|e| self.store.sqlite(e))?;
+        Ok(())
+    }
+
+    /// Flags the job for the engine's cancel poll
+    /// ([`Store::take_cancel_requests`]).
+    pub fn flag_cancel(&self) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
+                [self.id],
+            )
+            .map_err(|e| self.store.sqlite(e))?;
+        Ok(())
+    }
 }

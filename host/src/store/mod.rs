@@ -15,6 +15,23 @@
 //! under the writer lock, and only up to lengths that are then committed in
 //! the same transaction, so a crash between the two is repaired by cutting
 //! the file back to the committed length on the next append.
+//!
+//! # Calling the store from async code
+//!
+//! The store's methods block: a write waits for the writer mutex and, while
+//! another process (a CLI) holds the database, sleeps between `SQLITE_BUSY`
+//! retries (up to ~0.6 s); every call may wait on SQLite's busy timeout and
+//! on file I/O. The rule: **async code calls the store only through
+//! [`Store::run`]**, which runs the calls on tokio's blocking pool, never on
+//! a runtime thread. Code above the job manager that uses the manager's
+//! sync API from async code (the MCP layer) goes through
+//! `JobManager::blocking`, which is `Store::run` underneath. Sync code (the
+//! CLI's person-facing commands, code already on the blocking pool, tests)
+//! calls the methods directly.
+//!
+//! One exception, on purpose: the provider's `on_created` callback records
+//! a new VM inline, because the provider must not go on until the VM is on
+//! record (a crash right after would otherwise leave it unknown).
 
 mod artifacts;
 mod db;
@@ -23,7 +40,8 @@ mod events;
 mod jobs;
 mod lock;
 mod logs;
-mod results;
+mod prefix;
+mod retention;
 mod row;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -33,18 +51,23 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use crate::retry::RetryPolicy;
+
 pub use artifacts::{ArchiveCheck, ArtifactError, ArtifactRead, StagedArchive, hex};
 pub use error::StoreError;
 pub use events::{EventLimits, EventsApplied};
-pub use jobs::{AuthView, NewJob, ResultApplied};
+pub use jobs::{AuthView, JobTx, NewJob, StateView};
 pub use lock::HostLock;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "delegate.db";
 /// Readers kept open for reuse.
 const READ_POOL: usize = 4;
-/// Attempts at a write transaction that another process keeps busy.
-const BUSY_ATTEMPTS: u32 = 6;
+/// A write transaction that another process keeps busy (beyond SQLite's
+/// own busy timeout): 6 attempts, waits from about 20 ms doubling, about
+/// 0.6 s in all.
+const BUSY_RETRY: RetryPolicy =
+    RetryPolicy::new(6, Duration::from_millis(20), Duration::from_millis(320));
 
 /// Handle to the data directory. Cheap to clone; all clones share one
 /// writer connection and one read pool.
@@ -81,6 +104,24 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Runs `f` with this store on tokio's blocking pool: how async code
+    /// calls the store (see the module doc). A panic in `f` is re-raised.
+    pub async fn run<T, E>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(out) => out,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(StoreError::Stopped.into()),
+        }
     }
 
     /// The data directory.
@@ -143,7 +184,6 @@ impl Store {
         mut f: impl FnMut(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.writer();
-        let mut delay = Duration::from_millis(20);
         let mut attempt = 1;
         loop {
             let result = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -155,9 +195,8 @@ impl Store {
             };
             match result {
                 Ok(out) => return Ok(out),
-                Err(e) if db::is_busy(&e) && attempt < BUSY_ATTEMPTS => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
+                Err(e) if db::is_busy(&e) && attempt < BUSY_RETRY.attempts => {
+                    std::thread::sleep(BUSY_RETRY.delay(attempt));
                     attempt += 1;
                 }
                 Err(e) => return Err(self.sqlite(e)),

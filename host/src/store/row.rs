@@ -8,7 +8,7 @@ use rusqlite::Row;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
-use crate::jobs::model::{JobRecord, StoredResult};
+use crate::model::{JobRecord, StoredResult};
 use crate::provider::{Isolation, VmRef};
 
 /// The columns [`record`] reads, in order.

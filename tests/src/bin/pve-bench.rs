@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use delegate_host::config::Settings;
 use delegate_host::engine::start_engine_with;
-use delegate_host::provider::proxmox::client::RetryPolicy;
-use delegate_host::provider::proxmox::settings::{Secret, TlsSettings};
+use delegate_host::provider::proxmox::settings::TlsSettings;
 use delegate_host::provider::proxmox::{
-    CloneMode, Credentials, JobDefaults, ProxmoxProvider, ProxmoxSettings, PveClient,
+    CloneMode, Credentials, ProxmoxProvider, ProxmoxSettings, PveClient,
 };
+use delegate_host::resolve::Secret;
+use delegate_host::retry::RetryPolicy;
 use delegate_proto::{JobManifest, JobState};
 use delegate_tests::bins::bins;
 use delegate_tests::pve_sim::{self, GuestCommand, PveSim, SimConfig, Timings};
@@ -79,18 +80,13 @@ async fn run(label: &'static str, timings: Timings, mode: CloneMode, jobs: usize
         RetryPolicy::default(),
     )
     .expect("client");
-    let provider = ProxmoxProvider::with_client(
-        client,
-        px,
-        JobDefaults {
-            template: Some("delegate-template".into()),
-            cpu: 1,
-            memory_bytes: 1 << 30,
-            disk_bytes: 8 << 30,
-        },
-    );
+    let provider = ProxmoxProvider::with_client(client, px);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = Settings::for_tests(dir.path(), Some(bins().guest.clone()));
+    let mut settings = Settings::builder(dir.path()).build().expect("settings");
+    settings.default_vm_template = Some("delegate-template".into());
+    settings.default_cpu = 1;
+    settings.default_memory = 1 << 30;
+    settings.default_disk = 8 << 30;
     settings.max_running = jobs;
     settings.max_provisioning = jobs;
     let shutdown = CancellationToken::new();

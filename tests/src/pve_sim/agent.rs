@@ -14,6 +14,8 @@ use super::{BOOTSTRAP_PATH, SimInner};
 
 type Params = BTreeMap<String, String>;
 
+/// `Ok` when VM `id` on `node` runs and its agent answers; PVE's error
+/// otherwise.
 pub fn agent_ready(sim: &SimInner, node: &str, id: u32) -> Result<(), ApiError> {
     let c = sim.lock();
     let vm = c.vm_on(node, id)?;
@@ -29,6 +31,9 @@ pub fn agent_ready(sim: &SimInner, node: &str, id: u32) -> Result<(), ApiError> 
     }
 }
 
+/// `agent/file-write`: writes `content` (given as base64 when `encode` is
+/// false) into the VM's directory at `file`, and starts the guest runner
+/// when the file is the bootstrap.
 pub fn file_write(sim: &SimInner, node: &str, id: u32, p: &Params) -> Result<(), ApiError> {
     agent_ready(sim, node, id)?;
     let encode = p

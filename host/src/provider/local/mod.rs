@@ -19,17 +19,18 @@
 
 mod argv;
 pub(crate) mod process;
+mod settings;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::config::Settings;
 use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
 
 pub use argv::{SandboxPaths, UNSHARE_FLAGS, is_sandbox_name};
 use process::Recorded;
+pub use settings::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
 
 /// The provider's name in statuses.
 pub const NAME: &str = "local";
@@ -46,6 +47,8 @@ pub struct LocalProvider {
     root: PathBuf,
     /// `Some(unshare)` when sandboxing; `None` runs unsandboxed.
     unshare: Option<PathBuf>,
+    /// The guests' `PATH`.
+    guest_path: std::ffi::OsString,
 }
 
 fn other(context: impl Into<String>, e: std::io::Error) -> ProviderError {
@@ -53,15 +56,6 @@ fn other(context: impl Into<String>, e: std::io::Error) -> ProviderError {
         context: context.into(),
         source: Box::new(e),
     }
-}
-
-/// `unshare` on `PATH` (or in /usr/bin).
-fn find_unshare() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/bin")])
-        .map(|d| d.join("unshare"))
-        .find(|p| p.is_file())
 }
 
 /// Checks that this process may create the namespaces, by doing it once.
@@ -83,39 +77,18 @@ fn probe(unshare: &Path) -> Result<(), String> {
 }
 
 impl LocalProvider {
-    /// Builds the provider from settings, probing for namespaces.
-    pub fn from_settings(settings: &Settings) -> Result<Self, ProviderError> {
-        let guest = settings.guest_bin.clone().ok_or_else(|| {
-            ProviderError::Unavailable(
-                "the local provider needs delegate-guest: set DELEGATE_GUEST_BIN".into(),
-            )
-        })?;
-        Self::new(
-            guest,
-            &settings.data_dir.join("sandboxes"),
-            settings.local_unsandboxed,
-        )
-    }
-
-    /// A provider whose sandboxes live under `root`, running `guest`.
-    /// `allow_unsandboxed` is the user's opt-in for machines without user
-    /// namespaces.
-    pub fn new(
-        guest: PathBuf,
-        root: &Path,
-        allow_unsandboxed: bool,
-    ) -> Result<Self, ProviderError> {
-        Self::with_unshare(guest, root, find_unshare(), allow_unsandboxed)
-    }
-
-    /// [`LocalProvider::new`] with a given `unshare` (or none), so tests can
-    /// stand in for a machine where namespaces are not allowed.
-    pub fn with_unshare(
-        guest: PathBuf,
-        root: &Path,
-        unshare: Option<PathBuf>,
-        allow_unsandboxed: bool,
-    ) -> Result<Self, ProviderError> {
+    /// Builds the provider from its settings, probing for namespaces: a
+    /// machine where they are not allowed is refused unless the settings
+    /// allow running unsandboxed.
+    pub fn new(settings: LocalSettings) -> Result<Self, ProviderError> {
+        let LocalSettings {
+            guest_bin: guest,
+            sandbox_root,
+            unshare,
+            allow_unsandboxed,
+            guest_path,
+        } = settings;
+        let root = sandbox_root.as_path();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -129,6 +102,7 @@ impl LocalProvider {
                         guest,
                         root: root.to_path_buf(),
                         unshare: Some(unshare),
+                        guest_path,
                     });
                 }
                 Err(why) => format!("user namespaces are not allowed here ({why})"),
@@ -143,6 +117,7 @@ impl LocalProvider {
                 guest,
                 root: root.to_path_buf(),
                 unshare: None,
+                guest_path,
             });
         }
         Err(ProviderError::Unavailable(format!(
@@ -196,10 +171,7 @@ impl LocalProvider {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-            )
+            .env("PATH", &self.guest_path)
             .env("HOME", &paths.home)
             .env("TMPDIR", &paths.tmp)
             .env("LANG", "C.UTF-8")

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::client::FailureKind;
 use super::metadata;
-use super::provider::{ProxmoxProvider, now_ms, vm_ref};
+use super::provider::{ProxmoxProvider, vm_ref};
+use crate::clock::now_ms;
 use crate::provider::{OwnedVm, ProviderError, VmRef};
 
 fn destroy_err(vm: &VmRef, message: String) -> ProviderError {

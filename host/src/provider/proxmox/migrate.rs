@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::settings::{Environment, ProxmoxConfigError};
+use crate::resolve::{Machine, SettingsError};
 
 /// What was found of mcp-proxmox-admin's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,13 +50,13 @@ struct Source {
 /// Looks for mcp-proxmox-admin's configuration; `None` when there is none.
 pub fn discover(
     admin_path: Option<&Path>,
-    env: &dyn Environment,
-) -> Result<Option<AdminConfig>, ProxmoxConfigError> {
+    env: &dyn Machine,
+) -> Result<Option<AdminConfig>, SettingsError> {
     // Highest priority first, as mcp-proxmox-admin merges them.
     let mut sources = Vec::new();
     if let Some(json) = env.var("MCP_SETTINGS") {
         let settings: AdminSettings =
-            serde_json::from_str(&json).map_err(|e| ProxmoxConfigError::Migration {
+            serde_json::from_str(&json).map_err(|e| SettingsError::Migration {
                 origin: "MCP_SETTINGS".into(),
                 message: format!("not valid JSON settings: {e}"),
             })?;
@@ -80,7 +80,7 @@ pub fn discover(
         match env.read(&path) {
             Ok(bytes) => {
                 let settings: AdminSettings =
-                    serde_json::from_slice(&bytes).map_err(|e| ProxmoxConfigError::Migration {
+                    serde_json::from_slice(&bytes).map_err(|e| SettingsError::Migration {
                         origin: path.display().to_string(),
                         message: format!("not valid JSON settings: {e}"),
                     })?;
@@ -92,7 +92,7 @@ pub fn discover(
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(ProxmoxConfigError::Migration {
+                return Err(SettingsError::Migration {
                     origin: path.display().to_string(),
                     message: e.to_string(),
                 });
@@ -100,7 +100,7 @@ pub fn discover(
         }
     }
     if admin_path.is_some() && sources.len() == 1 && is_empty(&sources[0].settings) {
-        return Err(ProxmoxConfigError::Migration {
+        return Err(SettingsError::Migration {
             origin: "PROXMOX_ADMIN_PATH".into(),
             message: "is set but no proxmox-config.json was found beside it or in the working \
                       directory, and neither MCP_SETTINGS nor PROXMOX_HOST is set"
@@ -117,7 +117,7 @@ fn is_empty(s: &AdminSettings) -> bool {
 /// `proxmox-config.json` in the package directory of `PROXMOX_ADMIN_PATH`
 /// (which names `.../dist/index.js` or the package itself), then the working
 /// directory, where the original server ran it.
-fn config_candidates(admin_path: Option<&Path>, env: &dyn Environment) -> Vec<PathBuf> {
+fn config_candidates(admin_path: Option<&Path>, env: &dyn Machine) -> Vec<PathBuf> {
     const NAME: &str = "proxmox-config.json";
     let mut out = Vec::new();
     if let Some(p) = admin_path {
@@ -160,7 +160,7 @@ fn bool_of(v: &serde_json::Value) -> Option<bool> {
     }
 }
 
-fn merge(sources: Vec<Source>) -> Result<Option<AdminConfig>, ProxmoxConfigError> {
+fn merge(sources: Vec<Source>) -> Result<Option<AdminConfig>, SettingsError> {
     let mut out = AdminConfig::default();
     let mut found = false;
     let host = sources
@@ -172,7 +172,7 @@ fn merge(sources: Vec<Source>) -> Result<Option<AdminConfig>, ProxmoxConfigError
             .iter()
             .find_map(|s| s.settings.port.as_ref())
             .map(|p| {
-                port_of(p).ok_or_else(|| ProxmoxConfigError::Migration {
+                port_of(p).ok_or_else(|| SettingsError::Migration {
                     origin: origin.clone(),
                     message: format!("port {p} is not a port number"),
                 })
@@ -208,52 +208,20 @@ fn merge(sources: Vec<Source>) -> Result<Option<AdminConfig>, ProxmoxConfigError
     Ok(found.then_some(out))
 }
 
-/// An environment made of maps, for tests.
-#[cfg(test)]
-pub(crate) mod fake {
-    use super::*;
-    use std::collections::HashMap;
-
-    #[derive(Default)]
-    pub(crate) struct FakeEnv {
-        pub vars: HashMap<String, String>,
-        pub files: HashMap<PathBuf, Vec<u8>>,
-        pub cwd: Option<PathBuf>,
-    }
-
-    impl Environment for FakeEnv {
-        fn var(&self, name: &str) -> Option<String> {
-            self.vars.get(name).cloned()
-        }
-        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-            self.files
-                .get(path)
-                .cloned()
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-        }
-        fn cwd(&self) -> Option<PathBuf> {
-            self.cwd.clone()
-        }
-        fn hostname(&self) -> Option<String> {
-            Some("Builder.Example".into())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::fake::FakeEnv;
     use super::*;
+    use crate::resolve::FixedMachine;
 
     #[test]
     fn nothing_found_is_none() {
-        let env = FakeEnv::default();
+        let env = FixedMachine::default();
         assert_eq!(discover(None, &env).unwrap(), None);
     }
 
     #[test]
     fn file_beside_admin_package() {
-        let mut env = FakeEnv::default();
+        let mut env = FixedMachine::default();
         env.files.insert(
             PathBuf::from("/opt/mcp-proxmox-admin/proxmox-config.json"),
             br#"{"host":"10.1.2.3","port":8007,"apiTokenId":"u@pam!t","apiTokenSecret":"s-1","verifySsl":false,"sshUser":"root"}"#.to_vec(),
@@ -276,9 +244,9 @@ mod tests {
 
     #[test]
     fn mcp_settings_beats_env_beats_file() {
-        let mut env = FakeEnv {
+        let mut env = FixedMachine {
             cwd: Some(PathBuf::from("/work")),
-            ..FakeEnv::default()
+            ..FixedMachine::default()
         };
         env.files.insert(
             PathBuf::from("/work/proxmox-config.json"),
@@ -299,9 +267,9 @@ mod tests {
 
     #[test]
     fn bad_json_names_the_file() {
-        let mut env = FakeEnv {
+        let mut env = FixedMachine {
             cwd: Some(PathBuf::from("/w")),
-            ..FakeEnv::default()
+            ..FixedMachine::default()
         };
         env.files
             .insert(PathBuf::from("/w/proxmox-config.json"), b"{nope".to_vec());
@@ -311,7 +279,7 @@ mod tests {
 
     #[test]
     fn admin_path_without_config_is_an_error() {
-        let env = FakeEnv::default();
+        let env = FixedMachine::default();
         let err = discover(Some(Path::new("/x/dist/index.js")), &env)
             .unwrap_err()
             .to_string();

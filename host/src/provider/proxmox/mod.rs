@@ -19,5 +19,5 @@ pub mod vmid;
 
 pub use client::{PveClient, PveError};
 pub use doctor::{DoctorReport, doctor};
-pub use provider::{JobDefaults, ProxmoxProvider, TaskTimeouts};
-pub use settings::{CloneMode, Credentials, ProxmoxArgs, ProxmoxSettings};
+pub use provider::{ProxmoxProvider, TaskTimeouts};
+pub use settings::{CloneMode, Credentials, ProxmoxArgs, ProxmoxSettings, TlsSettings};

@@ -21,20 +21,11 @@ use super::metadata::{self, VmMeta};
 use super::placement::{self, Slots, StorageFacts, TemplateCopy};
 use super::settings::{CloneMode, ProxmoxSettings};
 use super::vmid::VmidAllocator;
-use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
-
-/// Defaults for what a manifest leaves out (from the host's settings).
-#[derive(Debug, Clone)]
-pub struct JobDefaults {
-    /// `DEFAULT_VM_TEMPLATE`: a template name or VMID.
-    pub template: Option<String>,
-    /// `DEFAULT_CPU`.
-    pub cpu: u32,
-    /// `DEFAULT_MEMORY` in bytes.
-    pub memory_bytes: u64,
-    /// `DEFAULT_DISK` in bytes.
-    pub disk_bytes: u64,
-}
+use crate::clock::now_ms;
+use crate::provider::{
+    Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef, VmSize,
+};
+use crate::retry::RetryPolicy;
 
 /// How long each PVE task may take.
 #[derive(Debug, Clone)]
@@ -57,11 +48,21 @@ impl Default for TaskTimeouts {
     }
 }
 
+/// Clone attempts: a busy or locked PVE is retried after a short wait; a
+/// VMID someone else took meanwhile is retried with the next one.
+const CLONE_RETRY: RetryPolicy =
+    RetryPolicy::new(8, Duration::from_millis(200), Duration::from_millis(1600));
+
+/// Pings of a starting VM's guest agent: quick at first (agents usually
+/// answer within seconds), then every 3 s; the limit is the time budget
+/// `PROXMOX_AGENT_WAIT_SECONDS`, not a count. No jitter: this polls one VM.
+const AGENT_POLL: RetryPolicy =
+    RetryPolicy::new(u32::MAX, Duration::from_millis(100), Duration::from_secs(3)).without_jitter();
+
 /// The Proxmox VE provider.
 pub struct ProxmoxProvider {
     pub(super) client: PveClient,
     pub(super) settings: Arc<ProxmoxSettings>,
-    pub(super) defaults: JobDefaults,
     pub(super) vmids: VmidAllocator,
     pub(super) slots: Arc<Slots>,
     pub(super) timeouts: TaskTimeouts,
@@ -87,16 +88,13 @@ impl ProxmoxProvider {
     /// Connects: builds the client, logs where the settings came from, and
     /// reads the PVE version (failing clearly when the API is unreachable or
     /// refuses the credentials).
-    pub async fn connect(
-        settings: ProxmoxSettings,
-        defaults: JobDefaults,
-    ) -> Result<Self, ProviderError> {
+    pub async fn connect(settings: ProxmoxSettings) -> Result<Self, ProviderError> {
         for origin in &settings.origins {
             tracing::info!("proxmox: {origin}");
         }
         let client =
             PveClient::new(&settings).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let p = Self::with_client(client, settings, defaults);
+        let p = Self::with_client(client, settings);
         let v = p.client.version().await.map_err(|e| {
             ProviderError::Unavailable(format!(
                 "cannot use the Proxmox API at {}: {e}",
@@ -111,11 +109,7 @@ impl ProxmoxProvider {
     }
 
     /// A provider over an existing client (no network until used).
-    pub fn with_client(
-        client: PveClient,
-        settings: ProxmoxSettings,
-        defaults: JobDefaults,
-    ) -> Self {
+    pub fn with_client(client: PveClient, settings: ProxmoxSettings) -> Self {
         ProxmoxProvider {
             vmids: VmidAllocator::new(settings.vmid_range.clone()),
             slots: Slots::new(
@@ -124,7 +118,6 @@ impl ProxmoxProvider {
             ),
             client,
             settings: Arc::new(settings),
-            defaults,
             timeouts: TaskTimeouts::default(),
             major: Arc::default(),
         }
@@ -151,25 +144,16 @@ impl ProxmoxProvider {
         self.major.get().copied()
     }
 
-    /// Builds the provider from the host's settings without waiting for the
+    /// Builds the provider from its settings without waiting for the
     /// network: the version is read in the background and logged, and the
     /// first job reports any connection problem. (`doctor` checks a setup
     /// up front.)
-    pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, ProviderError> {
-        let px = settings.proxmox.clone().ok_or_else(|| {
-            ProviderError::Unavailable("DELEGATE_PROVIDER=proxmox without Proxmox settings".into())
-        })?;
+    pub fn from_settings(px: ProxmoxSettings) -> Result<Self, ProviderError> {
         for origin in &px.origins {
             tracing::info!("proxmox: {origin}");
         }
         let client = PveClient::new(&px).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let defaults = JobDefaults {
-            template: settings.default_vm_template.clone(),
-            cpu: settings.default_cpu,
-            memory_bytes: settings.default_memory,
-            disk_bytes: settings.default_disk,
-        };
-        let p = Self::with_client(client, px, defaults);
+        let p = Self::with_client(client, px);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let client = p.client.clone();
             let major = p.major.clone();
@@ -320,26 +304,12 @@ impl ProxmoxProvider {
         req: &ProvisionRequest,
         on_created: &(dyn Fn(VmRef) + Send + Sync),
     ) -> Result<VmRef, ProviderError> {
-        let template = req
-            .manifest
-            .vm_template
-            .clone()
-            .or_else(|| self.defaults.template.clone())
-            .ok_or_else(|| {
-                permanent(
-                    "no VM template: set DEFAULT_VM_TEMPLATE or the manifest's vmTemplate".into(),
-                )
-            })?;
-        let res = req.manifest.resources.as_ref();
-        let cpu = res.and_then(|r| r.cpu_count()).unwrap_or(self.defaults.cpu);
-        let mem = res
-            .and_then(|r| r.memory_bytes())
-            .unwrap_or(self.defaults.memory_bytes);
-        let disk = res
-            .and_then(|r| r.disk_bytes())
-            .unwrap_or(self.defaults.disk_bytes);
+        let template = req.template.clone().ok_or_else(|| {
+            permanent("no VM template: set DEFAULT_VM_TEMPLATE or the manifest's vmTemplate".into())
+        })?;
+        let size = req.size;
 
-        let (placement, copy, linked, mut used) = self.place(&template, mem).await?;
+        let (placement, copy, linked, mut used) = self.place(&template, size.memory_bytes).await?;
         let node = placement.node.clone();
         let meta = VmMeta {
             job_id: req.job_id.clone(),
@@ -364,6 +334,7 @@ impl ProxmoxProvider {
         let mut attempt: u32 = 0;
         let (vmid, upid) = loop {
             attempt += 1;
+            let more = attempt < CLONE_RETRY.attempts;
             let vmid = self
                 .vmids
                 .allocate(&used)
@@ -374,12 +345,12 @@ impl ProxmoxProvider {
                 .await
             {
                 Ok(upid) => break (vmid, upid),
-                Err(e) if e.kind() == FailureKind::ConfigExists && attempt < 8 => {
+                Err(e) if e.kind() == FailureKind::ConfigExists && more => {
                     tracing::info!(vmid, "VMID taken meanwhile, trying the next one");
                     used.insert(vmid);
                     self.vmids.release(vmid);
                 }
-                Err(e) if e.is_retryable() && attempt < 8 => {
+                Err(e) if e.is_retryable() && more => {
                     // The clone may or may not have started: let the caller
                     // clean up whatever exists under this id.
                     self.vmids.release(vmid);
@@ -390,7 +361,7 @@ impl ProxmoxProvider {
                             &e,
                         ));
                     }
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    tokio::time::sleep(CLONE_RETRY.delay(attempt)).await;
                 }
                 Err(e) => {
                     self.vmids.release(vmid);
@@ -416,7 +387,7 @@ impl ProxmoxProvider {
             })?;
         drop(placement.slot);
 
-        self.configure(&node, vmid, &req.job_id, &meta, cpu, mem, disk)
+        self.configure(&node, vmid, &req.job_id, &meta, size)
             .await?;
         self.client
             .start_vm(&node, vmid, self.timeouts.power)
@@ -428,25 +399,26 @@ impl ProxmoxProvider {
         Ok(vm)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn configure(
         &self,
         node: &str,
         vmid: u32,
         job_id: &str,
         meta: &VmMeta,
-        cpu: u32,
-        mem: u64,
-        disk: u64,
+        size: VmSize,
     ) -> Result<(), ProviderError> {
+        let disk = size.disk_bytes;
         let cfg = self
             .client
             .vm_config(node, vmid)
             .await
             .map_err(|e| fail(&format!("reading VM {vmid}'s config"), &e))?;
         let params = Params::new()
-            .int("cores", i64::from(cpu))
-            .text("memory", metadata::memory_mib(mem).to_string())
+            .int("cores", i64::from(size.cpus))
+            .text(
+                "memory",
+                metadata::memory_mib(size.memory_bytes).to_string(),
+            )
             .text("tags", self.settings.tags())
             .text("description", metadata::description(meta))
             .text(
@@ -480,8 +452,10 @@ impl ProxmoxProvider {
     async fn wait_for_agent(&self, node: &str, vmid: u32) -> Result<(), ProviderError> {
         let started = Instant::now();
         let budget = self.settings.agent_wait;
-        let mut delay = Duration::from_millis(100);
+        let mut attempt: u32 = 0;
         loop {
+            attempt = attempt.saturating_add(1);
+            let delay = AGENT_POLL.delay(attempt);
             match self.client.agent_ping(node, vmid).await {
                 Ok(()) => {
                     tracing::debug!(
@@ -513,7 +487,6 @@ impl ProxmoxProvider {
                 }
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(3));
         }
     }
 
@@ -539,12 +512,6 @@ pub(super) fn vm_ref(vmid: u32, node: &str) -> VmRef {
         id: vmid.to_string(),
         node: Some(node.to_string()),
     }
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[async_trait::async_trait]

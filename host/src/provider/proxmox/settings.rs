@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::migrate::{self, AdminConfig};
+use crate::resolve::{Machine, Secret, SettingsError, invalid};
 
 /// How to clone the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -151,27 +152,6 @@ fn parse_flag(text: &str) -> Result<bool, String> {
     }
 }
 
-/// A secret that never prints itself.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the request that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(delegate_proto::REDACTED)
-    }
-}
-
 /// How the client authenticates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
@@ -250,88 +230,10 @@ pub struct ProxmoxSettings {
     pub origins: Vec<String>,
 }
 
-/// A Proxmox setting that failed validation.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxmoxConfigError {
-    /// A value is missing, out of range or malformed.
-    #[error("{setting}: {message}")]
-    Invalid {
-        /// The environment variable naming the setting.
-        setting: &'static str,
-        /// What is wrong and what would be right.
-        message: String,
-    },
-    /// A file named by a setting could not be read.
-    #[error("{setting}: cannot read {}: {source}", path.display())]
-    Read {
-        /// The setting.
-        setting: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// mcp-proxmox-admin's configuration was found but is unusable.
-    #[error("mcp-proxmox-admin configuration {origin}: {message}")]
-    Migration {
-        /// The file or variable.
-        origin: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-fn invalid(setting: &'static str, message: impl Into<String>) -> ProxmoxConfigError {
-    ProxmoxConfigError::Invalid {
-        setting,
-        message: message.into(),
-    }
-}
-
-/// What resolution reads from the outside world, so tests can feed it.
-pub trait Environment {
-    /// An environment variable.
-    fn var(&self, name: &str) -> Option<String>;
-    /// A file's contents.
-    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>>;
-    /// The working directory.
-    fn cwd(&self) -> Option<PathBuf>;
-    /// The machine's host name.
-    fn hostname(&self) -> Option<String>;
-}
-
-/// The real process environment.
-pub struct ProcessEnvironment;
-
-impl Environment for ProcessEnvironment {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
-    }
-    fn cwd(&self) -> Option<PathBuf> {
-        std::env::current_dir().ok()
-    }
-    fn hostname(&self) -> Option<String> {
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-    }
-}
-
 impl ProxmoxArgs {
-    /// Validates against the real environment.
-    pub fn resolve(&self) -> Result<ProxmoxSettings, ProxmoxConfigError> {
-        self.resolve_with(&ProcessEnvironment)
-    }
-
-    /// Validates; every error names the setting.
-    pub fn resolve_with(
-        &self,
-        env: &dyn Environment,
-    ) -> Result<ProxmoxSettings, ProxmoxConfigError> {
+    /// Validates against the machine (secret and CA files, the host name,
+    /// mcp-proxmox-admin's configuration); every error names the setting.
+    pub fn resolve(&self, env: &dyn Machine) -> Result<ProxmoxSettings, SettingsError> {
         let mut origins = Vec::new();
         let admin = if self.url.is_none() || !self.has_own_credentials() {
             migrate::discover(self.admin_path.as_deref(), env)?
@@ -450,10 +352,10 @@ impl ProxmoxArgs {
 
     fn credentials(
         &self,
-        env: &dyn Environment,
+        env: &dyn Machine,
         admin: Option<&AdminConfig>,
         origins: &mut Vec<String>,
-    ) -> Result<Credentials, ProxmoxConfigError> {
+    ) -> Result<Credentials, SettingsError> {
         if self.token_id.is_some() && self.user.is_some() {
             return Err(invalid(
                 "PROXMOX_TOKEN_ID",
@@ -471,7 +373,7 @@ impl ProxmoxArgs {
                 }
                 (Some(s), None) => s.trim().to_string(),
                 (None, Some(path)) => {
-                    let bytes = env.read(path).map_err(|source| ProxmoxConfigError::Read {
+                    let bytes = env.read(path).map_err(|source| SettingsError::Read {
                         setting: "PROXMOX_TOKEN_SECRET_FILE",
                         path: path.clone(),
                         source,
@@ -516,21 +418,18 @@ impl ProxmoxArgs {
         if let Some(a) = admin
             && let (Some(id), Some(secret)) = (&a.token_id, &a.token_secret)
         {
-            check_token_id("PROXMOX_TOKEN_ID", id).map_err(|e| ProxmoxConfigError::Migration {
+            check_token_id("PROXMOX_TOKEN_ID", id).map_err(|e| SettingsError::Migration {
                 origin: a.token_origin.clone(),
                 message: e.to_string(),
             })?;
-            check_secret("PROXMOX_TOKEN_SECRET", secret).map_err(|e| {
-                ProxmoxConfigError::Migration {
-                    origin: a.token_origin.clone(),
-                    message: e.to_string(),
-                }
+            check_secret("PROXMOX_TOKEN_SECRET", secret).map_err(|e| SettingsError::Migration {
+                origin: a.token_origin.clone(),
+                message: e.to_string(),
             })?;
             origins.push(format!(
                 "API token {id} taken from mcp-proxmox-admin ({})",
                 a.token_origin
             ));
-            let _ = env;
             return Ok(Credentials::Token {
                 id: id.clone(),
                 secret: Secret::new(secret.clone()),
@@ -545,16 +444,16 @@ impl ProxmoxArgs {
 
     fn tls(
         &self,
-        env: &dyn Environment,
+        env: &dyn Machine,
         admin: Option<&AdminConfig>,
         origins: &mut Vec<String>,
-    ) -> Result<TlsSettings, ProxmoxConfigError> {
+    ) -> Result<TlsSettings, SettingsError> {
         let mut tls = TlsSettings {
             insecure: self.insecure,
             ..TlsSettings::default()
         };
         if let Some(path) = &self.ca_file {
-            let pem = env.read(path).map_err(|source| ProxmoxConfigError::Read {
+            let pem = env.read(path).map_err(|source| SettingsError::Read {
                 setting: "PROXMOX_CA_FILE",
                 path: path.clone(),
                 source,

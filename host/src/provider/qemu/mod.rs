@@ -53,8 +53,6 @@ pub const NAME: &str = "qemu";
 const QUIT_WAIT: Duration = Duration::from_secs(3);
 /// How long `destroy` waits for a killed QEMU to disappear.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// Defaults when a manifest carries no size (the engine normally fills them).
-const DEFAULT_MEMORY: u64 = 1 << 30;
 
 /// Runs each job in a micro VM.
 #[derive(Debug)]
@@ -167,9 +165,9 @@ impl QemuProvider {
     async fn workspace_disk(
         &self,
         vm: &VmDir,
-        bytes: Option<u64>,
+        bytes: u64,
     ) -> Result<Option<PathBuf>, ProviderError> {
-        let (Some(mkfs), Some(bytes)) = (&self.settings.mkfs, bytes) else {
+        let Some(mkfs) = &self.settings.mkfs else {
             return Ok(None);
         };
         disk::create(mkfs, &vm.workspace_disk, bytes)
@@ -188,13 +186,10 @@ impl QemuProvider {
         target: String,
         workspace_disk: Option<PathBuf>,
     ) -> argv::VmSpec {
-        let res = req.manifest.resources.clone().unwrap_or_default();
-        let mut params = Vec::new();
-        match (&workspace_disk, res.disk_bytes()) {
-            (Some(_), _) => params.push("delegate.workspace_disk".to_string()),
-            (None, Some(disk)) => params.push(format!("delegate.workspace_size={disk}")),
-            (None, None) => {}
-        }
+        let mut params = vec![match &workspace_disk {
+            Some(_) => "delegate.workspace_disk".to_string(),
+            None => format!("delegate.workspace_size={}", req.size.disk_bytes),
+        }];
         for path in &self.settings.hide {
             let p = path.to_string_lossy();
             if p.contains(char::is_whitespace) {
@@ -211,8 +206,8 @@ impl QemuProvider {
                 .unwrap_or_default(),
             binary: self.settings.binary.clone(),
             accel: self.accel.accel,
-            cpus: res.cpu_count().unwrap_or(1),
-            memory_mib: res.memory_bytes().unwrap_or(DEFAULT_MEMORY) >> 20,
+            cpus: req.size.cpus,
+            memory_mib: req.size.memory_bytes >> 20,
             kernel: self.settings.kernel.image.clone(),
             initramfs: self.initramfs.clone(),
             params,
@@ -382,8 +377,7 @@ impl Provider for QemuProvider {
         let json =
             serde_json::to_vec(&guest_bootstrap).map_err(|e| other("encoding the bootstrap", e))?;
         write_private(&vm_dir.bootstrap, &json)?;
-        let disk_bytes = req.manifest.resources.as_ref().and_then(|r| r.disk_bytes());
-        let disk = self.workspace_disk(&vm_dir, disk_bytes).await?;
+        let disk = self.workspace_disk(&vm_dir, req.size.disk_bytes).await?;
         let spec = self.spec(&vm_dir, &req, target, disk);
         let mut child = self.spawn(&vm_dir, &spec)?;
         let pid = child.id().unwrap_or(0);

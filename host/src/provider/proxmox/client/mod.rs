@@ -6,13 +6,14 @@
 //! body with `message`/`errors`, or only the HTTP status line's reason (PVE
 //! puts the message there, e.g. `500 VM 100 is locked (clone)`), a 401
 //! without body, or the proxy's 595/596/597 when a node is unreachable.
-//! [`PveClient::call`] adds the retry policy. Endpoint wrappers live in
+//! [`PveClient::call`] adds the retry policy ([`crate::retry`]), retrying
+//! only failures that may pass ([`PveError::is_retryable`]: locks, lock
+//! timeouts, agent not running, unreachable nodes, 5xx; never a 4xx). Endpoint wrappers live in
 //! [`api`], task polling in [`task`].
 
 pub mod api;
 pub mod auth;
 pub mod error;
-pub mod retry;
 pub mod task;
 pub mod tls;
 pub mod wire;
@@ -24,11 +25,11 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 pub use error::{FailureKind, PveError};
-pub use retry::RetryPolicy;
 pub use task::Upid;
 pub use wire::Params;
 
 use super::settings::{Credentials, ProxmoxSettings, TlsSettings};
+use crate::retry::RetryPolicy;
 
 /// HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,9 @@ impl PveClient {
     ) -> Result<serde_json::Value, PveError> {
         self.inner
             .retry
-            .run(path, || self.call_once(method, path, params.clone()))
+            .run(path, PveError::is_retryable, || {
+                self.call_once(method, path, params.clone())
+            })
             .await
     }
 
@@ -363,4 +366,65 @@ fn decode<T: DeserializeOwned>(
         path: path.to_string(),
         message: e.to_string(),
     })
+}
+
+/// The retry policy applied to PVE's failures, as [`PveClient::call`] does.
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn err(status: u16, msg: &str) -> PveError {
+        PveError::Api {
+            method: "POST",
+            path: "/p".into(),
+            status,
+            message: msg.into(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy::new(4, Duration::from_millis(1), Duration::from_millis(4))
+    }
+
+    #[tokio::test]
+    async fn retries_locks_until_success() {
+        let calls = AtomicU32::new(0);
+        let out = fast()
+            .run("t", PveError::is_retryable, || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(err(500, "VM 1 is locked (clone)"))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn never_retries_4xx_and_stops_after_attempts() {
+        let calls = AtomicU32::new(0);
+        let e = fast()
+            .run::<(), _, _, _>("t", PveError::is_retryable, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(err(400, "Parameter verification failed."))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), Some(400));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let calls = AtomicU32::new(0);
+        fast()
+            .run::<(), _, _, _>("t", PveError::is_retryable, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(err(500, "got timeout"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
 }

@@ -1,7 +1,7 @@
 //! Showing resolved settings (`delegate-host config`, secrets masked) and
-//! handing errors to the host's settings layer.
+//! the tags they give VMs.
 
-use super::{Credentials, ProxmoxConfigError, ProxmoxSettings, format_fingerprint};
+use super::{Credentials, ProxmoxSettings, format_fingerprint};
 
 impl ProxmoxSettings {
     /// The effective settings with secrets masked, for `delegate-host config`.
@@ -73,28 +73,5 @@ impl ProxmoxSettings {
     /// The tag naming this host instance.
     pub fn instance_tag(&self) -> String {
         format!("delegate-{}", self.instance)
-    }
-}
-
-impl From<ProxmoxConfigError> for crate::config::ConfigError {
-    fn from(e: ProxmoxConfigError) -> Self {
-        match e {
-            ProxmoxConfigError::Invalid { setting, message } => {
-                crate::config::ConfigError::Invalid { setting, message }
-            }
-            ProxmoxConfigError::Read {
-                setting,
-                path,
-                source,
-            } => crate::config::ConfigError::Read {
-                setting,
-                path,
-                source,
-            },
-            ProxmoxConfigError::Migration { .. } => crate::config::ConfigError::Invalid {
-                setting: "PROXMOX_ADMIN_PATH",
-                message: e.to_string(),
-            },
-        }
     }
 }

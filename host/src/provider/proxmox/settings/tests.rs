@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::super::migrate::fake::FakeEnv;
 use super::*;
+use crate::resolve::FixedMachine;
 
 #[derive(Parser)]
 struct Cli {
@@ -15,6 +15,14 @@ fn args(list: &[&str]) -> ProxmoxArgs {
     let mut argv = vec!["x"];
     argv.extend_from_slice(list);
     Cli::try_parse_from(argv).unwrap().args
+}
+
+/// A machine with nothing but a host name.
+fn machine() -> FixedMachine {
+    FixedMachine {
+        hostname: Some("Builder.Example".into()),
+        ..FixedMachine::default()
+    }
 }
 
 fn token_args() -> Vec<&'static str> {
@@ -30,9 +38,7 @@ fn token_args() -> Vec<&'static str> {
 
 #[test]
 fn token_settings_resolve_with_defaults() {
-    let s = args(&token_args())
-        .resolve_with(&FakeEnv::default())
-        .unwrap();
+    let s = args(&token_args()).resolve(&machine()).unwrap();
     assert_eq!(s.url, "https://pve.example:8006");
     assert!(matches!(&s.credentials, Credentials::Token { id, .. } if id == "delegate@pve!host"));
     assert_eq!(s.vmid_range, 90000..=90999);
@@ -51,14 +57,14 @@ fn secret_file_is_read_and_trimmed() {
     let mut a = token_args();
     a.truncate(4);
     a.extend(["--proxmox-token-secret-file", "/run/secrets/pve"]);
-    let mut env = FakeEnv::default();
+    let mut env = machine();
     env.files
         .insert(PathBuf::from("/run/secrets/pve"), b"abc-123\n".to_vec());
-    let s = args(&a).resolve_with(&env).unwrap();
+    let s = args(&a).resolve(&env).unwrap();
     assert!(
         matches!(&s.credentials, Credentials::Token { secret, .. } if secret.expose() == "abc-123")
     );
-    let err = args(&a).resolve_with(&FakeEnv::default()).unwrap_err();
+    let err = args(&a).resolve(&machine()).unwrap_err();
     assert!(
         err.to_string().starts_with("PROXMOX_TOKEN_SECRET_FILE"),
         "{err}"
@@ -107,7 +113,7 @@ fn errors_name_the_setting() {
         } else {
             a.extend(extra.iter().copied());
         }
-        let err = args(&a).resolve_with(&FakeEnv::default()).unwrap_err();
+        let err = args(&a).resolve(&machine()).unwrap_err();
         assert!(err.to_string().starts_with(setting), "{setting}: got {err}");
     }
 }
@@ -119,7 +125,7 @@ fn fingerprints_parse_and_print() {
     let mut a = token_args();
     let two = format!("{FP}, {}", FP.to_lowercase().replace(':', ""));
     a.extend(["--proxmox-fingerprint", &two]);
-    let s = args(&a).resolve_with(&FakeEnv::default()).unwrap();
+    let s = args(&a).resolve(&machine()).unwrap();
     assert_eq!(s.tls.fingerprints.len(), 2);
     assert_eq!(s.tls.fingerprints[0], s.tls.fingerprints[1]);
     assert_eq!(format_fingerprint(&s.tls.fingerprints[0]), FP);
@@ -133,7 +139,7 @@ fn ticket_login_needs_password() {
         "--proxmox-user",
         "root@pam",
     ]);
-    let err = a.resolve_with(&FakeEnv::default()).unwrap_err();
+    let err = a.resolve(&machine()).unwrap_err();
     assert!(err.to_string().starts_with("PROXMOX_PASSWORD"), "{err}");
     let a = args(&[
         "--proxmox-url",
@@ -143,25 +149,23 @@ fn ticket_login_needs_password() {
         "--proxmox-password",
         "pw",
     ]);
-    let s = a.resolve_with(&FakeEnv::default()).unwrap();
+    let s = a.resolve(&machine()).unwrap();
     assert!(matches!(s.credentials, Credentials::Ticket { .. }));
 }
 
 #[test]
 fn no_credentials_at_all() {
     let err = args(&["--proxmox-url", "https://pve:8006"])
-        .resolve_with(&FakeEnv::default())
+        .resolve(&machine())
         .unwrap_err();
     assert!(err.to_string().contains("no credentials"), "{err}");
-    let err = ProxmoxArgs::default()
-        .resolve_with(&FakeEnv::default())
-        .unwrap_err();
+    let err = ProxmoxArgs::default().resolve(&machine()).unwrap_err();
     assert!(err.to_string().starts_with("PROXMOX_URL"), "{err}");
 }
 
 #[test]
 fn migrates_from_mcp_proxmox_admin() {
-    let mut env = FakeEnv::default();
+    let mut env = machine();
     env.files.insert(
         PathBuf::from("/srv/mcp-proxmox-admin/proxmox-config.json"),
         br#"{"host":"pve.lan","apiTokenId":"admin@pve!mcp","apiTokenSecret":"s3cret","verifySsl":false}"#
@@ -171,7 +175,7 @@ fn migrates_from_mcp_proxmox_admin() {
         "--proxmox-admin-path",
         "/srv/mcp-proxmox-admin/dist/index.js",
     ]);
-    let s = a.resolve_with(&env).unwrap();
+    let s = a.resolve(&env).unwrap();
     assert_eq!(s.url, "https://pve.lan:8006");
     assert!(matches!(&s.credentials, Credentials::Token { id, .. } if id == "admin@pve!mcp"));
     let said = s.origins.join("\n");
@@ -187,12 +191,12 @@ fn migrates_from_mcp_proxmox_admin() {
 
 #[test]
 fn own_settings_win_over_migration() {
-    let mut env = FakeEnv::default();
+    let mut env = machine();
     env.vars.insert(
         "MCP_SETTINGS".into(),
         r#"{"host":"old","apiTokenId":"a@pve!b","apiTokenSecret":"c"}"#.into(),
     );
-    let s = args(&token_args()).resolve_with(&env).unwrap();
+    let s = args(&token_args()).resolve(&env).unwrap();
     assert_eq!(s.url, "https://pve.example:8006");
     assert!(matches!(&s.credentials, Credentials::Token { id, .. } if id == "delegate@pve!host"));
 }

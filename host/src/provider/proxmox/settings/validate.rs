@@ -3,7 +3,7 @@
 
 use std::ops::RangeInclusive;
 
-use super::{ProxmoxConfigError, invalid};
+use crate::resolve::{SettingsError, invalid};
 
 pub(super) fn split_list(text: &str) -> Vec<String> {
     text.split(',')
@@ -13,7 +13,7 @@ pub(super) fn split_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn check_url(url: &str) -> Result<String, ProxmoxConfigError> {
+pub(super) fn check_url(url: &str) -> Result<String, SettingsError> {
     let trimmed = url.trim().trim_end_matches('/');
     let trimmed = trimmed.strip_suffix("/api2/json").unwrap_or(trimmed);
     let parsed = reqwest::Url::parse(trimmed)
@@ -64,7 +64,7 @@ pub fn is_token_id(text: &str) -> bool {
     }
 }
 
-pub(super) fn check_token_id(setting: &'static str, id: &str) -> Result<(), ProxmoxConfigError> {
+pub(super) fn check_token_id(setting: &'static str, id: &str) -> Result<(), SettingsError> {
     if is_token_id(id) {
         Ok(())
     } else {
@@ -77,7 +77,7 @@ pub(super) fn check_token_id(setting: &'static str, id: &str) -> Result<(), Prox
     }
 }
 
-pub(super) fn check_user_id(setting: &'static str, id: &str) -> Result<(), ProxmoxConfigError> {
+pub(super) fn check_user_id(setting: &'static str, id: &str) -> Result<(), SettingsError> {
     if is_user_id(id) {
         Ok(())
     } else {
@@ -88,7 +88,7 @@ pub(super) fn check_user_id(setting: &'static str, id: &str) -> Result<(), Proxm
     }
 }
 
-pub(super) fn check_secret(setting: &'static str, secret: &str) -> Result<(), ProxmoxConfigError> {
+pub(super) fn check_secret(setting: &'static str, secret: &str) -> Result<(), SettingsError> {
     if secret.is_empty() {
         return Err(invalid(setting, "is empty"));
     }
@@ -126,7 +126,7 @@ pub(super) fn optional_id(
     setting: &'static str,
     value: Option<&str>,
     ok: fn(&str) -> bool,
-) -> Result<Option<String>, ProxmoxConfigError> {
+) -> Result<Option<String>, SettingsError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) if ok(v) => Ok(Some(v.to_string())),
@@ -137,7 +137,7 @@ pub(super) fn optional_id(
     }
 }
 
-pub(super) fn parse_vmid_range(text: &str) -> Result<RangeInclusive<u32>, ProxmoxConfigError> {
+pub(super) fn parse_vmid_range(text: &str) -> Result<RangeInclusive<u32>, SettingsError> {
     let bad = || {
         invalid(
             "PROXMOX_VMID_RANGE",

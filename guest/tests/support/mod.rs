@@ -1,5 +1,0 @@
-//! Test support shared by the callback tests.
-#![allow(dead_code)]
-
-pub mod fixtures;
-pub mod host;

@@ -1,0 +1,131 @@
+//! The host's own view of a job, as the store keeps it and the job manager
+//! hands it to the MCP layer and the CLI. It sits below both `store` and
+//! `jobs`, so the store never reaches up into the job manager for its types.
+
+use delegate_proto::event::Phase;
+use delegate_proto::outcome::{AgentResult, ArtifactEntry, ErrorKind, OutputTails};
+use delegate_proto::{JobManifest, JobState, LogStream};
+use serde::{Deserialize, Serialize};
+
+use crate::provider::{Isolation, VmRef};
+
+pub use crate::clock::UnixMs;
+
+/// Everything the host knows about one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The job id (a UUID).
+    pub id: String,
+    /// The state, only ever changed through `JobState::transition`.
+    pub state: JobState,
+    /// The manifest as submitted. Secrets included: never show it without
+    /// [`JobManifest::redacted`].
+    pub manifest: JobManifest,
+    /// The guest's current phase.
+    pub phase: Option<Phase>,
+    /// Percent done, when known.
+    pub progress: Option<f64>,
+    /// The latest status line.
+    pub message: Option<String>,
+    /// Why the job failed, timed out or was cancelled.
+    pub error: Option<String>,
+    /// The same, for programs.
+    pub error_kind: Option<ErrorKind>,
+    /// When the job was submitted.
+    pub created_at: UnixMs,
+    /// When provisioning began.
+    pub started_at: Option<UnixMs>,
+    /// When the job became final.
+    pub completed_at: Option<UnixMs>,
+    /// When the job must be final (created_at + timeout).
+    pub deadline_at: UnixMs,
+    /// When the last event arrived from the guest.
+    pub last_event_at: Option<UnixMs>,
+    /// Highest event sequence stored.
+    pub highest_seq: u64,
+    /// The VM, once the provider created one.
+    pub vm: Option<VmRef>,
+    /// The isolation the provider gives.
+    pub isolation: Isolation,
+    /// Whether the VM has been destroyed.
+    pub vm_destroyed: bool,
+    /// The guest's result, once it arrived.
+    pub result: Option<StoredResult>,
+    /// Stored artifacts.
+    pub artifacts: Vec<ArtifactEntry>,
+}
+
+/// The guest's result as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResult {
+    /// Exit code, when the agent exited.
+    pub exit_code: Option<i32>,
+    /// Signal that ended the agent.
+    pub signal: Option<String>,
+    /// Agent run time.
+    pub duration_ms: u64,
+    /// Output tails.
+    pub output: OutputTails,
+    /// The agent's structured result.
+    pub agent_result: Option<AgentResult>,
+    /// The guest's error text.
+    pub error: Option<String>,
+}
+
+/// One line of `list_jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job id.
+    pub job_id: String,
+    /// The state.
+    pub status: JobState,
+    /// Agent type.
+    pub agent_type: String,
+    /// The first line of the task, shortened.
+    pub task: String,
+    /// Submission time, RFC 3339.
+    pub created_at: String,
+    /// Completion time, RFC 3339.
+    pub completed_at: Option<String>,
+}
+
+/// A page of results and the cursor for the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub items: Vec<T>,
+    /// Pass back to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which log to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSelector {
+    /// Both streams, interleaved in arrival order.
+    Combined,
+    /// One stream, with the guest's byte offsets.
+    Stream(LogStream),
+}
+
+/// Bytes read from a log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogSlice {
+    /// The bytes from the cursor.
+    pub data: Vec<u8>,
+    /// The offset of `data`'s first byte.
+    pub start: u64,
+    /// Where to read next.
+    pub next_cursor: u64,
+    /// True when the job is final and everything has been read.
+    pub complete: bool,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The job was running (or queued) and is now cancelled.
+    Cancelled(JobRecord),
+    /// The job was already final; nothing changed.
+    AlreadyFinal(JobRecord),
+}

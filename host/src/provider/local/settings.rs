@@ -1,0 +1,134 @@
+//! The local provider's settings: [`LocalArgs`] (flags and environment,
+//! parsed only) resolved against the machine into [`LocalSettings`].
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::resolve::{Machine, SettingsError, absolute, invalid};
+
+/// The guest binary's file name.
+pub const GUEST_BIN_NAME: &str = "delegate-guest";
+
+/// The guests' `PATH` when the host has none.
+const DEFAULT_GUEST_PATH: &str = "/usr/bin:/bin";
+
+/// Local provider settings as given on the command line or in the environment.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LocalArgs {
+    /// The `delegate-guest` binary (local provider).
+    /// Default: beside `delegate-host`, then `PATH`.
+    #[arg(long, env = "DELEGATE_GUEST_BIN")]
+    pub guest_bin: Option<PathBuf>,
+    /// Let the local provider run jobs without namespaces where they are not allowed.
+    #[arg(long, env = "DELEGATE_LOCAL_UNSANDBOXED")]
+    pub local_unsandboxed: bool,
+}
+
+/// What the local provider runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// `delegate-guest`, absolute and executable.
+    pub guest_bin: PathBuf,
+    /// Where the sandboxes' directories are made.
+    pub sandbox_root: PathBuf,
+    /// util-linux `unshare`, when the machine has it.
+    pub unshare: Option<PathBuf>,
+    /// `DELEGATE_LOCAL_UNSANDBOXED`: the user's opt-in for machines without
+    /// user namespaces.
+    pub allow_unsandboxed: bool,
+    /// The `PATH` guests run with: the host's, so an agent finds the same
+    /// programs as the person who started the host.
+    pub guest_path: OsString,
+}
+
+impl LocalArgs {
+    /// Finds the guest and `unshare`; sandboxes go under `data_dir`.
+    pub fn resolve(
+        &self,
+        data_dir: &Path,
+        machine: &dyn Machine,
+    ) -> Result<LocalSettings, SettingsError> {
+        let guest_bin = match &self.guest_bin {
+            Some(path) => {
+                let path = absolute("DELEGATE_GUEST_BIN", path, machine)?;
+                if !machine.is_executable(&path) {
+                    return Err(invalid(
+                        "DELEGATE_GUEST_BIN",
+                        format!("{} is not an executable file", path.display()),
+                    ));
+                }
+                path
+            }
+            None => machine
+                .find_beside_exe_or_on_path(GUEST_BIN_NAME)
+                .ok_or_else(|| {
+                    invalid(
+                        "DELEGATE_GUEST_BIN",
+                        "delegate-guest was found neither beside delegate-host nor on PATH; \
+                         build it (cargo build -p delegate-guest) or set DELEGATE_GUEST_BIN",
+                    )
+                })?,
+        };
+        Ok(LocalSettings {
+            guest_bin,
+            sandbox_root: data_dir.join("sandboxes"),
+            unshare: find_unshare(machine),
+            allow_unsandboxed: self.local_unsandboxed,
+            guest_path: machine
+                .var_os("PATH")
+                .unwrap_or_else(|| DEFAULT_GUEST_PATH.into()),
+        })
+    }
+}
+
+/// `unshare` on `PATH`, else in /usr/bin or /bin (where util-linux puts
+/// it, should `PATH` be minimal).
+fn find_unshare(machine: &dyn Machine) -> Option<PathBuf> {
+    machine.find_on_path("unshare").or_else(|| {
+        ["/usr/bin/unshare", "/bin/unshare"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| machine.is_executable(p))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::FixedMachine;
+
+    #[test]
+    fn guest_and_unshare_are_found_on_the_machine() {
+        let m = FixedMachine::default()
+            .with_var("PATH", "/opt/bin")
+            .with_executable("/opt/bin/delegate-guest")
+            .with_executable("/usr/bin/unshare");
+        let s = LocalArgs::default().resolve(Path::new("/d"), &m).unwrap();
+        assert_eq!(s.guest_bin, PathBuf::from("/opt/bin/delegate-guest"));
+        assert_eq!(s.unshare, Some(PathBuf::from("/usr/bin/unshare")));
+        assert_eq!(s.sandbox_root, PathBuf::from("/d/sandboxes"));
+        assert!(!s.allow_unsandboxed);
+        assert_eq!(s.guest_path, "/opt/bin");
+    }
+
+    #[test]
+    fn a_given_guest_must_be_executable() {
+        let args = LocalArgs {
+            guest_bin: Some("g".into()),
+            local_unsandboxed: true,
+        };
+        let m = FixedMachine {
+            cwd: Some("/w".into()),
+            ..FixedMachine::default()
+        };
+        let err = args.resolve(Path::new("/d"), &m).unwrap_err().to_string();
+        assert!(err.starts_with("DELEGATE_GUEST_BIN: /w/g"), "{err}");
+        let s = args
+            .resolve(Path::new("/d"), &m.with_executable("/w/g"))
+            .unwrap();
+        assert_eq!(s.guest_bin, PathBuf::from("/w/g"));
+        assert_eq!(s.unshare, None);
+        assert!(s.allow_unsandboxed);
+        assert_eq!(s.guest_path, "/usr/bin:/bin");
+    }
+}

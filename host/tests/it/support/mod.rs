@@ -1,0 +1,7 @@
+//! Helpers shared by the manager, callback and local-provider tests (and
+//! the host benchmark, which includes this module by path).
+
+pub mod fake;
+pub mod harness;
+pub mod tar;
+pub mod wire;

@@ -1,0 +1,15 @@
+//! End-to-end tests, one module per area, linked into one test binary; their
+//! support is this package's library (`delegate_tests`).
+
+mod mcp_cancel;
+mod mcp_cli;
+mod mcp_http;
+mod mcp_jobs;
+mod mcp_limits;
+mod mcp_notify;
+mod mcp_restart;
+mod mcp_tools;
+mod pve_client;
+mod pve_e2e;
+mod pve_provider;
+mod pve_smoke;

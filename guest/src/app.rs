@@ -36,7 +36,7 @@ fn block_on(job: impl std::future::Future<Output = u8>) -> u8 {
     {
         Ok(rt) => rt.block_on(job),
         Err(e) => {
-            eprintln!("delegate-guest: cannot start the runtime: {e}");
+            crate::say!("delegate-guest: cannot start the runtime: {e}");
             1
         }
     }
@@ -50,7 +50,7 @@ async fn run(args: RunArgs) -> u8 {
     let bytes = match std::fs::read(&args.manifest) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!(
+            crate::say!(
                 "delegate-guest: cannot read manifest {}: {e}",
                 args.manifest.display()
             );
@@ -66,7 +66,7 @@ async fn run(args: RunArgs) -> u8 {
         Some(url) => match connect(url, args.job_id.as_deref(), args.token_file.as_deref()) {
             Ok(client) => Some(client),
             Err(e) => {
-                eprintln!("delegate-guest: {e}");
+                crate::say!("delegate-guest: {e}");
                 return EXIT_USAGE;
             }
         },
@@ -110,11 +110,11 @@ async fn boot(args: BootArgs) -> u8 {
     let (bootstrap, source) = match find_bootstrap(args.bootstrap.as_deref()) {
         Ok(found) => found,
         Err(e) => {
-            eprintln!("delegate-guest: no bootstrap: {e}");
+            crate::say!("delegate-guest: no bootstrap: {e}");
             return EXIT_USAGE;
         }
     };
-    eprintln!("delegate-guest: job {} from {source:?}", bootstrap.job_id);
+    crate::say!("delegate-guest: job {} from {source:?}", bootstrap.job_id);
     let client = match CallbackClient::new(
         &bootstrap.callback_url,
         &bootstrap.job_id,
@@ -123,7 +123,7 @@ async fn boot(args: BootArgs) -> u8 {
     ) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
+            crate::say!(
                 "delegate-guest: bootstrap callback_url {}: {e}",
                 bootstrap.callback_url
             );
@@ -133,14 +133,14 @@ async fn boot(args: BootArgs) -> u8 {
     let spec = match client.fetch_spec().await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("delegate-guest: cannot fetch the job from the host: {e}");
+            crate::say!("delegate-guest: cannot fetch the job from the host: {e}");
             return 1;
         }
     };
     if let Err(e) = spec.manifest.validate() {
         let status = refuse_manifest(&e);
         if let Err(post) = client.post_result(&invalid_manifest_result(&e)).await {
-            eprintln!("delegate-guest: could not send the result to the host: {post}");
+            crate::say!("delegate-guest: could not send the result to the host: {post}");
         }
         return status;
     }
@@ -156,10 +156,10 @@ async fn boot(args: BootArgs) -> u8 {
 
 /// Says why the manifest was refused, on stderr and as the result line.
 fn refuse_manifest(e: &ManifestError) -> u8 {
-    eprintln!("delegate-guest: {e}");
+    crate::say!("delegate-guest: {e}");
     let result = invalid_manifest_result(e);
     if let Ok(line) = serde_json::to_string(&ResultLine::new(&result)) {
-        println!("{line}");
+        crate::say::stdout_line(format_args!("{line}"));
     }
     EXIT_USAGE
 }

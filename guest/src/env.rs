@@ -10,9 +10,12 @@ pub const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 /// `LANG` unless the manifest sets one.
 pub const BASE_LANG: &str = "C.UTF-8";
 
-/// Inputs to [`build`].
+/// Inputs to [`build`]. Paths are as the agent sees them (a standalone
+/// run may show the agent its workspace at `/workspace`).
 #[derive(Debug, Clone, Copy)]
 pub struct EnvInputs<'a> {
+    /// The agent's workspace, for `WORKSPACE`.
+    pub workspace: &'a Path,
     /// The agent's HOME.
     pub home: &'a Path,
     /// The agent's TMPDIR.
@@ -32,6 +35,7 @@ pub fn build(i: EnvInputs<'_>) -> BTreeMap<String, String> {
     env.insert("HOME".to_string(), i.home.display().to_string());
     env.insert("TMPDIR".to_string(), i.tmp.display().to_string());
     env.insert("LANG".to_string(), BASE_LANG.to_string());
+    env.insert("WORKSPACE".to_string(), i.workspace.display().to_string());
     if let Some(user) = i.user {
         env.insert("USER".to_string(), user.to_string());
         env.insert("LOGNAME".to_string(), user.to_string());
@@ -61,6 +65,7 @@ mod tests {
             ("OTHER".to_string(), "d".to_string()),
         ];
         let env = build(EnvInputs {
+            workspace: Path::new("/w"),
             home: Path::new("/w/.delegate/home"),
             tmp: Path::new("/w/.delegate/tmp"),
             user: Some("delegate"),
@@ -74,12 +79,16 @@ mod tests {
         assert_eq!(env["CLAUDE_CODE_MAX_RETRIES"], "7");
         assert_eq!(env["OTHER"], "d");
         assert_eq!(env["USER"], "delegate");
-        assert_eq!(env.len(), 9);
+        assert_eq!(env["WORKSPACE"], "/w");
+        // The base (PATH, HOME, TMPDIR, LANG, WORKSPACE, USER, LOGNAME)
+        // and the three defaults and manifest variables.
+        assert_eq!(env.len(), 10);
     }
 
     #[test]
     fn nothing_from_the_runner_leaks() {
         let env = build(EnvInputs {
+            workspace: Path::new("/workspace"),
             home: Path::new("/h"),
             tmp: Path::new("/t"),
             user: None,
@@ -87,6 +96,6 @@ mod tests {
             manifest: &BTreeMap::new(),
         });
         let keys: Vec<&str> = env.keys().map(String::as_str).collect();
-        assert_eq!(keys, vec!["HOME", "LANG", "PATH", "TMPDIR"]);
+        assert_eq!(keys, vec!["HOME", "LANG", "PATH", "TMPDIR", "WORKSPACE"]);
     }
 }

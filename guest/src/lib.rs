@@ -14,5 +14,6 @@ pub mod redact;
 pub mod relay;
 pub mod report;
 pub mod run;
+pub mod say;
 pub mod supervise;
 pub mod workspace;

@@ -116,7 +116,7 @@ impl Reporter {
 
     /// Reports entering a phase.
     pub fn phase(&self, phase: Phase, message: impl Into<String>) {
-        let message = self.secrets.redact_str(&message.into());
+        let message = clipped(self.secrets.redact_str(&message.into()));
         if self.summary {
             // One write per line: stderr is unbuffered.
             let line = format!("delegate-guest: [{}] {message}\n", phase.as_str());
@@ -130,7 +130,11 @@ impl Reporter {
 
     /// Reports progress within the running phase.
     pub fn progress(&self, percent: Option<f64>, message: impl Into<String>) {
-        let message = self.secrets.redact_str(&message.into());
+        let message = clipped(self.secrets.redact_str(&message.into()));
+        // The host refuses a batch with a percent outside 0..=100.
+        let percent = percent
+            .filter(|p| p.is_finite())
+            .map(|p| p.clamp(0.0, 100.0));
         if self.summary && self.mode >= StatusMode::Detailed {
             let line = format!("delegate-guest:   {message}\n");
             let _ = std::io::stderr().write_all(line.as_bytes());
@@ -212,7 +216,7 @@ impl Reporter {
             write_line(stdout, line);
         }
         if self.summary {
-            eprint!("{}", summary(result));
+            crate::say::stderr_text(format_args!("{}", summary(result)));
         }
     }
 
@@ -221,6 +225,15 @@ impl Reporter {
         // a counter and writers.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A message cut to what the host takes (the rest of a line for people).
+fn clipped(message: String) -> String {
+    use delegate_proto::event_check::{MAX_EVENT_MESSAGE_BYTES, clip};
+    if message.len() <= MAX_EVENT_MESSAGE_BYTES {
+        return message;
+    }
+    clip(&message, MAX_EVENT_MESSAGE_BYTES).to_string()
 }
 
 fn write_line(stdout: &mut Option<Box<dyn Write + Send>>, line: &[u8]) {

@@ -13,7 +13,7 @@ mod builder;
 mod describe;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use delegate_proto::size::parse_size;
@@ -84,6 +84,10 @@ pub struct RawSettings {
     /// Default for the local provider: `http://127.0.0.1:<CALLBACK_PORT>`.
     #[arg(long, env = "CALLBACK_URL")]
     pub callback_url: Option<String>,
+    /// Address (`IP:port`) serving `/metrics` and `/healthz`; unset or
+    /// empty: not served. Keep it off the guests' network (e.g. 127.0.0.1).
+    #[arg(long, env = "DELEGATE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Template used when a manifest names none.
     #[arg(long, env = "DEFAULT_VM_TEMPLATE")]
     pub default_vm_template: Option<String>,
@@ -96,6 +100,11 @@ pub struct RawSettings {
     /// Memory per VM when a manifest sets none (e.g. 2G).
     #[arg(long, env = "DEFAULT_MEMORY", default_value = "2G")]
     pub default_memory: String,
+    /// Most memory a job may ask for (e.g. 64G) [default: this machine's
+    /// memory with the local provider; none with Proxmox, whose placement
+    /// checks its nodes].
+    #[arg(long, env = "DELEGATE_MAX_MEMORY")]
+    pub max_memory: Option<String>,
     /// Disk per VM when a manifest sets none (e.g. 10G).
     #[arg(long, env = "DEFAULT_DISK", default_value = "10G")]
     pub default_disk: String,
@@ -184,6 +193,9 @@ pub struct Settings {
     /// True when `callback_url` was derived from the bind address, so the
     /// engine may fix its port after binding port 0.
     pub callback_url_derived: bool,
+    /// Where `/metrics` and `/healthz` are served (never on the callback
+    /// listener, which every guest reaches); `None`: not served.
+    pub metrics_bind: Option<SocketAddr>,
     /// Template for manifests that name none.
     pub default_vm_template: Option<String>,
     /// Default job timeout.
@@ -194,6 +206,8 @@ pub struct Settings {
     pub default_memory: u64,
     /// Default disk in bytes.
     pub default_disk: u64,
+    /// Most memory a job may ask for, in bytes, when known.
+    pub max_memory: Option<u64>,
     /// Heartbeat lease.
     pub heartbeat_threshold: Duration,
     /// Period of the housekeeping loop.
@@ -291,6 +305,15 @@ impl Settings {
             )
         })?;
         let callback_bind = SocketAddr::new(host, raw.callback_port);
+        let metrics_bind = match raw.metrics_addr.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(addr) => Some(addr.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "DELEGATE_METRICS_ADDR",
+                    format!("{addr:?} is not an IP address and port, e.g. 127.0.0.1:9464"),
+                )
+            })?),
+        };
         let (callback_url, callback_url_derived) = match &raw.callback_url {
             Some(url) => (check_url(url)?, false),
             None => (derive_callback_url(provider, callback_bind)?, true),
@@ -416,6 +439,7 @@ impl Settings {
             callback_bind,
             callback_url,
             callback_url_derived,
+            metrics_bind,
             default_vm_template: raw
                 .default_vm_template
                 .clone()
@@ -424,6 +448,11 @@ impl Settings {
             default_cpu: raw.default_cpu,
             default_memory: size("DEFAULT_MEMORY", &raw.default_memory)?,
             default_disk: size("DEFAULT_DISK", &raw.default_disk)?,
+            max_memory: match &raw.max_memory {
+                Some(text) => Some(size("DELEGATE_MAX_MEMORY", text)?),
+                None if provider == ProviderKind::Local => machine_memory(machine),
+                None => None,
+            },
             heartbeat_threshold,
             cleanup_interval,
             provider,
@@ -470,6 +499,22 @@ fn qemu_guest_candidates(local: &LocalArgs, machine: &dyn Machine) -> Vec<PathBu
         }
     }
     out
+}
+
+/// This machine's memory (`MemTotal` in `/proc/meminfo`): the most a
+/// local sandbox can be given.
+fn machine_memory(machine: &dyn Machine) -> Option<u64> {
+    let text = machine.read(Path::new("/proc/meminfo")).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 fn size(setting: &'static str, text: &str) -> Result<u64, SettingsError> {

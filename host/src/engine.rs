@@ -33,6 +33,24 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The callback API cannot listen on the provider's Unix socket.
+    #[error("cannot listen on {path} for the callback API: {source}")]
+    BindUnix {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `/healthz` and `/metrics` cannot listen.
+    #[error("cannot listen on {addr} for /healthz and /metrics (DELEGATE_METRICS_ADDR): {source}")]
+    BindMetrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The provider cannot work here.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -47,8 +65,11 @@ pub struct Engine {
     pub manager: JobManager,
     /// Where the callback API listens.
     pub callback_addr: SocketAddr,
+    /// Where `/healthz` and `/metrics` listen, when they are served.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    /// The callback API's server, then the operator's, if any.
+    servers: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
 }
 
 /// Builds the provider the settings name, from its own settings.
@@ -116,6 +137,15 @@ pub async fn start_engine_with(
         addr: settings.callback_bind,
         source,
     })?;
+    let metrics = match settings.metrics_bind {
+        None => None,
+        Some(addr) => {
+            let bind_err = |source| EngineError::BindMetrics { addr, source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let bound = listener.local_addr().map_err(bind_err)?;
+            Some((listener, bound))
+        }
+    };
     if settings.callback_url_derived {
         // Derived from the bind address: use the port actually bound (the
         // settings may have asked for port 0).
@@ -127,19 +157,52 @@ pub async fn start_engine_with(
                 }
             })?;
     }
+    // Bound before recovery, so resumed sandboxes find their host at once.
+    let unix_listener = match provider.callback_socket() {
+        Some(path) => Some(
+            crate::callback::bind_unix(&path)
+                .map_err(|source| EngineError::BindUnix { path, source })?,
+        ),
+        None => None,
+    };
     let manager =
         JobManager::start_locked(Arc::new(settings), store, lock, provider, shutdown.clone())
             .await?;
-    let server = tokio::spawn(crate::callback::serve(
-        listener,
-        manager.clone(),
-        shutdown.clone(),
-    ));
+    let mut servers = vec![(
+        "callback API",
+        tokio::spawn(crate::callback::serve(
+            listener,
+            manager.clone(),
+            shutdown.clone(),
+        )),
+    )];
+    let metrics_addr = metrics.map(|(listener, bound)| {
+        servers.push((
+            "/healthz and /metrics",
+            tokio::spawn(crate::callback::serve_ops(
+                listener,
+                manager.clone(),
+                shutdown.clone(),
+            )),
+        ));
+        bound
+    });
+    if let Some(l) = unix_listener {
+        servers.push((
+            "callback API (Unix socket)",
+            tokio::spawn(crate::callback::serve_unix(
+                l,
+                manager.clone(),
+                shutdown.clone(),
+            )),
+        ));
+    }
     Ok(Engine {
         manager,
         callback_addr,
+        metrics_addr,
         shutdown,
-        server,
+        servers,
     })
 }
 
@@ -150,13 +213,15 @@ impl Engine {
         self.wait().await;
     }
 
-    /// Waits until the callback API and the engine tasks have ended (after
+    /// Waits until the servers and the engine tasks have ended (after
     /// the shutdown token was cancelled), releasing `host.lock`.
     pub async fn wait(self) {
-        match self.server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "callback API failed"),
-            Err(e) => tracing::error!(error = %e, "callback API task failed"),
+        for (what, server) in self.servers {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "{what} failed"),
+                Err(e) => tracing::error!(error = %e, "{what} task failed"),
+            }
         }
         self.manager.join().await;
     }

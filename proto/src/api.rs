@@ -6,7 +6,14 @@
 //! POST /v1/jobs/{id}/events     EventBatch -> EventsAck
 //! PUT  /v1/jobs/{id}/artifacts  tar.gz stream -> ArtifactsAck
 //! POST /v1/jobs/{id}/result     JobResult -> ResultAck
+//! GET  /v1/jobs/{id}/control?wait=<seconds>   -> ControlAnswer
 //! ```
+//! `control` is a long poll the guest keeps open beside its event uplink:
+//! the host answers at once when the job must stop (cancelled, timed out,
+//! lease lost: any final state), else after at most `wait` seconds (capped
+//! at [`MAX_CONTROL_WAIT_SECS`]) with `continue`, and the guest asks again.
+//! One request per job is held at a time; a newer one answers the older
+//! with `continue`.
 //! Every request carries `Authorization: Bearer <job token>` and
 //! [`PROTOCOL_HEADER`].
 
@@ -45,6 +52,45 @@ pub fn result_path(job_id: &str) -> String {
     format!("/v1/jobs/{job_id}/result")
 }
 
+/// `/v1/jobs/{id}/control?wait=<wait_secs>`
+pub fn control_path(job_id: &str, wait_secs: u64) -> String {
+    format!("/v1/jobs/{job_id}/control?wait={wait_secs}")
+}
+
+/// Longest wait a control request may ask for; a longer one is cut to this.
+/// Under the 60 s idle timeouts common in proxies and NATs.
+pub const MAX_CONTROL_WAIT_SECS: u64 = 30;
+
+/// Query of `GET control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlQuery {
+    /// Seconds the host may hold the request when nothing happens (0: answer
+    /// at once); none means [`MAX_CONTROL_WAIT_SECS`].
+    pub wait: Option<u64>,
+}
+
+/// What the host tells a guest to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    /// Keep running; ask again.
+    Continue,
+    /// Stop the job now: SIGTERM to its tree, SIGKILL after the grace, then
+    /// collect artifacts and report as usual.
+    Stop,
+}
+
+/// Answer to `GET control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlAnswer {
+    /// What to do.
+    pub action: ControlAction,
+    /// The job's state on the host when it answered (for a stop, why:
+    /// `cancelled`, `timeout`, `failed` after a lost lease, ...).
+    pub state: JobState,
+}
+
 /// Route templates for the host's router, in axum's syntax.
 pub mod routes {
     /// Manifest route.
@@ -55,6 +101,8 @@ pub mod routes {
     pub const ARTIFACTS: &str = "/v1/jobs/{id}/artifacts";
     /// Result route.
     pub const RESULT: &str = "/v1/jobs/{id}/result";
+    /// Control (long poll) route.
+    pub const CONTROL: &str = "/v1/jobs/{id}/control";
 }
 
 /// Job ids are UUIDs in practice; anything of letters, digits and `-` up to
@@ -102,7 +150,7 @@ pub struct ResultAck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// A stable code: `unauthorized`, `not_found`, `too_large`, `bad_request`,
-    /// `conflict`, `unsupported_protocol`, `internal`.
+    /// `conflict`, `unsupported_protocol`, `busy`, `internal`.
     pub code: String,
     /// For people.
     pub message: String,
@@ -126,5 +174,9 @@ mod tests {
         assert_eq!(events_path("j"), routes::EVENTS.replace("{id}", "j"));
         assert_eq!(artifacts_path("j"), routes::ARTIFACTS.replace("{id}", "j"));
         assert_eq!(result_path("j"), routes::RESULT.replace("{id}", "j"));
+        assert_eq!(
+            control_path("j", 5),
+            format!("{}?wait=5", routes::CONTROL.replace("{id}", "j"))
+        );
     }
 }

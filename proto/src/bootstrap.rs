@@ -2,7 +2,13 @@
 //!
 //! The provider puts it where `delegate-guest boot` looks: a file written by
 //! the guest agent (Proxmox), a fw_cfg entry (QEMU), or a file handed to the
-//! child (local sandbox). The token is the job's only credential.
+//! sandbox (local provider). The token is the job's only credential.
+//!
+//! The callback URL is `http://` or `https://`, or `unix://` and the absolute
+//! path of a Unix socket (the local sandbox has no network: its one way out
+//! is the host's socket bound into it).
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +23,8 @@ pub struct Bootstrap {
     pub v: u32,
     /// The job this VM serves.
     pub job_id: String,
-    /// Base URL of the host's callback API, e.g. `http://10.0.0.1:8765`.
+    /// Base URL of the host's callback API, e.g. `http://10.0.0.1:8765`, or
+    /// its Unix socket, e.g. `unix:///run/delegate/host/callback.sock`.
     pub callback_url: String,
     /// The job's bearer token (256 random bits, hex).
     pub token: String,
@@ -66,11 +73,10 @@ impl Bootstrap {
                 rule: "must be a job id (letters, digits and '-', at most 64)",
             });
         }
-        if !(self.callback_url.starts_with("http://") || self.callback_url.starts_with("https://"))
-        {
+        if let Err(rule) = callback_address(&self.callback_url) {
             return Err(BootstrapError::Field {
                 field: "callback_url",
-                rule: "must be an http:// or https:// URL",
+                rule,
             });
         }
         if self.token.len() < 32 || !self.token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -81,6 +87,46 @@ impl Bootstrap {
         }
         Ok(())
     }
+}
+
+/// What a callback URL prefix `unix://` is followed by: an absolute path.
+pub const UNIX_URL_PREFIX: &str = "unix://";
+/// The longest socket path `connect(2)` takes (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Where a guest reaches the callback API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackAddress<'a> {
+    /// An `http://` or `https://` base URL (checked further by the client).
+    Http(&'a str),
+    /// A Unix socket; requests go to `http://localhost` over it.
+    Unix(&'a Path),
+}
+
+/// Classifies a callback URL, or says which rule it breaks.
+pub fn callback_address(url: &str) -> Result<CallbackAddress<'_>, &'static str> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(CallbackAddress::Http(url));
+    }
+    let Some(path) = url.strip_prefix(UNIX_URL_PREFIX) else {
+        return Err("must be an http://, https:// or unix:// URL");
+    };
+    if !path.starts_with('/') {
+        return Err("a unix:// URL must name an absolute socket path (unix:///run/...)");
+    }
+    if path.len() > MAX_SOCKET_PATH {
+        return Err("a unix:// socket path must be at most 107 bytes");
+    }
+    if path.split('/').any(|c| c == "..") || path.bytes().any(|b| b == 0 || b == b'?' || b == b'#')
+    {
+        return Err("a unix:// socket path must not contain '..', '?', '#' or NUL");
+    }
+    Ok(CallbackAddress::Unix(Path::new(path)))
+}
+
+/// The `unix://` callback URL of a socket path.
+pub fn unix_callback_url(socket: &Path) -> String {
+    format!("{UNIX_URL_PREFIX}{}", socket.display())
 }
 
 // The token must never reach a log line through `{:?}`.
@@ -116,6 +162,24 @@ mod tests {
     }
 
     #[test]
+    fn unix_socket_urls_name_an_absolute_path() {
+        let mut b = sample();
+        b.callback_url = unix_callback_url(Path::new("/run/delegate/host/callback.sock"));
+        assert_eq!(b.callback_url, "unix:///run/delegate/host/callback.sock");
+        b.check().unwrap();
+        assert_eq!(
+            callback_address(&b.callback_url),
+            Ok(CallbackAddress::Unix(Path::new(
+                "/run/delegate/host/callback.sock"
+            )))
+        );
+        assert_eq!(
+            callback_address("http://10.0.2.2:8765"),
+            Ok(CallbackAddress::Http("http://10.0.2.2:8765"))
+        );
+    }
+
+    #[test]
     fn debug_hides_token() {
         assert!(!format!("{:?}", sample()).contains(&"a".repeat(64)));
     }
@@ -130,6 +194,17 @@ mod tests {
         assert!(b.check().is_err());
         let mut b = sample();
         b.callback_url = "file:///etc/passwd".into();
+        assert!(b.check().is_err());
+        for bad in [
+            "unix://run/x.sock",
+            "unix:///run/../etc/x.sock",
+            "unix:///run/x.sock?a",
+            "unix://",
+        ] {
+            b.callback_url = bad.into();
+            assert!(b.check().is_err(), "{bad}");
+        }
+        b.callback_url = format!("unix:///{}", "a".repeat(MAX_SOCKET_PATH));
         assert!(b.check().is_err());
         let mut b = sample();
         b.token = "short".into();

@@ -8,6 +8,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod clock;
 pub mod event;
+pub mod event_check;
 pub mod manifest;
 pub mod microvm;
 pub mod outcome;

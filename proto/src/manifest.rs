@@ -19,6 +19,9 @@ pub const MAX_FILES: usize = 4096;
 pub const MAX_TIMEOUT_SECONDS: u64 = 604_800;
 /// Largest accepted `resources.cpu`.
 pub const MAX_CPU: u64 = 128;
+/// Largest accepted `resources.memory` (4T, Proxmox VE's ceiling for one
+/// VM); a host also refuses more than its provider can give.
+pub const MAX_MEMORY: u64 = 4 << 40;
 /// The directory inside a VM where the workspace lives; manifest paths that
 /// start with it are mapped into the actual workspace.
 pub const WORKSPACE_PREFIX: &str = "/workspace";
@@ -326,15 +329,50 @@ impl JobManifest {
 
     /// A copy with secret values replaced by `***`, safe to show or store
     /// where secrets must not appear.
+    ///
+    /// Secret values are also replaced inside every other text a client
+    /// wrote (the task, the agent's settings, other env values, input
+    /// files): a client that pastes a secret into `task` still never sees
+    /// it in a status or a listing, and a final job's stored manifest keeps
+    /// none.
     pub fn redacted(&self) -> JobManifest {
+        let secrets = self.secret_values();
+        let scrub = |t: &mut String| *t = scrub_secrets(t, &secrets);
         let mut copy = self.clone();
-        for name in &self.secrets {
-            if let Some(v) = copy.env.get_mut(name) {
+        for (name, v) in copy.env.iter_mut() {
+            if self.secrets.contains(name) {
                 *v = crate::REDACTED.to_string();
+            } else {
+                scrub(v);
             }
+        }
+        if secrets.is_empty() {
+            return copy;
+        }
+        scrub(&mut copy.task);
+        let agent = &mut copy.agent;
+        agent.command.iter_mut().for_each(scrub);
+        agent.args.iter_mut().for_each(scrub);
+        agent.append_system_prompt.iter_mut().for_each(scrub);
+        for f in &mut copy.files {
+            scrub(&mut f.content);
         }
         copy
     }
+}
+
+/// `text` with every one of `secrets` replaced by [`REDACTED`], longest
+/// first (so a secret that contains another is replaced whole).
+pub fn scrub_secrets(text: &str, secrets: &[&str]) -> String {
+    let mut sorted: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for secret in sorted {
+        if out.contains(secret) {
+            out = out.replace(secret, REDACTED);
+        }
+    }
+    out
 }
 
 /// What secrets are replaced with wherever they would otherwise appear.

@@ -10,7 +10,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{0:?} is not a size: write a number with an optional binary unit K, M, G or T \
-     (512M, 2G, 1.5G; 2GB and 2GiB mean 2G, 2 × 1024³ bytes)"
+     (like 512M, 2G, 1.5G; 2GB and 2GiB mean 2G, 2 × 1024³ bytes)"
 )]
 pub struct SizeError(pub String);
 

@@ -5,7 +5,7 @@ use base64::Engine as _;
 
 use crate::manifest::{
     AgentType, CLAUDE_PERMISSION_MODES, JobManifest, MAX_CPU, MAX_FILES, MAX_FILES_BYTES,
-    MAX_TIMEOUT_SECONDS, ManifestError, WORKSPACE_PREFIX,
+    MAX_MEMORY, MAX_TIMEOUT_SECONDS, ManifestError, WORKSPACE_PREFIX,
 };
 use crate::size::parse_size;
 
@@ -251,6 +251,12 @@ fn resources(m: &JobManifest) -> Result<(), ManifestError> {
             return Err(ManifestError::new(
                 "resources.memory",
                 "must be at least 32M",
+            ));
+        }
+        if bytes > MAX_MEMORY {
+            return Err(ManifestError::new(
+                "resources.memory",
+                format!("must be at most 4T, got {mem}"),
             ));
         }
     }

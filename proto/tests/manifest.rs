@@ -212,6 +212,11 @@ fn validation_table_names_field_and_rule() {
             "at least 32M",
         ),
         (
+            with(json!({"resources": {"memory": "1000000T"}})),
+            "resources.memory",
+            "at most 4T, got 1000000T",
+        ),
+        (
             with(json!({"resources": {"disk": "2X"}})),
             "resources.disk",
             "like 512M",

@@ -76,6 +76,8 @@ pub struct HostEnv {
     /// Keeps the directory alive.
     pub dir: tempfile::TempDir,
     vars: Vec<(String, String)>,
+    /// The uid and gid hosts run as, when not the test's own.
+    run_as: Option<(u32, u32)>,
 }
 
 impl Default for HostEnv {
@@ -91,6 +93,7 @@ impl HostEnv {
         let mut env = HostEnv {
             dir,
             vars: Vec::new(),
+            run_as: None,
         };
         let data = env.data_dir();
         env.set("DELEGATE_DATA_DIR", data.display().to_string());
@@ -136,8 +139,25 @@ impl HostEnv {
             }
         }
         cmd.envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
         cmd.kill_on_drop(true);
         cmd
+    }
+
+    /// Makes hosts started from this env run as `uid`/`gid` (the test must
+    /// be root): the data directory becomes theirs and the scratch
+    /// directory traversable, as for a host run by an ordinary user.
+    pub fn run_as(&mut self, uid: u32, gid: u32) -> &mut Self {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod the scratch directory");
+        let data = self.data_dir();
+        std::fs::create_dir_all(&data).expect("create the data directory");
+        std::os::unix::fs::chown(&data, Some(uid), Some(gid)).expect("chown the data directory");
+        self.run_as = Some((uid, gid));
+        self
     }
 
     fn stderr_file(&self) -> std::fs::File {
@@ -503,6 +523,57 @@ pub fn sleeper_manifest(marker: &str, timeout: u64) -> Value {
         "statusMode": "streaming",
         "timeout": timeout,
     })
+}
+
+/// Pids of every process of the local sandboxes under `data_dir`: each
+/// sandbox's recorded pid (`sandboxes/*/pid`) and all its descendants. (The
+/// processes inside a sandbox see other paths than the host's, so their
+/// command lines do not name the data directory.)
+pub fn sandbox_pids(data_dir: &Path) -> Vec<u32> {
+    let roots: Vec<u32> = std::fs::read_dir(data_dir.join("sandboxes"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("pid")).ok())
+                .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(ppid) = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        parent.insert(pid, ppid);
+    }
+    let mut out = Vec::new();
+    for &pid in parent.keys() {
+        let mut p = pid;
+        loop {
+            if roots.contains(&p) {
+                out.push(pid);
+                break;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp != 0 => p = pp,
+                _ => break,
+            }
+        }
+    }
+    out
 }
 
 /// Pids of processes whose command line contains `marker`.

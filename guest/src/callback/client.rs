@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use delegate_proto::JobResult;
 use delegate_proto::api::{self, ArtifactsAck, JobSpec, ResultAck};
+use delegate_proto::bootstrap::{self, CallbackAddress};
 use delegate_proto::manifest::MAX_MANIFEST_BYTES;
 use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -52,15 +53,28 @@ impl CallbackClient {
                 job_id: job_id.to_string(),
             });
         }
-        let base = check_base_url(base_url)?;
-        let client = reqwest::Client::builder()
+        let (base, socket) = match bootstrap::callback_address(base_url) {
+            Ok(CallbackAddress::Unix(path)) => (UNIX_BASE.to_string(), Some(path)),
+            Ok(CallbackAddress::Http(_)) => (check_base_url(base_url)?, None),
+            Err(reason) => {
+                return Err(CallbackError::InvalidUrl {
+                    url: base_url.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
             .user_agent(concat!("delegate-guest/", env!("CARGO_PKG_VERSION")))
             // The callback API is reached directly; a proxy from the VM's
             // environment would only see the token.
-            .no_proxy()
-            .build()
-            .map_err(CallbackError::Client)?;
+            .no_proxy();
+        if let Some(path) = socket {
+            // Every request goes over the host's socket (the local sandbox
+            // has no network); the URL only carries the paths.
+            builder = builder.unix_socket(path);
+        }
+        let client = builder.build().map_err(CallbackError::Client)?;
         let endpoint = Endpoint::new(client, base, job_id.to_string(), &token)?;
         Ok(CallbackClient {
             endpoint: Arc::new(endpoint),
@@ -198,6 +212,9 @@ impl CallbackClient {
     }
 }
 
+/// The base URL of requests sent over a Unix socket.
+const UNIX_BASE: &str = "http://localhost";
+
 /// Checks the base URL and strips trailing slashes, so `base + path` is right.
 fn check_base_url(base_url: &str) -> Result<String, CallbackError> {
     let invalid = |reason: &str| CallbackError::InvalidUrl {
@@ -239,6 +256,21 @@ mod tests {
         for bad in ["ftp://x", "not a url", "http://x/?a=b", "http://u:p@x/"] {
             assert!(check_base_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unix_socket_urls_are_accepted_and_checked() {
+        let token = "t".repeat(64);
+        let client = CallbackClient::new(
+            "unix:///run/delegate/host/callback.sock",
+            "job-1",
+            token.clone(),
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!(client.endpoint.base, UNIX_BASE);
+        let err = CallbackClient::new("unix://relative.sock", "job-1", token, Default::default());
+        assert!(matches!(err, Err(CallbackError::InvalidUrl { .. })));
     }
 
     #[test]

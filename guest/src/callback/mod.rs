@@ -23,7 +23,8 @@
 //! # Order of a job (callback mode)
 //! [`find_bootstrap`] → [`CallbackClient::new`] → [`CallbackClient::fetch_spec`]
 //! → [`CallbackClient::start_uplink`] → events via [`Uplink::send`] (watch
-//! [`Uplink::cancelled`]) → [`Uplink::flush`] → [`CallbackClient::upload_artifacts`]
+//! [`Uplink::cancelled`], set by the control long poll the uplink runs
+//! beside itself, or by an event ack) → [`Uplink::flush`] → [`CallbackClient::upload_artifacts`]
 //! → [`CallbackClient::post_result`]. The result comes last: once it is
 //! stored the host stops accepting the job's token.
 //!
@@ -56,6 +57,7 @@
 mod backoff;
 mod bootstrap;
 mod client;
+mod control;
 mod error;
 mod http;
 mod options;

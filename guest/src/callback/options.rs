@@ -32,6 +32,9 @@ pub struct CallbackOptions {
     pub batch_interval: Duration,
     /// Bytes of queued events kept in memory; beyond, they go to the spool.
     pub memory_limit: usize,
+    /// How long the host may hold a control request (`GET control`) when
+    /// nothing happens; capped at `proto::api::MAX_CONTROL_WAIT_SECS`.
+    pub control_wait: Duration,
     /// Bytes of events in the spool directory; beyond, the oldest log chunks,
     /// heartbeats and progress are dropped (and reported as dropped).
     pub spool_limit: u64,
@@ -52,6 +55,7 @@ impl Default for CallbackOptions {
             batch_interval: Duration::from_millis(200),
             memory_limit: 4 * 1024 * 1024,
             spool_limit: 256 * 1024 * 1024,
+            control_wait: Duration::from_secs(25),
         }
     }
 }

@@ -19,8 +19,11 @@ use crate::agent::{self, ResolveError, claude};
 use crate::env::{EnvInputs, build as build_env};
 use crate::output::{Observer, Pump, PumpResult};
 use crate::report::Reporter;
-use crate::supervise::{Containment, ExitStatus, Limits, RunUser, SpawnSpec, Tree, spawn};
+use crate::supervise::{
+    Containment, ExitStatus, Limits, RunUser, SpawnSpec, Tree, failed_in_view, spawn,
+};
 use crate::workspace::Layout;
+use crate::workspace::view::WorkspaceView;
 use delegate_proto::JobManifest;
 
 /// How long to wait for the output pipes to close after the tree is gone
@@ -70,6 +73,8 @@ pub struct RunInputs<'a> {
     pub manifest: &'a JobManifest,
     /// Its directories.
     pub layout: &'a Layout,
+    /// How the agent sees them.
+    pub view: &'a WorkspaceView,
     /// Settings.
     pub opts: &'a JobOptions,
     /// The agent's user, when privileges are dropped.
@@ -125,14 +130,43 @@ fn resolve_agent(
     Ok((found, note))
 }
 
+/// Puts the real paths back into `env` where it holds the mapped ones
+/// (a value the manifest set itself stays).
+fn unmap_env(env: &mut BTreeMap<String, String>, mapped: &WorkspaceView, layout: &Layout) {
+    for (key, real) in [
+        ("WORKSPACE", &layout.workspace),
+        ("HOME", &layout.home),
+        ("TMPDIR", &layout.tmp),
+    ] {
+        let seen = mapped.agent_path(real).display().to_string();
+        if env.get(key) == Some(&seen) {
+            env.insert(key.to_string(), real.display().to_string());
+        }
+    }
+}
+
 /// Runs the agent to its end.
 pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
     let m = i.manifest;
     let inv = agent::invocation(m);
+    // The agent keeping the runner's user still gets USER, as everywhere.
+    let own_name = i
+        .user
+        .is_none()
+        .then(crate::supervise::user::own_name)
+        .flatten();
+    let mut view = i.view.clone();
+    let seen = |p: &std::path::Path| view.agent_path(p);
+    let (workspace, home, tmp) = (
+        seen(&i.layout.workspace),
+        seen(&i.layout.home),
+        seen(&i.layout.tmp),
+    );
     let mut env = build_env(EnvInputs {
-        home: &i.layout.home,
-        tmp: &i.layout.tmp,
-        user: i.user.map(|u| u.name.as_str()),
+        workspace: &workspace,
+        home: &home,
+        tmp: &tmp,
+        user: i.user.map(|u| u.name.as_str()).or(own_name.as_deref()),
         defaults: &inv.env_defaults,
         manifest: &m.env,
     });
@@ -188,21 +222,40 @@ pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
         i.user.is_some(),
         Limits::current_nofile_hard(),
     );
-    let running = match &found_note {
-        Some(note) => format!("{}; {note}", inv.label),
-        None => inv.label.clone(),
-    };
+    let running = std::iter::once(inv.label.clone())
+        .chain(found_note)
+        .chain(view.note())
+        .chain(Some(i.containment.limits_line()))
+        .collect::<Vec<_>>()
+        .join("; ");
     i.reporter.phase(delegate_proto::Phase::Running, running);
-    let spawned = spawn(SpawnSpec {
-        program: &program,
-        arg0: &inv.program,
-        args: &inv.args,
-        env: &env,
-        cwd: &i.layout.workspace,
-        user: i.user,
-        limits,
-        cgroup: cgroup.as_ref().map(|c| (c.dir_fd(), c.procs_file())),
-    });
+    let spawn_with = |view: &WorkspaceView, env: &BTreeMap<String, String>| {
+        let planned = view.spawn_view();
+        spawn(SpawnSpec {
+            program: &program,
+            arg0: &inv.program,
+            args: &inv.args,
+            env,
+            cwd: &i.layout.workspace,
+            user: i.user,
+            limits,
+            cgroup: cgroup.as_ref().map(|c| (c.dir_fd(), c.procs_file())),
+            view: planned.as_ref().map(|(ws, root)| (*ws, root.as_path())),
+        })
+    };
+    let mut spawned = spawn_with(&view, &env);
+    if let Err(e) = &spawned
+        && failed_in_view(e)
+    {
+        // No user namespaces here: the agent sees the real paths instead,
+        // and the summary says so.
+        let mapped = std::mem::replace(&mut view, WorkspaceView::failed(&e.to_string()));
+        unmap_env(&mut env, &mapped, i.layout);
+        if let Some(note) = view.note() {
+            i.reporter.progress(None, note);
+        }
+        spawned = spawn_with(&view, &env);
+    }
     let spawned = match spawned {
         Ok(s) => s,
         Err(e) => {

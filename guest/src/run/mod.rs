@@ -18,6 +18,7 @@ use crate::callback::{CallbackClient, Uplink};
 use crate::redact::Secrets;
 use crate::report::Reporter;
 use crate::supervise::{CgroupLimits, Containment, UserPolicy, user};
+use crate::workspace::view::WorkspaceView;
 use crate::workspace::{Layout, unpack};
 
 pub use agent::AgentOutcome;
@@ -124,6 +125,8 @@ pub async fn run_job(
                 pids: Some(PIDS_MAX),
             };
             let containment = Containment::set_up(&limits, opts.use_cgroup);
+            // Tried with the agent's own spawn (see `agent`).
+            let view = WorkspaceView::plan(&layout.workspace);
             reporter.phase(
                 Phase::Preparing,
                 std::iter::once(format!(
@@ -140,6 +143,7 @@ pub async fn run_job(
                 &manifest,
                 &opts,
                 layout,
+                &view,
                 user,
                 &containment,
                 &reporter,
@@ -228,7 +232,7 @@ pub async fn run_job(
     if let Ok(l) = &layout
         && let Some(root) = &l.temp_root
     {
-        eprintln!(
+        crate::say!(
             "delegate-guest: workspace and logs kept in {}",
             root.display()
         );
@@ -244,6 +248,7 @@ async fn unpack_and_run(
     manifest: &JobManifest,
     opts: &JobOptions,
     layout: &Layout,
+    view: &WorkspaceView,
     user: Option<&user::RunUser>,
     containment: &Containment,
     reporter: &Arc<Reporter>,
@@ -258,6 +263,7 @@ async fn unpack_and_run(
     agent::run(agent::RunInputs {
         manifest,
         layout,
+        view,
         opts,
         user,
         containment,
@@ -446,6 +452,6 @@ async fn finish_with_host(reporter: &Reporter, client: &CallbackClient, result: 
         }
     }
     if let Err(e) = client.post_result(result).await {
-        eprintln!("delegate-guest: could not send the result to the host: {e}");
+        crate::say!("delegate-guest: could not send the result to the host: {e}");
     }
 }

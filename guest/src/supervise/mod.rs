@@ -21,6 +21,7 @@
 //! and runs as an unprivileged user when the runner is root.
 
 pub mod cgroup;
+mod mountview;
 pub mod procfs;
 pub mod reaper;
 pub mod rlimit;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 pub use cgroup::{CgroupLimits, JobCgroup};
 pub use reaper::ExitStatus;
 pub use rlimit::Limits;
-pub use spawn::{SpawnSpec, Spawned, spawn};
+pub use spawn::{SpawnSpec, Spawned, failed_in_view, spawn};
 pub use tree::{StopReport, Tree};
 pub use user::{RunUser, UserPolicy};
 
@@ -45,6 +46,8 @@ pub struct Containment {
     pub cgroup: Option<Arc<JobCgroup>>,
     /// Why there is none, or which limits it enforces.
     pub note: String,
+    /// The cgroup limits in force (`memory.max`, `cpu.max`, `pids.max`).
+    pub held: Vec<&'static str>,
 }
 
 impl Containment {
@@ -57,6 +60,7 @@ impl Containment {
             return Containment {
                 cgroup: None,
                 note: "no cgroup (disabled); subreaper".into(),
+                held: Vec::new(),
             };
         }
         match JobCgroup::create(limits) {
@@ -72,6 +76,7 @@ impl Containment {
                 if a.pids {
                     parts.push("pids.max");
                 }
+                let held = parts.clone();
                 if cg.has_kill() {
                     parts.push("cgroup.kill");
                 }
@@ -79,12 +84,51 @@ impl Containment {
                 Containment {
                     cgroup: Some(Arc::new(cg)),
                     note,
+                    held,
                 }
             }
             Err(why) => Containment {
                 cgroup: None,
                 note: format!("no cgroup ({why}); subreaper"),
+                held: Vec::new(),
             },
         }
+    }
+
+    /// Which resource limits hold, for the running phase's status line:
+    /// the cgroup's, and the rlimits every agent gets.
+    pub fn limits_line(&self) -> String {
+        let rlimits = "rlimits (open files; file size when resources.disk is set)";
+        if self.held.is_empty() {
+            format!("limits: {rlimits} only")
+        } else {
+            format!("limits: {}, {rlimits}", self.held.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limits_line_names_what_holds() {
+        let mut c = Containment {
+            cgroup: None,
+            note: String::new(),
+            held: Vec::new(),
+        };
+        assert!(
+            c.limits_line().ends_with("is set) only"),
+            "{}",
+            c.limits_line()
+        );
+        c.held = vec!["memory.max", "pids.max"];
+        assert!(
+            c.limits_line()
+                .starts_with("limits: memory.max, pids.max, rlimits"),
+            "{}",
+            c.limits_line()
+        );
     }
 }

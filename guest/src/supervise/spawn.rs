@@ -22,6 +22,7 @@ use std::path::Path;
 
 use tokio::sync::oneshot;
 
+use super::mountview::MountView;
 use super::reaper::{ExitStatus, Reaper};
 use super::rlimit::Limits;
 use super::user::RunUser;
@@ -51,6 +52,9 @@ pub struct SpawnSpec<'a> {
     /// The job cgroup: its directory (for `CLONE_INTO_CGROUP`) and its
     /// `cgroup.procs` (for the `fork` fallback).
     pub cgroup: Option<(&'a OwnedFd, &'a CString)>,
+    /// Show the agent `.0` (the workspace) at `/workspace`, building its
+    /// root in the empty directory `.1` (see [`super::mountview`]).
+    pub view: Option<(&'a Path, &'a Path)>,
 }
 
 /// A started agent.
@@ -80,6 +84,7 @@ enum Step {
     Gid,
     Uid,
     Exec,
+    View,
 }
 
 impl Step {
@@ -95,9 +100,27 @@ impl Step {
             8 => "setgid",
             9 => "setuid",
             10 => "exec",
+            11 => "making the /workspace view (user and mount namespaces)",
             _ => "setting up the child",
         }
     }
+}
+
+/// A step of the child's set-up failed before exec.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {cause}")]
+struct SetupError {
+    step: &'static str,
+    in_view: bool,
+    cause: std::io::Error,
+}
+
+/// Whether `e` (from [`spawn`]) says only the `/workspace` view could not
+/// be made: the same spawn without the view may still work.
+pub fn failed_in_view(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<SetupError>())
+        .is_some_and(|s| s.in_view)
 }
 
 /// Everything the child needs, made before the clone.
@@ -115,6 +138,7 @@ struct Prepared {
     limits: Limits,
     ids: Option<(u32, u32, Vec<libc::gid_t>)>,
     cgroup_procs: Option<CString>,
+    view: Option<MountView>,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> std::io::Result<CString> {
@@ -192,6 +216,21 @@ pub fn spawn(spec: SpawnSpec<'_>) -> std::io::Result<Spawned> {
             )
         }),
         cgroup_procs: spec.cgroup.map(|(_, procs)| procs.clone()),
+        view: match spec.view {
+            Some((workspace, root)) => {
+                let (uid, gid) = spec.user.map_or_else(
+                    || {
+                        (
+                            nix::unistd::geteuid().as_raw(),
+                            nix::unistd::getegid().as_raw(),
+                        )
+                    },
+                    |u| (u.uid.as_raw(), u.gid.as_raw()),
+                );
+                Some(MountView::new(workspace, root, uid, gid)?)
+            }
+            None => None,
+        },
     };
     let cgroup_fd = spec.cgroup.map(|(fd, _)| fd.as_raw_fd());
     let (pid, (stdout, stderr), exit) = Reaper::global().spawn_guarded(|| {
@@ -217,7 +256,11 @@ pub fn spawn(spec: SpawnSpec<'_>) -> std::io::Result<Spawned> {
             let cause = std::io::Error::from_raw_os_error(errno);
             return Err(std::io::Error::new(
                 cause.kind(),
-                format!("{}: {cause}", Step::from_u32(step)),
+                SetupError {
+                    step: Step::from_u32(step),
+                    in_view: step == Step::View as u32,
+                    cause,
+                },
             ));
         }
         Ok((pid, (File::from(out_r), File::from(err_r))))
@@ -424,6 +467,11 @@ unsafe fn child_main(p: &Prepared, join_cgroup: bool) -> ! {
             {
                 fail(Step::Uid, libc::EPERM);
             }
+        }
+        if let Some(view) = &p.view
+            && let Err(e) = view.enter()
+        {
+            fail(Step::View, e);
         }
         let e = sys(
             libc::SYS_execve,

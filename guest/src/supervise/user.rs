@@ -99,6 +99,20 @@ pub fn resolve(policy: &UserPolicy, runner_is_root: bool) -> Result<Option<RunUs
     Ok(Some(user))
 }
 
+/// The name of the runner's own user: /etc/passwd first, then NSS, then
+/// `$USER` (a uid without an account, as in some containers).
+pub fn own_name() -> Option<String> {
+    let uid = nix::unistd::geteuid();
+    user_files::name_of(Path::new(PASSWD_FILE), uid.as_raw())
+        .or_else(|| {
+            nix::unistd::User::from_uid(uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+}
+
 fn lookup(name: &str) -> Result<Option<RunUser>, UserError> {
     match local(name) {
         Some(u) => Ok(Some(u)),

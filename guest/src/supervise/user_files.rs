@@ -39,6 +39,17 @@ pub fn account(path: &Path, name: &str) -> Option<Account> {
     })
 }
 
+/// The name of `uid` in the passwd file at `path`.
+pub fn name_of(path: &Path, uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        (fields.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}
+
 /// The groups `name` belongs to by the group file at `path`, `primary`
 /// first; `None` when the file cannot be read.
 pub fn groups(path: &Path, name: &str, primary: Gid) -> Option<Vec<Gid>> {
@@ -81,6 +92,14 @@ mod tests {
         std::fs::write(dir.path().join("passwd"), PASSWD).unwrap();
         std::fs::write(dir.path().join("group"), GROUP).unwrap();
         dir
+    }
+
+    #[test]
+    fn names_a_uid() {
+        let dir = files();
+        let passwd = dir.path().join("passwd");
+        assert_eq!(name_of(&passwd, 999).as_deref(), Some("delegate"));
+        assert_eq!(name_of(&passwd, 4242), None);
     }
 
     #[test]

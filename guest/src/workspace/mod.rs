@@ -7,6 +7,7 @@
 //! printed on stderr) so output and files can be inspected.
 
 pub mod unpack;
+pub mod view;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,8 @@ impl Layout {
         }
         ensure_dir(&workspace, &format!("{PRIVATE_DIR}/home"), 0o700, owner)?;
         ensure_dir(&workspace, &format!("{PRIVATE_DIR}/tmp"), 0o700, owner)?;
+        // Where a standalone run builds the agent's root (`view`): empty.
+        ensure_dir(&workspace, &format!("{PRIVATE_DIR}/root"), 0o700, owner)?;
         Ok(Layout {
             home: workspace.join(PRIVATE_DIR).join("home"),
             tmp: workspace.join(PRIVATE_DIR).join("tmp"),

@@ -15,11 +15,17 @@ pub fn respond(e: GuestError) -> Response {
         // 409: the guest stops calling (it treats 409/410 as "job is over").
         GuestError::Final(_) => (StatusCode::CONFLICT, "conflict"),
         GuestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-        GuestError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        GuestError::TooLarge { .. } | GuestError::TooMany { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        }
         GuestError::UnsupportedProtocol(_) => (StatusCode::BAD_REQUEST, "unsupported_protocol"),
+        // 503: the guest retries with backoff.
+        GuestError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         GuestError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
-    if status.is_server_error() {
+    if matches!(e, GuestError::Busy(_)) {
+        tracing::warn!(error = %e, "callback request refused");
+    } else if status.is_server_error() {
         tracing::error!(error = %e, "callback request failed");
     } else {
         tracing::debug!(error = %e, %status, "callback request refused");
@@ -36,6 +42,12 @@ pub fn respond(e: GuestError) -> Response {
         resp.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,
             axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
         );
     }
     resp

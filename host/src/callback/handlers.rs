@@ -2,23 +2,30 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use delegate_proto::api::{MAX_EVENTS_BODY, MAX_RESULT_BODY, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use delegate_proto::api::{
+    ControlQuery, MAX_CONTROL_WAIT_SECS, MAX_EVENTS_BODY, MAX_RESULT_BODY, PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+};
 use delegate_proto::{EventBatch, JobResult};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::budget;
 use super::error::respond;
 use crate::jobs::JobManager;
 use crate::jobs::guest::GuestError;
 
-/// `GET manifest` carries no body; anything beyond this is refused.
-const MAX_MANIFEST_REQUEST_BODY: u64 = 4096;
+/// `GET manifest` and `GET control` carry no body; anything beyond this is
+/// refused.
+const MAX_GET_REQUEST_BODY: u64 = 4096;
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -93,7 +100,7 @@ pub(super) async fn manifest(
             &m,
             &id,
             &headers,
-            MAX_MANIFEST_REQUEST_BODY,
+            MAX_GET_REQUEST_BODY,
             "a manifest request body",
         )
         .await?;
@@ -110,8 +117,38 @@ pub(super) async fn events(
 ) -> Response {
     let r = async {
         admit(&m, &id, &headers, MAX_EVENTS_BODY as u64, "an event batch").await?;
+        let _share = budget::reserve(&headers, MAX_EVENTS_BODY).await;
         let batch: EventBatch = json_body(body, MAX_EVENTS_BODY, "event batch").await?;
         m.guest_events(&id, batch).await
+    };
+    reply(r.await)
+}
+
+/// `GET control`: a long poll, held until the job must stop or `wait`
+/// seconds (at most [`MAX_CONTROL_WAIT_SECS`]) pass.
+pub(super) async fn control(
+    State(m): State<JobManager>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<ControlQuery>, QueryRejection>,
+) -> Response {
+    let r = async {
+        admit(
+            &m,
+            &id,
+            &headers,
+            MAX_GET_REQUEST_BODY,
+            "a control request body",
+        )
+        .await?;
+        let Query(q) =
+            query.map_err(|e| GuestError::BadRequest(format!("the control query: {e}")))?;
+        let wait = q
+            .wait
+            .unwrap_or(MAX_CONTROL_WAIT_SECS)
+            .min(MAX_CONTROL_WAIT_SECS);
+        m.guest_control(&id, std::time::Duration::from_secs(wait))
+            .await
     };
     reply(r.await)
 }
@@ -124,6 +161,7 @@ pub(super) async fn result(
 ) -> Response {
     let r = async {
         admit(&m, &id, &headers, MAX_RESULT_BODY as u64, "a result").await?;
+        let _share = budget::reserve(&headers, MAX_RESULT_BODY).await;
         let result: JobResult = json_body(body, MAX_RESULT_BODY, "result").await?;
         m.guest_result(&id, result).await
     };
@@ -172,31 +210,6 @@ pub(super) async fn artifacts(
     reply(r.await)
 }
 
-pub(super) async fn healthz(State(m): State<JobManager>) -> Response {
-    match m.store().run(|s| s.count_by_state()).await {
-        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
-        )
-            .into_response(),
-    }
-}
-
-pub(super) async fn metrics(State(m): State<JobManager>) -> Response {
-    match m.render_metrics().await {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => respond(GuestError::Internal(e.to_string())),
-    }
-}
-
 /// Counts every request by route and status for `/metrics`.
 pub(super) async fn count_requests(
     State(m): State<JobManager>,
@@ -208,6 +221,7 @@ pub(super) async fn count_requests(
         Some(p) if p.ends_with("/events") => "events",
         Some(p) if p.ends_with("/artifacts") => "artifacts",
         Some(p) if p.ends_with("/result") => "result",
+        Some(p) if p.ends_with("/control") => "control",
         Some("/healthz") => "healthz",
         Some("/metrics") => "metrics",
         _ => "other",

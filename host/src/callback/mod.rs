@@ -1,5 +1,6 @@
-//! The callback API guests report to (`/v1/jobs/{id}/...`), plus `/healthz`
-//! and `/metrics`.
+//! The callback API guests report to (`/v1/jobs/{id}/...`) and nothing
+//! else: every guest reaches its listener. The operator's `/healthz` and
+//! `/metrics` are served elsewhere ([`ops`], `DELEGATE_METRICS_ADDR`).
 //!
 //! Handlers are thin: check the size, the protocol version and the token,
 //! parse, call the job manager, map its answer. Every route has a body
@@ -7,19 +8,22 @@
 //! while the body streams in. Status codes come from one function,
 //! [`error::respond`].
 
+pub mod budget;
 mod error;
 mod handlers;
+mod ops;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use delegate_proto::api::routes;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobManager;
 
 pub use error::respond;
+pub use ops::ops_router;
 
 /// The router, for tests that drive it without a socket.
 pub fn router(manager: JobManager) -> Router {
@@ -28,8 +32,7 @@ pub fn router(manager: JobManager) -> Router {
         .route(routes::EVENTS, post(handlers::events))
         .route(routes::ARTIFACTS, put(handlers::artifacts))
         .route(routes::RESULT, post(handlers::result))
-        .route("/healthz", get(handlers::healthz))
-        .route("/metrics", get(handlers::metrics))
+        .route(routes::CONTROL, get(handlers::control))
         // Handlers read bodies themselves, each with its own cap.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
@@ -40,6 +43,8 @@ pub fn router(manager: JobManager) -> Router {
 }
 
 /// Serves the callback API on `listener` until `shutdown` is cancelled.
+/// Held control requests are answered at once then, so the shutdown never
+/// waits out a long poll.
 pub async fn serve(
     listener: TcpListener,
     manager: JobManager,
@@ -48,7 +53,66 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "callback API listening");
     }
-    axum::serve(listener, router(manager))
+    let app = router(manager.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            manager.end_control_waits();
+        })
+        .await
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until `shutdown` is
+/// cancelled.
+pub async fn serve_ops(
+    listener: TcpListener,
+    manager: JobManager,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "/healthz and /metrics listening");
+    }
+    axum::serve(listener, ops_router(manager))
         .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Binds the callback API's Unix socket at `path` (a file left by an
+/// earlier engine is replaced: this engine holds `host.lock`). The socket
+/// is 0666: its directory decides who reaches it (the sandboxes, through a
+/// bind mount; the data directory above it is 0700).
+pub fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "something other than a socket is in the way",
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Serves the callback API on a Unix socket until `shutdown` is cancelled.
+pub async fn serve_unix(
+    listener: UnixListener,
+    manager: JobManager,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(socket = ?addr.as_pathname(), "callback API listening");
+    }
+    let app = router(manager.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            manager.end_control_waits();
+        })
         .await
 }

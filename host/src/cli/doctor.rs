@@ -20,7 +20,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
             let report =
                 crate::provider::proxmox::doctor(pve, settings.default_vm_template.as_deref())
                     .await;
-            let checks: Vec<_> = report
+            let mut list: Vec<_> = report
                 .checks
                 .iter()
                 .map(|c| json!({"name": c.name, "ok": c.ok, "detail": c.detail}))
@@ -30,16 +30,32 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
                 .iter()
                 .map(|m| json!({"path": m.path, "privilege": m.privilege, "why": m.why}))
                 .collect();
+            let (space_ok, space_text, space_value) = checks(vec![data_dir_check(settings)]);
+            list.extend(
+                space_value["checks"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            let ok = report.ok() && space_ok;
             let value = json!({
-                "ok": report.ok(),
+                "ok": ok,
                 "version": report.version,
-                "checks": checks,
+                "checks": list,
                 "missing_privileges": missing,
             });
-            (report.ok(), report.to_string(), value)
+            (ok, format!("{report}{space_text}"), value)
         }
-        (ProviderKind::Local, _) => checks(local_checks(settings)),
-        (ProviderKind::Qemu, _) => checks(qemu_checks(settings)),
+        (ProviderKind::Local, _) => {
+            let mut list = local_checks(settings);
+            list.push(data_dir_check(settings));
+            checks(list)
+        }
+        (ProviderKind::Qemu, _) => {
+            let mut list = qemu_checks(settings);
+            list.push(data_dir_check(settings));
+            checks(list)
+        }
         (ProviderKind::Proxmox, None) => checks(vec![(
             "proxmox provider",
             false,
@@ -87,6 +103,32 @@ fn qemu_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {
             .into_iter()
             .map(|c| (c.name, c.ok, c.detail))
             .collect(),
+    }
+}
+
+/// Free space below which `doctor` fails the data directory: a job's logs
+/// alone may take `DELEGATE_MAX_LOG_BYTES` per stream.
+const LOW_SPACE: u64 = 256 << 20;
+
+/// The data directory's free space (the host stores every job's logs,
+/// events and artifacts there; a full one fails the jobs that write).
+fn data_dir_check(settings: &Settings) -> (&'static str, bool, String) {
+    let dir = &settings.data_dir;
+    // A data directory not made yet is judged by the nearest existing parent.
+    let probe = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
+    match crate::store::disk_space(probe) {
+        Ok(space) => {
+            let ok = space.free >= LOW_SPACE;
+            let mut detail = format!("{}: {space}", dir.display());
+            if !ok {
+                detail.push_str(&format!(
+                    "; below {}: jobs fail when it fills",
+                    delegate_proto::size::format_size(LOW_SPACE)
+                ));
+            }
+            ("data directory", ok, detail)
+        }
+        Err(e) => ("data directory", false, e.to_string()),
     }
 }
 

@@ -86,7 +86,9 @@ pub async fn submit(
 /// Starts an engine in this process for `submit --wait`. When the callback
 /// port is taken (a server of another data directory, say) and the URL is
 /// derived from it, any free port does for a one-shot local run.
-async fn engine_here(settings: Settings) -> Result<Engine, CliError> {
+async fn engine_here(mut settings: Settings) -> Result<Engine, CliError> {
+    // A one-shot run serves no /metrics: a server may hold that address.
+    settings.metrics_bind = None;
     let retry = settings.callback_url_derived.then(|| {
         let mut s = settings.clone();
         s.callback_bind.set_port(0);

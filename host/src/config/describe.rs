@@ -16,6 +16,11 @@ impl Settings {
             ("CALLBACK_HOST", self.callback_bind.ip().to_string()),
             ("CALLBACK_PORT", self.callback_bind.port().to_string()),
             ("CALLBACK_URL", self.callback_url.clone()),
+            (
+                "DELEGATE_METRICS_ADDR",
+                self.metrics_bind
+                    .map_or_else(|| "(off)".into(), |a| a.to_string()),
+            ),
             ("DEFAULT_VM_TEMPLATE", opt(&self.default_vm_template)),
             ("DEFAULT_TIMEOUT", secs(self.default_timeout)),
             ("DEFAULT_CPU", self.default_cpu.to_string()),
@@ -59,6 +64,18 @@ impl Settings {
                 self.local_unsandboxed.to_string(),
             ),
             (
+                "DELEGATE_LOCAL_JOB_UID",
+                self.local
+                    .as_ref()
+                    .map_or_else(|| "(none)".into(), |l| l.job_uid.to_string()),
+            ),
+            (
+                "DELEGATE_LOCAL_JOB_GID",
+                self.local
+                    .as_ref()
+                    .map_or_else(|| "(none)".into(), |l| l.job_gid.to_string()),
+            ),
+            (
                 "DELEGATE_HTTP_TOKEN",
                 self.http_token
                     .as_ref()
@@ -71,6 +88,10 @@ impl Settings {
             (
                 "DELEGATE_MAX_RESOURCE_BYTES",
                 format_size(self.max_resource_bytes),
+            ),
+            (
+                "DELEGATE_MAX_MEMORY",
+                self.max_memory.map_or_else(|| "(none)".into(), format_size),
             ),
         ];
         if let Some(p) = &self.proxmox {

@@ -47,6 +47,8 @@ fn defaults_match_the_original_server() {
     assert_eq!(s.callback_bind.to_string(), "0.0.0.0:8765");
     assert_eq!(s.callback_url, "http://127.0.0.1:8765");
     assert!(s.callback_url_derived);
+    // Nothing but the callback API is served unless asked for.
+    assert_eq!(s.metrics_bind, None);
     assert_eq!(s.default_timeout, Duration::from_secs(3600));
     assert_eq!(s.default_cpu, 2);
     assert_eq!(s.default_memory, 2 << 30);
@@ -64,6 +66,26 @@ fn defaults_match_the_original_server() {
 }
 
 #[test]
+fn metrics_address_is_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = fake_guest(dir.path());
+    let with = |addr: &str| {
+        Settings::resolve_with(
+            raw(&["--guest-bin", g.to_str().unwrap(), "--metrics-addr", addr]),
+            &machine(dir.path()),
+        )
+        .unwrap()
+        .metrics_bind
+    };
+    assert_eq!(
+        with("127.0.0.1:9464"),
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(with("[::1]:0"), Some("[::1]:0".parse().unwrap()));
+    assert_eq!(with(""), None);
+}
+
+#[test]
 fn errors_name_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let guest = fake_guest(dir.path());
@@ -71,6 +93,7 @@ fn errors_name_the_setting() {
     for (args, setting) in [
         (vec!["--callback-host", "example.com"], "CALLBACK_HOST"),
         (vec!["--callback-url", "ftp://x"], "CALLBACK_URL"),
+        (vec!["--metrics-addr", "localhost"], "DELEGATE_METRICS_ADDR"),
         (vec!["--default-timeout", "0"], "DEFAULT_TIMEOUT"),
         (vec!["--default-timeout", "999999999"], "DEFAULT_TIMEOUT"),
         (vec!["--default-memory", "lots"], "DEFAULT_MEMORY"),
@@ -258,4 +281,26 @@ fn qemu_vms_reach_the_callback_through_a_relay_on_loopback() {
     assert!(c.contains(&std::path::PathBuf::from(
         "/w/target/x86_64-unknown-linux-musl/release/delegate-guest"
     )));
+}
+
+#[test]
+fn max_memory_is_the_machines_for_local_sandboxes_unless_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = fake_guest(dir.path());
+    let g = guest.to_str().unwrap();
+    let m = machine(dir.path()).with_file(
+        "/proc/meminfo",
+        "MemTotal:        8048576 kB\nMemFree:          100 kB\n",
+    );
+    let s = Settings::resolve_with(raw(&["--guest-bin", g]), &m).unwrap();
+    assert_eq!(s.max_memory, Some(8_048_576 * 1024));
+    let s = Settings::resolve_with(raw(&["--guest-bin", g, "--max-memory", "3G"]), &m).unwrap();
+    assert_eq!(s.max_memory, Some(3 << 30));
+    let err = Settings::resolve_with(raw(&["--guest-bin", g, "--max-memory", "lots"]), &m)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("DELEGATE_MAX_MEMORY"), "{err}");
+    // A machine without /proc/meminfo sets no limit.
+    let s = Settings::resolve_with(raw(&["--guest-bin", g]), &machine(dir.path())).unwrap();
+    assert_eq!(s.max_memory, None);
 }

@@ -3,10 +3,16 @@
 //! result. Every operation re-reads the store, so a late call after a
 //! cancel or a timeout finds the job final and changes nothing.
 
-use delegate_proto::api::{ArtifactsAck, JobSpec, PROTOCOL_VERSION, ResultAck};
-use delegate_proto::{EventBatch, EventsAck, JobResult, JobState};
+use delegate_proto::event_check::BatchError;
+use std::time::Duration;
 
-use super::change::JobChangeKind;
+use delegate_proto::api::{
+    ArtifactsAck, ControlAction, ControlAnswer, JobSpec, PROTOCOL_VERSION, ResultAck,
+};
+use delegate_proto::{EventBatch, EventsAck, JobResult, JobState};
+use tokio::sync::broadcast;
+
+use super::change::{JobChange, JobChangeKind};
 use super::manager::JobManager;
 use super::rules::{self, ResultApplied};
 use super::token;
@@ -15,6 +21,20 @@ use crate::store::{ArchiveCheck, ArtifactError, EventLimits, StagedArchive, Stor
 
 /// Most files in one artifact archive.
 const MAX_ARTIFACT_ENTRIES: usize = 100_000;
+/// Most phase, progress and dropped events kept per job (the progress
+/// history); the job row keeps the latest phase and progress beyond it.
+/// With proto's caps on messages and reasons, at most a few MB per job.
+const MAX_EVENT_ROWS: u64 = 1000;
+/// Most bytes of the host's own notes (lost-bytes markers, dropped-event
+/// lines, the log-limit note) in a job's combined log, on top of its
+/// output: a guest decides how many notes there are, so they are capped
+/// like output is.
+const MAX_LOG_NOTE_BYTES: u64 = 64 * 1024;
+
+/// How often a held control request re-reads the job, besides the change
+/// notices: a cancel made by another process (the CLI beside a server)
+/// changes the store only, and the engine passes it on within a second.
+const CONTROL_RECHECK: Duration = Duration::from_millis(500);
 
 /// Why a guest's request was refused; the callback API maps each to a
 /// status code.
@@ -38,9 +58,23 @@ pub enum GuestError {
         /// The cap.
         limit: u64,
     },
+    /// The body holds more items than allowed (events, files).
+    #[error("{what} is over the limit of {limit} {unit}")]
+    TooMany {
+        /// What.
+        what: String,
+        /// The cap.
+        limit: u64,
+        /// What the cap counts, e.g. "events".
+        unit: &'static str,
+    },
     /// The request speaks another protocol version (or none).
     #[error("protocol version {0:?} is not supported; this host speaks {PROTOCOL_VERSION}")]
     UnsupportedProtocol(String),
+    /// The host holds as many requests of this kind as it will; ask again
+    /// later.
+    #[error("{0}")]
+    Busy(String),
     /// The host failed.
     #[error("host error: {0}")]
     Internal(String),
@@ -119,29 +153,30 @@ impl JobManager {
         job_id: &str,
         batch: EventBatch,
     ) -> Result<EventsAck, GuestError> {
-        if batch.events.len() > delegate_proto::api::MAX_EVENTS_PER_BATCH {
-            return Err(GuestError::TooLarge {
-                what: format!("a batch of {} events", batch.events.len()),
-                limit: delegate_proto::api::MAX_EVENTS_PER_BATCH as u64,
-            });
-        }
-        for (i, e) in batch.events.iter().enumerate() {
-            if let delegate_proto::EventKind::Log(chunk) = &e.kind {
-                let bytes = chunk
-                    .bytes()
-                    .map_err(|err| GuestError::BadRequest(format!("event {}: {err}", e.seq)))?;
-                check_log_end(i, chunk.offset, bytes.len())?;
-            }
-        }
+        batch.check().map_err(|e| match e {
+            BatchError::TooMany { count, limit } => GuestError::TooMany {
+                what: format!("a batch of {count} events"),
+                limit: limit as u64,
+                unit: "events",
+            },
+            e @ BatchError::Field { .. } => GuestError::BadRequest(e.to_string()),
+        })?;
         let limits = EventLimits {
             max_log_bytes: self.shared.settings.max_log_bytes,
+            max_event_rows: MAX_EVENT_ROWS,
+            max_note_bytes: MAX_LOG_NOTE_BYTES,
         };
         let id = job_id.to_string();
         let applied = self
             .shared
             .store
             .run(move |s| rules::apply_events(s, &id, &batch.events, limits, now_ms()))
-            .await?;
+            .await
+            .map_err(|e| (job_id, e));
+        let applied = match applied {
+            Ok(a) => a,
+            Err((job_id, e)) => return Err(self.store_failed(job_id, e).await),
+        };
         self.shared.metrics.count_events(applied.applied);
         if applied.state_changed {
             self.shared.notify(job_id, JobChangeKind::State);
@@ -158,18 +193,64 @@ impl JobManager {
         })
     }
 
+    /// `GET control`: `stop` as soon as the job is final (cancelled, timed
+    /// out, its lease lost, ...), else `continue` after `wait`, or at once
+    /// when a newer control request for the job took over or the callback
+    /// API is shutting down.
+    pub async fn guest_control(
+        &self,
+        job_id: &str,
+        wait: Duration,
+    ) -> Result<ControlAnswer, GuestError> {
+        let slot = self
+            .shared
+            .control
+            .enter(job_id)
+            .map_err(|e| GuestError::Busy(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before the first read, so no change falls between.
+        let mut changes = self.shared.subscribe();
+        loop {
+            let id = job_id.to_string();
+            let state = self
+                .shared
+                .store
+                .run(move |s| s.auth_view(&id))
+                .await?
+                .state;
+            let answer = |action| ControlAnswer { action, state };
+            if state.is_final() {
+                return Ok(answer(ControlAction::Stop));
+            }
+            tokio::select! {
+                biased;
+                _ = slot.ended() => return Ok(answer(ControlAction::Continue)),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Ok(answer(ControlAction::Continue));
+                }
+                _ = state_changed(&mut changes, job_id) => {}
+                _ = tokio::time::sleep(CONTROL_RECHECK) => {}
+            }
+        }
+    }
+
+    /// Answers every held control request and every later one at once
+    /// (`continue`): the callback API is shutting down.
+    pub fn end_control_waits(&self) {
+        self.shared.control.close();
+    }
+
     /// The file an artifact upload streams into, and the size cap.
     pub async fn guest_stage_artifacts(
         &self,
         job_id: &str,
     ) -> Result<(StagedArchive, u64), GuestError> {
         let id = job_id.to_string();
-        let staged = self
-            .shared
-            .store
-            .run(move |s| s.stage_artifacts(&id))
-            .await?;
-        Ok((staged, self.shared.settings.max_artifact_bytes))
+        let staged = self.shared.store.run(move |s| s.stage_artifacts(&id)).await;
+        match staged {
+            Ok(staged) => Ok((staged, self.shared.settings.max_artifact_bytes)),
+            Err(e) => Err(self.store_failed(job_id, e).await),
+        }
     }
 
     /// `PUT artifacts`, once the upload is complete: inspects and keeps it.
@@ -186,24 +267,31 @@ impl JobManager {
             max_entries: MAX_ARTIFACT_ENTRIES,
         };
         let digest = sha256.clone();
-        let entries = self
+        let committed = self
             .shared
             .store
-            .run(move |store| {
-                store
-                    .commit_artifacts(staged, size, &digest, check)
-                    .map_err(|e| match e {
-                        ArtifactError::TooLarge { what, limit } => GuestError::TooLarge {
-                            what: format!("the artifacts' {what}"),
-                            limit,
-                        },
-                        ArtifactError::Unsafe { .. } | ArtifactError::Malformed(_) => {
-                            GuestError::BadRequest(e.to_string())
-                        }
-                        ArtifactError::Store(e) => e.into(),
-                    })
-            })
-            .await?;
+            .run(move |store| store.commit_artifacts(staged, size, &digest, check))
+            .await;
+        let entries = match committed {
+            Ok(entries) => entries,
+            Err(ArtifactError::TooLarge { what, limit }) => {
+                return Err(GuestError::TooLarge {
+                    what: format!("the artifacts' {what}"),
+                    limit,
+                });
+            }
+            Err(ArtifactError::TooMany { what, limit }) => {
+                return Err(GuestError::TooMany {
+                    what: format!("the artifacts' {what}"),
+                    limit,
+                    unit: "files",
+                });
+            }
+            Err(e @ (ArtifactError::Unsafe { .. } | ArtifactError::Malformed(_))) => {
+                return Err(GuestError::BadRequest(e.to_string()));
+            }
+            Err(ArtifactError::Store(e)) => return Err(self.store_failed(job_id, e).await),
+        };
         tracing::info!(job_id, size, files = entries.len(), "artifacts stored");
         self.shared.notify(job_id, JobChangeKind::Artifacts);
         Ok(ArtifactsAck {
@@ -234,7 +322,11 @@ impl JobManager {
                 };
                 Ok::<_, StoreError>((applied, rec))
             })
-            .await?;
+            .await;
+        let applied = match applied {
+            Ok(a) => a,
+            Err(e) => return Err(self.store_failed(job_id, e).await),
+        };
         let state = match applied {
             (ResultApplied::Final(state), rec) => {
                 if let Some(rec) = rec {
@@ -255,17 +347,29 @@ impl JobManager {
     }
 }
 
-/// The largest log offset the store keeps (SQLite integers are signed).
-const MAX_LOG_END: u64 = i64::MAX as u64;
+/// Resolves when the job's state may have changed: a state notice for it,
+/// or notices lost to lag. Never resolves once the sender is gone.
+async fn state_changed(changes: &mut broadcast::Receiver<JobChange>, job_id: &str) {
+    loop {
+        match changes.recv().await {
+            Ok(c) if c.job_id == job_id && c.kind == JobChangeKind::State => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
 
-/// Refuses a log chunk that would end past [`MAX_LOG_END`] (or past
-/// `u64::MAX`): no real log gets there, and the end must stay computable.
-fn check_log_end(index: usize, offset: u64, len: usize) -> Result<(), GuestError> {
-    match offset.checked_add(len as u64) {
-        Some(end) if end <= MAX_LOG_END => Ok(()),
-        _ => Err(GuestError::BadRequest(format!(
-            "events[{index}].offset: {offset} plus the chunk's {len} bytes ends past \
-             the largest log offset, {MAX_LOG_END}"
-        ))),
+impl JobManager {
+    /// What a guest's call gets when the store failed: on a full disk the
+    /// job is failed at once with that reason (its driver then destroys
+    /// the VM), and the guest's next call finds it final.
+    async fn store_failed(&self, job_id: &str, e: StoreError) -> GuestError {
+        if e.is_full() {
+            self.shared.on_store_error(&e);
+            self.shared.fail_full(job_id).await;
+            return GuestError::Internal(self.shared.full_reason());
+        }
+        e.into()
     }
 }

@@ -147,6 +147,7 @@ impl JobManager {
     pub async fn submit(&self, manifest: JobManifest) -> Result<JobRecord, JobError> {
         manifest.validate()?;
         let s = &self.shared.settings;
+        check_memory(&manifest, s.max_memory)?;
         let timeout = manifest.timeout_or(s.default_timeout.as_secs());
         let now = now_ms();
         let job = NewJob {
@@ -411,5 +412,25 @@ fn check_job_id(job_id: &str) -> Result<(), JobError> {
         Ok(())
     } else {
         Err(JobError::NotFound(job_id.to_string()))
+    }
+}
+
+/// Refuses a job that asks for more memory than the provider can give
+/// (`DELEGATE_MAX_MEMORY`, or this machine's memory for local sandboxes),
+/// when it is submitted rather than when provisioning fails.
+fn check_memory(manifest: &JobManifest, max: Option<u64>) -> Result<(), JobError> {
+    let asked = manifest.resources.as_ref().and_then(|r| r.memory_bytes());
+    match (asked, max) {
+        (Some(asked), Some(max)) if asked > max => {
+            Err(JobError::InvalidManifest(delegate_proto::ManifestError {
+                field: "resources.memory".into(),
+                rule: format!(
+                    "{} is more than this host's provider can give ({}, DELEGATE_MAX_MEMORY)",
+                    delegate_proto::size::format_size(asked),
+                    delegate_proto::size::format_size(max)
+                ),
+            }))
+        }
+        _ => Ok(()),
     }
 }

@@ -6,15 +6,17 @@
 //! enforces timeouts, heartbeat leases and cleanup.
 //!
 //! The modules form a chain, each using only those before it:
-//! `change`, `metrics`, `token`, `error` → `rules` (which state a job goes
+//! `change`, `control`, `metrics`, `token`, `error` → `rules` (which state a job goes
 //! to) → `state` (what all share; the one `transition` and `on_final`) →
-//! `engine` (scheduler, drivers, recovery, reconciliation) → `manager` (the
+//! `full` (a full data directory ends the job that hit it) → `engine` (scheduler, drivers, recovery, reconciliation) → `manager` (the
 //! facade; holds the engine if this process runs one) → `guest` (the
 //! callback API's side of the manager).
 
 pub mod change;
+pub mod control;
 mod engine;
 pub mod error;
+pub mod full;
 pub mod guest;
 pub mod manager;
 pub mod metrics;

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::change::{JobChange, JobChangeKind};
+use super::control::{ControlWaiters, MAX_CONTROL_WAITERS};
 use super::metrics::Metrics;
 use super::rules;
 use crate::clock::now_ms;
@@ -35,6 +36,8 @@ pub(super) struct Shared {
     runs: Mutex<HashMap<String, Run>>,
     /// Wakes the scheduler (a job was submitted or a slot freed).
     pub(super) wake: Notify,
+    /// Guests' held control requests (`GET control`).
+    pub(super) control: ControlWaiters,
 }
 
 /// A job's driver, as the rest of the process sees it.
@@ -64,6 +67,7 @@ impl Shared {
             metrics: Metrics::default(),
             runs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            control: ControlWaiters::new(MAX_CONTROL_WAITERS),
         }
     }
 

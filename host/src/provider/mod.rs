@@ -41,7 +41,9 @@ impl Isolation {
         match self {
             Isolation::Vm => "virtual machine",
             Isolation::ProcessSandbox => {
-                "process sandbox (user/mount/pid/ipc/uts namespaces), not a VM"
+                "process sandbox (bubblewrap: an unprivileged user in its own user, mount, pid, \
+                 ipc, uts, cgroup and network namespaces; no network but its callback socket), \
+                 not a VM: a kernel exploit escapes it"
             }
             Isolation::None => {
                 "NONE: the job runs as a plain process on the host (unsandboxed opt-in)"
@@ -156,6 +158,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The VMs this host instance owns, for reconciliation.
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError>;
+
+    /// A Unix socket the callback API must also listen on, for guests that
+    /// have no network (the local sandbox). The engine creates it.
+    fn callback_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 
     /// VMs of ours stuck in a provider operation past its grace (Proxmox:
     /// `lock: clone`), for the engine to report. Most providers have none.

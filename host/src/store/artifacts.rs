@@ -36,6 +36,14 @@ pub enum ArtifactError {
         /// The limit.
         limit: u64,
     },
+    /// Over a count cap.
+    #[error("artifacts exceed the limit of {limit} files ({what})")]
+    TooMany {
+        /// Which count.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// An entry that could escape the workspace or is not a plain file.
     #[error("artifact entry {entry:?} refused: {reason}")]
     Unsafe {
@@ -144,7 +152,7 @@ fn inspect(path: &Path, check: ArchiveCheck) -> Result<Vec<ArtifactEntry>, Artif
             return Err(unsafe_entry("the path appears twice"));
         }
         if entries.len() >= check.max_entries {
-            return Err(ArtifactError::TooLarge {
+            return Err(ArtifactError::TooMany {
                 what: "number of files",
                 limit: check.max_entries as u64,
             });

@@ -196,6 +196,10 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         });
     }
 
+    if version > 0 {
+        check_integrity(&conn, path)?;
+    }
+
     // WAL: readers never wait for the writer; NORMAL sync is durable
     // across process crashes, which is what a restart needs.
     let mode: String = conn
@@ -211,6 +215,28 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     migrate(&conn, version).map_err(err)?;
     Ok(conn)
+}
+
+/// Refuses a database with damaged pages before anything is written to
+/// it: SQLite opens such a file happily, and the damage surfaced only later,
+/// as failed reads of the jobs on the damaged pages. `quick_check` reads
+/// every page once (milliseconds for a typical store).
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|e| damaged(e.to_string()))?;
+    let found: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| damaged(e.to_string()))?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    Err(damaged(format!("damaged pages: {}", found.join("; "))))
 }
 
 fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {

@@ -18,8 +18,11 @@ pub enum StoreError {
     },
     /// The file is not a SQLite database, or is damaged.
     #[error(
-        "{} is not a usable delegate database ({reason}); it was left untouched: \
-         move it away or set DELEGATE_DATA_DIR to another directory",
+        "{} is not a usable delegate database ({reason}); it was left untouched. \
+         Keep a copy of the data directory; `sqlite3 {} .recover` may save its jobs; \
+         to start with an empty store, move the file away or set DELEGATE_DATA_DIR to \
+         another directory",
+        path.display(),
         path.display()
     )]
     Corrupt {
@@ -27,6 +30,19 @@ pub enum StoreError {
         path: PathBuf,
         /// What SQLite said.
         reason: String,
+    },
+    /// The database file is empty while the data directory holds the logs
+    /// or artifacts of earlier jobs: it was truncated or replaced, and
+    /// taking it as a new store would orphan them silently.
+    #[error(
+        "{} is empty, but the data directory holds the logs or artifacts of earlier jobs: \
+         the database was lost or truncated. Nothing was changed. Restore it from a backup, \
+         or move the data directory away (keeping it) to start with an empty store",
+        path.display()
+    )]
+    Emptied {
+        /// The database file.
+        path: PathBuf,
     },
     /// The file is a SQLite database of some other program.
     #[error(
@@ -115,6 +131,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this failed because the data directory's file system is
+    /// full (SQLite's `SQLITE_FULL`, or `ENOSPC`/`EDQUOT` from a file).
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+
     /// The state a refused transition found, if that is what this is.
     pub fn refused_from(&self) -> Option<JobState> {
         match self {

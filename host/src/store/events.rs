@@ -11,11 +11,48 @@ use super::{Store, StoreError, logs, make_private_dir};
 use super::{db, row};
 use crate::model::{LogSelector, LogSlice, UnixMs};
 
-/// Limits applied while storing events.
+/// Limits applied while storing events: every byte and row a guest can
+/// make the store keep is under one of them (the job layer decides them).
 #[derive(Debug, Clone, Copy)]
 pub struct EventLimits {
     /// Most bytes kept per job and stream.
     pub max_log_bytes: u64,
+    /// Most phase, progress and dropped events kept per job; beyond it
+    /// they still update the job row, and the log says so once.
+    pub max_event_rows: u64,
+    /// Most bytes of the host's own notes in a job's combined log (gap
+    /// markers, dropped events, limit notices); one closing note may pass
+    /// it by a line.
+    pub max_note_bytes: u64,
+}
+
+/// The host's own lines in a job's combined log, within their budget. How
+/// many bytes are notes follows from the committed lengths (combined minus
+/// both streams), so the budget holds across batches and restarts.
+struct Notes {
+    used: u64,
+    budget: u64,
+}
+
+impl Notes {
+    /// Appends `text` while the budget is not spent; the note that spends
+    /// it is followed by one closing note.
+    fn add(&mut self, combined: &mut Vec<u8>, text: &str) {
+        if self.used >= self.budget {
+            return;
+        }
+        combined.extend_from_slice(text.as_bytes());
+        self.used += text.len() as u64;
+        if self.used >= self.budget {
+            let closing = format!(
+                "\n[delegate: the host's notes in this log passed {} bytes; \
+                 further notes are not stored]\n",
+                self.budget
+            );
+            combined.extend_from_slice(closing.as_bytes());
+            self.used += closing.len() as u64;
+        }
+    }
 }
 
 /// What a batch did.
@@ -84,6 +121,21 @@ impl Store {
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let (state_text, highest, mut logs_state) = row;
             let state = row::state(id, &state_text)?;
+            let mut notes = Notes {
+                used: logs_state
+                    .combined_bytes
+                    .saturating_sub(logs_state.stdout_bytes + logs_state.stderr_bytes),
+                budget: limits.max_note_bytes,
+            };
+            let mut rows: u64 = db::query_one(
+                tx,
+                "SELECT count(*) FROM events WHERE job_id = ?1",
+                [id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| self.sqlite(e))?
+            .unwrap_or(0)
+            .max(0) as u64;
             let mut out = EventsApplied {
                 highest_seq: highest.max(0) as u64,
                 ..Default::default()
@@ -130,14 +182,12 @@ impl Store {
                             continue;
                         }
                         if chunk.offset > *end {
-                            combined.extend_from_slice(
-                                format!(
-                                    "\n[delegate: {} bytes of {} were lost]\n",
-                                    chunk.offset - *end,
-                                    chunk.stream.as_str()
-                                )
-                                .as_bytes(),
+                            let gap = format!(
+                                "\n[delegate: {} bytes of {} were lost]\n",
+                                chunk.offset - *end,
+                                chunk.stream.as_str()
                             );
+                            notes.add(&mut combined, &gap);
                         }
                         let skip = end.saturating_sub(chunk.offset) as usize;
                         *end = chunk_end;
@@ -151,15 +201,13 @@ impl Store {
                         combined.extend_from_slice(&new[..take]);
                         if take < new.len() && !logs_state.truncated {
                             logs_state.truncated = true;
-                            combined.extend_from_slice(
-                                format!(
-                                    "\n[delegate: {} passed the log limit of {} bytes; \
-                                     the rest is not stored]\n",
-                                    chunk.stream.as_str(),
-                                    limits.max_log_bytes
-                                )
-                                .as_bytes(),
+                            let note = format!(
+                                "\n[delegate: {} passed the log limit of {} bytes; \
+                                 the rest is not stored]\n",
+                                chunk.stream.as_str(),
+                                limits.max_log_bytes
                             );
+                            notes.add(&mut combined, &note);
                         }
                     }
                     EventKind::Phase { phase: p, message: m } => {
@@ -167,23 +215,21 @@ impl Store {
                         if m.is_some() {
                             message = m.clone();
                         }
-                        self.insert_event(tx, id, event)?;
+                        self.keep_event(tx, id, event, &mut rows, limits, &mut notes, &mut combined)?;
                     }
                     EventKind::Progress { percent, message: m } => {
                         if percent.is_some() {
                             progress = *percent;
                         }
                         message = Some(m.clone());
-                        self.insert_event(tx, id, event)?;
+                        self.keep_event(tx, id, event, &mut rows, limits, &mut notes, &mut combined)?;
                     }
                     EventKind::Dropped { first_seq, last_seq, reason } => {
-                        combined.extend_from_slice(
-                            format!(
-                                "\n[delegate: the guest dropped events {first_seq}..={last_seq}: {reason}]\n"
-                            )
-                            .as_bytes(),
+                        let note = format!(
+                            "\n[delegate: the guest dropped events {first_seq}..={last_seq}: {reason}]\n"
                         );
-                        self.insert_event(tx, id, event)?;
+                        notes.add(&mut combined, &note);
+                        self.keep_event(tx, id, event, &mut rows, limits, &mut notes, &mut combined)?;
                     }
                     EventKind::Heartbeat { .. } => {}
                 }
@@ -234,6 +280,36 @@ impl Store {
             then(&JobTx { store: self, tx, id, now }, &mut out)?;
             Ok(out)
         })
+    }
+
+    /// Stores `event` as one of the job's history rows while there is room
+    /// (`rows` counts them); the row that fills the room is followed by a
+    /// note in the log.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_event(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &str,
+        event: &Event,
+        rows: &mut u64,
+        limits: EventLimits,
+        notes: &mut Notes,
+        combined: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        if *rows >= limits.max_event_rows {
+            return Ok(());
+        }
+        self.insert_event(tx, id, event)?;
+        *rows += 1;
+        if *rows == limits.max_event_rows {
+            let note = format!(
+                "\n[delegate: the job's history reached {} phase, progress and dropped \
+                 events; later ones update its status but are not kept]\n",
+                limits.max_event_rows
+            );
+            notes.add(combined, &note);
+        }
+        Ok(())
     }
 
     fn insert_event(

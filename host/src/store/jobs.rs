@@ -81,7 +81,8 @@ impl Store {
                     job.id,
                     manifest,
                     job.manifest.agent_type.as_str(),
-                    summary(&job.manifest.task),
+                    // Listings show it and it outlives the clear manifest.
+                    summary(&job.manifest.redacted().task),
                     job.manifest.lifecycle() == delegate_proto::Lifecycle::Persistent,
                     &job.token_hash[..],
                     enum_text(&job.isolation),

@@ -9,6 +9,7 @@
 //! logs/<id>/stderr.log         the guest's stderr, append-only
 //! logs/<id>/combined.log       both, in arrival order
 //! artifacts/<id>/artifacts.tar.gz
+//! space.reserve                given up when the disk is full (space.rs)
 //! ```
 //! One writer connection behind a mutex and a small pool of readers: WAL
 //! lets readers go on while the writer writes. Log files are only appended
@@ -43,6 +44,7 @@ mod logs;
 mod prefix;
 mod retention;
 mod row;
+mod space;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,7 @@ pub use error::StoreError;
 pub use events::{EventLimits, EventsApplied};
 pub use jobs::{AuthView, JobTx, NewJob, StateView};
 pub use lock::HostLock;
+pub use space::{DiskSpace, RESERVE_BYTES, disk_space};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "delegate.db";
@@ -95,15 +98,22 @@ impl Store {
             make_private_dir(&dir)?;
         }
         let db_path = data_dir.join(DB_FILE);
+        refuse_emptied(data_dir, &db_path)?;
         let writer = db::open_writer(&db_path)?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
                 db_path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        // Best effort: a store on a full disk still opens (and says so
+        // when a job needs the room).
+        if let Err(e) = store.keep_reserve() {
+            tracing::warn!(error = %e, "cannot keep the data directory's space reserve");
+        }
+        Ok(store)
     }
 
     /// Runs `f` with this store on tokio's blocking pool: how async code
@@ -203,6 +213,25 @@ impl Store {
             }
         }
     }
+}
+
+/// Refuses an empty database file in a data directory that already holds
+/// jobs' logs or artifacts: only a really new data directory may start
+/// from an empty file (SQLite creates one before writing its header).
+fn refuse_emptied(data_dir: &Path, db_path: &Path) -> Result<(), StoreError> {
+    let empty = std::fs::metadata(db_path).is_ok_and(|m| m.len() == 0);
+    if !empty {
+        return Ok(());
+    }
+    let holds_jobs = ["logs", "artifacts"].iter().any(|sub| {
+        std::fs::read_dir(data_dir.join(sub)).is_ok_and(|mut entries| entries.next().is_some())
+    });
+    if holds_jobs {
+        return Err(StoreError::Emptied {
+            path: db_path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// Creates a directory (and parents) readable only by this user.

@@ -440,13 +440,7 @@ pub fn error_kind_name(kind: delegate_proto::outcome::ErrorKind) -> String {
 
 /// `text` with every secret value replaced by `***`.
 pub fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_string();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(secret) {
-            out = out.replace(secret, delegate_proto::REDACTED);
-        }
-    }
-    out
+    delegate_proto::manifest::scrub_secrets(text, secrets)
 }
 
 /// [`scrub`] on every string inside a JSON value.

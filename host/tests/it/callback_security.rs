@@ -1,8 +1,9 @@
 //! The callback API over real HTTP on 127.0.0.1: tokens (none, wrong,
 //! another job's, after the job is final), body caps on every route,
 //! duplicate and out-of-order event batches, late results, unsafe
-//! archives, `/healthz` and `/metrics`. The test plays the guest with the
-//! bootstrap the provider double received.
+//! archives, `/healthz` and `/metrics` (on their own listener only). The
+//! test plays the guest with the bootstrap the provider double received.
+//! `callback_control` uses its guest and set-up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,11 @@ use crate::support::wire::result;
 
 const ARTIFACT_CAP: u64 = 64 * 1024;
 
-struct Guest {
+pub(crate) struct Guest {
     http: reqwest::Client,
     base: String,
-    job_id: String,
-    token: String,
+    pub(crate) job_id: String,
+    pub(crate) token: String,
 }
 
 impl Guest {
@@ -37,21 +38,31 @@ impl Guest {
         }
     }
 
-    fn req(&self, method: Method, path: String) -> reqwest::RequestBuilder {
+    /// Another guest of the same job, for requests on other tasks.
+    pub(crate) fn clone_of(g: &Guest) -> Guest {
+        Guest {
+            http: g.http.clone(),
+            base: g.base.clone(),
+            job_id: g.job_id.clone(),
+            token: g.token.clone(),
+        }
+    }
+
+    pub(crate) fn req(&self, method: Method, path: String) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .header(PROTOCOL_HEADER, "1")
     }
 
-    async fn manifest(&self) -> reqwest::Response {
+    pub(crate) async fn manifest(&self) -> reqwest::Response {
         self.req(Method::GET, api::manifest_path(&self.job_id))
             .send()
             .await
             .unwrap()
     }
 
-    async fn events(&self, events: Vec<Event>) -> reqwest::Response {
+    pub(crate) async fn events(&self, events: Vec<Event>) -> reqwest::Response {
         self.req(Method::POST, api::events_path(&self.job_id))
             .json(&EventBatch { events })
             .send()
@@ -59,7 +70,7 @@ impl Guest {
             .unwrap()
     }
 
-    async fn result(&self, status: ResultStatus) -> reqwest::Response {
+    pub(crate) async fn result(&self, status: ResultStatus) -> reqwest::Response {
         self.req(Method::POST, api::result_path(&self.job_id))
             .json(&result(status))
             .send()
@@ -76,7 +87,7 @@ impl Guest {
     }
 }
 
-fn log(seq: u64, offset: u64, text: &str) -> Event {
+pub(crate) fn log(seq: u64, offset: u64, text: &str) -> Event {
     Event {
         seq,
         time_ms: 0,
@@ -84,7 +95,7 @@ fn log(seq: u64, offset: u64, text: &str) -> Event {
     }
 }
 
-async fn code(resp: reqwest::Response) -> (StatusCode, String) {
+pub(crate) async fn code(resp: reqwest::Response) -> (StatusCode, String) {
     let status = resp.status();
     let body: ApiError = resp.json().await.unwrap_or(ApiError {
         code: "?".into(),
@@ -94,7 +105,7 @@ async fn code(resp: reqwest::Response) -> (StatusCode, String) {
 }
 
 /// A host with the test as the guest of `n` silent jobs.
-async fn setup(
+pub(crate) async fn setup(
     dir: &std::path::Path,
     n: usize,
     tweak: impl FnOnce(&mut delegate_host::config::Settings),
@@ -136,6 +147,7 @@ async fn tokens_are_checked_per_job_on_every_route() {
         (Method::POST, api::events_path(&a.job_id)),
         (Method::PUT, api::artifacts_path(&a.job_id)),
         (Method::POST, api::result_path(&a.job_id)),
+        (Method::GET, api::control_path(&a.job_id, 0)),
     ];
     for (method, path) in &routes {
         let url = format!("{}{path}", host.base_url());
@@ -427,6 +439,7 @@ async fn every_route_caps_its_body() {
     let big_result = vec![b' '; api::MAX_RESULT_BODY + 1];
     for (method, path, len) in [
         ("GET", api::manifest_path(id), 8192),
+        ("GET", api::control_path(id, 0), 8192),
         ("POST", api::events_path(id), api::MAX_EVENTS_BODY + 1),
         ("POST", api::result_path(id), api::MAX_RESULT_BODY + 1),
         ("PUT", api::artifacts_path(id), ARTIFACT_CAP as usize + 1),
@@ -518,24 +531,32 @@ async fn unsafe_archives_are_refused_and_good_ones_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_and_metrics() {
+async fn healthz_and_metrics_only_on_their_own_address() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, guests) = setup(dir.path(), 1, |_| {}).await;
+    let (host, guests) = setup(dir.path(), 1, |s| {
+        s.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let http = reqwest::Client::new();
-    let h = http
-        .get(format!("{}/healthz", host.base_url()))
-        .send()
-        .await
-        .unwrap();
+    let ops = format!(
+        "http://{}",
+        host.engine.as_ref().unwrap().metrics_addr.unwrap()
+    );
+    // The callback listener, which every guest reaches, serves neither.
+    for path in ["/healthz", "/metrics"] {
+        let resp = http
+            .get(format!("{}{path}", host.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let h = http.get(format!("{ops}/healthz")).send().await.unwrap();
     assert_eq!(h.status(), StatusCode::OK);
     assert_eq!(h.json::<serde_json::Value>().await.unwrap()["status"], "ok");
     guests[0].manifest().await;
     guests[0].events(vec![log(1, 0, "x")]).await;
-    let resp = http
-        .get(format!("{}/metrics", host.base_url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = http.get(format!("{ops}/metrics")).send().await.unwrap();
     assert!(
         resp.headers()["content-type"]
             .to_str()

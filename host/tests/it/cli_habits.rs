@@ -499,3 +499,49 @@ fn help_groups_the_commands_by_topic() {
         "{wait}"
     );
 }
+
+#[test]
+fn a_secret_written_into_the_task_is_never_shown_or_kept() {
+    const SECRET: &str = "early-secret-XYZ123";
+    let env = Env::new();
+    let manifest = serde_json::json!({
+        "task": format!("echo {SECRET}"),
+        "agentType": "script",
+        "env": {"K": SECRET},
+        "secrets": ["K"],
+    });
+    let path = env.file("secret.json", &manifest.to_string());
+    let submitted = env.run(&["submit", "-q", path.to_str().unwrap()]);
+    assert_eq!(submitted.code, 0, "{submitted}");
+    let id = submitted.stdout.trim().to_string();
+    let shows = |when: &str| {
+        for args in [
+            vec!["list"],
+            vec!["list", "--json"],
+            vec!["status", &id],
+            vec!["status", &id, "--json"],
+        ] {
+            let run = env.run(&args);
+            assert!(!run.stdout.contains(SECRET), "{when}: {run}");
+            assert!(run.stdout.contains("***"), "{when}: {run}");
+        }
+    };
+    shows("pending");
+    let cancel = env.run(&["cancel", &id]);
+    assert_eq!(cancel.code, 0, "{cancel}");
+    // Final: the stored manifest no longer holds the secret's value, and
+    // the task still must not show it.
+    shows("cancelled");
+    let waited = env.run(&["wait", &id, "--json"]);
+    assert!(!waited.stdout.contains(SECRET), "{waited}");
+    let db = rusqlite::Connection::open(env.dir.path().join("data/delegate.db")).unwrap();
+    let (summary, stored): (String, String) = db
+        .query_row(
+            "SELECT task_summary, manifest FROM jobs WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(summary, "echo ***");
+    assert!(!stored.contains(SECRET), "{stored}");
+}

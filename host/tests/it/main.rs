@@ -3,12 +3,20 @@
 
 mod support;
 
+mod callback_control;
+mod callback_memory;
 mod callback_security;
+mod cancel_latency;
 mod cli_habits;
+mod disk_full;
+mod guest_flood;
+mod job_limits;
+mod local_limits;
 mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;
 mod qemu_vm;
 mod store_artifacts;
 mod store_basics;
+mod store_damage;
 mod tool_schemas;

@@ -53,6 +53,8 @@ fn log(seq: u64, stream: LogStream, offset: u64, text: &str) -> Event {
 
 const LIMITS: EventLimits = EventLimits {
     max_log_bytes: 1 << 20,
+    max_event_rows: 1000,
+    max_note_bytes: 64 << 10,
 };
 
 #[test]
@@ -309,7 +311,10 @@ fn logs_stop_at_the_cap_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     new_job(&store, "j", 1);
-    let limits = EventLimits { max_log_bytes: 10 };
+    let limits = EventLimits {
+        max_log_bytes: 10,
+        ..LIMITS
+    };
     let events = vec![
         log(1, LogStream::Stdout, 0, "0123456"),
         log(2, LogStream::Stdout, 7, "789abcdef"),

@@ -13,3 +13,5 @@ mod pve_client;
 mod pve_e2e;
 mod pve_provider;
 mod pve_smoke;
+mod same_world;
+mod sandbox_containment;

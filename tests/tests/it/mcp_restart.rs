@@ -90,8 +90,7 @@ async fn a_silent_guest_loses_its_lease() {
     client.wait_state(&id, "running", LIMIT).await;
     // Freeze the guest (found by its sandbox under this data directory) and
     // the job's processes: nothing reports any more.
-    let data_dir = env.data_dir().display().to_string();
-    let frozen: Vec<u32> = delegate_tests::mcp::pids_with(&data_dir)
+    let frozen: Vec<u32> = delegate_tests::mcp::sandbox_pids(&env.data_dir())
         .into_iter()
         .chain(delegate_tests::mcp::pids_with(&mark))
         .collect();

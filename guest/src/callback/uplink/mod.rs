@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use delegate_proto::Event;
 use tokio::sync::{mpsc, watch};
 
+use super::control::ControlPoll;
 use super::{CallbackClient, CallbackError};
 
 /// Commands from the handle to the task.
@@ -27,11 +28,15 @@ enum Command {
 ///
 /// Dropping it without `flush` stops the task at once: whatever was not
 /// delivered is lost (and the spool files are removed).
+///
+/// Beside it runs the control long poll, which sets [`Uplink::cancelled`]
+/// the moment the host says stop; it ends with the uplink.
 #[derive(Debug)]
 pub struct Uplink {
     tx: mpsc::UnboundedSender<Command>,
     cancelled: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<FlushReport>,
+    control: ControlPoll,
 }
 
 /// A cloneable sender into an [`Uplink`], for reporters on several tasks.
@@ -57,11 +62,13 @@ impl Uplink {
     pub(crate) fn start(client: CallbackClient, spool_dir: PathBuf) -> Uplink {
         let (tx, rx) = mpsc::unbounded_channel();
         let (cancel_tx, cancelled) = watch::channel(false);
+        let control = ControlPoll::start(client.clone(), cancel_tx.clone());
         let task = tokio::spawn(task::run(client, spool_dir, rx, cancel_tx));
         Uplink {
             tx,
             cancelled,
             task,
+            control,
         }
     }
 
@@ -80,7 +87,8 @@ impl Uplink {
         }
     }
 
-    /// Turns true once an `EventsAck` says `cancel`, or once the host
+    /// Turns true once the control long poll or an `EventsAck` says stop
+    /// (cancel), or once the host
     /// refuses events for good because the job is final there or the token
     /// is no longer valid (nothing the job does can be reported any more).
     pub fn cancelled(&self) -> watch::Receiver<bool> {
@@ -93,6 +101,8 @@ impl Uplink {
     /// result is stored.
     pub async fn flush(self, within: Duration) -> FlushReport {
         let deadline = Instant::now() + within;
+        // The job has ended: there is nothing left to stop.
+        drop(self.control);
         // If the task is gone the join below says why.
         let _ = self.tx.send(Command::Flush { deadline });
         drop(self.tx);

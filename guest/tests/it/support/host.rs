@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -56,7 +56,8 @@ pub struct HostState {
     pub duplicates: u64,
     /// Sizes (event counts) of the accepted batches.
     pub batches: Vec<usize>,
-    /// Requests per route name: "manifest", "events", "artifacts", "result".
+    /// Requests per route name: "manifest", "events", "artifacts", "result",
+    /// "control".
     pub requests: BTreeMap<&'static str, u32>,
     /// Requests refused for their token.
     pub unauthorized: u32,
@@ -65,6 +66,12 @@ pub struct HostState {
     pub fail_status: u16,
     /// Say cancel in every EventsAck.
     pub cancel: bool,
+    /// Serve `GET control` (off: 404, as a host without the route).
+    pub control: bool,
+    /// Answer held and new control requests with `stop`.
+    pub control_stop: bool,
+    /// Answer control requests with `continue` at once, ignoring `wait`.
+    pub control_at_once: bool,
     /// Answer every events request with this status instead.
     pub events_status: Option<u16>,
     /// Wait this long before answering an events request.
@@ -191,6 +198,7 @@ fn router(state: Arc<Mutex<HostState>>) -> Router {
         .route(api::routes::EVENTS, post(events))
         .route(api::routes::ARTIFACTS, put(artifacts))
         .route(api::routes::RESULT, post(result))
+        .route(api::routes::CONTROL, get(control))
         .with_state(state)
 }
 
@@ -242,6 +250,44 @@ fn admit(
         )));
     }
     Ok(())
+}
+
+/// `GET control`: held (polled every 10 ms) until `control_stop` or the
+/// wait passes.
+async fn control(
+    State(state): Shared,
+    Path(id): Path<String>,
+    Query(q): Query<api::ControlQuery>,
+    headers: HeaderMap,
+) -> Response {
+    {
+        let mut st = state.lock().unwrap();
+        if !st.control {
+            return error(404, "not_found", "no such route");
+        }
+        if let Err(resp) = admit(&mut st, "control", &id, &headers) {
+            return *resp;
+        }
+    }
+    let wait = Duration::from_secs(q.wait.unwrap_or(api::MAX_CONTROL_WAIT_SECS));
+    let until = Instant::now() + wait;
+    let action = loop {
+        {
+            let st = state.lock().unwrap();
+            if st.control_stop {
+                break api::ControlAction::Stop;
+            }
+            if st.control_at_once || Instant::now() >= until {
+                break api::ControlAction::Continue;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let state = match action {
+        api::ControlAction::Stop => delegate_proto::JobState::Cancelled,
+        api::ControlAction::Continue => delegate_proto::JobState::Running,
+    };
+    axum::Json(api::ControlAnswer { action, state }).into_response()
 }
 
 async fn manifest(State(state): Shared, Path(id): Path<String>, headers: HeaderMap) -> Response {

@@ -125,17 +125,17 @@ async fn drive(
     if shutdown.is_cancelled() {
         return;
     }
-    watch(engine, id, changed, shutdown).await;
-    if shutdown.is_cancelled() {
+    let watched = watch(engine, id, changed, shutdown).await;
+    if shutdown.is_cancelled() || watched == Watched::GaveUp {
         return;
     }
     cleanup(engine, id, changed, shutdown).await;
 }
 
-async fn fail(engine: &Engine, id: &str, to: JobState, why: &str, kind: ErrorKind) {
-    if let Err(e) = engine.shared.transition(id, to, Some((why, kind))).await {
-        tracing::error!(job_id = id, error = %e, "cannot record the job's end");
-    }
+/// Ends the job with `why`, retrying with backoff while the store fails
+/// (see `jobs::full`). Returns whether the end is on record.
+async fn fail(engine: &Engine, id: &str, to: JobState, why: &str, kind: ErrorKind) -> bool {
+    engine.shared.record_end(id, to, why, kind).await
 }
 
 /// Provisions the job's VM; on return the job either has a VM with its
@@ -156,13 +156,19 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
             Ok(t) => t,
             Err(e) => {
                 let why = format!("cannot make a job token: {e}");
-                return fail(engine, id, JobState::Failed, &why, ErrorKind::Internal).await;
+                {
+                    fail(engine, id, JobState::Failed, &why, ErrorKind::Internal).await;
+                    return;
+                }
             }
         };
         let jid = id.to_string();
         if let Err(e) = engine.store(move |s| s.set_token_hash(&jid, &hash)).await {
             let why = format!("cannot store the job token: {e}");
-            return fail(engine, id, JobState::Failed, &why, ErrorKind::Internal).await;
+            {
+                fail(engine, id, JobState::Failed, &why, ErrorKind::Internal).await;
+                return;
+            }
         }
         let (size, template) = resources::resolve(
             &rec.manifest,
@@ -204,7 +210,8 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
                     "the job's timeout of {} s passed while its VM was being provisioned",
                     (rec.deadline_at - rec.created_at) / 1000
                 );
-                return fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await;
+                fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await;
+                return;
             }
         };
         match outcome {
@@ -249,15 +256,30 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
             }
             Err(e) => {
                 let why = e.to_string();
-                return fail(engine, id, JobState::Failed, &why, ErrorKind::Provision).await;
+                fail(engine, id, JobState::Failed, &why, ErrorKind::Provision).await;
+                return;
             }
         }
     }
 }
 
+/// How watching a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watched {
+    /// The job is final, or watching stopped (shutdown, unreadable job).
+    Done,
+    /// Its end could not be recorded; its VM was destroyed ([`give_up`]).
+    GaveUp,
+}
+
 /// Waits until the job is final, ending it when its deadline passes or its
 /// heartbeat lease runs out.
-async fn watch(engine: &Engine, id: &str, changed: &Notify, shutdown: &CancellationToken) {
+async fn watch(
+    engine: &Engine,
+    id: &str,
+    changed: &Notify,
+    shutdown: &CancellationToken,
+) -> Watched {
     let lease_ms = engine.shared.settings.heartbeat_threshold.as_millis() as i64;
     // A guest gets a full lease from when this driver began watching, so a
     // host restart never counts its own downtime against the guest.
@@ -267,16 +289,16 @@ async fn watch(engine: &Engine, id: &str, changed: &Notify, shutdown: &Cancellat
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(job_id = id, error = %e, "cannot read the job");
-                return;
+                return Watched::Done;
             }
         };
         if rec.state.is_final() {
-            return;
+            return Watched::Done;
         }
         let lease_end = rec.last_event_at.unwrap_or(0).max(base) + lease_ms;
         let wake_at = rec.deadline_at.min(lease_end);
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Watched::Done,
             _ = changed.notified() => continue,
             _ = tokio::time::sleep_until(instant_at(wake_at)) => {}
         }
@@ -286,7 +308,10 @@ async fn watch(engine: &Engine, id: &str, changed: &Notify, shutdown: &Cancellat
                 "the job ran past its timeout of {} s",
                 (rec.deadline_at - rec.created_at) / 1000
             );
-            fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await;
+            if !fail(engine, id, JobState::Timeout, &why, ErrorKind::Timeout).await {
+                give_up(engine, id, &rec, shutdown).await;
+                return Watched::GaveUp;
+            }
             continue;
         }
         let fresh = engine.job(id).await.ok();
@@ -300,8 +325,24 @@ async fn watch(engine: &Engine, id: &str, changed: &Notify, shutdown: &Cancellat
                 "no event from the guest for {} s (heartbeat lease expired); its VM was destroyed",
                 lease_ms / 1000
             );
-            fail(engine, id, JobState::Failed, &why, ErrorKind::Lost).await;
+            if !fail(engine, id, JobState::Failed, &why, ErrorKind::Lost).await {
+                give_up(engine, id, &rec, shutdown).await;
+                return Watched::GaveUp;
+            }
         }
+    }
+}
+
+/// The job's end could not be recorded even after retries (the store
+/// fails): its VM is destroyed anyway, so nothing runs on unwatched, and
+/// the driver stops instead of trying again at once (it once retried
+/// about 650 times a second). The job stays as stored; the next start's
+/// recovery ends it.
+async fn give_up(engine: &Engine, id: &str, rec: &JobRecord, shutdown: &CancellationToken) {
+    if let Some(vm) = &rec.vm
+        && !rec.vm_destroyed
+    {
+        destroy(engine, id, vm, shutdown).await;
     }
 }
 

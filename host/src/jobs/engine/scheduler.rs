@@ -146,6 +146,10 @@ fn periodic_cleanup(engine: &Engine) -> Result<(), StoreError> {
     for id in shared.store.final_ids_with_vm()? {
         driver::launch(engine, &id, Resume::Cleanup);
     }
+    // Back once space returns, for the next full disk.
+    if let Err(e) = shared.store.keep_reserve() {
+        tracing::warn!(error = %e, "cannot restore the data directory's space reserve");
+    }
     if let Some(keep) = shared.settings.retention {
         let before = now_ms() - keep.as_millis() as i64;
         let pruned = shared.store.prune_finished(before)?;

@@ -1,26 +1,37 @@
 //! The local provider: no VM. Each job's `delegate-guest boot` runs on this
-//! machine in fresh user, mount, pid, ipc and uts namespaces (util-linux
-//! `unshare`), with a private workspace, home and temp directory under
-//! `<data dir>/sandboxes/<name>/`. It reports over the callback API like a
-//! VM would. Its isolation is a process sandbox, not a VM, and it says so.
+//! machine in a bubblewrap sandbox: fresh user, mount, pid, ipc, uts,
+//! cgroup and network namespaces, as an unprivileged user with no
+//! capabilities and `no_new_privs`, seeing read-only system directories, a
+//! minimal `/etc`, and only its own workspace, home, `/tmp` and logs from
+//! `<data dir>/sandboxes/<name>/root/`. Its only way out is the host's
+//! callback socket, bound read-only at `/run/delegate/host/`. It reports
+//! like a VM would. Its isolation is a process sandbox, not a VM, and it
+//! says so.
 //!
-//! Why `unshare` rather than `clone(2)` from here: a new pid namespace only
-//! applies to the children of the process that creates it, so the guest
-//! must be forked once more after the unshare; util-linux does exactly that
-//! (plus the uid map and a private /proc) and is on every Linux machine,
-//! while doing it in this multi-threaded process would mean forking after
-//! `pre_exec`, which is not safe. The guest becomes pid 1 of its namespace:
-//! when it dies the kernel kills everything else in it, so destroying a
-//! sandbox is one SIGKILL to its process group.
+//! Why bubblewrap rather than our own `clone(2)` set-up: it is small,
+//! packaged everywhere, maintained as the base of Flatpak, and gets the
+//! subtle parts right (the fork after `CLONE_NEWPID`, uid maps, mount
+//! propagation, pivoting to a fresh root, dropping capabilities), which
+//! this multi-threaded process could not do safely between fork and exec.
+//! `bwrap`'s own pid 1 holds the pid namespace: killing the process group
+//! (bwrap and that init) ends everything in the sandbox, so destroying a
+//! sandbox is one SIGKILL.
+//!
+//! When the host is root, `bwrap` runs as the configured job uid (65534 by
+//! default), so that the job's processes are unprivileged on the host too
+//! (`launch` says how it still reaches its sources).
 //!
 //! Where user namespaces are not allowed, the provider refuses to start
 //! unless `DELEGATE_LOCAL_UNSANDBOXED=1`; then the guest runs as a plain
-//! process in its own process group and every status says "NONE".
+//! process in its own session and every status says "NONE".
 
 mod argv;
+mod cgroup;
+mod launch;
 pub(crate) mod process;
 mod settings;
 
+use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,9 +39,11 @@ use std::time::Duration;
 
 use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
 
-pub use argv::{SandboxPaths, UNSHARE_FLAGS, is_sandbox_name};
+pub use argv::{SandboxPaths, inside, is_sandbox_name};
+pub use launch::JobIdentity;
+use launch::{Launch, open_data, system_entries};
 use process::Recorded;
-pub use settings::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
+pub use settings::{DEFAULT_JOB_ID, GUEST_BIN_NAME, LocalArgs, LocalSettings};
 
 /// The provider's name in statuses.
 pub const NAME: &str = "local";
@@ -39,16 +52,35 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long an unsandboxed guest gets to stop its agent after SIGTERM (its
 /// own SIGTERM-to-SIGKILL grace is 10 s).
 const UNSANDBOXED_STOP_WAIT: Duration = Duration::from_secs(15);
+/// The directory (beside the sandboxes root, in the data directory)
+/// holding the callback socket.
+const CALLBACK_DIR: &str = "callback";
+/// The callback socket's name in that directory.
+const SOCKET_NAME: &str = "callback.sock";
+
+/// How jobs are run.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// In a bubblewrap sandbox.
+    Sandboxed {
+        bwrap: PathBuf,
+        identity: JobIdentity,
+        system: Vec<argv::SystemEntry>,
+        /// Where sandbox cgroups go, when the host may make them.
+        cgroups: Option<PathBuf>,
+    },
+    /// As plain processes (the explicit opt-in).
+    Unsandboxed,
+}
 
 /// Runs jobs as sandboxed processes on this machine.
 #[derive(Debug)]
 pub struct LocalProvider {
     guest: PathBuf,
     root: PathBuf,
-    /// `Some(unshare)` when sandboxing; `None` runs unsandboxed.
-    unshare: Option<PathBuf>,
-    /// The guests' `PATH`.
-    guest_path: std::ffi::OsString,
+    /// The `PATH` of `bwrap` and of unsandboxed guests.
+    guest_path: OsString,
+    mode: Mode,
 }
 
 fn other(context: impl Into<String>, e: std::io::Error) -> ProviderError {
@@ -58,17 +90,35 @@ fn other(context: impl Into<String>, e: std::io::Error) -> ProviderError {
     }
 }
 
-/// Checks that this process may create the namespaces, by doing it once.
-fn probe(unshare: &Path) -> Result<(), String> {
-    let out = std::process::Command::new(unshare)
-        .args(UNSHARE_FLAGS)
-        .arg("--")
-        .arg("true")
-        .stdin(Stdio::null())
+/// Checks that the job user may build a sandbox here, by building one that
+/// runs `true`. (Not the guest: a wrapper standing in for it may take its
+/// time, and its staging is checked by every spawn.)
+fn probe(
+    bwrap: &Path,
+    identity: JobIdentity,
+    system: &[argv::SystemEntry],
+    env: Vec<(OsString, OsString)>,
+) -> Result<(), String> {
+    let mut argv = vec![bwrap.as_os_str().to_owned()];
+    argv.extend(argv::isolation_flags("probe"));
+    argv.extend(argv::system_view(system));
+    argv.extend(["--", "true"].map(std::ffi::OsString::from));
+    let staged = Vec::new();
+    let launch = Launch {
+        argv,
+        keep: Vec::new(),
+        identity,
+        staged,
+        env,
+        cwd: "/".into(),
+        cgroup_procs: None,
+    };
+    let (mut cmd, _keep) = launch.std_command().map_err(|e| e.to_string())?;
+    let out = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", unshare.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -76,48 +126,59 @@ fn probe(unshare: &Path) -> Result<(), String> {
     }
 }
 
+/// The environment of `bwrap` itself (the sandbox's is set by flags).
+fn base_env(path: &OsString) -> Vec<(OsString, OsString)> {
+    vec![("PATH".into(), path.clone())]
+}
+
 impl LocalProvider {
-    /// Builds the provider from its settings, probing for namespaces: a
-    /// machine where they are not allowed is refused unless the settings
-    /// allow running unsandboxed.
-    pub fn new(settings: LocalSettings) -> Result<Self, ProviderError> {
-        let LocalSettings {
-            guest_bin: guest,
-            sandbox_root,
-            unshare,
-            allow_unsandboxed,
-            guest_path,
-        } = settings;
-        let root = sandbox_root.as_path();
+    /// Builds the provider from its settings: sandboxed where `bwrap`
+    /// works (a probe sandbox runs `true`), else refused, or unsandboxed
+    /// when the settings allow it.
+    pub fn new(opts: LocalSettings) -> Result<Self, ProviderError> {
+        let root = opts.sandbox_root.as_path();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root)
             .map_err(|e| other(format!("creating {}", root.display()), e))?;
-        let refusal = match unshare {
-            None => "util-linux `unshare` was not found on PATH".to_string(),
-            Some(unshare) => match probe(&unshare) {
+        let identity =
+            JobIdentity::for_host(nix::unistd::geteuid().as_raw(), opts.job_uid, opts.job_gid)
+                .map_err(ProviderError::Unavailable)?;
+        let system = system_entries();
+        let refusal = match &opts.bwrap {
+            None => "bubblewrap (`bwrap`) was not found on PATH; install it (Debian: \
+                     apt-get install bubblewrap)"
+                .to_string(),
+            Some(bwrap) => match probe(bwrap, identity, &system, base_env(&opts.guest_path)) {
                 Ok(()) => {
-                    return Ok(LocalProvider {
-                        guest,
+                    let provider = LocalProvider {
+                        guest: opts.guest_bin.clone(),
                         root: root.to_path_buf(),
-                        unshare: Some(unshare),
-                        guest_path,
-                    });
+                        guest_path: opts.guest_path.clone(),
+                        mode: Mode::Sandboxed {
+                            bwrap: bwrap.clone(),
+                            identity,
+                            system,
+                            cgroups: cgroup::parent(),
+                        },
+                    };
+                    provider.make_callback_dir()?;
+                    return Ok(provider);
                 }
                 Err(why) => format!("user namespaces are not allowed here ({why})"),
             },
         };
-        if allow_unsandboxed {
+        if opts.allow_unsandboxed {
             tracing::warn!(
                 reason = %refusal,
                 "DELEGATE_LOCAL_UNSANDBOXED=1: jobs run as plain processes WITHOUT a sandbox"
             );
             return Ok(LocalProvider {
-                guest,
+                guest: opts.guest_bin,
                 root: root.to_path_buf(),
-                unshare: None,
-                guest_path,
+                guest_path: opts.guest_path,
+                mode: Mode::Unsandboxed,
             });
         }
         Err(ProviderError::Unavailable(format!(
@@ -133,6 +194,23 @@ impl LocalProvider {
         SandboxPaths::new(&self.root, name)
     }
 
+    /// The directory of the callback socket, bound into every sandbox.
+    fn callback_dir(&self) -> PathBuf {
+        self.root.parent().unwrap_or(&self.root).join(CALLBACK_DIR)
+    }
+
+    /// Creates the callback directory: 0755, so the job uid may reach the
+    /// socket inside (the data directory above it stays 0700).
+    fn make_callback_dir(&self) -> Result<(), ProviderError> {
+        let dir = self.callback_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)))
+            .map_err(|e| other(format!("creating {}", dir.display()), e))
+    }
+
     /// Creates the sandbox's directories and private files.
     fn prepare(&self, paths: &SandboxPaths, req: &ProvisionRequest) -> Result<(), ProviderError> {
         let mk = |dir: &Path| {
@@ -142,68 +220,235 @@ impl LocalProvider {
                 .map_err(|e| other(format!("creating {}", dir.display()), e))
         };
         mk(&paths.dir)?;
-        for dir in [&paths.workspace, &paths.logs, &paths.home, &paths.tmp] {
+        let owner = match &self.mode {
+            Mode::Sandboxed { identity, .. } => identity.owner(),
+            Mode::Unsandboxed => None,
+        };
+        for dir in [
+            &paths.job_root,
+            &paths.workspace,
+            &paths.logs,
+            &paths.home,
+            &paths.tmp,
+        ] {
             mk(dir)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .map_err(|e| other(format!("giving {} to the job uid", dir.display()), e))?;
+            }
         }
         write_private(&paths.job_file, req.job_id.as_bytes())?;
-        let bootstrap = serde_json::to_vec(&req.bootstrap).map_err(|e| ProviderError::Other {
+        let mut bootstrap = req.bootstrap.clone();
+        if let Mode::Sandboxed { .. } = self.mode {
+            bootstrap.callback_url =
+                delegate_proto::bootstrap::unix_callback_url(Path::new(inside::SOCKET));
+            write_private(&paths.passwd, argv::passwd_text().as_bytes())?;
+            write_private(&paths.group, argv::group_text().as_bytes())?;
+            write_private(&paths.hosts, argv::HOSTS_TEXT.as_bytes())?;
+        }
+        let bootstrap = serde_json::to_vec(&bootstrap).map_err(|e| ProviderError::Other {
             context: "encoding the bootstrap".into(),
             source: Box::new(e),
         })?;
         write_private(&paths.bootstrap, &bootstrap)
     }
 
-    fn spawn(&self, paths: &SandboxPaths) -> Result<tokio::process::Child, ProviderError> {
-        let inner = argv::guest_argv(&self.guest, paths);
-        let argv = match &self.unshare {
-            Some(unshare) => argv::sandboxed(unshare, inner),
-            None => inner,
-        };
+    fn launch(
+        &self,
+        name: &str,
+        paths: &SandboxPaths,
+        cgroup: Option<&cgroup::SandboxCgroup>,
+    ) -> Result<Launch, ProviderError> {
+        match &self.mode {
+            Mode::Sandboxed {
+                bwrap,
+                identity,
+                system,
+                ..
+            } => {
+                let open = |p: &Path| {
+                    open_data(p).map_err(|e| other(format!("opening {}", p.display()), e))
+                };
+                let keep = vec![
+                    open(&paths.bootstrap)?,
+                    open(&paths.passwd)?,
+                    open(&paths.group)?,
+                    open(&paths.hosts)?,
+                ];
+                use std::os::fd::AsRawFd;
+                let fds = argv::DataFds {
+                    bootstrap: keep[0].as_raw_fd(),
+                    passwd: keep[1].as_raw_fd(),
+                    group: keep[2].as_raw_fd(),
+                    hosts: keep[3].as_raw_fd(),
+                };
+                let (sources, staged) =
+                    identity.sources(&paths.job_root, &self.callback_dir(), &self.guest);
+                Ok(Launch {
+                    argv: argv::bwrap_argv(
+                        bwrap,
+                        name,
+                        system,
+                        &sources,
+                        fds,
+                        cgroup.map(|c| c.dir.as_path()),
+                    ),
+                    keep,
+                    identity: *identity,
+                    staged,
+                    env: base_env(&self.guest_path),
+                    cwd: "/".into(),
+                    cgroup_procs: cgroup.map(|c| c.procs()),
+                })
+            }
+            Mode::Unsandboxed => {
+                let mut env = base_env(&self.guest_path);
+                env.extend([
+                    ("HOME".into(), paths.home.clone().into()),
+                    ("TMPDIR".into(), paths.tmp.clone().into()),
+                    ("LANG".into(), "C.UTF-8".into()),
+                ]);
+                Ok(Launch {
+                    argv: argv::unsandboxed_guest_argv(&self.guest, paths),
+                    keep: Vec::new(),
+                    identity: JobIdentity::HostUser,
+                    staged: Vec::new(),
+                    env,
+                    cwd: paths.workspace.clone(),
+                    cgroup_procs: None,
+                })
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        name: &str,
+        paths: &SandboxPaths,
+        cgroup: Option<&cgroup::SandboxCgroup>,
+    ) -> Result<tokio::process::Child, ProviderError> {
+        let launch = self.launch(name, paths, cgroup)?;
+        let program = launch.argv[0].to_string_lossy().into_owned();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&paths.guest_log)
             .map_err(|e| other(format!("opening {}", paths.guest_log.display()), e))?;
+        let (mut cmd, keep) = launch
+            .std_command()
+            .map_err(|e| other("preparing the sandbox command", e))?;
         let log2 = log
             .try_clone()
             .map_err(|e| other("duplicating the guest log", e))?;
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env("PATH", &self.guest_path)
-            .env("HOME", &paths.home)
-            .env("TMPDIR", &paths.tmp)
-            .env("LANG", "C.UTF-8")
-            .current_dir(&paths.workspace)
-            .stdin(Stdio::null())
-            // Never the host's stdout: that is the MCP channel.
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0)
-            // The sandbox outlives this handle: a restarted host finds it
-            // through its pid file.
-            .kill_on_drop(false);
-        cmd.spawn()
-            .map_err(|e| other(format!("starting {}", argv[0].to_string_lossy()), e))
+        // Never the host's stdout: that is the MCP channel.
+        cmd.stdout(log).stderr(log2);
+        let mut cmd = tokio::process::Command::from(cmd);
+        // The sandbox outlives this handle: a restarted host finds it
+        // through its pid file.
+        cmd.kill_on_drop(false);
+        let child = cmd
+            .spawn()
+            .map_err(|e| other(format!("starting {program}"), e));
+        // The child has its copies now.
+        drop(keep);
+        child
+    }
+
+    /// The sandbox's cgroup with the job's limits, where the host may make
+    /// one; what holds is logged (the guest's preparing phase says it too).
+    fn make_cgroup(
+        &self,
+        name: &str,
+        paths: &SandboxPaths,
+        req: &ProvisionRequest,
+    ) -> Option<cgroup::SandboxCgroup> {
+        let Mode::Sandboxed {
+            identity,
+            cgroups: Some(parent),
+            ..
+        } = &self.mode
+        else {
+            tracing::info!(job_id = %req.job_id, sandbox = name,
+                "no sandbox cgroup (no writable cgroup v2 here): only the guest's rlimits hold");
+            return None;
+        };
+        let cg = cgroup::SandboxCgroup::at(parent, name);
+        // The job's resolved size, as a VM of that size would have it.
+        let limits = cgroup::Limits {
+            memory: Some(req.size.memory_bytes),
+            cpus: Some(req.size.cpus),
+        };
+        match cg.create(limits, identity.owner()) {
+            Ok(applied) => {
+                tracing::info!(job_id = %req.job_id, sandbox = name,
+                    limits = %applied.describe(), "sandbox cgroup");
+                if let Err(e) =
+                    std::fs::write(&paths.cgroup_file, cg.dir.as_os_str().as_encoded_bytes())
+                {
+                    tracing::warn!(sandbox = name, error = %e, "cannot record the sandbox cgroup");
+                }
+                Some(cg)
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %req.job_id, sandbox = name, error = %e,
+                    "cannot make a sandbox cgroup: only the guest's rlimits hold");
+                let _ = cg.remove();
+                None
+            }
+        }
+    }
+
+    /// The cgroup recorded for a sandbox, if it is one of ours.
+    fn recorded_cgroup(&self, paths: &SandboxPaths) -> Option<cgroup::SandboxCgroup> {
+        let Mode::Sandboxed {
+            cgroups: Some(parent),
+            ..
+        } = &self.mode
+        else {
+            return None;
+        };
+        let dir = PathBuf::from(std::fs::read_to_string(&paths.cgroup_file).ok()?);
+        (dir.parent() == Some(parent.as_path())).then_some(cgroup::SandboxCgroup { dir })
     }
 
     /// Kills the sandbox's processes and waits until they are gone.
     ///
-    /// Sandboxed, one SIGKILL to the process group ends the guest, pid 1 of
-    /// its namespace, and with it everything in the namespace. Unsandboxed,
-    /// the agent may have left the guest's process group, so the guest gets
-    /// SIGTERM first and ends its agent's tree itself (as on a cancel).
+    /// Sandboxed, one SIGKILL to the process group ends `bwrap` and its
+    /// init, pid 1 of the sandbox's namespace, and with it everything in the
+    /// namespace. Unsandboxed, the agent may have left the guest's process
+    /// group, so the guest gets SIGTERM first and ends its agent's tree
+    /// itself (as on a cancel).
     async fn kill(&self, paths: &SandboxPaths) {
         let Some(rec) = Recorded::read(&paths.pid_file) else {
             return;
         };
-        if self.unshare.is_none() {
+        if let Mode::Unsandboxed = self.mode {
             rec.terminate();
             wait_gone(&rec, UNSANDBOXED_STOP_WAIT).await;
         }
+        if let Some(cg) = self.recorded_cgroup(paths) {
+            cg.kill();
+        }
         rec.kill_group();
         wait_gone(&rec, KILL_WAIT).await;
+    }
+}
+
+/// Removes a sandbox cgroup once the kernel has let its last processes go
+/// (a few milliseconds after they die); one that stays busy is left and
+/// logged, since the sandbox itself is gone.
+async fn remove_cgroup(cg: &cgroup::SandboxCgroup) {
+    let mut last = None;
+    for _ in 0..50 {
+        match cg.remove() {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(e) = last {
+        tracing::warn!(cgroup = %cg.dir.display(), error = %e, "cannot remove the sandbox cgroup");
     }
 }
 
@@ -264,10 +509,16 @@ impl Provider for LocalProvider {
     }
 
     fn isolation(&self) -> Isolation {
-        if self.unshare.is_some() {
-            Isolation::ProcessSandbox
-        } else {
-            Isolation::None
+        match self.mode {
+            Mode::Sandboxed { .. } => Isolation::ProcessSandbox,
+            Mode::Unsandboxed => Isolation::None,
+        }
+    }
+
+    fn callback_socket(&self) -> Option<PathBuf> {
+        match self.mode {
+            Mode::Sandboxed { .. } => Some(self.callback_dir().join(SOCKET_NAME)),
+            Mode::Unsandboxed => None,
         }
     }
 
@@ -286,7 +537,8 @@ impl Provider for LocalProvider {
         self.prepare(&paths, &req)?;
         // From here on there is something to destroy.
         on_created(vm.clone());
-        let mut child = self.spawn(&paths)?;
+        let cgroup = self.make_cgroup(&vm.id, &paths, &req);
+        let mut child = self.spawn(&vm.id, &paths, cgroup.as_ref())?;
         let pid = child.id().unwrap_or(0);
         match Recorded::of(pid) {
             Some(rec) => rec
@@ -332,6 +584,9 @@ impl Provider for LocalProvider {
                 vm: vm.id.clone(),
                 message: format!("its processes survived SIGKILL for {KILL_WAIT:?}"),
             });
+        }
+        if let Some(cg) = self.recorded_cgroup(&paths) {
+            remove_cgroup(&cg).await;
         }
         let dir = paths.dir.clone();
         tokio::task::spawn_blocking(move || remove_tree(&dir))

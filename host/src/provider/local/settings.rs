@@ -13,7 +13,7 @@ pub const GUEST_BIN_NAME: &str = "delegate-guest";
 const DEFAULT_GUEST_PATH: &str = "/usr/bin:/bin";
 
 /// Local provider settings as given on the command line or in the environment.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LocalArgs {
     /// The `delegate-guest` binary (local provider).
     /// Default: beside `delegate-host`, then `PATH`.
@@ -22,6 +22,28 @@ pub struct LocalArgs {
     /// Let the local provider run jobs without namespaces where they are not allowed.
     #[arg(long, env = "DELEGATE_LOCAL_UNSANDBOXED")]
     pub local_unsandboxed: bool,
+    /// Host uid the local sandbox runs jobs as when the host runs as root.
+    #[arg(long, env = "DELEGATE_LOCAL_JOB_UID", default_value_t = DEFAULT_JOB_ID)]
+    pub local_job_uid: u32,
+    /// Host gid the local sandbox runs jobs as when the host runs as root.
+    #[arg(long, env = "DELEGATE_LOCAL_JOB_GID", default_value_t = DEFAULT_JOB_ID)]
+    pub local_job_gid: u32,
+}
+
+/// The host uid and gid of jobs under a root host: `nobody`/`nogroup`.
+pub const DEFAULT_JOB_ID: u32 = 65534;
+
+impl Default for LocalArgs {
+    /// What clap gives when nothing is set (a derived default would make
+    /// the job uid 0, which the provider refuses).
+    fn default() -> Self {
+        LocalArgs {
+            guest_bin: None,
+            local_unsandboxed: false,
+            local_job_uid: DEFAULT_JOB_ID,
+            local_job_gid: DEFAULT_JOB_ID,
+        }
+    }
 }
 
 /// What the local provider runs with.
@@ -31,18 +53,22 @@ pub struct LocalSettings {
     pub guest_bin: PathBuf,
     /// Where the sandboxes' directories are made.
     pub sandbox_root: PathBuf,
-    /// util-linux `unshare`, when the machine has it.
-    pub unshare: Option<PathBuf>,
+    /// bubblewrap (`bwrap`), when the machine has it.
+    pub bwrap: Option<PathBuf>,
     /// `DELEGATE_LOCAL_UNSANDBOXED`: the user's opt-in for machines without
     /// user namespaces.
     pub allow_unsandboxed: bool,
+    /// `DELEGATE_LOCAL_JOB_UID`: the host uid of jobs when the host is root.
+    pub job_uid: u32,
+    /// `DELEGATE_LOCAL_JOB_GID`: the host gid of jobs when the host is root.
+    pub job_gid: u32,
     /// The `PATH` guests run with: the host's, so an agent finds the same
     /// programs as the person who started the host.
     pub guest_path: OsString,
 }
 
 impl LocalArgs {
-    /// Finds the guest and `unshare`; sandboxes go under `data_dir`.
+    /// Finds the guest and `bwrap`; sandboxes go under `data_dir`.
     pub fn resolve(
         &self,
         data_dir: &Path,
@@ -72,8 +98,10 @@ impl LocalArgs {
         Ok(LocalSettings {
             guest_bin,
             sandbox_root: data_dir.join("sandboxes"),
-            unshare: find_unshare(machine),
+            bwrap: find_bwrap(machine),
             allow_unsandboxed: self.local_unsandboxed,
+            job_uid: self.local_job_uid,
+            job_gid: self.local_job_gid,
             guest_path: machine
                 .var_os("PATH")
                 .unwrap_or_else(|| DEFAULT_GUEST_PATH.into()),
@@ -81,11 +109,11 @@ impl LocalArgs {
     }
 }
 
-/// `unshare` on `PATH`, else in /usr/bin or /bin (where util-linux puts
-/// it, should `PATH` be minimal).
-fn find_unshare(machine: &dyn Machine) -> Option<PathBuf> {
-    machine.find_on_path("unshare").or_else(|| {
-        ["/usr/bin/unshare", "/bin/unshare"]
+/// `bwrap` on `PATH`, else in /usr/bin or /bin (where Debian puts it,
+/// should `PATH` be minimal).
+fn find_bwrap(machine: &dyn Machine) -> Option<PathBuf> {
+    machine.find_on_path("bwrap").or_else(|| {
+        ["/usr/bin/bwrap", "/bin/bwrap"]
             .into_iter()
             .map(PathBuf::from)
             .find(|p| machine.is_executable(p))
@@ -98,14 +126,15 @@ mod tests {
     use crate::resolve::FixedMachine;
 
     #[test]
-    fn guest_and_unshare_are_found_on_the_machine() {
+    fn guest_and_bwrap_are_found_on_the_machine() {
         let m = FixedMachine::default()
             .with_var("PATH", "/opt/bin")
             .with_executable("/opt/bin/delegate-guest")
-            .with_executable("/usr/bin/unshare");
+            .with_executable("/usr/bin/bwrap");
         let s = LocalArgs::default().resolve(Path::new("/d"), &m).unwrap();
         assert_eq!(s.guest_bin, PathBuf::from("/opt/bin/delegate-guest"));
-        assert_eq!(s.unshare, Some(PathBuf::from("/usr/bin/unshare")));
+        assert_eq!(s.bwrap, Some(PathBuf::from("/usr/bin/bwrap")));
+        assert_eq!((s.job_uid, s.job_gid), (DEFAULT_JOB_ID, DEFAULT_JOB_ID));
         assert_eq!(s.sandbox_root, PathBuf::from("/d/sandboxes"));
         assert!(!s.allow_unsandboxed);
         assert_eq!(s.guest_path, "/opt/bin");
@@ -116,6 +145,7 @@ mod tests {
         let args = LocalArgs {
             guest_bin: Some("g".into()),
             local_unsandboxed: true,
+            ..LocalArgs::default()
         };
         let m = FixedMachine {
             cwd: Some("/w".into()),
@@ -127,7 +157,7 @@ mod tests {
             .resolve(Path::new("/d"), &m.with_executable("/w/g"))
             .unwrap();
         assert_eq!(s.guest_bin, PathBuf::from("/w/g"));
-        assert_eq!(s.unshare, None);
+        assert_eq!(s.bwrap, None);
         assert!(s.allow_unsandboxed);
         assert_eq!(s.guest_path, "/usr/bin:/bin");
     }

@@ -2,6 +2,8 @@
 //! the host benchmark, which includes this module by path).
 
 pub mod fake;
+pub mod guest;
 pub mod harness;
+pub mod local;
 pub mod tar;
 pub mod wire;

@@ -19,20 +19,26 @@ pub const VM_WORKSPACE: &str = "/workspace";
 
 /// Runs the parsed command line; returns the process exit status.
 pub fn main(cli: Cli) -> u8 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match cli.command {
+        Command::Run(args) => block_on(run(args)),
+        Command::Boot(args) => block_on(boot(args)),
+        // Plain threads: no runtime for a byte pump.
+        Command::Relay { target } => crate::relay::main(&target),
+    }
+}
+
+/// Runs `job` on a small multi-threaded runtime.
+fn block_on(job: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(job),
         Err(e) => {
             crate::say!("delegate-guest: cannot start the runtime: {e}");
-            return 1;
+            1
         }
-    };
-    match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
-        Command::Boot(args) => runtime.block_on(boot(args)),
     }
 }
 

@@ -27,6 +27,13 @@ pub enum Command {
     /// Inside a VM: find the bootstrap, fetch the job from the host, run it
     /// and report there.
     Boot(BootArgs),
+    /// Host side of the qemu provider's callback forward: joins stdin and
+    /// stdout to a TCP connection to HOST:PORT (see `relay`).
+    #[command(hide = true)]
+    Relay {
+        /// Where to connect, e.g. 127.0.0.1:8765.
+        target: String,
+    },
 }
 
 /// `delegate-guest run`.

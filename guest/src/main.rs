@@ -7,6 +7,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if delegate_guest::init::is_vm_init() {
+        // The kernel's /init in a micro VM: no arguments, powers off at the end.
+        delegate_guest::init::main();
+    }
     // Diagnostics go to stderr; stdout carries only JSON lines.
     let filter =
         EnvFilter::try_from_env("DELEGATE_GUEST_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use delegate_proto::size::parse_size;
 
-use crate::provider::local::{LocalArgs, LocalSettings};
+use crate::provider::local::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
 use crate::provider::proxmox::{ProxmoxArgs, ProxmoxSettings};
+use crate::provider::qemu::{QemuArgs, QemuContext, QemuSettings};
 use crate::resolve::{FileKind, Machine, ProcessMachine, Secret, SettingsError, absolute, invalid};
 
 pub use builder::SettingsBuilder;
@@ -31,17 +32,24 @@ pub enum ProviderKind {
     Local,
     /// Proxmox VE over its REST API.
     Proxmox,
+    /// A QEMU micro VM per job on this machine.
+    Qemu,
 }
 
 impl ProviderKind {
     /// Every provider this build has, in the order settings list them.
-    pub const ALL: [ProviderKind; 2] = [ProviderKind::Local, ProviderKind::Proxmox];
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Local,
+        ProviderKind::Proxmox,
+        ProviderKind::Qemu,
+    ];
 
     /// The name used in settings and statuses.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Local => "local",
             ProviderKind::Proxmox => "proxmox",
+            ProviderKind::Qemu => "qemu",
         }
     }
 
@@ -106,7 +114,7 @@ pub struct RawSettings {
     /// How often timeouts, leases, cleanup and retention are checked.
     #[arg(long, env = "CLEANUP_INTERVAL_SECONDS", default_value_t = 30)]
     pub cleanup_interval_seconds: u64,
-    /// Where VMs come from: `local` or `proxmox`.
+    /// Where VMs come from: `local`, `proxmox` or `qemu`.
     #[arg(long, env = "DELEGATE_PROVIDER", default_value = "local")]
     pub provider: String,
     /// Directory for the job database, logs and artifacts.
@@ -174,6 +182,9 @@ pub struct RawSettings {
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
     pub proxmox: ProxmoxArgs,
+    /// QEMU provider settings (`DELEGATE_QEMU_*`).
+    #[command(flatten)]
+    pub qemu: QemuArgs,
 }
 
 /// Validated settings; what the engine runs with.
@@ -246,6 +257,8 @@ pub struct Settings {
     pub local: Option<LocalSettings>,
     /// Resolved Proxmox settings, with `DELEGATE_PROVIDER=proxmox`.
     pub proxmox: Option<ProxmoxSettings>,
+    /// Resolved QEMU settings, with `DELEGATE_PROVIDER=qemu`.
+    pub qemu: Option<QemuSettings>,
 }
 
 /// Client tool calls time out around 60 s; a wait must end well before.
@@ -269,6 +282,18 @@ impl Settings {
                 settings.local = Some(raw.local.resolve(&settings.data_dir, machine)?);
             }
             ProviderKind::Proxmox => settings.proxmox = Some(raw.proxmox.resolve(machine)?),
+            ProviderKind::Qemu => {
+                let ctx = QemuContext::standard(
+                    machine.var_os("PATH"),
+                    qemu_guest_candidates(&raw.local, machine),
+                    &settings.data_dir,
+                );
+                let qemu = raw
+                    .qemu
+                    .resolve(&ctx)
+                    .map_err(|e| invalid(e.setting, e.message))?;
+                settings.qemu = Some(qemu);
+            }
         }
         Ok(settings)
     }
@@ -457,8 +482,31 @@ impl Settings {
             max_resource_bytes: size("DELEGATE_MAX_RESOURCE_BYTES", &raw.max_resource_bytes)?,
             local: None,
             proxmox: None,
+            qemu: None,
         })
     }
+}
+
+/// Where a static guest for the qemu provider may be, in order:
+/// DELEGATE_GUEST_BIN, the guest found beside delegate-host or on PATH,
+/// and the workspace's musl build next to this executable's profile
+/// directory (`target/x86_64-unknown-linux-musl/release`).
+fn qemu_guest_candidates(local: &LocalArgs, machine: &dyn Machine) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = local
+        .guest_bin
+        .as_deref()
+        .and_then(|p| absolute("DELEGATE_GUEST_BIN", p, machine).ok())
+        .into_iter()
+        .collect();
+    out.extend(machine.find_beside_exe_or_on_path(GUEST_BIN_NAME));
+    if let Some(exe) = machine.current_exe() {
+        let musl = std::path::Path::new("x86_64-unknown-linux-musl/release").join(GUEST_BIN_NAME);
+        // target/<profile>/ and, under cargo test, target/<profile>/deps/.
+        for up in exe.ancestors().skip(2).take(2) {
+            out.push(up.join(&musl));
+        }
+    }
+    out
 }
 
 /// This machine's memory (`MemTotal` in `/proc/meminfo`): the most a
@@ -513,14 +561,17 @@ pub fn derive_callback_url(
 ) -> Result<String, SettingsError> {
     let port = bind.port();
     match (provider, bind.ip()) {
-        (ProviderKind::Local, ip) if ip.is_unspecified() || ip.is_loopback() => {
+        // QEMU VMs reach the callback through a relay this host runs.
+        (ProviderKind::Local | ProviderKind::Qemu, ip)
+            if ip.is_unspecified() || ip.is_loopback() =>
+        {
             Ok(format!("http://127.0.0.1:{port}"))
         }
         (_, ip) if !ip.is_unspecified() && !ip.is_loopback() => Ok(match ip {
             IpAddr::V4(v4) => format!("http://{v4}:{port}"),
             IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
         }),
-        (ProviderKind::Local, ip) => Ok(format!("http://{ip}:{port}")),
+        (ProviderKind::Local | ProviderKind::Qemu, ip) => Ok(format!("http://{ip}:{port}")),
         (p, _) => Err(invalid(
             "CALLBACK_URL",
             format!(

@@ -95,6 +95,13 @@ pub fn build_provider(settings: &Settings) -> Result<Arc<dyn Provider>, EngineEr
                 .ok_or_else(|| missing("PROXMOX_*"))?;
             Arc::new(ProxmoxProvider::from_settings(px)?)
         }
+        ProviderKind::Qemu => {
+            let qemu = settings
+                .qemu
+                .clone()
+                .ok_or_else(|| missing("DELEGATE_QEMU_*"))?;
+            Arc::new(crate::provider::qemu::QemuProvider::new(qemu)?)
+        }
     })
 }
 
@@ -106,6 +113,7 @@ pub async fn start_engine(
     shutdown: CancellationToken,
 ) -> Result<Engine, EngineError> {
     let provider = build_provider(&settings)?;
+    tracing::info!(provider = provider.name(), "{}", provider.describe());
     start_engine_with(settings, provider, shutdown).await
 }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod event;
 pub mod event_check;
 pub mod manifest;
+pub mod microvm;
 pub mod outcome;
 pub mod size;
 pub mod state;

@@ -51,6 +51,11 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
             list.push(data_dir_check(settings));
             checks(list)
         }
+        (ProviderKind::Qemu, _) => {
+            let mut list = qemu_checks(settings);
+            list.push(data_dir_check(settings));
+            checks(list)
+        }
         (ProviderKind::Proxmox, None) => checks(vec![(
             "proxmox provider",
             false,
@@ -84,6 +89,20 @@ fn local_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {
             ),
         ],
         Err(e) => vec![("local provider", false, e.to_string())],
+    }
+}
+
+fn qemu_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {
+    match &settings.qemu {
+        None => vec![(
+            "qemu provider",
+            false,
+            "no settings (DELEGATE_QEMU_*)".into(),
+        )],
+        Some(qemu) => crate::provider::qemu::doctor::run(qemu)
+            .into_iter()
+            .map(|c| (c.name, c.ok, c.detail))
+            .collect(),
     }
 }
 

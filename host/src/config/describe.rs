@@ -98,6 +98,9 @@ impl Settings {
         if let Some(p) = &self.proxmox {
             out.extend(p.describe());
         }
+        if let Some(q) = &self.qemu {
+            out.extend(q.describe());
+        }
         out
     }
 }

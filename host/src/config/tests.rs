@@ -170,7 +170,7 @@ const PROXMOX: [&str; 6] = [
 #[test]
 fn providers_this_build_cannot_run_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["qemu", "QEMU", "docker", ""] {
+    for name in ["firecracker", "DOCKER", "docker", ""] {
         let err = Settings::resolve_with(
             raw(&["--provider", name, "--callback-host", "10.1.2.3"]),
             &machine(dir.path()),
@@ -178,7 +178,10 @@ fn providers_this_build_cannot_run_are_refused() {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("DELEGATE_PROVIDER: "), "{name}: {err}");
-        assert!(err.ends_with("use one of: local, proxmox"), "{name}: {err}");
+        assert!(
+            err.ends_with("use one of: local, proxmox, qemu"),
+            "{name}: {err}"
+        );
     }
     let guest = fake_guest(dir.path());
     let s = Settings::resolve_with(
@@ -255,6 +258,29 @@ fn token_file_is_read_and_masked() {
     assert!(!described.contains("s3cr3t"), "{described}");
     assert!(!format!("{s:?}").contains("s3cr3t"));
     assert!(described.contains("DELEGATE_HTTP_TOKEN"));
+}
+
+#[test]
+fn qemu_vms_reach_the_callback_through_a_relay_on_loopback() {
+    let any: std::net::SocketAddr = "0.0.0.0:8765".parse().unwrap();
+    assert_eq!(
+        derive_callback_url(ProviderKind::Qemu, any).unwrap(),
+        "http://127.0.0.1:8765"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = FixedMachine {
+        current_exe: Some("/w/target/debug/deps/t-123".into()),
+        ..machine(dir.path())
+    };
+    let local = LocalArgs {
+        guest_bin: Some("/g".into()),
+        ..LocalArgs::default()
+    };
+    let c = qemu_guest_candidates(&local, &m);
+    assert_eq!(c[0], std::path::Path::new("/g"));
+    assert!(c.contains(&std::path::PathBuf::from(
+        "/w/target/x86_64-unknown-linux-musl/release/delegate-guest"
+    )));
 }
 
 #[test]

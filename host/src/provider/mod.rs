@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod proxmox;
+pub mod qemu;
 
 use delegate_proto::Bootstrap;
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,12 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The isolation every job on this provider gets.
     fn isolation(&self) -> Isolation;
+
+    /// One line on how jobs run here, for statuses and logs (the qemu
+    /// provider adds its accelerator and why).
+    fn describe(&self) -> String {
+        self.isolation().describe().to_string()
+    }
 
     /// Creates and starts a VM for the job and hands it the bootstrap.
     /// Returns once the guest has been given its bootstrap; the guest then

@@ -15,6 +15,7 @@ mod local_limits;
 mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;
+mod qemu_vm;
 mod store_artifacts;
 mod store_basics;
 mod store_damage;

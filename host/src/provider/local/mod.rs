@@ -28,7 +28,7 @@
 mod argv;
 mod cgroup;
 mod launch;
-mod process;
+pub(crate) mod process;
 mod settings;
 
 use std::ffi::OsString;

@@ -1,0 +1,309 @@
+//! QEMU command lines, built as argv arrays (never shell text) so tests can
+//! check them.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::kvm::Accel;
+
+/// The address the VM reaches the callback API at: QEMU user networking
+/// forwards connections to it (and to nothing else) to the host.
+pub const CALLBACK_GUEST_ADDR: &str = "10.0.2.100";
+/// The port of [`CALLBACK_GUEST_ADDR`].
+pub const CALLBACK_GUEST_PORT: u16 = 80;
+/// fw_cfg entry the guest reads its bootstrap from.
+pub const BOOTSTRAP_FW_CFG: &str = "opt/delegate/bootstrap";
+use delegate_proto::microvm::ROOT_TAG;
+
+/// TCG's translation cache in MiB (see [`build`]).
+pub const TCG_TB_MIB: u32 = 64;
+
+/// Everything one VM's command line depends on.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// The VM's name in QEMU (and in `ps`): `delegate-<vm name>`.
+    pub name: String,
+    /// The QEMU binary.
+    pub binary: PathBuf,
+    /// KVM or TCG.
+    pub accel: Accel,
+    /// vCPUs.
+    pub cpus: u32,
+    /// RAM in MiB.
+    pub memory_mib: u64,
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initramfs: PathBuf,
+    /// Extra kernel parameters (`delegate.*`).
+    pub params: Vec<String>,
+    /// The console log file.
+    pub console: PathBuf,
+    /// What the VM may reach: `None` for no network at all (the KVM
+    /// probe), else the relay command run per connection.
+    pub network: Option<Network>,
+    /// The bootstrap file for fw_cfg (`None` in the KVM probe).
+    pub bootstrap: Option<PathBuf>,
+    /// The QMP socket (`None` in the KVM probe).
+    pub qmp: Option<PathBuf>,
+    /// Export the machine's root read-only over virtio-9p.
+    pub share_root: bool,
+    /// The `/workspace` disk (the VM's first virtio disk, `/dev/vda`).
+    pub workspace_disk: Option<PathBuf>,
+}
+
+/// The one forward of a VM's network.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The relay (a static `delegate-guest`), run by QEMU per connection.
+    pub relay: PathBuf,
+    /// `HOST:PORT` of the callback API on this machine.
+    pub target: String,
+}
+
+/// A value inside a QEMU `-opt key=value,...` list: commas are doubled.
+fn opt(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+fn path_opt(p: &Path) -> String {
+    opt(&p.to_string_lossy())
+}
+
+/// Why a path cannot go into a QEMU command line safely.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path:?} cannot be passed to QEMU: {why}")]
+pub struct ArgvError {
+    what: &'static str,
+    path: String,
+    why: &'static str,
+}
+
+/// The relay command for `guestfwd=...-cmd:` (split by QEMU like a shell
+/// would, so the program is quoted; a quote in it cannot be).
+fn relay_command(net: &Network) -> Result<String, ArgvError> {
+    let relay = net.relay.to_string_lossy();
+    if relay.contains('\'')
+        || !net
+            .target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:[]-".contains(&b))
+    {
+        return Err(ArgvError {
+            what: "the relay",
+            path: format!("{relay} {}", net.target),
+            why: "it contains a quote or an unexpected character",
+        });
+    }
+    Ok(format!("'{relay}' relay {}", net.target))
+}
+
+/// The kernel command line. `panic=-1` with `-no-reboot` makes a crashed
+/// init end QEMU instead of hanging.
+pub fn kernel_cmdline(params: &[String]) -> String {
+    let mut line = String::from("console=ttyS0 panic=-1 loglevel=4 rdinit=/init");
+    for p in params {
+        line.push(' ');
+        line.push_str(p);
+    }
+    line
+}
+
+/// The full argv.
+pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        format!("delegate-{}", opt(&spec.name)),
+        "-machine".into(),
+        "pc".into(),
+        "-accel".into(),
+        match spec.accel {
+            Accel::Kvm => "kvm".into(),
+            // TCG's translation cache defaults to 1 GiB and fills as code
+            // runs: host memory beyond the VM's RAM. 64 MiB holds what a
+            // job's tools translate to; a flush costs re-translation only.
+            Accel::Tcg => format!("tcg,tb-size={TCG_TB_MIB}"),
+        },
+        // `-cpu host` is what KVM guests should see; under TCG `max` gives
+        // the emulated CPU every feature QEMU implements, so binaries built
+        // for newer CPUs still run.
+        "-cpu".into(),
+        match spec.accel {
+            Accel::Kvm => "host".into(),
+            Accel::Tcg => "max".into(),
+        },
+        "-smp".into(),
+        spec.cpus.max(1).to_string(),
+        "-m".into(),
+        format!("{}M", spec.memory_mib.max(128)),
+        "-nodefaults".into(),
+        "-no-user-config".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-kernel".into(),
+        spec.kernel.to_string_lossy().into_owned(),
+        "-initrd".into(),
+        spec.initramfs.to_string_lossy().into_owned(),
+        "-append".into(),
+        kernel_cmdline(&spec.params),
+        "-chardev".into(),
+        format!("file,id=console,path={}", path_opt(&spec.console)),
+        "-serial".into(),
+        "chardev:console".into(),
+    ];
+    if spec.share_root {
+        // security_model=none: files keep their owners and modes as this
+        // user sees them, so the VM's unprivileged job user reads what an
+        // unprivileged local user could. multidevs=forbid: only the root
+        // file system itself, not what is mounted on it (/proc, /home,
+        // removable media), is reachable; init lays its own mounts over
+        // opaque directories so it never looks below them.
+        a.extend([
+            "-fsdev".into(),
+            format!("local,id={ROOT_TAG},path=/,security_model=none,readonly=on,multidevs=forbid"),
+            "-device".into(),
+            format!("virtio-9p-pci,fsdev={ROOT_TAG},mount_tag={ROOT_TAG}"),
+        ]);
+    }
+    match &spec.network {
+        Some(net) => {
+            // restrict=on: the VM reaches neither this machine nor any
+            // network; the guestfwd rule is the one exception.
+            let cmd = relay_command(net)?;
+            a.extend([
+                "-netdev".into(),
+                format!(
+                    "user,id=net0,restrict=on,guestfwd=tcp:{CALLBACK_GUEST_ADDR}:{CALLBACK_GUEST_PORT}-cmd:{}",
+                    opt(&cmd)
+                ),
+                "-device".into(),
+                "virtio-net-pci,netdev=net0".into(),
+                "-device".into(),
+                "virtio-rng-pci".into(),
+            ]);
+        }
+        None => a.extend(["-net".into(), "none".into()]),
+    }
+    if let Some(d) = &spec.workspace_disk {
+        // cache=unsafe: the disk dies with the VM, so flushes need not
+        // reach the host's disk.
+        a.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=virtio,cache=unsafe", path_opt(d)),
+        ]);
+    }
+    if let Some(b) = &spec.bootstrap {
+        a.extend([
+            "-fw_cfg".into(),
+            format!("name={BOOTSTRAP_FW_CFG},file={}", path_opt(b)),
+        ]);
+    }
+    if let Some(q) = &spec.qmp {
+        a.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", path_opt(q)),
+        ]);
+    }
+    let mut argv: Vec<OsString> = vec![spec.binary.clone().into()];
+    argv.extend(a.into_iter().map(OsString::from));
+    Ok(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            name: "vm-1".into(),
+            binary: "/usr/bin/qemu-system-x86_64".into(),
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            kernel: "/boot/vmlinuz".into(),
+            initramfs: "/d/qemu/initramfs.img".into(),
+            params: vec!["delegate.workspace_size=1048576".into()],
+            console: "/d/qemu/vms/vm-1/console,log".into(),
+            network: Some(Network {
+                relay: "/opt/delegate guest".into(),
+                target: "127.0.0.1:8765".into(),
+            }),
+            bootstrap: Some("/d/qemu/vms/vm-1/bootstrap.json".into()),
+            qmp: Some("/d/qemu/vms/vm-1/qmp.sock".into()),
+            share_root: true,
+            workspace_disk: Some("/d/qemu/vms/vm-1/workspace.img".into()),
+        }
+    }
+
+    fn text(argv: &[OsString]) -> Vec<String> {
+        argv.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_vm_reaches_only_its_callback_and_gets_its_bootstrap_by_fw_cfg() {
+        let argv = text(&build(&spec()).unwrap());
+        assert_eq!(after(&argv, "-accel"), ["tcg,tb-size=64"]);
+        assert_eq!(after(&argv, "-name"), ["delegate-vm-1"]);
+        assert_eq!(after(&argv, "-smp"), ["2"]);
+        assert_eq!(after(&argv, "-m"), ["1024M"]);
+        assert_eq!(
+            after(&argv, "-netdev"),
+            [
+                "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:'/opt/delegate guest' relay 127.0.0.1:8765"
+            ]
+        );
+        assert_eq!(
+            after(&argv, "-fw_cfg"),
+            ["name=opt/delegate/bootstrap,file=/d/qemu/vms/vm-1/bootstrap.json"]
+        );
+        // The token never goes on the kernel command line.
+        let append = after(&argv, "-append")[0];
+        assert!(!append.contains("bootstrap"), "{append}");
+        assert!(append.contains("delegate.workspace_size=1048576"));
+        // Commas in paths are doubled, not option separators.
+        assert_eq!(
+            after(&argv, "-chardev"),
+            ["file,id=console,path=/d/qemu/vms/vm-1/console,,log"]
+        );
+        assert!(after(&argv, "-fsdev")[0].contains("readonly=on"));
+        assert!(argv.contains(&"-no-reboot".to_string()));
+        assert_eq!(
+            after(&argv, "-drive"),
+            ["file=/d/qemu/vms/vm-1/workspace.img,format=raw,if=virtio,cache=unsafe"]
+        );
+    }
+
+    #[test]
+    fn the_probe_has_no_network_share_or_secrets() {
+        let mut s = spec();
+        s.network = None;
+        s.bootstrap = None;
+        s.qmp = None;
+        s.share_root = false;
+        s.workspace_disk = None;
+        let argv = text(&build(&s).unwrap());
+        assert_eq!(after(&argv, "-net"), ["none"]);
+        assert!(after(&argv, "-fw_cfg").is_empty());
+        assert!(after(&argv, "-fsdev").is_empty());
+    }
+
+    #[test]
+    fn a_relay_path_with_a_quote_is_refused() {
+        let mut s = spec();
+        s.network = Some(Network {
+            relay: "/tmp/it's".into(),
+            target: "127.0.0.1:1".into(),
+        });
+        assert!(build(&s).is_err());
+    }
+}

@@ -1,0 +1,501 @@
+//! The `qemu` provider: each job in its own QEMU VM on this machine.
+//!
+//! Micro-VM mode (the only mode so far) needs no image: the machine's own
+//! kernel boots an initramfs the provider builds at start ([`initramfs`]:
+//! the static `delegate-guest` as `/init` plus the kernel modules it needs,
+//! resolved from `modules.dep`). Init mounts the machine's root read-only
+//! over virtio-9p under an overlay in memory, so the job sees the tools
+//! installed here, writes only inside the VM, and runs `delegate-guest
+//! boot`, which reads its bootstrap from the fw_cfg entry
+//! `opt/delegate/bootstrap` (a 0600 file in the VM's directory, deleted
+//! once the VM is up; never on the kernel command line, which other users
+//! can read). The VM's network is QEMU user networking with
+//! `restrict=on`: its one way out is a `guestfwd` from
+//! 10.0.2.100:80 to the callback API, relayed per connection by
+//! `delegate-guest relay`.
+//!
+//! KVM is used after a bounded probe ([`kvm`]); otherwise TCG, and the
+//! provider says which ([`QemuProvider::summary`]). Each VM has a
+//! directory under `<data dir>/qemu/vms/` ([`state`]) with its pid file,
+//! QMP socket and console, so a restarted host finds and destroys it.
+//! Destroying is QMP `quit`, then SIGKILL.
+
+mod argv;
+mod boot;
+mod cpio;
+mod disk;
+pub mod doctor;
+mod initramfs;
+mod kernel;
+mod kvm;
+mod modules;
+mod qmp;
+mod settings;
+mod state;
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use delegate_proto::Bootstrap;
+
+use crate::provider::local::process::Recorded;
+use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
+
+pub use kvm::{Accel, AccelDecision};
+pub use settings::{AccelChoice, QemuArgs, QemuContext, QemuSettings, QemuSettingsError};
+pub use state::{VmDir, is_vm_name};
+
+/// The provider's name in statuses.
+pub const NAME: &str = "qemu";
+/// How long QEMU gets to quit over QMP before SIGKILL.
+const QUIT_WAIT: Duration = Duration::from_secs(3);
+/// How long `destroy` waits for a killed QEMU to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs each job in a micro VM.
+#[derive(Debug)]
+pub struct QemuProvider {
+    settings: QemuSettings,
+    accel: AccelDecision,
+    initramfs: PathBuf,
+    vms: PathBuf,
+}
+
+fn other(
+    context: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> ProviderError {
+    ProviderError::Other {
+        context: context.into(),
+        source: Box::new(e),
+    }
+}
+
+fn private_dir(path: &Path) -> Result<(), ProviderError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| other(format!("creating {}", path.display()), e))
+}
+
+impl QemuProvider {
+    /// Builds the initramfs and chooses the accelerator (probing KVM for
+    /// up to 15 s unless TCG was chosen). Blocking.
+    pub fn new(settings: QemuSettings) -> Result<Self, ProviderError> {
+        let vms = settings.state_dir.join("vms");
+        private_dir(&vms)?;
+        let modules = modules::resolve(
+            &settings.kernel.modules,
+            modules::REQUIRED,
+            modules::OPTIONAL,
+        )
+        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let initramfs = settings
+            .state_dir
+            .join(format!("initramfs-{}.img", settings.kernel.release));
+        initramfs::build(&settings.guest, &modules, &initramfs)
+            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        let probe = argv::VmSpec {
+            name: "kvm-probe".into(),
+            binary: settings.binary.clone(),
+            accel: Accel::Kvm,
+            cpus: 1,
+            memory_mib: 256,
+            kernel: settings.kernel.image.clone(),
+            initramfs: initramfs.clone(),
+            params: vec!["delegate.probe".into()],
+            console: settings.state_dir.join("kvm-probe.log"),
+            network: None,
+            bootstrap: None,
+            qmp: None,
+            share_root: false,
+            workspace_disk: None,
+        };
+        let accel = kvm::decide(settings.accel, &probe, kvm::PROBE_TIMEOUT)
+            .map_err(ProviderError::Unavailable)?;
+        tracing::info!(
+            accel = accel.accel.as_str(),
+            reason = %accel.reason,
+            kernel = %settings.kernel.image.display(),
+            modules = modules.len(),
+            "qemu provider ready"
+        );
+        if settings.mkfs.is_none() {
+            tracing::warn!(
+                "mkfs.ext4 (e2fsprogs) not found: each VM's /workspace is a tmpfs in its memory"
+            );
+        }
+        Ok(QemuProvider {
+            settings,
+            accel,
+            initramfs,
+            vms,
+        })
+    }
+
+    /// The release of the kernel VMs boot.
+    pub fn kernel_release(&self) -> &str {
+        &self.settings.kernel.release
+    }
+
+    /// The accelerator and why.
+    pub fn accel(&self) -> &AccelDecision {
+        &self.accel
+    }
+
+    /// One line for statuses: the mode and the accelerator.
+    pub fn summary(&self) -> String {
+        format!(
+            "micro VM (kernel {}), {}: {}",
+            self.settings.kernel.release,
+            self.accel.accel.as_str().to_uppercase(),
+            self.accel.reason
+        )
+    }
+
+    /// The files of VM `name` (diagnostics and tests).
+    pub fn vm_dir(&self, name: &str) -> VmDir {
+        VmDir::new(&self.vms, name)
+    }
+
+    /// The workspace disk of `bytes`, when `mkfs.ext4` is there.
+    async fn workspace_disk(
+        &self,
+        vm: &VmDir,
+        bytes: u64,
+    ) -> Result<Option<PathBuf>, ProviderError> {
+        let Some(mkfs) = &self.settings.mkfs else {
+            return Ok(None);
+        };
+        disk::create(mkfs, &vm.workspace_disk, bytes)
+            .await
+            .map_err(|message| ProviderError::Provision {
+                message,
+                retryable: false,
+            })?;
+        Ok(Some(vm.workspace_disk.clone()))
+    }
+
+    fn spec(
+        &self,
+        vm: &VmDir,
+        req: &ProvisionRequest,
+        target: String,
+        workspace_disk: Option<PathBuf>,
+    ) -> argv::VmSpec {
+        let mut params = vec![match &workspace_disk {
+            Some(_) => "delegate.workspace_disk".to_string(),
+            None => format!("delegate.workspace_size={}", req.size.disk_bytes),
+        }];
+        for path in &self.settings.hide {
+            let p = path.to_string_lossy();
+            if p.contains(char::is_whitespace) {
+                tracing::warn!(path = %p, "a path with whitespace cannot be hidden from VMs");
+            } else {
+                params.push(format!("delegate.hide={p}"));
+            }
+        }
+        argv::VmSpec {
+            name: vm
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            binary: self.settings.binary.clone(),
+            accel: self.accel.accel,
+            cpus: req.size.cpus,
+            memory_mib: req.size.memory_bytes >> 20,
+            kernel: self.settings.kernel.image.clone(),
+            initramfs: self.initramfs.clone(),
+            params,
+            console: vm.console.clone(),
+            network: Some(argv::Network {
+                relay: self.settings.guest.clone(),
+                target,
+            }),
+            bootstrap: Some(vm.bootstrap.clone()),
+            qmp: Some(vm.qmp.clone()),
+            share_root: true,
+            workspace_disk,
+        }
+    }
+
+    fn spawn(
+        &self,
+        vm: &VmDir,
+        spec: &argv::VmSpec,
+    ) -> Result<tokio::process::Child, ProviderError> {
+        let argv = argv::build(spec).map_err(|e| ProviderError::Provision {
+            message: e.to_string(),
+            retryable: false,
+        })?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&vm.qemu_log)
+            .map_err(|e| other(format!("opening {}", vm.qemu_log.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| other("duplicating the QEMU log", e))?;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            // QEMU and the relays it starts need nothing of the host's
+            // environment, which may hold its secrets.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            // Never the host's stdout: that is the MCP channel.
+            .stdout(log)
+            .stderr(log2)
+            .current_dir(&vm.dir)
+            .process_group(0)
+            // The VM outlives this handle: a restarted host finds it
+            // through its pid file.
+            .kill_on_drop(false);
+        cmd.spawn()
+            .map_err(|e| other(format!("starting {}", spec.binary.display()), e))
+    }
+
+    /// Ends QEMU: QMP `quit`, then SIGKILL to its process group.
+    async fn stop(&self, vm: &VmDir) -> Result<(), String> {
+        let Some(rec) = Recorded::read(&vm.pid_file) else {
+            return Ok(());
+        };
+        if !rec.alive() {
+            return Ok(());
+        }
+        if let Err(e) = qmp::execute(&vm.qmp, "quit", QUIT_WAIT).await {
+            tracing::debug!(error = %e, "QMP quit failed; killing QEMU");
+        }
+        wait_gone(&rec, QUIT_WAIT).await;
+        if rec.alive() {
+            rec.kill_group();
+            wait_gone(&rec, KILL_WAIT).await;
+        }
+        if rec.alive() {
+            return Err(format!(
+                "QEMU (pid {}) survived SIGKILL for {KILL_WAIT:?}",
+                rec.pid
+            ));
+        }
+        Ok(())
+    }
+}
+
+async fn wait_gone(rec: &Recorded, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while rec.alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| other(format!("creating {}", path.display()), e))?;
+    f.write_all(bytes)
+        .map_err(|e| other(format!("writing {}", path.display()), e))
+}
+
+/// The bootstrap as the VM sees it (the callback at the forwarded address)
+/// and the `HOST:PORT` the relay connects to on this machine.
+pub fn guest_bootstrap(host: &Bootstrap) -> Result<(Bootstrap, String), ProviderError> {
+    let refuse = |why: &str| ProviderError::Provision {
+        message: format!("callback URL {}: {why}", host.callback_url),
+        retryable: false,
+    };
+    let rest = host.callback_url.strip_prefix("http://").ok_or_else(|| {
+        refuse("the qemu provider forwards plain HTTP to the callback API; use an http:// CALLBACK_URL")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (h, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| refuse("it names no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| refuse("its port is not a number"))?;
+    let h = if h == "localhost" { "127.0.0.1" } else { h };
+    let mut guest = host.clone();
+    guest.callback_url = format!(
+        "http://{}:{}{path}",
+        argv::CALLBACK_GUEST_ADDR,
+        argv::CALLBACK_GUEST_PORT
+    );
+    Ok((guest, format!("{h}:{port}")))
+}
+
+#[async_trait::async_trait]
+impl Provider for QemuProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn isolation(&self) -> Isolation {
+        Isolation::Vm
+    }
+
+    fn describe(&self) -> String {
+        self.summary()
+    }
+
+    async fn provision(
+        &self,
+        req: ProvisionRequest,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<VmRef, ProviderError> {
+        let (guest_bootstrap, target) = guest_bootstrap(&req.bootstrap)?;
+        let name = state::new_name();
+        let vm_dir = self.vm_dir(&name);
+        let vm = VmRef {
+            provider: NAME.into(),
+            id: name,
+            node: None,
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&vm_dir.dir)
+            .map_err(|e| other(format!("creating {}", vm_dir.dir.display()), e))?;
+        write_private(&vm_dir.job_file, req.job_id.as_bytes())?;
+        write_private(
+            &vm_dir.deadline_file,
+            req.deadline_ms.to_string().as_bytes(),
+        )?;
+        // From here on there is something to destroy.
+        on_created(vm.clone());
+        let json =
+            serde_json::to_vec(&guest_bootstrap).map_err(|e| other("encoding the bootstrap", e))?;
+        write_private(&vm_dir.bootstrap, &json)?;
+        let disk = self.workspace_disk(&vm_dir, req.size.disk_bytes).await?;
+        let spec = self.spec(&vm_dir, &req, target, disk);
+        let mut child = self.spawn(&vm_dir, &spec)?;
+        let pid = child.id().unwrap_or(0);
+        let Some(rec) = Recorded::of(pid) else {
+            let status = child.try_wait().ok().flatten();
+            return Err(ProviderError::Provision {
+                message: format!(
+                    "QEMU exited at once ({status:?}): {}",
+                    state::tail(&vm_dir.qemu_log, 5)
+                ),
+                retryable: false,
+            });
+        };
+        rec.write(&vm_dir.pid_file)
+            .map_err(|e| other("writing the VM's pid file", e))?;
+        let job_id = req.job_id.clone();
+        let vm_name = vm.id.clone();
+        // Reap QEMU when it ends (it is this process's child).
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => tracing::info!(job_id, vm = vm_name, %status, "QEMU exited"),
+                Err(e) => {
+                    tracing::warn!(job_id, vm = vm_name, error = %e, "waiting for QEMU failed")
+                }
+            }
+        });
+        tracing::info!(job_id = %req.job_id, vm = %vm.id, pid, accel = self.accel.accel.as_str(), "VM starting");
+        let booted = boot::wait_ready(&vm_dir, rec, self.settings.boot_timeout).await;
+        // QEMU read the file when it started; the token need not stay on disk.
+        let _ = std::fs::remove_file(&vm_dir.bootstrap);
+        booted.map_err(|e| ProviderError::Provision {
+            message: e.to_string(),
+            retryable: false,
+        })?;
+        tracing::info!(job_id = %req.job_id, vm = %vm.id, "VM up");
+        Ok(vm)
+    }
+
+    async fn destroy(&self, vm: &VmRef) -> Result<(), ProviderError> {
+        if !is_vm_name(&vm.id) {
+            return Err(ProviderError::Destroy {
+                vm: vm.id.clone(),
+                message: "not a qemu VM name".into(),
+            });
+        }
+        let dir = self.vm_dir(&vm.id);
+        self.stop(&dir)
+            .await
+            .map_err(|message| ProviderError::Destroy {
+                vm: vm.id.clone(),
+                message,
+            })?;
+        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir.dir)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(Err(e)) => Err(ProviderError::Destroy {
+                vm: vm.id.clone(),
+                message: format!("removing its directory: {e}"),
+            }),
+            Err(e) => Err(ProviderError::Destroy {
+                vm: vm.id.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Every VM directory under this data directory, running or not.
+    async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError> {
+        let entries = match std::fs::read_dir(&self.vms) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(other(format!("listing {}", self.vms.display()), e)),
+        };
+        let mut owned = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_vm_name(&name) {
+                continue;
+            }
+            let dir = self.vm_dir(&name);
+            owned.push(OwnedVm {
+                job_id: dir.job_id(),
+                deadline_ms: dir.deadline_ms(),
+                vm: VmRef {
+                    provider: NAME.into(),
+                    id: name,
+                    node: None,
+                },
+            });
+        }
+        Ok(owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bootstrap(url: &str) -> Bootstrap {
+        Bootstrap {
+            v: 1,
+            job_id: "j".into(),
+            callback_url: url.into(),
+            token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn the_vm_calls_the_forwarded_address_and_the_relay_the_real_one() {
+        let (g, target) = guest_bootstrap(&bootstrap("http://127.0.0.1:8765")).unwrap();
+        assert_eq!(g.callback_url, "http://10.0.2.100:80");
+        assert_eq!(target, "127.0.0.1:8765");
+        assert_eq!(g.token, "t");
+        let (g, target) = guest_bootstrap(&bootstrap("http://localhost:9/base")).unwrap();
+        assert_eq!(g.callback_url, "http://10.0.2.100:80/base");
+        assert_eq!(target, "127.0.0.1:9");
+        for bad in ["https://127.0.0.1:1", "http://127.0.0.1", "http://h:x"] {
+            assert!(guest_bootstrap(&bootstrap(bad)).is_err(), "{bad}");
+        }
+    }
+}

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use delegate_proto::size::parse_size;
 
+use crate::egress::{EgressArgs, EgressSettings};
 use crate::provider::local::{LocalArgs, LocalSettings};
 use crate::provider::proxmox::{ProxmoxArgs, ProxmoxSettings};
 use crate::resolve::{FileKind, Machine, ProcessMachine, Secret, SettingsError, absolute, invalid};
@@ -161,6 +162,10 @@ pub struct RawSettings {
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
     pub proxmox: ProxmoxArgs,
+    /// The egress gateway and host-held secrets (`DELEGATE_EGRESS_*`,
+    /// `DELEGATE_SECRET*`).
+    #[command(flatten)]
+    pub egress: EgressArgs,
 }
 
 /// Validated settings; what the engine runs with.
@@ -226,6 +231,8 @@ pub struct Settings {
     pub local: Option<LocalSettings>,
     /// Resolved Proxmox settings, with `DELEGATE_PROVIDER=proxmox`.
     pub proxmox: Option<ProxmoxSettings>,
+    /// The egress gateway and the host's secrets.
+    pub egress: EgressSettings,
 }
 
 /// Client tool calls time out around 60 s; a wait must end well before.
@@ -248,7 +255,15 @@ impl Settings {
             ProviderKind::Local => {
                 settings.local = Some(raw.local.resolve(&settings.data_dir, machine)?);
             }
-            ProviderKind::Proxmox => settings.proxmox = Some(raw.proxmox.resolve(machine)?),
+            ProviderKind::Proxmox => {
+                let px = raw.proxmox.resolve(machine)?;
+                // Jobs never reach the Proxmox API through the gateway.
+                settings
+                    .egress
+                    .always_denied_hosts
+                    .push(crate::egress::settings::host_of_url(&px.url));
+                settings.proxmox = Some(px);
+            }
         }
         Ok(settings)
     }
@@ -420,6 +435,7 @@ impl Settings {
             max_resource_bytes: size("DELEGATE_MAX_RESOURCE_BYTES", &raw.max_resource_bytes)?,
             local: None,
             proxmox: None,
+            egress: raw.egress.resolve(machine)?,
         })
     }
 }

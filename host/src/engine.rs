@@ -47,8 +47,11 @@ pub struct Engine {
     pub manager: JobManager,
     /// Where the callback API listens.
     pub callback_addr: SocketAddr,
+    /// Where the egress gateway listens, when the host runs one.
+    pub egress_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    gateway: Option<JoinHandle<()>>,
 }
 
 /// Builds the provider the settings name, from its own settings.
@@ -119,9 +122,24 @@ pub async fn start_engine_with(
                 }
             })?;
     }
+    // The gateway is bound before the manager starts, so the URL guests
+    // are told carries the port actually bound.
+    let gateway = crate::egress::bind(&settings.egress)
+        .await
+        .map_err(|e| EngineError::Bind {
+            addr: settings.egress.listen.unwrap_or(callback_addr),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    if let Some(g) = &gateway {
+        settings.egress.url = Some(settings.egress.url_for(&settings.callback_url, g.addr));
+    }
+    let egress_addr = gateway.as_ref().map(|g| g.addr);
+    let egress_settings = Arc::new(settings.egress.clone());
+    let gateway_store = store.clone();
     let manager =
         JobManager::start_locked(Arc::new(settings), store, lock, provider, shutdown.clone())
             .await?;
+    let gateway = gateway.map(|g| g.serve(egress_settings, gateway_store, shutdown.clone()));
     let server = tokio::spawn(crate::callback::serve(
         listener,
         manager.clone(),
@@ -130,8 +148,10 @@ pub async fn start_engine_with(
     Ok(Engine {
         manager,
         callback_addr,
+        egress_addr,
         shutdown,
         server,
+        gateway,
     })
 }
 
@@ -149,6 +169,11 @@ impl Engine {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "callback API failed"),
             Err(e) => tracing::error!(error = %e, "callback API task failed"),
+        }
+        if let Some(g) = self.gateway
+            && let Err(e) = g.await
+        {
+            tracing::error!(error = %e, "egress gateway task failed");
         }
         self.manager.join().await;
     }

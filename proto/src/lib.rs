@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod event;
 pub mod manifest;
+pub mod network;
 pub mod outcome;
 pub mod size;
 pub mod state;

@@ -146,6 +146,7 @@ impl JobManager {
     /// Validates and stores a new job; it starts when a slot is free.
     pub async fn submit(&self, manifest: JobManifest) -> Result<JobRecord, JobError> {
         manifest.validate()?;
+        crate::egress::check_manifest(&self.shared.settings.egress, &manifest)?;
         let s = &self.shared.settings;
         let timeout = manifest.timeout_or(s.default_timeout.as_secs());
         let now = now_ms();

@@ -8,6 +8,7 @@
 //! logs/<id>/stdout.log         the guest's stdout, append-only
 //! logs/<id>/stderr.log         the guest's stderr, append-only
 //! logs/<id>/combined.log       both, in arrival order
+//! logs/<id>/egress.jsonl       the egress gateway's connection log
 //! artifacts/<id>/artifacts.tar.gz
 //! ```
 //! One writer connection behind a mutex and a small pool of readers: WAL
@@ -35,6 +36,7 @@
 
 mod artifacts;
 mod db;
+mod egress;
 mod error;
 mod events;
 mod jobs;

@@ -42,7 +42,7 @@ pub struct ConnRecord {
 }
 
 /// Counts and the last denials, for a job's status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct EgressSummary {
     /// Connections allowed.
     pub allowed: u64,
@@ -94,6 +94,17 @@ pub fn read(store: &Store, job_id: &str) -> Result<Vec<ConnRecord>, StoreError> 
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+/// The summary a job's status shows: for a job with a network policy or
+/// with anything logged; `None` otherwise (and when the log is unreadable,
+/// which the full log then reports).
+pub fn summary_of(store: &Store, record: &crate::model::JobRecord) -> Option<EgressSummary> {
+    let records = read(store, &record.id).ok()?;
+    if records.is_empty() && record.manifest.network.is_none() {
+        return None;
+    }
+    Some(summarize(&records))
 }
 
 /// Counts and last denials of a log.

@@ -5,6 +5,7 @@ mod support;
 
 mod callback_security;
 mod cli_habits;
+mod egress_gateway;
 mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;

@@ -3,5 +3,6 @@
 
 pub mod fake;
 pub mod harness;
+pub mod origin;
 pub mod tar;
 pub mod wire;

@@ -2,11 +2,52 @@
 //! gateway: each answers every request on a connection of its own with a
 //! fixed body (or `len` bytes for downloads) and records what it was sent.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use delegate_host::config::Settings;
+use delegate_host::egress::resolver::StaticResolver;
+use delegate_host::egress::secrets::HostSecrets;
+use delegate_host::egress::settings::Upstream;
+use delegate_host::resolve::FixedMachine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The host's Anthropic key in gateway tests (never to be seen by a job).
+pub const API_KEY: &str = "sk-ant-api03-host-only-9f8e7d";
+/// The host's `github` secret in gateway tests.
+pub const GITHUB: &str = "ghp_host_only_4c3b2a";
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Settings with a gateway on 127.0.0.1, the test names resolved to
+/// loopback (and `internal.test` to a private address), loopback allowed.
+pub fn gateway_settings(dir: &Path, anthropic_port: u16) -> Settings {
+    super::harness::settings(dir, |s| {
+        let e = &mut s.egress;
+        e.listen = Some("127.0.0.1:0".parse().unwrap());
+        e.allow_private = vec!["127.0.0.0/8".parse().unwrap()];
+        e.resolver = Arc::new(
+            StaticResolver::default()
+                .with("allowed.test", LOOPBACK)
+                .with("denied.test", LOOPBACK)
+                .with("api.anthropic.test", LOOPBACK)
+                .with("internal.test", "10.20.30.40".parse().unwrap()),
+        );
+        e.secrets = HostSecrets::resolve(
+            None,
+            &FixedMachine::default()
+                .with_var("DELEGATE_SECRET_ANTHROPIC", API_KEY)
+                .with_var("DELEGATE_SECRET_GITHUB", GITHUB),
+        )
+        .unwrap();
+        e.anthropic_upstream = Upstream {
+            tls: false,
+            host: "api.anthropic.test".into(),
+            port: anthropic_port,
+        };
+    })
+}
 
 /// What an origin answers.
 #[derive(Debug, Clone)]
@@ -145,10 +186,27 @@ pub async fn tunnel(
     (status, response, s)
 }
 
-/// A `GET /` with `connection: close` over `s`; the whole response.
-pub async fn get_over(s: &mut TcpStream, host: &str) -> Vec<u8> {
+/// Reads `s` to its end without keeping the bytes; how many there were.
+pub async fn drain(s: &mut TcpStream) -> u64 {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n as u64,
+        }
+    }
+}
+
+/// Sends `GET /` with `connection: close` over `s`.
+pub async fn send_get(s: &mut TcpStream, host: &str) {
     let req = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
+}
+
+/// A `GET /` with `connection: close` over `s`; the whole response.
+pub async fn get_over(s: &mut TcpStream, host: &str) -> Vec<u8> {
+    send_get(s, host).await;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     out

@@ -76,6 +76,7 @@ impl Settings {
         if let Some(p) = &self.proxmox {
             out.extend(p.describe());
         }
+        out.extend(self.egress.describe());
         out
     }
 }

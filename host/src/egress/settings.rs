@@ -268,7 +268,75 @@ pub fn host_of_url(url: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// A pattern as a person writes it.
+fn show(p: &Pattern) -> String {
+    let port = |p: &Option<u16>| p.map(|p| format!(":{p}")).unwrap_or_default();
+    match p {
+        Pattern::Any { port: p } => format!("*{}", port(p)),
+        Pattern::Host {
+            name,
+            wildcard,
+            port: p,
+        } => {
+            let star = if *wildcard { "*." } else { "" };
+            format!("{star}{name}{}", port(p))
+        }
+        Pattern::Preset(name) => format!("@{name}"),
+    }
+}
+
 impl EgressSettings {
+    /// The settings as `(variable, value)` pairs for `delegate-host
+    /// config`: secrets by name only.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let none = || "(none)".to_string();
+        let list = |ps: &[Pattern]| ps.iter().map(show).collect::<Vec<_>>().join(",");
+        let up = &self.anthropic_upstream;
+        vec![
+            (
+                "DELEGATE_EGRESS_LISTEN",
+                self.listen.map_or_else(none, |a| a.to_string()),
+            ),
+            (
+                "DELEGATE_EGRESS_SOCKET",
+                self.socket
+                    .as_ref()
+                    .map_or_else(none, |p| p.display().to_string()),
+            ),
+            ("DELEGATE_EGRESS_URL", self.url.clone().unwrap_or_else(none)),
+            ("DELEGATE_EGRESS_ALLOW", list(&self.ceiling)),
+            (
+                "DELEGATE_EGRESS_PRESETS",
+                self.presets
+                    .iter()
+                    .map(|(name, ps)| format!("{name}={}", list(ps).replace(',', "|")))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
+            (
+                "DELEGATE_EGRESS_ALLOW_PRIVATE",
+                self.allow_private
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "DELEGATE_SECRET_* (names)",
+                self.secrets.names().collect::<Vec<_>>().join(","),
+            ),
+            (
+                "DELEGATE_ANTHROPIC_UPSTREAM",
+                format!(
+                    "{}://{}:{}",
+                    if up.tls { "https" } else { "http" },
+                    up.host,
+                    up.port
+                ),
+            ),
+        ]
+    }
+
     /// The URL guests are told once the gateway is bound at `bound`: the
     /// setting, or the callback URL's host with the bound port.
     pub fn url_for(&self, callback_url: &str, bound: SocketAddr) -> String {

@@ -3,6 +3,7 @@
 
 mod mcp_cancel;
 mod mcp_cli;
+mod mcp_egress;
 mod mcp_http;
 mod mcp_jobs;
 mod mcp_limits;

@@ -370,3 +370,37 @@ async fn a_download_through_the_tunnel_arrives_whole_and_is_counted() {
     assert_eq!(records[0].received, received);
     host.stop().await;
 }
+
+#[tokio::test]
+async fn the_gateway_also_answers_on_its_unix_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("egress.sock");
+    let origin = Origin::start(Reply::Text("text/plain", "via the socket".into())).await;
+    let fake = Arc::new(FakeProvider::new());
+    let mut s = gateway_settings(&dir.path().join("data"), 1);
+    s.egress.socket = Some(socket.clone());
+    let host = Host::start(s, fake.clone()).await;
+    let b = running(
+        &host,
+        &fake,
+        hanging("script", json!({"network": {"allow": ["allowed.test"]}})),
+    )
+    .await;
+    let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let target = format!("allowed.test:{}", origin.port());
+    let auth = crate::support::origin::proxy_auth(&b.job_id, &b.token);
+    let req = format!(
+        "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\nproxy-authorization: {auth}\r\n\r\n\
+         GET / HTTP/1.1\r\nhost: allowed.test\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("via the socket"), "{text}");
+    host.stop().await;
+    assert!(!socket.exists(), "the socket is removed at shutdown");
+}

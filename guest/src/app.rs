@@ -151,7 +151,13 @@ async fn boot(args: BootArgs) -> u8 {
     let mut opts = knobs.options(spec.timeout_seconds.max(1), None);
     opts.heartbeat = std::time::Duration::from_secs(spec.heartbeat_interval_seconds.max(1));
     opts.max_artifact_bytes = spec.max_artifact_bytes;
-    exit_status(&run_job(spec.manifest, opts, Some(client)).await)
+    let manifest = crate::egress::apply(
+        spec.manifest,
+        spec.egress.as_ref(),
+        &bootstrap.job_id,
+        &bootstrap.token,
+    );
+    exit_status(&run_job(manifest, opts, Some(client)).await)
 }
 
 /// Says why the manifest was refused, on stderr and as the result line.

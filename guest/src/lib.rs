@@ -7,6 +7,7 @@ pub mod app;
 pub mod artifacts;
 pub mod caller;
 pub mod cli;
+pub mod egress;
 pub mod env;
 pub mod init;
 pub mod output;

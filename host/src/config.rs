@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use delegate_proto::size::parse_size;
 
+use crate::egress::{EgressArgs, EgressSettings};
 use crate::provider::local::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
 use crate::provider::proxmox::{ProxmoxArgs, ProxmoxSettings};
 use crate::provider::qemu::{QemuArgs, QemuContext, QemuSettings};
@@ -185,6 +186,10 @@ pub struct RawSettings {
     /// QEMU provider settings (`DELEGATE_QEMU_*`).
     #[command(flatten)]
     pub qemu: QemuArgs,
+    /// The egress gateway and host-held secrets (`DELEGATE_EGRESS_*`,
+    /// `DELEGATE_SECRET*`).
+    #[command(flatten)]
+    pub egress: EgressArgs,
 }
 
 /// Validated settings; what the engine runs with.
@@ -259,6 +264,8 @@ pub struct Settings {
     pub proxmox: Option<ProxmoxSettings>,
     /// Resolved QEMU settings, with `DELEGATE_PROVIDER=qemu`.
     pub qemu: Option<QemuSettings>,
+    /// The egress gateway and the host's secrets.
+    pub egress: EgressSettings,
 }
 
 /// Client tool calls time out around 60 s; a wait must end well before.
@@ -281,7 +288,15 @@ impl Settings {
             ProviderKind::Local => {
                 settings.local = Some(raw.local.resolve(&settings.data_dir, machine)?);
             }
-            ProviderKind::Proxmox => settings.proxmox = Some(raw.proxmox.resolve(machine)?),
+            ProviderKind::Proxmox => {
+                let px = raw.proxmox.resolve(machine)?;
+                // Jobs never reach the Proxmox API through the gateway.
+                settings
+                    .egress
+                    .always_denied_hosts
+                    .push(crate::egress::settings::host_of_url(&px.url));
+                settings.proxmox = Some(px);
+            }
             ProviderKind::Qemu => {
                 let ctx = QemuContext::standard(
                     machine.var_os("PATH"),
@@ -483,6 +498,7 @@ impl Settings {
             local: None,
             proxmox: None,
             qemu: None,
+            egress: raw.egress.resolve(machine)?,
         })
     }
 }

@@ -67,9 +67,12 @@ pub struct Engine {
     pub callback_addr: SocketAddr,
     /// Where `/healthz` and `/metrics` listen, when they are served.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the egress gateway listens, when the host runs one.
+    pub egress_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     /// The callback API's server, then the operator's, if any.
     servers: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
+    gateway: Option<JoinHandle<()>>,
 }
 
 /// Builds the provider the settings name, from its own settings.
@@ -165,9 +168,24 @@ pub async fn start_engine_with(
         ),
         None => None,
     };
+    // The gateway is bound before the manager starts, so the URL guests
+    // are told carries the port actually bound.
+    let gateway = crate::egress::bind(&settings.egress)
+        .await
+        .map_err(|e| EngineError::Bind {
+            addr: settings.egress.listen.unwrap_or(callback_addr),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    if let Some(g) = &gateway {
+        settings.egress.url = Some(settings.egress.url_for(&settings.callback_url, g.addr));
+    }
+    let egress_addr = gateway.as_ref().map(|g| g.addr);
+    let egress_settings = Arc::new(settings.egress.clone());
+    let gateway_store = store.clone();
     let manager =
         JobManager::start_locked(Arc::new(settings), store, lock, provider, shutdown.clone())
             .await?;
+    let gateway = gateway.map(|g| g.serve(egress_settings, gateway_store, shutdown.clone()));
     let mut servers = vec![(
         "callback API",
         tokio::spawn(crate::callback::serve(
@@ -201,8 +219,10 @@ pub async fn start_engine_with(
         manager,
         callback_addr,
         metrics_addr,
+        egress_addr,
         shutdown,
         servers,
+        gateway,
     })
 }
 
@@ -222,6 +242,11 @@ impl Engine {
                 Ok(Err(e)) => tracing::error!(error = %e, "{what} failed"),
                 Err(e) => tracing::error!(error = %e, "{what} task failed"),
             }
+        }
+        if let Some(g) = self.gateway
+            && let Err(e) = g.await
+        {
+            tracing::error!(error = %e, "egress gateway task failed");
         }
         self.manager.join().await;
     }

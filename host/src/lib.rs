@@ -1,7 +1,8 @@
 //! delegate-host: an MCP server that runs each job in a throwaway VM.
 //!
 //! Start-up goes `config` → `store` → `provider` → `jobs` (the manager) →
-//! `callback` (the API guests report to) → `mcp` (what clients talk to).
+//! `callback` (the API guests report to) → `mcp` (what clients talk to);
+//! `egress` (the gateway jobs' traffic leaves through) starts beside `callback`.
 //! `resolve` (the machine settings are read from, their error, secrets)
 //! sits below both `config` and `provider`; `retry` is the one backoff policy.
 
@@ -9,6 +10,7 @@ pub mod callback;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod egress;
 pub mod engine;
 pub mod jobs;
 pub mod mcp;

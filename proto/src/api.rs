@@ -125,6 +125,9 @@ pub struct JobSpec {
     pub heartbeat_interval_seconds: u64,
     /// Largest artifact upload the host accepts.
     pub max_artifact_bytes: u64,
+    /// The host's egress gateway, when it runs one (older hosts send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::network::EgressSpec>,
 }
 
 /// Answer to `PUT artifacts`.

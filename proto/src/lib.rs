@@ -11,6 +11,7 @@ pub mod event;
 pub mod event_check;
 pub mod manifest;
 pub mod microvm;
+pub mod network;
 pub mod outcome;
 pub mod size;
 pub mod state;

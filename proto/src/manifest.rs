@@ -65,6 +65,14 @@ pub struct JobManifest {
     /// Template (name or VMID) to clone instead of the host's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_template: Option<String>,
+    /// Destinations the job may reach through the host's egress gateway;
+    /// none means no egress beyond the callback API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkPolicy>,
+    /// Variables set from host-held secrets, by name (`{"GITHUB_TOKEN":
+    /// "github"}`): the value never passes through the client or the store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// The kind of agent that runs a job.

@@ -32,6 +32,7 @@ pub(crate) fn manifest(m: &JobManifest) -> Result<(), ManifestError> {
     agent(m)?;
     files(m)?;
     env(m)?;
+    crate::network::validate(m.network.as_ref(), &m.secret_env, &m.env)?;
     resources(m)?;
     if let Some(t) = m.timeout
         && !(1..=MAX_TIMEOUT_SECONDS).contains(&t)
@@ -330,7 +331,7 @@ pub fn workspace_relative(path: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-fn is_env_name(key: &str) -> bool {
+pub(crate) fn is_env_name(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

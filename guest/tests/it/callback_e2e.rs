@@ -10,13 +10,13 @@ use delegate_proto::{Event, EventKind, JobManifest, LogStream, Phase, ResultStat
 use crate::support::LONG;
 use crate::support::host::{JOB_ID, TestHost, token};
 
-struct Job {
+pub(crate) struct Job {
     _dir: tempfile::TempDir,
     child: tokio::process::Child,
 }
 
 /// Starts `delegate-guest boot` with a bootstrap pointing at `host`.
-fn boot(host: &TestHost) -> Job {
+pub(crate) fn boot(host: &TestHost) -> Job {
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = dir.path().join("bootstrap.json");
     let doc = serde_json::json!({
@@ -43,7 +43,7 @@ fn boot(host: &TestHost) -> Job {
     Job { _dir: dir, child }
 }
 
-async fn finish(job: Job) -> (i32, String) {
+pub(crate) async fn finish(job: Job) -> (i32, String) {
     let out = tokio::time::timeout(LONG, job.child.wait_with_output())
         .await
         .expect("delegate-guest did not finish")
@@ -52,7 +52,7 @@ async fn finish(job: Job) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stderr)
 }
 
-fn script(command: &str, artifacts: &[&str]) -> JobManifest {
+pub(crate) fn script(command: &str, artifacts: &[&str]) -> JobManifest {
     serde_json::from_value(serde_json::json!({
         "task": "callback end-to-end",
         "agentType": "script",
@@ -86,7 +86,7 @@ fn phases(events: &[Event]) -> Vec<Phase> {
         .collect()
 }
 
-fn log_text(events: &[Event], stream: LogStream) -> String {
+pub(crate) fn log_text(events: &[Event], stream: LogStream) -> String {
     let mut chunks: Vec<(u64, Vec<u8>)> = events
         .iter()
         .filter_map(|e| match &e.kind {

@@ -12,6 +12,7 @@ mod callback_e2e;
 mod callback_idle;
 mod callback_uplink;
 mod claude;
+mod egress_env;
 mod exit_codes;
 mod files_env;
 mod full_disk;

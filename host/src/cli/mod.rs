@@ -7,6 +7,7 @@
 //! `submit --wait` runs one in this process for the job.
 
 pub mod doctor;
+pub mod egress;
 pub mod exit;
 pub mod help;
 pub mod ids;
@@ -155,6 +156,15 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Print a job's egress connection log: each connection through the
+    /// gateway, allowed or denied and why, with the bytes each way.
+    Egress {
+        /// The job id, or enough of its first characters to name one job.
+        id: String,
+        /// How to print.
+        #[command(flatten)]
+        output: JsonArg,
+    },
     /// Print the effective settings (secrets masked).
     Config {
         /// How to print.
@@ -298,6 +308,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             cursor,
             output,
         } => jobs::list(&client(settings)?, status, limit, cursor.as_deref(), output),
+        Command::Egress { id, output } => egress::run(&client(settings)?, &id, output.json),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
     }
 }

@@ -53,6 +53,15 @@ pub fn status(v: &StatusView, now: DateTime<Utc>) -> String {
     if let Some(age) = v.heartbeat_age_seconds {
         line("heartbeat", &format!("{age:.1} s ago"));
     }
+    if let Some(e) = &v.egress {
+        line(
+            "egress",
+            &format!("{} allowed, {} denied", e.allowed, e.denied),
+        );
+        for d in &e.last_denied {
+            line("  denied", d);
+        }
+    }
     if let Some(vm) = &v.vm {
         let node = vm
             .node

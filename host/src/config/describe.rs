@@ -101,6 +101,7 @@ impl Settings {
         if let Some(q) = &self.qemu {
             out.extend(q.describe());
         }
+        out.extend(self.egress.describe());
         out
     }
 }

@@ -139,6 +139,7 @@ impl JobManager {
         let s = &self.shared.settings;
         let remaining_ms = (rec.deadline_at - now_ms()).max(1000);
         Ok(JobSpec {
+            egress: crate::egress::spec_for(&s.egress, &rec.manifest),
             job_id: rec.id,
             manifest: rec.manifest,
             timeout_seconds: (remaining_ms / 1000) as u64,

@@ -148,6 +148,7 @@ impl JobManager {
     /// starts provisioning, when its own timeout begins to count.
     pub async fn submit(&self, manifest: JobManifest) -> Result<JobRecord, JobError> {
         manifest.validate()?;
+        crate::egress::check_manifest(&self.shared.settings.egress, &manifest)?;
         let s = &self.shared.settings;
         check_memory(&manifest, s.max_memory)?;
         let queue_timeout = s.queue_timeout.as_millis() as i64;

@@ -80,7 +80,9 @@ pub fn status(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
 
 /// The status of a record, with its recent output.
 pub fn status_view(jobs: &JobManager, record: &JobRecord) -> StatusView {
-    StatusView::of(record, crate::clock::now_ms(), recent::output(jobs, record))
+    let mut view = StatusView::of(record, crate::clock::now_ms(), recent::output(jobs, record));
+    view.egress = crate::egress::log::summary_of(jobs.store(), record);
+    view
 }
 
 /// `get_job_result`.

@@ -103,7 +103,21 @@ pub fn manifest() -> Value {
                 "items": {"type": "string"},
                 "description": "Globs relative to the workspace of files to collect, e.g. out/** or report.md."
             },
-            "vmTemplate": {"type": "string", "description": "Template to use instead of the host's default."}
+            "vmTemplate": {"type": "string", "description": "Template to use instead of the host's default."},
+            "network": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "Destinations the job may reach through the host's egress gateway. Without it the job reaches no network at all.",
+                "properties": {
+                    "allow": {"type": "array", "items": {"type": "string"}, "description": "pypi.org, *.pythonhosted.org, github.com:443, * for any (within the host's ceiling), or a host preset such as @python, @node, @git."},
+                    "deny": {"type": "array", "items": {"type": "string"}, "description": "Patterns refused even when allow matches them."}
+                }
+            },
+            "secretEnv": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Variable name to the name of a secret the host holds, e.g. {\"GITHUB_TOKEN\": \"github\"}. The value is set in the job without passing through this call; never put keys in env."
+            }
         }
     })
 }
@@ -131,7 +145,9 @@ mod tests {
             "env": {"A": "1"}, "secrets": ["A"],
             "resources": {"cpu": 1, "memory": "64M", "disk": "1G"},
             "timeout": 5, "lifecycle": "ephemeral", "statusMode": "simple",
-            "artifacts": ["*.txt"], "vmTemplate": "t1"
+            "artifacts": ["*.txt"], "vmTemplate": "t1",
+            "network": {"allow": ["pypi.org"], "deny": ["x.pypi.org"]},
+            "secretEnv": {"GITHUB_TOKEN": "github"}
         })
     }
 
@@ -154,6 +170,10 @@ mod tests {
         assert_eq!(
             keys(&written["resources"]),
             keys(&schema["properties"]["resources"]["properties"])
+        );
+        assert_eq!(
+            keys(&written["network"]),
+            keys(&schema["properties"]["network"]["properties"])
         );
     }
 }

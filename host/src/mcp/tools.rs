@@ -51,7 +51,11 @@ fn build() -> Vec<Tool> {
              with bash; custom runs agent.command with agent.args. Put input files in files \
              (base64) and list what to bring back in artifacts (globs). The job's timeout counts \
              from when it starts provisioning (provisioning included); time spent pending for a \
-             free VM slot is covered by the server's separate queue timeout instead.",
+             free VM slot is covered by the server's separate queue timeout instead. The job reaches no \
+             network unless network.allow lists destinations (hosts, *.domains, host:port, or the \
+             host's @presets). Do not put API keys in env: a claude job uses the host's Anthropic \
+             credential without seeing it, and secretEnv maps a variable to a secret the host \
+             holds by name ({\"GITHUB_TOKEN\": \"github\"}).",
             schema::input::<SubmitArgs>(),
         )
         .with_title("Submit a job")
@@ -66,8 +70,9 @@ fn build() -> Vec<Tool> {
         Tool::new(
             name::GET_JOB_STATUS,
             "A job's state (pending, provisioning, running, success, failed, timeout, cancelled), \
-             phase, progress, message, error, timestamps, heartbeat age, VM and isolation, and the \
-             last lines of its output. Returns at once.",
+             phase, progress, message, error, timestamps, heartbeat age, VM and isolation, the \
+             last lines of its output, and egress counts with the last denied destinations (add \
+             those to network.allow if the job needs them). Returns at once.",
             schema::input::<JobArgs>(),
         )
         .with_title("Get job status")

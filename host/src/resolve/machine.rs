@@ -37,6 +37,11 @@ pub trait Machine {
     fn current_exe(&self) -> Option<PathBuf>;
     /// The machine's host name.
     fn hostname(&self) -> Option<String>;
+    /// The names of the set variables that start with `prefix` (for
+    /// families such as `DELEGATE_SECRET_<NAME>`).
+    fn var_names(&self, prefix: &str) -> Vec<String>;
+    /// A file's permission bits (following symlinks); `None` when nothing is there.
+    fn mode(&self, path: &Path) -> Option<u32>;
 
     /// An environment variable that is valid UTF-8.
     fn var(&self, name: &str) -> Option<String> {
@@ -133,6 +138,15 @@ impl Machine for ProcessMachine {
             .ok()
             .and_then(|h| h.into_string().ok())
     }
+    fn var_names(&self, prefix: &str) -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with(prefix))
+            .collect()
+    }
+    fn mode(&self, path: &Path) -> Option<u32> {
+        std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+    }
 }
 
 /// A machine made of given values and nothing else: no variable, file or
@@ -153,6 +167,8 @@ pub struct FixedMachine {
     pub current_exe: Option<PathBuf>,
     /// The host name.
     pub hostname: Option<String>,
+    /// Permission bits of files in `files` (0o600 when not listed).
+    pub modes: BTreeMap<PathBuf, u32>,
 }
 
 impl FixedMachine {
@@ -207,6 +223,18 @@ impl Machine for FixedMachine {
     }
     fn hostname(&self) -> Option<String> {
         self.hostname.clone()
+    }
+    fn var_names(&self, prefix: &str) -> Vec<String> {
+        self.vars
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+    fn mode(&self, path: &Path) -> Option<u32> {
+        self.files
+            .contains_key(path)
+            .then(|| self.modes.get(path).copied().unwrap_or(0o600))
     }
 }
 

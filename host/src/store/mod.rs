@@ -8,6 +8,7 @@
 //! logs/<id>/stdout.log         the guest's stdout, append-only
 //! logs/<id>/stderr.log         the guest's stderr, append-only
 //! logs/<id>/combined.log       both, in arrival order
+//! logs/<id>/egress.jsonl       the egress gateway's connection log
 //! artifacts/<id>/artifacts.tar.gz
 //! space.reserve                given up when the disk is full (space.rs)
 //! ```
@@ -36,6 +37,7 @@
 
 mod artifacts;
 mod db;
+mod egress;
 mod error;
 mod events;
 mod jobs;

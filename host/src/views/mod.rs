@@ -147,6 +147,10 @@ pub struct StatusView {
     pub isolation: IsolationView,
     /// The last lines of output, when there is any.
     pub recent_output: Option<RecentOutput>,
+    /// Connections through the egress gateway, for a job with a network
+    /// policy or any connection logged (`delegate-host egress JOB` has them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::log::EgressSummary>,
 }
 
 impl StatusView {
@@ -187,6 +191,7 @@ impl StatusView {
                     stdout: clean(&r.stdout),
                     stderr: clean(&r.stderr),
                 }),
+            egress: None,
         }
     }
 }

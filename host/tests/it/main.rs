@@ -9,6 +9,7 @@ mod callback_security;
 mod cancel_latency;
 mod cli_habits;
 mod disk_full;
+mod egress_gateway;
 mod guest_flood;
 mod job_limits;
 mod local_limits;

@@ -4,6 +4,7 @@
 mod cli_live;
 mod mcp_cancel;
 mod mcp_cli;
+mod mcp_egress;
 mod mcp_http;
 mod mcp_jobs;
 mod mcp_limits;

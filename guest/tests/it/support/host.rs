@@ -118,6 +118,7 @@ impl TestHost {
                 timeout_seconds: 600,
                 heartbeat_interval_seconds: 1,
                 max_artifact_bytes: 1 << 40,
+                egress: None,
             }),
             fail_status: 503,
             events_body_limit: api::MAX_EVENTS_BODY,

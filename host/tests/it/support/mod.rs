@@ -5,5 +5,6 @@ pub mod fake;
 pub mod guest;
 pub mod harness;
 pub mod local;
+pub mod origin;
 pub mod tar;
 pub mod wire;

@@ -1,0 +1,127 @@
+//! The host's egress gateway, as the job sees it: the proxy variables when
+//! the job has a network policy, `ANTHROPIC_BASE_URL` and a placeholder
+//! key when the host injects its Anthropic credential, and the values of
+//! `secretEnv`. All of them go into the job's environment as secrets, so
+//! the runner redacts them from every output like the manifest's own.
+
+use delegate_proto::JobManifest;
+use delegate_proto::network::EgressSpec;
+
+/// Hosts the job reaches without the proxy: its own machine.
+const NO_PROXY_BASE: &str = "localhost,127.0.0.1,::1";
+
+/// `manifest` with the gateway's variables added. The proxy carries the
+/// job's id and token as its credentials (the job's own: they let it act
+/// as this job and nothing more).
+pub fn apply(
+    mut manifest: JobManifest,
+    spec: Option<&EgressSpec>,
+    job_id: &str,
+    token: &str,
+) -> JobManifest {
+    let Some(spec) = spec else {
+        return manifest;
+    };
+    let set = |m: &mut JobManifest, name: &str, value: String, secret: bool| {
+        m.env.insert(name.to_string(), value);
+        if secret && !m.secrets.iter().any(|s| s == name) {
+            m.secrets.push(name.to_string());
+        }
+    };
+    for (var, value) in &spec.secret_env {
+        set(&mut manifest, var, value.clone(), true);
+    }
+    let gateway_host = spec
+        .proxy_url
+        .as_deref()
+        .or(spec.anthropic_base_url.as_deref())
+        .and_then(host_of);
+    let mut no_proxy = NO_PROXY_BASE.to_string();
+    if let Some(h) = &gateway_host {
+        // The Anthropic endpoint is the gateway itself, reached directly.
+        no_proxy = format!("{no_proxy},{h}");
+    }
+    if let Some(proxy) = &spec.proxy_url {
+        let with_creds = match proxy.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{job_id}:{token}@{rest}"),
+            None => format!("http://{job_id}:{token}@{proxy}"),
+        };
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            set(&mut manifest, var, with_creds.clone(), true);
+        }
+        for var in ["NO_PROXY", "no_proxy"] {
+            set(&mut manifest, var, no_proxy.clone(), false);
+        }
+    }
+    if let Some(base) = &spec.anthropic_base_url {
+        set(&mut manifest, "ANTHROPIC_BASE_URL", base.clone(), false);
+        let key = EgressSpec::placeholder_key(job_id, token);
+        set(&mut manifest, "ANTHROPIC_API_KEY", key, true);
+        if spec.proxy_url.is_none() {
+            // Without a proxy no NO_PROXY was set; tools that read it anyway
+            // must still reach the gateway directly.
+            for var in ["NO_PROXY", "no_proxy"] {
+                set(&mut manifest, var, no_proxy.clone(), false);
+            }
+        }
+    }
+    manifest
+}
+
+fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => authority,
+    };
+    (!host.is_empty()).then(|| {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn manifest() -> JobManifest {
+        serde_json::from_value(serde_json::json!({"task": "x", "agentType": "claude"})).unwrap()
+    }
+
+    #[test]
+    fn no_spec_changes_nothing() {
+        assert_eq!(apply(manifest(), None, "j", "t"), manifest());
+    }
+
+    #[test]
+    fn proxy_anthropic_and_secrets_become_redacted_variables() {
+        let spec = EgressSpec {
+            proxy_url: Some("http://10.0.2.2:8766".into()),
+            anthropic_base_url: Some("http://10.0.2.2:8766/anthropic".into()),
+            secret_env: BTreeMap::from([("GITHUB_TOKEN".into(), "ghp_x".into())]),
+        };
+        let m = apply(manifest(), Some(&spec), "job-1", "tok");
+        assert_eq!(m.env["HTTPS_PROXY"], "http://job-1:tok@10.0.2.2:8766");
+        assert_eq!(m.env["http_proxy"], m.env["HTTPS_PROXY"]);
+        assert_eq!(m.env["NO_PROXY"], "localhost,127.0.0.1,::1,10.0.2.2");
+        assert_eq!(
+            m.env["ANTHROPIC_BASE_URL"],
+            "http://10.0.2.2:8766/anthropic"
+        );
+        assert_eq!(m.env["ANTHROPIC_API_KEY"], "delegate.job-1.tok");
+        assert_eq!(m.env["GITHUB_TOKEN"], "ghp_x");
+        let values = m.secret_values();
+        for secret in [
+            "ghp_x",
+            "delegate.job-1.tok",
+            "http://job-1:tok@10.0.2.2:8766",
+        ] {
+            assert!(values.contains(&secret), "{secret} not redacted");
+        }
+        m.validate().unwrap();
+    }
+}

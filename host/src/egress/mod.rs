@@ -1,0 +1,281 @@
+//! The egress gateway: the one way out for a job's network traffic.
+//!
+//! An HTTP proxy on the host (`DELEGATE_EGRESS_LISTEN`, and a Unix socket
+//! for sandboxes without a network) that guests reach through
+//! `HTTP_PROXY`/`HTTPS_PROXY`. Each request names its job by id and token
+//! (`auth`); the destination is checked against the job's `network` policy,
+//! the host's ceiling and the private ranges (`policy`), resolved by the
+//! gateway itself (`resolver`, `upstream`), and then tunnelled (`tunnel`,
+//! `CONNECT`) or forwarded (`forward`, plain HTTP). `anthropic` is an
+//! endpoint of its own: a `claude` job's `ANTHROPIC_BASE_URL` points at it
+//! and the gateway adds the host's API key on the way out, so the key never
+//! enters the VM. Every connection, allowed or denied, is appended to the
+//! job's connection log (`log`).
+//!
+//! The chain: `settings`/`secrets`/`resolver` ← `policy` ← `upstream` ←
+//! `tunnel`/`forward`/`anthropic` ← this module's listener.
+
+mod anthropic;
+mod auth;
+mod forward;
+mod io;
+pub mod log;
+pub mod policy;
+pub mod resolver;
+pub mod secrets;
+pub mod settings;
+mod spec;
+mod tunnel;
+mod upstream;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+pub use policy::check_manifest;
+pub use settings::{EgressArgs, EgressSettings};
+pub use spec::spec_for;
+
+/// Response bodies: fixed text or a streamed upstream body.
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What every connection handler shares.
+pub(crate) struct Shared {
+    settings: Arc<EgressSettings>,
+    store: Store,
+    /// This host's addresses and the Proxmox API's: refused unless allowed.
+    own: Vec<IpAddr>,
+}
+
+/// The gateway's listeners, bound before the engine starts so the guests'
+/// URL carries the real port.
+pub struct BoundGateway {
+    tcp: TcpListener,
+    unix: Option<(UnixListener, PathBuf)>,
+    /// The TCP address actually bound.
+    pub addr: SocketAddr,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("egress gateway: cannot listen on {what}: {source}")]
+pub struct BindError {
+    what: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Binds the settings' TCP address and Unix socket; `None` when the host
+/// runs no gateway.
+pub async fn bind(settings: &EgressSettings) -> Result<Option<BoundGateway>, BindError> {
+    let Some(listen) = settings.listen else {
+        return Ok(None);
+    };
+    let err = |what: String| move |source| BindError { what, source };
+    let tcp = TcpListener::bind(listen)
+        .await
+        .map_err(err(listen.to_string()))?;
+    let addr = tcp.local_addr().map_err(err(listen.to_string()))?;
+    let unix = match &settings.socket {
+        Some(path) => {
+            // A socket file left by an earlier run would make bind fail.
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path).map_err(err(path.display().to_string()))?;
+            Some((l, path.clone()))
+        }
+        None => None,
+    };
+    Ok(Some(BoundGateway { tcp, unix, addr }))
+}
+
+impl BoundGateway {
+    /// Serves until `shutdown` is cancelled.
+    pub fn serve(
+        self,
+        settings: Arc<EgressSettings>,
+        store: Store,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let mut own = upstream::own_addresses();
+        tokio::spawn(async move {
+            for host in &settings.always_denied_hosts {
+                if let Ok(addrs) = settings.resolver.resolve(host, 443).await {
+                    own.extend(addrs.iter().map(SocketAddr::ip));
+                }
+            }
+            let shared = Arc::new(Shared {
+                settings,
+                store,
+                own,
+            });
+            let tcp = accept_loop(self.tcp, shared.clone(), shutdown.clone());
+            match self.unix {
+                Some((unix, path)) => {
+                    tokio::join!(tcp, accept_loop(unix, shared, shutdown));
+                    let _ = std::fs::remove_file(path);
+                }
+                None => tcp.await,
+            }
+        })
+    }
+}
+
+/// Listeners of either kind.
+trait Accept {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn next(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        let (s, _) = self.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        Ok(self.accept().await?.0)
+    }
+}
+
+async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            s = listener.next() => s,
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "egress gateway: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::select! {
+                () = stop.cancelled() => {}
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "egress gateway: connection ended");
+                },
+            }
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(if req.method() == Method::CONNECT {
+        tunnel::handle(shared, req).await
+    } else if req.uri().scheme().is_some() {
+        forward::handle(shared, req).await
+    } else if req.uri().path().starts_with(anthropic::PREFIX) {
+        anthropic::handle(shared, req).await
+    } else {
+        text(
+            StatusCode::BAD_REQUEST,
+            "this is delegate's egress gateway: use it as an HTTP proxy",
+        )
+    })
+}
+
+/// A short plain-text response.
+pub(crate) fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let body = Full::new(Bytes::from(format!("{message}\n")))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The 407 that asks for the job's credentials.
+pub(crate) fn need_auth() -> Response<Body> {
+    let mut r = text(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "the egress gateway needs the job's id and token as proxy credentials",
+    );
+    r.headers_mut().insert(
+        hyper::header::PROXY_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"delegate\""),
+    );
+    r
+}
+
+/// The proxy path's common steps: who the job is, and whether its policy
+/// allows `host:port` by name. A refusal is logged and answered.
+pub(crate) async fn admit(
+    shared: &Shared,
+    headers: &hyper::HeaderMap,
+    host: &str,
+    port: u16,
+    via: log::Via,
+) -> Result<auth::JobIdentity, Response<Body>> {
+    let creds = headers
+        .get(hyper::header::PROXY_AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::parse_basic);
+    let Some((id, token)) = creds else {
+        return Err(need_auth());
+    };
+    let Some(job) = auth::authenticate(&shared.store, id, token).await else {
+        tracing::warn!(host, port, "egress gateway: unknown job or wrong token");
+        return Err(need_auth());
+    };
+    let verdict = match &job.manifest.network {
+        None => Err("the job has no network policy (manifest network), so nothing leaves".into()),
+        Some(net) => policy::JobPolicy::expand(&shared.settings, net)
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.check_name(&shared.settings, host, port)),
+    };
+    if let Err(why) = verdict {
+        return Err(deny(shared, &job.id, host, port, via, why).await);
+    }
+    Ok(job)
+}
+
+/// Logs a refusal and answers 403 with the reason.
+pub(crate) async fn deny(
+    shared: &Shared,
+    job_id: &str,
+    host: &str,
+    port: u16,
+    via: log::Via,
+    why: String,
+) -> Response<Body> {
+    let mut record = log::ConnRecord::now(host, port, via);
+    record.reason = Some(why.clone());
+    log::append(&shared.store, job_id, &record).await;
+    tracing::info!(job = job_id, host, port, reason = %why, "egress denied");
+    text(StatusCode::FORBIDDEN, &format!("egress denied: {why}"))
+}

@@ -1,0 +1,103 @@
+//! `CONNECT host:port`: after the job and the destination are admitted, a
+//! byte tunnel the gateway does not read (TLS stays end to end). Logged
+//! when it closes, with the bytes each way.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional_with_sizes};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::log::{self, ConnRecord, Via};
+use super::upstream::{self, ConnectError};
+use super::{Body, Shared, admit, deny, text};
+
+/// Buffer per direction: large enough that a bulk download is not held
+/// back by copying 8 KiB at a time.
+const BUF: usize = 256 * 1024;
+
+/// Copies both ways until both sides are done: bytes (job → destination,
+/// destination → job). hyper hands back the accepted stream when asked by
+/// its type, so a bulk transfer copies between two plain sockets instead of
+/// through hyper's boxed I/O.
+async fn pump(upgraded: Upgraded, upstream: &mut TcpStream) -> std::io::Result<(u64, u64)> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return copy_plain(parts.io.into_inner(), &parts.read_buf, upstream).await,
+        Err(u) => u,
+    };
+    let upgraded = match upgraded.downcast::<TokioIo<UnixStream>>() {
+        Ok(parts) => return copy_plain(parts.io.into_inner(), &parts.read_buf, upstream).await,
+        Err(u) => u,
+    };
+    let mut client = TokioIo::new(upgraded);
+    copy_bidirectional_with_sizes(&mut client, upstream, BUF, BUF).await
+}
+
+/// `early` is what the client sent right after its `CONNECT` head, already
+/// read by hyper: it goes first.
+async fn copy_plain<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
+    early: &[u8],
+    upstream: &mut TcpStream,
+) -> std::io::Result<(u64, u64)> {
+    upstream.write_all(early).await?;
+    let (sent, received) = copy_bidirectional_with_sizes(&mut client, upstream, BUF, BUF).await?;
+    Ok((sent + early.len() as u64, received))
+}
+
+pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let Some((host, port)) = req
+        .uri()
+        .authority()
+        .and_then(|a| a.port_u16().map(|p| (a.host().to_string(), p)))
+    else {
+        return text(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let job = match admit(&shared, req.headers(), &host, port, Via::Connect).await {
+        Ok(j) => j,
+        Err(refusal) => return refusal,
+    };
+    let mut upstream = match upstream::connect(&shared, &host, port).await {
+        Ok(s) => s,
+        Err(e @ ConnectError::Denied(_)) => {
+            return deny(
+                &shared,
+                &job.id,
+                &host,
+                port,
+                Via::Connect,
+                e.reason().to_string(),
+            )
+            .await;
+        }
+        Err(ConnectError::Failed(why)) => {
+            let mut record = ConnRecord::now(&host, port, Via::Connect);
+            record.reason = Some(why.clone());
+            log::append(&shared.store, &job.id, &record).await;
+            return text(StatusCode::BAD_GATEWAY, &why);
+        }
+    };
+    tokio::spawn(async move {
+        let mut record = ConnRecord::now(&host, port, Via::Connect);
+        record.allowed = true;
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => match pump(upgraded, &mut upstream).await {
+                Ok((sent, received)) => {
+                    record.sent = sent;
+                    record.received = received;
+                }
+                Err(e) => record.reason = Some(format!("tunnel ended: {e}")),
+            },
+            Err(e) => record.reason = Some(format!("the client never took the tunnel: {e}")),
+        }
+        log::append(&shared.store, &job.id, &record).await;
+    });
+    Response::new(Body::default())
+}

@@ -1,0 +1,406 @@
+//! The egress gateway over real sockets on 127.0.0.1: loopback servers
+//! stand in for external hosts, and a test resolver maps their names to
+//! 127.0.0.1 (which the host then allows explicitly, as
+//! `DELEGATE_EGRESS_ALLOW_PRIVATE` would). The test plays the job with the
+//! bootstrap the provider double received.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use delegate_host::egress::log::{self, ConnRecord, Via};
+use delegate_proto::api::{self, JobSpec, PROTOCOL_HEADER};
+use delegate_proto::network::EgressSpec;
+use delegate_proto::{Bootstrap, JobManifest, JobState};
+use serde_json::json;
+
+use crate::support::fake::{FakeProvider, template_for};
+use crate::support::harness::{Host, eventually, settings, until_state};
+use crate::support::origin::{API_KEY, GITHUB, gateway_settings};
+use crate::support::origin::{Origin, Reply, drain, get_over, send_get, tunnel};
+
+/// A job that stays running (the fake guest's `hang`) with `extra` fields.
+fn hanging(agent: &str, extra: serde_json::Value) -> JobManifest {
+    let mut v = json!({"task": "hang", "agentType": agent, "vmTemplate": template_for("hang")});
+    v.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    JobManifest::from_value(v).unwrap()
+}
+
+async fn running(host: &Host, fake: &FakeProvider, m: JobManifest) -> Bootstrap {
+    let id = host.manager().submit(m).await.unwrap().id;
+    until_state(host.manager(), &id, JobState::Running, 10).await;
+    fake.bootstrap(&id).unwrap()
+}
+
+async fn log_of(host: &Host, id: &str, n: usize) -> Vec<ConnRecord> {
+    eventually(10, &format!("{n} egress records"), || async {
+        let records = log::read(host.manager().store(), id).unwrap();
+        (records.len() >= n).then_some(records)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn allowed_hosts_are_reached_and_everything_else_refused_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(Reply::Text("text/plain", "hello from origin".into())).await;
+    let fake = Arc::new(FakeProvider::new());
+    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
+    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
+    let b = running(
+        &host,
+        &fake,
+        hanging(
+            "script",
+            json!({"network": {"allow": ["allowed.test", "internal.test"]}}),
+        ),
+    )
+    .await;
+    let creds = Some((b.job_id.as_str(), b.token.as_str()));
+    let allowed = format!("allowed.test:{}", origin.port());
+
+    // CONNECT to an allowed host: a tunnel the gateway does not read.
+    let (status, _, mut s) = tunnel(gw, &allowed, creds).await;
+    assert_eq!(status, 200);
+    let body = get_over(&mut s, "allowed.test").await;
+    // The tunnel is logged when both sides closed it.
+    drop(s);
+    assert!(String::from_utf8_lossy(&body).ends_with("hello from origin"));
+
+    // Plain HTTP through the proxy, as any HTTP client does it.
+    let http = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::http(format!("http://{gw}"))
+                .unwrap()
+                .basic_auth(&b.job_id, &b.token),
+        )
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("http://{allowed}/pkg?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello from origin");
+    let seen = origin.seen();
+    let forwarded = seen.iter().find(|r| r.contains("/pkg?x=1")).unwrap();
+    assert!(
+        forwarded.starts_with("GET /pkg?x=1 HTTP/1.1"),
+        "{forwarded}"
+    );
+    assert!(
+        !forwarded
+            .to_ascii_lowercase()
+            .contains("proxy-authorization")
+    );
+
+    // Not in the allow list (same loopback server behind another name).
+    let (status, text, _) = tunnel(gw, &format!("denied.test:{}", origin.port()), creds).await;
+    assert_eq!(status, 403);
+    assert!(text.contains("not in the job's network.allow"), "{text}");
+    // Allowed by name, but the name resolves to a private address.
+    let (status, text, _) = tunnel(gw, "internal.test:443", creds).await;
+    assert_eq!(status, 403);
+    assert!(text.contains("10.20.30.40 is a private address"), "{text}");
+    // No credentials, or a wrong token: asked to authenticate, nothing logged.
+    assert_eq!(tunnel(gw, &allowed, None).await.0, 407);
+    let wrong = "0".repeat(64);
+    assert_eq!(tunnel(gw, &allowed, Some((&b.job_id, &wrong))).await.0, 407);
+
+    let records = log_of(&host, &b.job_id, 4).await;
+    let connect = records
+        .iter()
+        .find(|r| r.allowed && r.via == Via::Connect)
+        .unwrap();
+    assert_eq!(
+        (connect.host.as_str(), connect.port),
+        ("allowed.test", origin.port())
+    );
+    assert!(connect.sent > 0 && connect.received > "hello from origin".len() as u64);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.allowed && r.via == Via::Http && r.received > 0)
+    );
+    let denied: Vec<_> = records.iter().filter(|r| !r.allowed).collect();
+    assert_eq!(denied.len(), 2, "{records:?}");
+    let summary = log::summarize(&records);
+    assert_eq!((summary.allowed, summary.denied), (2, 2));
+    assert!(summary.last_denied[0].starts_with("denied.test:"));
+    // The status shows it too.
+    let status = delegate_host::mcp::calls::status_view(
+        host.manager(),
+        &host.manager().get(&b.job_id).unwrap(),
+    );
+    let egress = status.egress.expect("status shows egress");
+    assert_eq!((egress.allowed, egress.denied), (2, 2));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_without_policy_reaches_nothing_and_ends_its_access_when_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(Reply::Text("text/plain", "x".into())).await;
+    let fake = Arc::new(FakeProvider::new());
+    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
+    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
+    let b = running(&host, &fake, hanging("script", json!({}))).await;
+    let target = format!("allowed.test:{}", origin.port());
+    let (status, text, _) = tunnel(gw, &target, Some((&b.job_id, &b.token))).await;
+    assert_eq!(status, 403);
+    assert!(text.contains("no network policy"), "{text}");
+    assert!(origin.seen().is_empty());
+    let records = log_of(&host, &b.job_id, 1).await;
+    assert!(!records[0].allowed);
+
+    // A job with a policy loses the gateway once it is final.
+    let b = running(
+        &host,
+        &fake,
+        hanging("script", json!({"network": {"allow": ["*"]}})),
+    )
+    .await;
+    host.manager().cancel(&b.job_id).await.unwrap();
+    eventually(10, "the job to be final", || async {
+        host.manager()
+            .get(&b.job_id)
+            .ok()
+            .filter(|r| r.state.is_final())
+    })
+    .await;
+    assert_eq!(
+        tunnel(gw, &target, Some((&b.job_id, &b.token))).await.0,
+        407
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn claude_jobs_get_the_host_key_injected_and_never_see_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Origin::start(Reply::Text(
+        "application/json",
+        r#"{"type":"message","content":[{"type":"text","text":"hi"}]}"#.into(),
+    ))
+    .await;
+    let fake = Arc::new(FakeProvider::new());
+    let host = Host::start(gateway_settings(dir.path(), api.port()), fake.clone()).await;
+    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
+    let b = running(
+        &host,
+        &fake,
+        hanging("claude", json!({"secretEnv": {"GITHUB_TOKEN": "github"}})),
+    )
+    .await;
+
+    // What the guest is told: the endpoint, a placeholder, the named secret.
+    let http = reqwest::Client::new();
+    let spec: JobSpec = http
+        .get(format!(
+            "{}{}",
+            host.base_url(),
+            api::manifest_path(&b.job_id)
+        ))
+        .bearer_auth(&b.token)
+        .header(PROTOCOL_HEADER, "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let egress = spec.egress.clone().unwrap();
+    assert_eq!(
+        egress.anthropic_base_url.as_deref(),
+        Some(format!("http://127.0.0.1:{}/anthropic", gw.port()).as_str())
+    );
+    assert_eq!(egress.proxy_url, None, "no network policy, no proxy");
+    assert_eq!(egress.secret_env["GITHUB_TOKEN"], GITHUB);
+    assert!(!serde_json::to_string(&spec).unwrap().contains(API_KEY));
+
+    // The Claude CLI's call, as ANTHROPIC_BASE_URL and the placeholder make it.
+    let placeholder = EgressSpec::placeholder_key(&b.job_id, &b.token);
+    let r = http
+        .post(format!(
+            "{}/v1/messages",
+            egress.anthropic_base_url.unwrap()
+        ))
+        .header("x-api-key", &placeholder)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("\"hi\""));
+    let seen = api.seen();
+    assert_eq!(seen.len(), 1);
+    let upstream = seen[0].to_ascii_lowercase();
+    assert!(
+        upstream.starts_with("post /v1/messages http/1.1"),
+        "{upstream}"
+    );
+    assert!(upstream.contains(&format!("x-api-key: {}", API_KEY.to_ascii_lowercase())));
+    assert!(upstream.contains(&format!("host: api.anthropic.test:{}", api.port())));
+    assert!(
+        !upstream.contains(&b.token),
+        "the job's token stays at the gateway"
+    );
+    assert!(upstream.contains("\"max_tokens\":5"));
+
+    // A wrong placeholder is refused before anything goes upstream.
+    let r = http
+        .post(format!("http://{gw}/anthropic/v1/messages"))
+        .header(
+            "x-api-key",
+            EgressSpec::placeholder_key(&b.job_id, &"1".repeat(64)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(api.seen().len(), 1);
+    let records = log_of(&host, &b.job_id, 1).await;
+    assert!(records[0].allowed && records[0].via == Via::Anthropic);
+
+    // A script job gets no injection even with valid credentials.
+    let s = running(&host, &fake, hanging("script", json!({}))).await;
+    let r = http
+        .post(format!("http://{gw}/anthropic/v1/messages"))
+        .header(
+            "x-api-key",
+            EgressSpec::placeholder_key(&s.job_id, &s.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(api.seen().len(), 1);
+
+    // Neither secret is anywhere in the store: database, logs, anything.
+    host.stop().await;
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        for secret in [API_KEY, GITHUB] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in {}",
+                entry.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn manifests_needing_what_the_host_lacks_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeProvider::new());
+    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
+    let m = host.manager();
+    let err = m
+        .submit(hanging("script", json!({"secretEnv": {"T": "nope"}})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("secretEnv.T"), "{err}");
+    assert!(
+        err.to_string().contains("github"),
+        "names what exists: {err}"
+    );
+    let err = m
+        .submit(hanging("script", json!({"network": {"allow": ["@nope"]}})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("network.allow[0]"), "{err}");
+    host.stop().await;
+
+    // Without a gateway, a network policy cannot be honoured.
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(settings(dir.path(), |_| {}), Arc::new(FakeProvider::new())).await;
+    let err = host
+        .manager()
+        .submit(hanging(
+            "script",
+            json!({"network": {"allow": ["pypi.org"]}}),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("DELEGATE_EGRESS_LISTEN"), "{err}");
+    host.stop().await;
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_download_through_the_tunnel_arrives_whole_and_is_counted() {
+    const LEN: u64 = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start(Reply::Bytes(LEN)).await;
+    let fake = Arc::new(FakeProvider::new());
+    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
+    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
+    let b = running(
+        &host,
+        &fake,
+        hanging("script", json!({"network": {"allow": ["allowed.test"]}})),
+    )
+    .await;
+    let target = format!("allowed.test:{}", origin.port());
+    let (status, _, mut s) = tunnel(gw, &target, Some((&b.job_id, &b.token))).await;
+    assert_eq!(status, 200);
+    send_get(&mut s, "allowed.test").await;
+    let received = drain(&mut s).await;
+    drop(s);
+    // The body and a short head, all of it, and the log counted the same.
+    let head = received - LEN;
+    assert!((60..300).contains(&head), "{received} bytes for {LEN}");
+    let records = log_of(&host, &b.job_id, 1).await;
+    assert_eq!(records[0].received, received);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn the_gateway_also_answers_on_its_unix_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("egress.sock");
+    let origin = Origin::start(Reply::Text("text/plain", "via the socket".into())).await;
+    let fake = Arc::new(FakeProvider::new());
+    let mut s = gateway_settings(&dir.path().join("data"), 1);
+    s.egress.socket = Some(socket.clone());
+    let host = Host::start(s, fake.clone()).await;
+    let b = running(
+        &host,
+        &fake,
+        hanging("script", json!({"network": {"allow": ["allowed.test"]}})),
+    )
+    .await;
+    let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let target = format!("allowed.test:{}", origin.port());
+    let auth = crate::support::origin::proxy_auth(&b.job_id, &b.token);
+    let req = format!(
+        "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\nproxy-authorization: {auth}\r\n\r\n\
+         GET / HTTP/1.1\r\nhost: allowed.test\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("via the socket"), "{text}");
+    host.stop().await;
+    assert!(!socket.exists(), "the socket is removed at shutdown");
+}

@@ -1,0 +1,107 @@
+//! The egress gateway end to end: the real `delegate-host serve` with a
+//! gateway and a host-held secret, a real local-sandbox job that uses curl
+//! through the proxy variables the guest set, a loopback server standing
+//! in for the outside. The allowed request arrives, the other is refused
+//! and both are logged in the status; the secret named in `secretEnv`
+//! reaches the job but never an MCP answer or the store.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use delegate_tests::mcp::{HostEnv, Revision, connect_stdio, text_of};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const SECRET: &str = "ghp_only_on_the_host_8d7c6b";
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A loopback origin answering `200 hello` to each connection; returns its port.
+fn origin() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reaches_what_it_may_through_the_gateway_and_the_secret_stays_out_of_mcp() {
+    let allowed = origin();
+    let other = origin();
+    let mut env = HostEnv::new();
+    env.set("DELEGATE_EGRESS_LISTEN", "127.0.0.1:0");
+    env.set("DELEGATE_EGRESS_ALLOW_PRIVATE", "127.0.0.0/8");
+    env.set("DELEGATE_SECRET_GITHUB", SECRET);
+    let client = connect_stdio(&env, Revision::Current).await;
+    // The job checks the value by its digest, so not even the task holds it.
+    let digest = hex(&Sha256::digest(SECRET.as_bytes()));
+    // `--noproxy ''`: loopback is in NO_PROXY, and this job wants the gateway.
+    let task = format!(
+        r#"test "$(printf %s "$GITHUB_TOKEN" | sha256sum | cut -c1-64)" = "{digest}" || exit 3
+echo "token=$GITHUB_TOKEN"
+echo "allowed=$(curl -s --noproxy '' -o /dev/null -w '%{{http_code}}' http://localhost:{allowed}/)"
+echo "other=$(curl -s --noproxy '' -o /dev/null -w '%{{http_code}}' http://localhost:{other}/)""#
+    );
+    let id = client
+        .submit(json!({
+            "task": task,
+            "agentType": "script",
+            "timeout": 60,
+            "network": {"allow": [format!("localhost:{allowed}")]},
+            "secretEnv": {"GITHUB_TOKEN": "github"},
+        }))
+        .await;
+    let done = client.wait_final(&id, LIMIT).await;
+    assert_eq!(done["status"], "success", "{done}\n{}", env.log());
+
+    let mut answers = vec![done.to_string()];
+    let result = client.call("get_job_result", json!({"job_id": id})).await;
+    let out = text_of(&result);
+    assert!(out.contains("token=***"), "{out}");
+    assert!(out.contains("allowed=200"), "{out}");
+    assert!(out.contains("other=403"), "{out}");
+    answers.push(out);
+    let status = client.ok("get_job_status", json!({"job_id": id})).await;
+    assert_eq!(status["egress"]["allowed"], 1, "{status}");
+    assert_eq!(status["egress"]["denied"], 1, "{status}");
+    let last = status["egress"]["last_denied"][0].as_str().unwrap();
+    assert!(last.starts_with(&format!("localhost:{other}: ")), "{last}");
+    answers.push(status.to_string());
+    answers.push(text_of(
+        &client.call("get_job_logs", json!({"job_id": id})).await,
+    ));
+    answers.push(text_of(&client.call("list_jobs", json!({})).await));
+    for a in &answers {
+        assert!(!a.contains(SECRET), "the secret reached an MCP answer: {a}");
+    }
+    client.close().await;
+
+    let mut stack = vec![env.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                assert!(
+                    !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                    "the secret is in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod env;
 pub mod output;
 pub mod redact;
+pub mod repo;
 pub mod report;
 pub mod run;
 pub mod supervise;

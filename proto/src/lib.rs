@@ -10,6 +10,7 @@ pub mod clock;
 pub mod event;
 pub mod manifest;
 pub mod outcome;
+pub mod repo;
 pub mod size;
 pub mod state;
 mod validate;
@@ -21,5 +22,6 @@ pub use manifest::{
     StatusMode,
 };
 pub use outcome::{AgentResult, ArtifactEntry, JobResult, OutputTail, OutputTails, ResultStatus};
+pub use repo::{ChangedFile, CollectSpec, PatchSummary, RepoSpec};
 pub use state::{JobState, TransitionError};
 pub use validate::workspace_relative;

@@ -59,6 +59,7 @@ mod client;
 mod error;
 mod http;
 mod options;
+mod repo;
 mod uplink;
 
 pub use backoff::RetryPolicy;

@@ -9,6 +9,7 @@
 
 mod error;
 mod handlers;
+mod repo;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -28,6 +29,8 @@ pub fn router(manager: JobManager) -> Router {
         .route(routes::EVENTS, post(handlers::events))
         .route(routes::ARTIFACTS, put(handlers::artifacts))
         .route(routes::RESULT, post(handlers::result))
+        .route(routes::REPO, get(repo::repo))
+        .route(routes::PATCH, put(repo::patch))
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         // Handlers read bodies themselves, each with its own cap.

@@ -147,10 +147,29 @@ impl JobManager {
     pub async fn submit(&self, manifest: JobManifest) -> Result<JobRecord, JobError> {
         manifest.validate()?;
         let s = &self.shared.settings;
+        let manifest = super::intake::cap_budget(manifest, s.max_budget_usd)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        // The repository is archived before the job exists, so a guest
+        // never asks for an archive that is still being written.
+        let repo = {
+            let (settings, id, manifest) =
+                (self.shared.settings.clone(), id.clone(), manifest.clone());
+            self.shared
+                .store
+                .run(move |store| super::intake::prepare_repo(store, &settings, &id, &manifest))
+                .await?
+        };
+        if let Some(prepared) = repo {
+            let base = prepared.base_commit.clone();
+            self.shared
+                .store
+                .run(move |store| store.commit_repo(prepared.staged, base.as_deref()))
+                .await?;
+        }
         let timeout = manifest.timeout_or(s.default_timeout.as_secs());
         let now = now_ms();
         let job = NewJob {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             manifest,
             token_hash: token::unusable_hash(),
             created_at: now,

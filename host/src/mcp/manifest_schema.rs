@@ -42,7 +42,8 @@ pub fn manifest() -> Value {
                         "enum": delegate_proto::manifest::CLAUDE_PERMISSION_MODES,
                         "description": "claude: --permission-mode."
                     },
-                    "appendSystemPrompt": {"type": "string", "description": "claude: --append-system-prompt."}
+                    "appendSystemPrompt": {"type": "string", "description": "claude: --append-system-prompt."},
+                    "maxBudgetUsd": {"type": "number", "exclusiveMinimum": 0, "description": "claude: --max-budget-usd, the most the run may spend in US dollars (the host's DELEGATE_MAX_BUDGET_USD caps it and is the default)."}
                 }
             },
             "files": {
@@ -50,11 +51,12 @@ pub fn manifest() -> Value {
                 "description": "Files written into the workspace before the agent starts.",
                 "items": {
                     "type": "object",
-                    "required": ["path", "content"],
+                    "required": ["path"],
                     "additionalProperties": false,
                     "properties": {
                         "path": {"type": "string", "description": "Relative to the workspace (or absolute under /workspace); cannot leave it."},
-                        "content": {"type": "string", "contentEncoding": "base64", "description": "The content, base64 (standard alphabet)."},
+                        "content": {"type": "string", "contentEncoding": "base64", "description": "The content, base64 (standard alphabet). Exactly one of content and text."},
+                        "text": {"type": "string", "description": "The content as UTF-8 text, written as it is. Exactly one of content and text."},
                         "mode": {
                             "type": ["integer", "string"],
                             "description": "Permission bits: a number (493 is 0o755) or an octal string such as \"0755\"."
@@ -103,7 +105,25 @@ pub fn manifest() -> Value {
                 "items": {"type": "string"},
                 "description": "Globs relative to the workspace of files to collect, e.g. out/** or report.md."
             },
-            "vmTemplate": {"type": "string", "description": "Template to use instead of the host's default."}
+            "vmTemplate": {"type": "string", "description": "Template to use instead of the host's default."},
+            "repo": {
+                "type": "object",
+                "required": ["path"],
+                "additionalProperties": false,
+                "description": "A git repository on the host's machine, delivered into the workspace as it is on disk (HEAD plus uncommitted and untracked files, .git included). The result then carries a patch of every change.",
+                "properties": {
+                    "path": {"type": "string", "description": "Absolute path of the repository, under the host's DELEGATE_REPO_ROOTS."},
+                    "dir": {"type": "string", "description": "Where in the workspace it goes (default: the workspace itself)."}
+                }
+            },
+            "collect": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "What is collected besides artifacts.",
+                "properties": {
+                    "patch": {"type": "boolean", "description": "Make a patch of the job's changes to repo (default: true when repo is given)."}
+                }
+            }
         }
     })
 }
@@ -126,12 +146,13 @@ mod tests {
             "task": "t", "agentType": "custom",
             "agent": {"command": "c", "args": ["a"], "claudeModel": "sonnet", "maxTurns": 2,
                       "allowedTools": ["x"], "disallowedTools": ["y"], "permissionMode": "plan",
-                      "appendSystemPrompt": "p"},
-            "files": [{"path": "a.txt", "content": "aGk=", "mode": "0644"}],
+                      "appendSystemPrompt": "p", "maxBudgetUsd": 1.5},
+            "files": [{"path": "a.txt", "content": "aGk=", "text": "hi", "mode": "0644"}],
             "env": {"A": "1"}, "secrets": ["A"],
             "resources": {"cpu": 1, "memory": "64M", "disk": "1G"},
             "timeout": 5, "lifecycle": "ephemeral", "statusMode": "simple",
-            "artifacts": ["*.txt"], "vmTemplate": "t1"
+            "artifacts": ["*.txt"], "vmTemplate": "t1",
+            "repo": {"path": "/p", "dir": "d"}, "collect": {"patch": true}
         })
     }
 

@@ -9,6 +9,7 @@
 //! logs/<id>/stderr.log         the guest's stderr, append-only
 //! logs/<id>/combined.log       both, in arrival order
 //! artifacts/<id>/artifacts.tar.gz
+//! artifacts/<id>/repo.tar.gz, repo.commit, patch.diff
 //! ```
 //! One writer connection behind a mutex and a small pool of readers: WAL
 //! lets readers go on while the writer writes. Log files are only appended
@@ -41,6 +42,7 @@ mod jobs;
 mod lock;
 mod logs;
 mod prefix;
+mod repo;
 mod retention;
 mod row;
 
@@ -58,6 +60,7 @@ pub use error::StoreError;
 pub use events::{EventLimits, EventsApplied};
 pub use jobs::{AuthView, JobTx, NewJob, StateView};
 pub use lock::HostLock;
+pub use repo::{PATCH_FILE, REPO_FILE, StagedFile};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "delegate.db";

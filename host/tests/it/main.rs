@@ -8,6 +8,7 @@ mod cli_habits;
 mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;
+mod repo_patch;
 mod store_artifacts;
 mod store_basics;
 mod tool_schemas;

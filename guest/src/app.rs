@@ -181,5 +181,6 @@ fn invalid_manifest_result(e: &ManifestError) -> JobResult {
         error: Some(e.to_string()),
         error_kind: Some(ErrorKind::InvalidManifest),
         agent_result: None,
+        patch: None,
     }
 }

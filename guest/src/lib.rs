@@ -13,6 +13,7 @@ pub mod init;
 pub mod output;
 pub mod redact;
 pub mod relay;
+pub mod repo;
 pub mod report;
 pub mod run;
 pub mod say;

@@ -138,6 +138,17 @@ pub struct RawSettings {
     /// Largest artifact upload per job (e.g. 1G).
     #[arg(long, env = "DELEGATE_MAX_ARTIFACT_BYTES", default_value = "1G")]
     pub max_artifact_bytes: String,
+    /// Directories `repo.path` may name repositories in, `:`-separated
+    /// (unset: no repository is delivered).
+    #[arg(long, env = "DELEGATE_REPO_ROOTS")]
+    pub repo_roots: Option<String>,
+    /// Largest repository archive per job (e.g. 1G).
+    #[arg(long, env = "DELEGATE_MAX_REPO_BYTES", default_value = "1G")]
+    pub max_repo_bytes: String,
+    /// Most US dollars one `claude` job may spend; no manifest may ask for
+    /// more, and jobs that set no budget get this one.
+    #[arg(long, env = "DELEGATE_MAX_BUDGET_USD")]
+    pub max_budget_usd: Option<f64>,
     /// Most log bytes stored per job and stream (e.g. 1G).
     #[arg(long, env = "DELEGATE_MAX_LOG_BYTES", default_value = "1G")]
     pub max_log_bytes: String,
@@ -235,6 +246,12 @@ pub struct Settings {
     pub max_artifact_bytes: u64,
     /// Log cap per job and stream.
     pub max_log_bytes: u64,
+    /// `DELEGATE_REPO_ROOTS`, absolute.
+    pub repo_roots: Vec<PathBuf>,
+    /// Repository archive cap.
+    pub max_repo_bytes: u64,
+    /// `DELEGATE_MAX_BUDGET_USD`.
+    pub max_budget_usd: Option<f64>,
     /// Age after which finished jobs are pruned; `None` keeps them.
     pub retention: Option<Duration>,
     /// Heartbeat period sent to guests.
@@ -484,6 +501,9 @@ impl Settings {
             max_provisioning: raw.max_provisioning,
             max_artifact_bytes: size("DELEGATE_MAX_ARTIFACT_BYTES", &raw.max_artifact_bytes)?,
             max_log_bytes: size("DELEGATE_MAX_LOG_BYTES", &raw.max_log_bytes)?,
+            repo_roots: repo_roots(raw.repo_roots.as_deref())?,
+            max_repo_bytes: size("DELEGATE_MAX_REPO_BYTES", &raw.max_repo_bytes)?,
+            max_budget_usd: budget(raw.max_budget_usd)?,
             retention: (raw.retention_days > 0)
                 .then(|| Duration::from_secs(raw.retention_days.saturating_mul(86_400))),
             heartbeat_interval,
@@ -539,6 +559,35 @@ fn machine_memory(machine: &dyn Machine) -> Option<u64> {
         .parse()
         .ok()?;
     kib.checked_mul(1024)
+}
+
+/// `DELEGATE_REPO_ROOTS`: the directories `repo.path` may be under.
+fn repo_roots(text: Option<&str>) -> Result<Vec<PathBuf>, SettingsError> {
+    let mut roots = Vec::new();
+    for part in text.unwrap_or_default().split(':').map(str::trim) {
+        if part.is_empty() {
+            continue;
+        }
+        let path = PathBuf::from(part);
+        if !path.is_absolute() {
+            return Err(invalid(
+                "DELEGATE_REPO_ROOTS",
+                format!("{part:?} is not an absolute path"),
+            ));
+        }
+        roots.push(path);
+    }
+    Ok(roots)
+}
+
+fn budget(usd: Option<f64>) -> Result<Option<f64>, SettingsError> {
+    match usd {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(invalid(
+            "DELEGATE_MAX_BUDGET_USD",
+            format!("must be a number of US dollars above 0, got {v}"),
+        )),
+        other => Ok(other),
+    }
 }
 
 fn size(setting: &'static str, text: &str) -> Result<u64, SettingsError> {

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod mcp;
 pub mod model;
 pub mod provider;
+pub mod repo;
 pub mod resolve;
 pub mod retry;
 pub mod store;

@@ -71,6 +71,9 @@ pub struct StoredResult {
     pub agent_result: Option<AgentResult>,
     /// The guest's error text.
     pub error: Option<String>,
+    /// The patch the guest made, when it made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<delegate_proto::PatchSummary>,
 }
 
 /// One line of `list_jobs`.

@@ -5,6 +5,8 @@
 //! GET  /v1/jobs/{id}/manifest   -> JobSpec
 //! POST /v1/jobs/{id}/events     EventBatch -> EventsAck
 //! PUT  /v1/jobs/{id}/artifacts  tar.gz stream -> ArtifactsAck
+//! GET  /v1/jobs/{id}/repo       -> tar.gz of the job's repository
+//! PUT  /v1/jobs/{id}/patch      git diff --binary stream -> PatchAck
 //! POST /v1/jobs/{id}/result     JobResult -> ResultAck
 //! GET  /v1/jobs/{id}/control?wait=<seconds>   -> ControlAnswer
 //! ```
@@ -29,6 +31,8 @@ pub const PROTOCOL_HEADER: &str = "x-delegate-protocol";
 pub const MAX_EVENTS_BODY: usize = 8 * 1024 * 1024;
 /// Most events in one batch.
 pub const MAX_EVENTS_PER_BATCH: usize = 4096;
+/// Header on the `GET repo` answer naming the repository's base commit.
+pub const BASE_COMMIT_HEADER: &str = "x-delegate-base-commit";
 /// Largest `POST result` body the host accepts (tails are bounded).
 pub const MAX_RESULT_BODY: usize = 2 * 1024 * 1024;
 
@@ -91,6 +95,16 @@ pub struct ControlAnswer {
     pub state: JobState,
 }
 
+/// `/v1/jobs/{id}/repo`
+pub fn repo_path(job_id: &str) -> String {
+    format!("/v1/jobs/{job_id}/repo")
+}
+
+/// `/v1/jobs/{id}/patch`
+pub fn patch_path(job_id: &str) -> String {
+    format!("/v1/jobs/{job_id}/patch")
+}
+
 /// Route templates for the host's router, in axum's syntax.
 pub mod routes {
     /// Manifest route.
@@ -103,6 +117,10 @@ pub mod routes {
     pub const RESULT: &str = "/v1/jobs/{id}/result";
     /// Control (long poll) route.
     pub const CONTROL: &str = "/v1/jobs/{id}/control";
+    /// Repository archive route.
+    pub const REPO: &str = "/v1/jobs/{id}/repo";
+    /// Patch upload route.
+    pub const PATCH: &str = "/v1/jobs/{id}/patch";
 }
 
 /// Job ids are UUIDs in practice; anything of letters, digits and `-` up to
@@ -139,6 +157,15 @@ pub struct ArtifactsAck {
     pub sha256: String,
     /// The files in it.
     pub entries: Vec<ArtifactEntry>,
+}
+
+/// Answer to `PUT patch`: what the host stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchAck {
+    /// Bytes stored.
+    pub size: u64,
+    /// SHA-256 of what was stored.
+    pub sha256: String,
 }
 
 /// Answer to `POST result`.
@@ -181,5 +208,7 @@ mod tests {
             control_path("j", 5),
             format!("{}?wait=5", routes::CONTROL.replace("{id}", "j"))
         );
+        assert_eq!(repo_path("j"), routes::REPO.replace("{id}", "j"));
+        assert_eq!(patch_path("j"), routes::PATCH.replace("{id}", "j"));
     }
 }

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod microvm;
 pub mod network;
 pub mod outcome;
+pub mod repo;
 pub mod size;
 pub mod state;
 mod validate;
@@ -24,5 +25,6 @@ pub use manifest::{
     StatusMode,
 };
 pub use outcome::{AgentResult, ArtifactEntry, JobResult, OutputTail, OutputTails, ResultStatus};
+pub use repo::{ChangedFile, CollectSpec, PatchSummary, RepoSpec};
 pub use state::{JobState, TransitionError};
 pub use validate::workspace_relative;

@@ -73,6 +73,12 @@ pub struct JobManifest {
     /// "github"}`): the value never passes through the client or the store.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// A git repository delivered into the workspace before the agent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<crate::repo::RepoSpec>,
+    /// What is collected besides artifacts (the patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<crate::repo::CollectSpec>,
 }
 
 /// The kind of agent that runs a job.
@@ -128,6 +134,10 @@ pub struct AgentConfig {
     /// `claude`: `--append-system-prompt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append_system_prompt: Option<String>,
+    /// `claude`: `--max-budget-usd`, the most the run may spend (the host
+    /// may lower it to its own ceiling, never raise it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget_usd: Option<f64>,
 }
 
 impl AgentConfig {
@@ -151,11 +161,33 @@ pub const CLAUDE_PERMISSION_MODES: &[&str] = &[
 pub struct InputFile {
     /// Relative to the workspace, or absolute under `/workspace`.
     pub path: String,
-    /// The content, base64 (standard alphabet).
-    pub content: String,
+    /// The content, base64 (standard alphabet). Exactly one of `content`
+    /// and `text` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// The content as UTF-8 text, written as it is (no encoding needed, so
+    /// a model can write files directly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     /// Permission bits: a number, or an octal string such as `"0755"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<FileMode>,
+}
+
+impl InputFile {
+    /// The bytes to write: `text` as it is, or `content` decoded. Fails
+    /// when neither or both are given, or `content` is not base64.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        match (&self.content, &self.text) {
+            (Some(b64), None) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| format!("is not valid base64: {e}")),
+            (None, Some(text)) => Ok(text.as_bytes().to_vec()),
+            (Some(_), Some(_)) => Err("give either content (base64) or text, not both".into()),
+            (None, None) => Err("give content (base64) or text".into()),
+        }
+    }
 }
 
 /// A file mode as written in a manifest.
@@ -320,6 +352,15 @@ impl JobManifest {
         self.status_mode.unwrap_or_default()
     }
 
+    /// Whether the guest makes a patch at the end: `collect.patch`, which
+    /// defaults to true when a repository is given.
+    pub fn wants_patch(&self) -> bool {
+        self.collect
+            .as_ref()
+            .and_then(|c| c.patch)
+            .unwrap_or(self.repo.is_some())
+    }
+
     /// The effective lifecycle.
     pub fn lifecycle(&self) -> Lifecycle {
         self.lifecycle.unwrap_or_default()
@@ -363,7 +404,8 @@ impl JobManifest {
         agent.args.iter_mut().for_each(scrub);
         agent.append_system_prompt.iter_mut().for_each(scrub);
         for f in &mut copy.files {
-            scrub(&mut f.content);
+            f.content.iter_mut().for_each(scrub);
+            f.text.iter_mut().for_each(scrub);
         }
         copy
     }

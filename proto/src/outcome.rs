@@ -65,6 +65,12 @@ pub enum ErrorKind {
     Cancelled,
     /// Artifacts could not be collected (e.g. over the size cap).
     Artifacts,
+    /// The repository could not be delivered into the workspace.
+    Repo,
+    /// The patch could not be made or uploaded.
+    Patch,
+    /// The agent stopped at its spending cap (`agent.maxBudgetUsd`).
+    Budget,
     /// The host lost the guest (heartbeat lease expired, VM died).
     Lost,
     /// The VM could not be provisioned.
@@ -99,6 +105,9 @@ pub struct JobResult {
     /// The agent's structured result (Claude Code's `result` event).
     #[serde(default)]
     pub agent_result: Option<AgentResult>,
+    /// The patch of the job's changes to its repository, when one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<crate::repo::PatchSummary>,
 }
 
 /// The ends of both output streams.
@@ -219,6 +228,7 @@ mod tests {
             error: Some("timed out after 1s".into()),
             error_kind: Some(ErrorKind::Timeout),
             agent_result: None,
+            patch: None,
         };
         let line = serde_json::to_value(ResultLine::new(&r)).unwrap();
         assert_eq!(line["type"], "result");

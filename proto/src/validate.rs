@@ -1,8 +1,6 @@
 //! The manifest's rules. Each check names the field (as a JSON path) and the
 //! rule it enforces; the first failure wins so messages stay short.
 
-use base64::Engine as _;
-
 use crate::manifest::{
     AgentType, CLAUDE_PERMISSION_MODES, JobManifest, MAX_CPU, MAX_FILES, MAX_FILES_BYTES,
     MAX_MEMORY, MAX_TIMEOUT_SECONDS, ManifestError, WORKSPACE_PREFIX,
@@ -17,6 +15,9 @@ const MAX_ARGS: usize = 1024;
 const MAX_ENV: usize = 1024;
 const MAX_ARTIFACT_GLOBS: usize = 256;
 const MIN_MEMORY: u64 = 32 << 20;
+/// Largest `agent.maxBudgetUsd` (a typo's guard, not a policy: the host
+/// has its own ceiling).
+const MAX_BUDGET_USD: f64 = 100_000.0;
 
 pub(crate) fn manifest(m: &JobManifest) -> Result<(), ManifestError> {
     no_nul("task", &m.task)?;
@@ -43,6 +44,7 @@ pub(crate) fn manifest(m: &JobManifest) -> Result<(), ManifestError> {
         ));
     }
     artifacts(m)?;
+    crate::repo::validate(m)?;
     if let Some(t) = &m.vm_template {
         let ok = !t.is_empty()
             && t.len() <= 128
@@ -136,6 +138,20 @@ fn agent(m: &JobManifest) -> Result<(), ManifestError> {
     if let Some(p) = &a.append_system_prompt {
         no_nul("agent.appendSystemPrompt", p)?;
     }
+    if let Some(usd) = a.max_budget_usd {
+        if !(usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD) {
+            return Err(ManifestError::new(
+                "agent.maxBudgetUsd",
+                format!("must be a number of US dollars above 0 and at most {MAX_BUDGET_USD}"),
+            ));
+        }
+        if m.agent_type != AgentType::Claude {
+            return Err(ManifestError::new(
+                "agent.maxBudgetUsd",
+                "is only used when agentType is claude",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -154,18 +170,21 @@ fn files(m: &JobManifest) -> Result<(), ManifestError> {
         if !seen.insert(rel.clone()) {
             return Err(ManifestError::new(field, format!("{rel:?} is given twice")));
         }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(f.content.as_bytes())
-            .map_err(|e| {
-                ManifestError::new(
-                    format!("files[{i}].content"),
-                    format!("is not valid base64: {e}"),
-                )
-            })?;
+        let content_field = if f.text.is_some() && f.content.is_none() {
+            format!("files[{i}].text")
+        } else {
+            format!("files[{i}].content")
+        };
+        if let Some(text) = &f.text {
+            no_nul(&format!("files[{i}].text"), text)?;
+        }
+        let decoded = f
+            .bytes()
+            .map_err(|rule| ManifestError::new(&content_field, rule))?;
         total += decoded.len() as u64;
         if total > MAX_FILES_BYTES {
             return Err(ManifestError::new(
-                format!("files[{i}].content"),
+                content_field,
                 format!("input files exceed {MAX_FILES_BYTES} bytes in total"),
             ));
         }

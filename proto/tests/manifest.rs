@@ -334,3 +334,85 @@ fn garbage_json_is_an_error_not_a_panic() {
         assert!(JobManifest::from_json(bytes).is_err());
     }
 }
+
+#[test]
+fn repository_text_files_and_budget_rules_name_their_fields() {
+    let cases = [
+        (
+            with(json!({"files": [{"path": "a", "content": "aGk=", "text": "hi"}]})),
+            "files[0].content",
+            "not both",
+        ),
+        (
+            with(json!({"files": [{"path": "a"}]})),
+            "files[0].content",
+            "content (base64) or text",
+        ),
+        (
+            with(json!({"files": [{"path": "a", "text": "nul\u{0}"}]})),
+            "files[0].text",
+            "NUL",
+        ),
+        (
+            with(json!({"repo": {"path": "relative/dir"}})),
+            "repo.path",
+            "absolute",
+        ),
+        (
+            with(json!({"repo": {"path": "/src/p", "dir": "../x"}})),
+            "repo.dir",
+            "'..'",
+        ),
+        (
+            with(json!({"repo": {"path": "/src/p", "dir": ".delegate/x"}})),
+            "repo.dir",
+            "runner's own directory",
+        ),
+        (
+            with(json!({"repo": {"url": "https://example.com/r.git"}})),
+            "repo.url",
+            "unknown field",
+        ),
+        (
+            with(json!({"collect": {"patch": true}})),
+            "collect.patch",
+            "needs repo",
+        ),
+        (
+            with(json!({"agentType": "claude", "agent": {"maxBudgetUsd": 0}})),
+            "agent.maxBudgetUsd",
+            "above 0",
+        ),
+        (
+            with(json!({"agent": {"maxBudgetUsd": 2}})),
+            "agent.maxBudgetUsd",
+            "only used when agentType is claude",
+        ),
+    ];
+    for (manifest, field, rule) in cases {
+        let err = JobManifest::from_value(manifest.clone())
+            .expect_err(&format!("{manifest} should be refused"));
+        assert_eq!(err.field, field, "{manifest}: {err}");
+        assert!(
+            err.rule.contains(rule),
+            "{manifest}: {:?} lacks {rule:?}",
+            err.rule
+        );
+    }
+    let ok = JobManifest::from_value(with(json!({
+        "files": [{"path": "a.txt", "text": "plain ünïcode\n"}],
+        "repo": {"path": "/home/me/project", "dir": "/workspace/src"},
+    })))
+    .unwrap();
+    assert_eq!(ok.files[0].bytes().unwrap(), "plain ünïcode\n".as_bytes());
+    assert!(ok.wants_patch(), "a repository means a patch by default");
+    assert_eq!(
+        ok.repo.as_ref().unwrap().relative_dir().as_deref(),
+        Some("src")
+    );
+    let off = JobManifest::from_value(with(json!({
+        "repo": {"path": "/p"}, "collect": {"patch": false},
+    })))
+    .unwrap();
+    assert!(!off.wants_patch());
+}

@@ -44,6 +44,9 @@ pub fn invocation(m: &JobManifest) -> Invocation {
     if let Some(n) = a.max_turns {
         args.extend(["--max-turns".into(), n.to_string()]);
     }
+    if let Some(usd) = a.max_budget_usd {
+        args.extend(["--max-budget-usd".into(), usd.to_string()]);
+    }
     match &a.permission_mode {
         Some(mode) => args.extend(["--permission-mode".into(), mode.clone()]),
         None => args.push("--dangerously-skip-permissions".into()),
@@ -102,6 +105,25 @@ pub fn root_refusal(
     })
 }
 
+/// Claude Code's result subtype when a run stopped at `--max-budget-usd`.
+pub const BUDGET_SUBTYPE: &str = "error_max_budget_usd";
+
+/// When the run ended on its budget: the sentence saying so, with the cost
+/// so far (the workspace and the patch are kept like after any failure).
+pub fn budget_stop(r: &AgentResult) -> Option<String> {
+    let by_subtype = r.subtype.as_deref() == Some(BUDGET_SUBTYPE);
+    let by_reason = r
+        .terminal_reason
+        .as_deref()
+        .is_some_and(|t| t.contains("budget"));
+    (by_subtype || by_reason).then(|| match r.total_cost_usd {
+        Some(cost) => {
+            format!("claude stopped at its budget (agent.maxBudgetUsd) after spending ${cost:.4}")
+        }
+        None => "claude stopped at its budget (agent.maxBudgetUsd)".to_string(),
+    })
+}
+
 /// Why a Claude run did not succeed, or `None` when it did. Decided by the
 /// result event's `is_error` and `terminal_reason`, then the exit code.
 pub fn judge(result: Option<&AgentResult>, exit_code: Option<i32>) -> Option<(ErrorKind, String)> {
@@ -116,6 +138,9 @@ pub fn judge(result: Option<&AgentResult>, exit_code: Option<i32>) -> Option<(Er
         ));
     };
     let reason = r.terminal_reason.as_deref();
+    if let Some(stop) = budget_stop(r) {
+        return Some((ErrorKind::Budget, stop));
+    }
     if r.is_error {
         let detail = r
             .errors

@@ -136,38 +136,51 @@ impl CallbackClient {
     /// that answers 413 before reading the body often resets the connection
     /// under the upload, and the answer then only arrives on a later attempt.
     pub async fn upload_artifacts(&self, tar_gz: &Path) -> Result<ArtifactsAck, CallbackError> {
-        const OP: &str = "PUT artifacts";
+        let path = api::artifacts_path(self.job_id());
+        self.put_file("PUT artifacts", &path, tar_gz, "application/gzip")
+            .await
+    }
+
+    /// Streams the file at `file` to `api_path` with `PUT` (never read into
+    /// memory), retried on transient failures; see
+    /// [`CallbackClient::upload_artifacts`] for the size check.
+    pub(crate) async fn put_file<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        api_path: &str,
+        file: &Path,
+        content_type: &'static str,
+    ) -> Result<T, CallbackError> {
         let io_err = |source| CallbackError::Io {
-            op: "reading artifacts",
-            path: tar_gz.to_path_buf(),
+            op: "reading an upload",
+            path: file.to_path_buf(),
             source,
         };
-        let size = tokio::fs::metadata(tar_gz).await.map_err(io_err)?.len();
+        let size = tokio::fs::metadata(file).await.map_err(io_err)?.len();
         let max = self.max_artifact_bytes.load(Ordering::Relaxed);
         if max > 0 && size > max {
             return Err(CallbackError::TooLarge {
-                op: OP,
-                message: format!("the artifacts are {size} bytes; the host accepts at most {max}"),
+                op,
+                message: format!("the upload is {size} bytes; the host accepts at most {max}"),
             });
         }
-        let path = api::artifacts_path(self.job_id());
         let timeout = body_timeout(self.opts.request_timeout, size, self.opts.upload_min_rate);
-        with_retries(OP, &self.opts.upload_retry, false, || async {
+        with_retries(op, &self.opts.upload_retry, false, || async {
             // Reopened per attempt: a retry sends the file from its start.
-            let file = tokio::fs::File::open(tar_gz)
+            let body = tokio::fs::File::open(file)
                 .await
                 .map_err(|e| Failure::Fatal(io_err(e)))?;
             let resp = self
                 .endpoint
-                .request(Method::PUT, &path)
-                .header(CONTENT_TYPE, "application/gzip")
+                .request(Method::PUT, api_path)
+                .header(CONTENT_TYPE, content_type)
                 .header(CONTENT_LENGTH, size)
                 .timeout(timeout)
-                .body(reqwest::Body::from(file))
+                .body(reqwest::Body::from(body))
                 .send()
                 .await
                 .map_err(|e| Failure::from_reqwest(&e))?;
-            http::read_json(OP, resp, MAX_ACK_BYTES).await
+            http::read_json(op, resp, MAX_ACK_BYTES).await
         })
         .await
     }

@@ -61,6 +61,7 @@ mod control;
 mod error;
 mod http;
 mod options;
+mod repo;
 mod uplink;
 
 pub use backoff::RetryPolicy;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::callback::{CallbackClient, Uplink};
 use crate::redact::Secrets;
+use crate::repo::{self, RepoBase};
 use crate::report::Reporter;
 use crate::supervise::{CgroupLimits, Containment, UserPolicy, user};
 use crate::workspace::view::WorkspaceView;
@@ -116,7 +117,7 @@ pub async fn run_job(
     let outcome = match prepared {
         Err(e) => {
             reporter.phase(Phase::Preparing, "failed");
-            failed(ErrorKind::Internal, e)
+            (failed(ErrorKind::Internal, e), None)
         }
         Ok((layout, user)) => {
             let limits = CgroupLimits {
@@ -139,7 +140,7 @@ pub async fn run_job(
                 .collect::<Vec<_>>()
                 .join("; "),
             );
-            let outcome = unpack_and_run(
+            let (outcome, base) = unpack_and_run(
                 &manifest,
                 &opts,
                 layout,
@@ -149,14 +150,16 @@ pub async fn run_job(
                 &reporter,
                 stop_rx,
                 &counters,
+                host.as_ref(),
             )
             .await;
             if let Some(cg) = &containment.cgroup {
                 cg.remove();
             }
-            outcome
+            (outcome, base)
         }
     };
+    let (outcome, repo_base) = outcome;
 
     let mut result = JobResult {
         status: outcome.status,
@@ -168,6 +171,7 @@ pub async fn run_job(
         error: None,
         error_kind: None,
         agent_result: outcome.agent_result,
+        patch: None,
     };
     let mut error = outcome.error;
 
@@ -196,6 +200,16 @@ pub async fn run_job(
         }
         None => None,
     };
+
+    if let (Some(base), Ok(l)) = (&repo_base, &layout)
+        && manifest.wants_patch()
+    {
+        let out = l.log_dir.join("patch.diff");
+        match collect_patch(base, &out, host.as_ref()).await {
+            Ok(summary) => result.patch = Some(summary),
+            Err(e) => merge_error(&mut result.status, &mut error, ErrorKind::Patch, e),
+        }
+    }
 
     match (&host, &archive) {
         (Some(client), Some(path)) if !manifest.artifacts.is_empty() => {
@@ -243,6 +257,34 @@ pub async fn run_job(
     result
 }
 
+/// Makes the patch (whatever the job's outcome) and, with a host, uploads
+/// it; standalone it stays in the log directory.
+async fn collect_patch(
+    base: &RepoBase,
+    out: &std::path::Path,
+    host: Option<&CallbackClient>,
+) -> Result<delegate_proto::PatchSummary, String> {
+    let summary = repo::make_patch(base, out)
+        .await
+        .map_err(|e| format!("making the patch failed: {e}"))?;
+    match host {
+        Some(client) => {
+            let ack = client
+                .upload_patch(out)
+                .await
+                .map_err(|e| format!("uploading the patch failed: {e}"))?;
+            if ack.sha256 != summary.sha256 {
+                return Err(format!(
+                    "the host stored a patch with sha256 {}, not {}",
+                    ack.sha256, summary.sha256
+                ));
+            }
+        }
+        None => eprintln!("delegate-guest: patch in {}", out.display()),
+    }
+    Ok(summary)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn unpack_and_run(
     manifest: &JobManifest,
@@ -254,13 +296,25 @@ async fn unpack_and_run(
     reporter: &Arc<Reporter>,
     stop: watch::Receiver<Option<StopCause>>,
     counters: &[Arc<AtomicU64>; 2],
-) -> AgentOutcome {
-    reporter.phase(Phase::Unpacking, format!("{} files", manifest.files.len()));
+    host: Option<&CallbackClient>,
+) -> (AgentOutcome, Option<RepoBase>) {
     let owner = user.map(|u| (u.uid, u.gid));
+    // The repository first: input files are written over it, and the base
+    // is what the repository was, so the patch shows them as changes.
+    let base = if manifest.repo.is_some() {
+        reporter.phase(Phase::Unpacking, "repository");
+        match repo::deliver(manifest, layout, owner, host).await {
+            Ok(base) => base,
+            Err(e) => return (failed(ErrorKind::Repo, e.to_string()), None),
+        }
+    } else {
+        None
+    };
+    reporter.phase(Phase::Unpacking, format!("{} files", manifest.files.len()));
     if let Err(e) = unpack(&layout.workspace, &manifest.files, owner) {
-        return failed(ErrorKind::Unpack, e.to_string());
+        return (failed(ErrorKind::Unpack, e.to_string()), base);
     }
-    agent::run(agent::RunInputs {
+    let outcome = agent::run(agent::RunInputs {
         manifest,
         layout,
         view,
@@ -271,7 +325,8 @@ async fn unpack_and_run(
         stop,
         counters: counters.clone(),
     })
-    .await
+    .await;
+    (outcome, base)
 }
 
 fn failed(kind: ErrorKind, message: String) -> AgentOutcome {

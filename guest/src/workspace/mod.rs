@@ -12,7 +12,7 @@ pub mod view;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub use unpack::{Owner, UnpackError, ensure_dir, unpack};
+pub use unpack::{EntryError, Owner, TreeWriter, UnpackError, ensure_dir, unpack};
 
 /// The runner's directory inside the workspace: the agent's HOME and TMPDIR.
 pub const PRIVATE_DIR: &str = ".delegate";

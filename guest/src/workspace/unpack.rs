@@ -8,7 +8,6 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use base64::Engine as _;
 use delegate_proto::InputFile;
 use delegate_proto::manifest::FileMode;
 use nix::errno::Errno;
@@ -54,11 +53,14 @@ pub enum UnpackError {
         /// Why.
         refusal: Refusal,
     },
-    /// Content that does not decode (validation normally catches this).
-    #[error("files[{index}].content is not valid base64")]
+    /// Content that does not decode, or neither or both of `content` and
+    /// `text` (validation normally catches this).
+    #[error("files[{index}]: {reason}")]
     Content {
         /// Index in `files`.
         index: usize,
+        /// Why.
+        reason: String,
     },
     /// The file system said no.
     #[error("files[{index}].path {path:?}: {source}")]
@@ -103,9 +105,9 @@ pub fn unpack(workspace: &Path, files: &[InputFile], owner: Owner) -> Result<u64
                 source,
             },
         })?;
-        let content = base64::engine::general_purpose::STANDARD
-            .decode(f.content.as_bytes())
-            .map_err(|_| UnpackError::Content { index })?;
+        let content = f
+            .bytes()
+            .map_err(|reason| UnpackError::Content { index, reason })?;
         plan.push((index, rel, content));
     }
     let mut written = 0;
@@ -117,7 +119,7 @@ pub fn unpack(workspace: &Path, files: &[InputFile], owner: Owner) -> Result<u64
             .and_then(FileMode::bits)
             .unwrap_or(DEFAULT_FILE_MODE)
             & 0o777;
-        write_file(&root, &rel, &content, mode, owner).map_err(|e| match e {
+        write_file(&root, &rel, &mut content.as_slice(), mode, owner).map_err(|e| match e {
             Walk::Refused(refusal) => UnpackError::Refused {
                 index,
                 path: f.path.clone(),
@@ -265,10 +267,31 @@ fn classify(parent: &OwnedFd, part: &str, so_far: &str, e: Errno) -> Walk {
 fn write_file(
     root: &OwnedFd,
     rel: &str,
-    content: &[u8],
+    content: &mut dyn std::io::Read,
     mode: u32,
     owner: Owner,
 ) -> Result<(), Walk> {
+    let parent = replace_in_parent(root, rel, owner)?;
+    let (_, name) = split(rel);
+    let fd = openat(
+        parent.as_fd(),
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    std::io::copy(content, &mut file).map_err(Walk::Io)?;
+    file.flush().map_err(Walk::Io)?;
+    fchmod(file.as_fd(), Mode::from_bits_truncate(mode))?;
+    if let Some((uid, gid)) = owner {
+        fchown(file.as_fd(), Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Opens (creating) `rel`'s parent directories and removes an existing
+/// regular file at `rel`, so that what is written next is new.
+fn replace_in_parent(root: &OwnedFd, rel: &str, owner: Owner) -> Result<OwnedFd, Walk> {
     let (dirs, name) = split(rel);
     let parent = walk(root, &dirs, Some((owner, DIR_MODE)))?
         .ok_or_else(|| Walk::Io(std::io::Error::other("parent vanished")))?;
@@ -277,31 +300,130 @@ fn write_file(
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
-    let fd = openat(
-        parent.as_fd(),
-        name,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )?;
-    let mut file = std::fs::File::from(fd);
-    file.write_all(content).map_err(Walk::Io)?;
-    fchmod(file.as_fd(), Mode::from_bits_truncate(mode))?;
-    if let Some((uid, gid)) = owner {
-        fchown(file.as_fd(), Some(uid), Some(gid))?;
+    Ok(parent)
+}
+
+/// Why one entry of a tree being written was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The path breaks a rule (a symlink or a file on the way, ...).
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The file system said no.
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+impl From<Walk> for EntryError {
+    fn from(w: Walk) -> Self {
+        match w {
+            Walk::Refused(r) => EntryError::Refused(r),
+            Walk::Io(e) => EntryError::Io(e),
+        }
     }
-    Ok(())
+}
+
+/// Writes a whole tree (an archive's entries) into the workspace with the
+/// same checks as [`unpack`]: nothing is followed out of it, and every
+/// path is taken relative to the workspace as given (callers check it with
+/// `workspace_relative` first).
+pub struct TreeWriter {
+    root: OwnedFd,
+    owner: Owner,
+}
+
+impl TreeWriter {
+    /// Opens `workspace` for writing.
+    pub fn open(workspace: &Path, owner: Owner) -> Result<TreeWriter, UnpackError> {
+        Ok(TreeWriter {
+            root: open_workspace(workspace)?,
+            owner,
+        })
+    }
+
+    /// Creates directory `rel` (and its parents) with `mode`.
+    pub fn dir(&self, rel: &str, mode: u32) -> Result<(), EntryError> {
+        let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+        let fd = walk(&self.root, &parts, Some((self.owner, mode & 0o777)))?
+            .ok_or_else(|| Walk::Io(std::io::Error::other("directory vanished")))?;
+        // An existing directory (made earlier as a parent) gets its own mode.
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(mode & 0o777)).map_err(Walk::from)?;
+        Ok(())
+    }
+
+    /// Writes regular file `rel` from `content` with `mode`.
+    pub fn file(
+        &self,
+        rel: &str,
+        content: &mut dyn std::io::Read,
+        mode: u32,
+    ) -> Result<(), EntryError> {
+        Ok(write_file(
+            &self.root,
+            rel,
+            content,
+            mode & 0o777,
+            self.owner,
+        )?)
+    }
+
+    /// Appends `bytes` to regular file `rel`, creating it (and its parents)
+    /// when missing; a symlink at `rel` is refused, never followed.
+    pub fn append(&self, rel: &str, bytes: &[u8]) -> Result<(), EntryError> {
+        let (dirs, name) = split(rel);
+        let parent = walk(&self.root, &dirs, Some((self.owner, DIR_MODE)))?
+            .ok_or_else(|| Walk::Io(std::io::Error::other("parent vanished")))?;
+        check_existing_file(&parent, name, rel)?;
+        let fd = openat(
+            parent.as_fd(),
+            name,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_APPEND
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(DEFAULT_FILE_MODE),
+        )
+        .map_err(Walk::from)?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(bytes).map_err(Walk::Io)?;
+        Ok(())
+    }
+
+    /// Creates symbolic link `rel` pointing at `target`. The target is
+    /// stored, never followed: later entries under it are refused by the
+    /// `O_NOFOLLOW` walk.
+    pub fn symlink(&self, rel: &str, target: &Path) -> Result<(), EntryError> {
+        let parent = replace_in_parent(&self.root, rel, self.owner)?;
+        let (_, name) = split(rel);
+        nix::unistd::symlinkat(target, parent.as_fd(), name).map_err(Walk::from)?;
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::fchownat(
+                parent.as_fd(),
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(Walk::from)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
+    use base64::Engine as _;
+
     use super::*;
 
     fn file(path: &str, content: &[u8], mode: Option<FileMode>) -> InputFile {
         InputFile {
             path: path.into(),
-            content: base64::engine::general_purpose::STANDARD.encode(content),
+            content: Some(base64::engine::general_purpose::STANDARD.encode(content)),
+            text: None,
             mode,
         }
     }

@@ -5,6 +5,7 @@
 mod support;
 
 mod artifacts;
+mod budget;
 mod callback;
 mod callback_bootstrap;
 mod callback_control;

@@ -13,10 +13,7 @@ use delegate_proto::api::{
     PROTOCOL_VERSION,
 };
 use delegate_proto::{EventBatch, JobResult};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::budget;
 use super::error::respond;
@@ -52,7 +49,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The checks every job route makes, in order: size, protocol, token.
-async fn admit(
+pub(super) async fn admit(
     manager: &JobManager,
     job_id: &str,
     headers: &HeaderMap,
@@ -83,7 +80,7 @@ async fn json_body<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| GuestError::BadRequest(format!("{what}: {e}")))
 }
 
-fn reply<T: serde::Serialize>(r: Result<T, GuestError>) -> Response {
+pub(super) fn reply<T: serde::Serialize>(r: Result<T, GuestError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => respond(e),
@@ -178,33 +175,9 @@ pub(super) async fn artifacts(
     let r = async {
         admit(&m, &id, &headers, cap, "an artifact upload").await?;
         let (staged, cap) = m.guest_stage_artifacts(&id).await?;
-        let io = |e: std::io::Error| GuestError::Internal(format!("writing the upload: {e}"));
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(staged.path())
-            .await
-            .map_err(io)?;
-        let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk =
-                chunk.map_err(|e| GuestError::BadRequest(format!("the upload broke off: {e}")))?;
-            size += chunk.len() as u64;
-            if size > cap {
-                // `staged` is dropped on return, removing the partial file.
-                return Err(GuestError::TooLarge {
-                    what: "the artifact upload".into(),
-                    limit: cap,
-                });
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(io)?;
-        }
-        file.flush().await.map_err(io)?;
-        file.sync_all().await.map_err(io)?;
-        drop(file);
-        let sha = crate::store::hex(&hasher.finalize());
+        // `staged` is dropped on an error, removing the partial file.
+        let (size, sha) =
+            super::repo::receive(body, staged.path(), cap, "the artifact upload").await?;
         m.guest_commit_artifacts(&id, staged, size, sha).await
     };
     reply(r.await)
@@ -222,6 +195,8 @@ pub(super) async fn count_requests(
         Some(p) if p.ends_with("/artifacts") => "artifacts",
         Some(p) if p.ends_with("/result") => "result",
         Some(p) if p.ends_with("/control") => "control",
+        Some(p) if p.ends_with("/repo") => "repo",
+        Some(p) if p.ends_with("/patch") => "patch",
         Some("/healthz") => "healthz",
         Some("/metrics") => "metrics",
         _ => "other",

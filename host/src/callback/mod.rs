@@ -12,6 +12,7 @@ pub mod budget;
 mod error;
 mod handlers;
 mod ops;
+mod repo;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -33,6 +34,8 @@ pub fn router(manager: JobManager) -> Router {
         .route(routes::ARTIFACTS, put(handlers::artifacts))
         .route(routes::RESULT, post(handlers::result))
         .route(routes::CONTROL, get(handlers::control))
+        .route(routes::REPO, get(repo::repo))
+        .route(routes::PATCH, put(repo::patch))
         // Handlers read bodies themselves, each with its own cap.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(

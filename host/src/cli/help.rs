@@ -16,7 +16,7 @@ pub const TOPICS: &[(&str, &[&str])] = &[
     (
         "Jobs",
         &[
-            "submit", "wait", "status", "logs", "result", "cancel", "list", "egress",
+            "submit", "wait", "status", "logs", "result", "apply", "cancel", "list", "egress",
         ],
     ),
     ("Server", &["serve"]),

@@ -6,6 +6,7 @@
 //! running engine picks them up. When no engine owns the data directory,
 //! `submit --wait` runs one in this process for the job.
 
+pub mod apply;
 pub mod doctor;
 pub mod egress;
 pub mod exit;
@@ -131,6 +132,8 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Apply a job's patch to a local repository (3-way where the base is there).
+    Apply(apply::ApplyArgs),
     /// Cancel a job; its VM is destroyed.
     Cancel {
         /// The job id, or enough of its first characters to name one job.
@@ -302,6 +305,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             json,
         } => jobs::logs(&client(settings)?, &id, follow, stream, json).await,
         Command::Cancel { id, output } => jobs::cancel(&client(settings)?, &id, output).await,
+        Command::Apply(args) => apply::run(&client(settings)?, &args),
         Command::List {
             status,
             limit,

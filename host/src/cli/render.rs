@@ -165,6 +165,17 @@ fn result_body(v: &ResultView, archive: Option<&std::path::Path>, tails: bool) -
             let _ = writeln!(out, "archive: {} (tar xzf to unpack)", p.display());
         }
     }
+    if let Some(p) = &v.patch {
+        let _ = writeln!(out, "--- patch ({} files, {} bytes)", p.files.len(), p.size);
+        for f in &p.files {
+            let counts = match (f.added, f.removed) {
+                (Some(a), Some(r)) => format!("+{a} -{r}"),
+                _ => "binary".into(),
+            };
+            let _ = writeln!(out, "{:>12}  {:<8}  {}", counts, f.change, f.path);
+        }
+        let _ = writeln!(out, "{}", p.apply_hint);
+    }
     out
 }
 

@@ -51,6 +51,25 @@ impl Settings {
             ),
             ("DELEGATE_MAX_LOG_BYTES", format_size(self.max_log_bytes)),
             (
+                "DELEGATE_REPO_ROOTS",
+                if self.repo_roots.is_empty() {
+                    "(none: no repositories)".into()
+                } else {
+                    let roots: Vec<String> = self
+                        .repo_roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect();
+                    roots.join(":")
+                },
+            ),
+            ("DELEGATE_MAX_REPO_BYTES", format_size(self.max_repo_bytes)),
+            (
+                "DELEGATE_MAX_BUDGET_USD",
+                self.max_budget_usd
+                    .map_or_else(|| "(none)".into(), |usd| usd.to_string()),
+            ),
+            (
                 "DELEGATE_RETENTION_DAYS",
                 self.retention
                     .map_or_else(|| "0".into(), |d| (d.as_secs() / 86_400).to_string()),

@@ -151,10 +151,29 @@ impl JobManager {
         crate::egress::check_manifest(&self.shared.settings.egress, &manifest)?;
         let s = &self.shared.settings;
         check_memory(&manifest, s.max_memory)?;
+        let manifest = super::intake::cap_budget(manifest, s.max_budget_usd)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        // The repository is archived before the job exists, so a guest
+        // never asks for an archive that is still being written.
+        let repo = {
+            let (settings, id, manifest) =
+                (self.shared.settings.clone(), id.clone(), manifest.clone());
+            self.shared
+                .store
+                .run(move |store| super::intake::prepare_repo(store, &settings, &id, &manifest))
+                .await?
+        };
+        if let Some(prepared) = repo {
+            let base = prepared.base_commit.clone();
+            self.shared
+                .store
+                .run(move |store| store.commit_repo(prepared.staged, base.as_deref()))
+                .await?;
+        }
         let queue_timeout = s.queue_timeout.as_millis() as i64;
         let now = now_ms();
         let job = NewJob {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             manifest,
             token_hash: token::unusable_hash(),
             created_at: now,

@@ -111,6 +111,7 @@ pub fn store_result(
         output: result.output.clone(),
         agent_result: result.agent_result.clone(),
         error: result.error.clone(),
+        patch: result.patch.clone(),
     };
     store.with_job(id, now, |job| {
         let view = job.view()?;

@@ -92,7 +92,7 @@ pub fn result(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     if !record.state.is_final() {
         return Err(not_finished(&record));
     }
-    structured(&ResultView::of(&record))
+    structured(&ResultView::of(&record).with_patch_text(jobs))
 }
 
 /// The answer for a result asked of a live job: its state and what to do.

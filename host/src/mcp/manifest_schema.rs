@@ -42,7 +42,8 @@ pub fn manifest() -> Value {
                         "enum": delegate_proto::manifest::CLAUDE_PERMISSION_MODES,
                         "description": "claude: --permission-mode."
                     },
-                    "appendSystemPrompt": {"type": "string", "description": "claude: --append-system-prompt."}
+                    "appendSystemPrompt": {"type": "string", "description": "claude: --append-system-prompt."},
+                    "maxBudgetUsd": {"type": "number", "exclusiveMinimum": 0, "description": "claude: --max-budget-usd, the most the run may spend in US dollars (the host's DELEGATE_MAX_BUDGET_USD caps it and is the default)."}
                 }
             },
             "files": {
@@ -50,11 +51,12 @@ pub fn manifest() -> Value {
                 "description": "Files written into the workspace before the agent starts.",
                 "items": {
                     "type": "object",
-                    "required": ["path", "content"],
+                    "required": ["path"],
                     "additionalProperties": false,
                     "properties": {
                         "path": {"type": "string", "description": "Relative to the workspace (or absolute under /workspace); cannot leave it."},
-                        "content": {"type": "string", "contentEncoding": "base64", "description": "The content, base64 (standard alphabet)."},
+                        "content": {"type": "string", "contentEncoding": "base64", "description": "The content, base64 (standard alphabet). Exactly one of content and text."},
+                        "text": {"type": "string", "description": "The content as UTF-8 text, written as it is. Exactly one of content and text."},
                         "mode": {
                             "type": ["integer", "string"],
                             "description": "Permission bits: a number (493 is 0o755) or an octal string such as \"0755\"."
@@ -117,6 +119,24 @@ pub fn manifest() -> Value {
                 "type": "object",
                 "additionalProperties": {"type": "string"},
                 "description": "Variable name to the name of a secret the host holds, e.g. {\"GITHUB_TOKEN\": \"github\"}. The value is set in the job without passing through this call; never put keys in env."
+            },
+            "repo": {
+                "type": "object",
+                "required": ["path"],
+                "additionalProperties": false,
+                "description": "A git repository on the host's machine, delivered into the workspace as it is on disk (HEAD plus uncommitted and untracked files, .git included). The result then carries a patch of every change.",
+                "properties": {
+                    "path": {"type": "string", "description": "Absolute path of the repository, under the host's DELEGATE_REPO_ROOTS."},
+                    "dir": {"type": "string", "description": "Where in the workspace it goes (default: the workspace itself)."}
+                }
+            },
+            "collect": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "What is collected besides artifacts.",
+                "properties": {
+                    "patch": {"type": "boolean", "description": "Make a patch of the job's changes to repo (default: true when repo is given)."}
+                }
             }
         }
     })
@@ -140,14 +160,15 @@ mod tests {
             "task": "t", "agentType": "custom",
             "agent": {"command": "c", "args": ["a"], "claudeModel": "sonnet", "maxTurns": 2,
                       "allowedTools": ["x"], "disallowedTools": ["y"], "permissionMode": "plan",
-                      "appendSystemPrompt": "p"},
-            "files": [{"path": "a.txt", "content": "aGk=", "mode": "0644"}],
+                      "appendSystemPrompt": "p", "maxBudgetUsd": 1.5},
+            "files": [{"path": "a.txt", "content": "aGk=", "text": "hi", "mode": "0644"}],
             "env": {"A": "1"}, "secrets": ["A"],
             "resources": {"cpu": 1, "memory": "64M", "disk": "1G"},
             "timeout": 5, "lifecycle": "ephemeral", "statusMode": "simple",
             "artifacts": ["*.txt"], "vmTemplate": "t1",
             "network": {"allow": ["pypi.org"], "deny": ["x.pypi.org"]},
-            "secretEnv": {"GITHUB_TOKEN": "github"}
+            "secretEnv": {"GITHUB_TOKEN": "github"},
+            "repo": {"path": "/p", "dir": "d"}, "collect": {"patch": true}
         })
     }
 

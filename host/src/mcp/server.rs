@@ -147,6 +147,20 @@ impl DelegateServer {
         Ok(ReadResourceResult::new(vec![contents]).with_ttl_ms(0))
     }
 
+    async fn read_patch(&self, uri: &str, job_id: String) -> Result<ReadResourceResult, McpError> {
+        let jobs = self.jobs.current();
+        let cap = jobs.settings().max_resource_bytes;
+        let bytes = jobs
+            .blocking(move |j| j.read_patch(&job_id, cap))
+            .await
+            .and_then(|r| r)
+            .map_err(resource_error)?;
+        // `git diff --binary` is ASCII; lossy decoding only guards the type.
+        let contents = ResourceContents::text(String::from_utf8_lossy(&bytes).into_owned(), uri)
+            .with_mime_type("text/x-diff");
+        Ok(ReadResourceResult::new(vec![contents]).with_ttl_ms(STATIC_TTL_MS))
+    }
+
     async fn read_artifact(
         &self,
         uri: &str,
@@ -357,6 +371,19 @@ impl ServerHandler for DelegateServer {
                 .with_mime_type("text/plain"),
             );
             if let Some(record) = finals.remove(&summary.job_id) {
+                if let Some(p) = record.result.as_ref().and_then(|r| r.patch.as_ref()) {
+                    out.push(
+                        Resource::new(resources::patch_uri(&record.id), "patch")
+                            .with_description(format!(
+                                "patch of job {} ({} files, sha256 {})",
+                                record.id,
+                                p.files.len(),
+                                p.sha256
+                            ))
+                            .with_mime_type("text/x-diff")
+                            .with_size(p.size),
+                    );
+                }
                 for a in &record.artifacts {
                     out.push(
                         Resource::new(resources::artifact_uri(&record.id, &a.path), a.path.clone())
@@ -385,6 +412,10 @@ impl ServerHandler for DelegateServer {
                 .with_title("Job log")
                 .with_description("Both output streams of a job in arrival order (capped; get_job_logs reads any part).")
                 .with_mime_type("text/plain"),
+            ResourceTemplate::new(resources::PATCH_TEMPLATE, "job patch")
+                .with_title("Job patch")
+                .with_description("Every change the job made to the repository it was given, as git diff --binary (delegate-host apply applies it).")
+                .with_mime_type("text/x-diff"),
             ResourceTemplate::new(resources::ARTIFACT_TEMPLATE, "job artifact")
                 .with_title("Job artifact")
                 .with_description("A file the job left, by its path in the workspace: text, or a base64 blob for binary types."),
@@ -400,6 +431,7 @@ impl ServerHandler for DelegateServer {
         let uri = request.uri;
         let result = match parse_uri(&uri)? {
             ResourceRef::Log { job_id } => self.read_log(&uri, job_id).await?,
+            ResourceRef::Patch { job_id } => self.read_patch(&uri, job_id).await?,
             ResourceRef::Artifact { job_id, path } => {
                 self.read_artifact(&uri, job_id, path).await?
             }

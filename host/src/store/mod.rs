@@ -11,6 +11,7 @@
 //! logs/<id>/egress.jsonl       the egress gateway's connection log
 //! artifacts/<id>/artifacts.tar.gz
 //! space.reserve                given up when the disk is full (space.rs)
+//! artifacts/<id>/repo.tar.gz, repo.commit, patch.diff
 //! ```
 //! One writer connection behind a mutex and a small pool of readers: WAL
 //! lets readers go on while the writer writes. Log files are only appended
@@ -44,6 +45,7 @@ mod jobs;
 mod lock;
 mod logs;
 mod prefix;
+mod repo;
 mod retention;
 mod row;
 mod space;
@@ -62,6 +64,7 @@ pub use error::StoreError;
 pub use events::{EventLimits, EventsApplied};
 pub use jobs::{AuthView, JobTx, NewJob, StateView};
 pub use lock::HostLock;
+pub use repo::{PATCH_FILE, REPO_FILE, StagedFile};
 pub use space::{DiskSpace, RESERVE_BYTES, disk_space};
 
 /// File name of the database inside the data directory.

@@ -16,6 +16,7 @@ use crate::clock::rfc3339;
 use crate::model::{JobRecord, JobSummary, UnixMs};
 use crate::provider::Isolation;
 
+pub mod patch;
 pub mod recent;
 pub mod resources;
 
@@ -280,6 +281,8 @@ pub struct ResultView {
     pub duration_seconds: Option<f64>,
     /// The agent's structured result (Claude Code: result text, turns, cost, usage, session id).
     pub agent_result: Option<serde_json::Value>,
+    /// The job's changes to the repository it was given, when it was given one.
+    pub patch: Option<patch::PatchView>,
     /// Submission time, RFC 3339.
     pub created_at: String,
     /// When the job became final.
@@ -344,9 +347,16 @@ impl ResultView {
                     scrub_value(&mut v, &secrets);
                     v
                 }),
+            patch: patch::PatchView::of(record),
             created_at: rfc3339(record.created_at),
             completed_at: record.completed_at.map(rfc3339),
         }
+    }
+
+    /// Adds the patch's text when it is small (reads the store).
+    pub fn with_patch_text(mut self, jobs: &crate::jobs::JobManager) -> Self {
+        self.patch = self.patch.take().map(|p| p.inline(jobs, &self.job_id));
+        self
     }
 }
 

@@ -1,4 +1,5 @@
-//! Resource URIs: `delegate://jobs/{job_id}/log` and
+//! Resource URIs: `delegate://jobs/{job_id}/log`,
+//! `delegate://jobs/{job_id}/patch` and
 //! `delegate://jobs/{job_id}/artifacts/{path}`, their parsing, and the MIME
 //! type that decides whether an artifact is served as text or as a blob.
 //!
@@ -10,6 +11,9 @@ pub const PREFIX: &str = "delegate://jobs/";
 
 /// The URI template of a job's log.
 pub const LOG_TEMPLATE: &str = "delegate://jobs/{job_id}/log";
+/// The URI template of a job's patch (`git diff --binary` of its changes
+/// to the repository it was given).
+pub const PATCH_TEMPLATE: &str = "delegate://jobs/{job_id}/patch";
 /// The URI template of an artifact (RFC 6570 reserved expansion: `path`
 /// may contain `/`).
 pub const ARTIFACT_TEMPLATE: &str = "delegate://jobs/{job_id}/artifacts/{+path}";
@@ -19,6 +23,11 @@ pub const ARTIFACT_TEMPLATE: &str = "delegate://jobs/{job_id}/artifacts/{+path}"
 pub enum ResourceRef {
     /// The combined log of a job.
     Log {
+        /// The job.
+        job_id: String,
+    },
+    /// The patch of a job.
+    Patch {
         /// The job.
         job_id: String,
     },
@@ -35,7 +44,9 @@ impl ResourceRef {
     /// The job the resource belongs to.
     pub fn job_id(&self) -> &str {
         match self {
-            ResourceRef::Log { job_id } | ResourceRef::Artifact { job_id, .. } => job_id,
+            ResourceRef::Log { job_id }
+            | ResourceRef::Patch { job_id }
+            | ResourceRef::Artifact { job_id, .. } => job_id,
         }
     }
 }
@@ -70,6 +81,11 @@ pub fn parse(uri: &str) -> Result<ResourceRef, UriError> {
             job_id: job_id.to_string(),
         });
     }
+    if rest == "patch" {
+        return Ok(ResourceRef::Patch {
+            job_id: job_id.to_string(),
+        });
+    }
     let encoded = rest
         .strip_prefix("artifacts/")
         .ok_or(err("unknown resource kind"))?;
@@ -99,6 +115,11 @@ fn valid_job_id(id: &str) -> bool {
 /// The URI of a job's combined log.
 pub fn log_uri(job_id: &str) -> String {
     format!("{PREFIX}{job_id}/log")
+}
+
+/// The URI of a job's patch.
+pub fn patch_uri(job_id: &str) -> String {
+    format!("{PREFIX}{job_id}/patch")
 }
 
 /// The URI of an artifact.
@@ -202,6 +223,12 @@ mod tests {
         assert_eq!(
             parse(&log_uri(ID)),
             Ok(ResourceRef::Log {
+                job_id: ID.to_string()
+            })
+        );
+        assert_eq!(
+            parse(&patch_uri(ID)),
+            Ok(ResourceRef::Patch {
                 job_id: ID.to_string()
             })
         );

@@ -9,6 +9,7 @@ mod mcp_http;
 mod mcp_jobs;
 mod mcp_limits;
 mod mcp_notify;
+mod mcp_repo;
 mod mcp_restart;
 mod mcp_shared;
 mod mcp_tools;

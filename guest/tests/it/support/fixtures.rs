@@ -73,6 +73,7 @@ pub fn result(status: ResultStatus) -> JobResult {
         error: None,
         error_kind: None,
         agent_result: None,
+        patch: None,
     }
 }
 

@@ -395,6 +395,7 @@ async fn guest(b: Bootstrap, script: Script, heartbeat: Duration) {
         error: (status != ResultStatus::Success).then(|| format!("fake ended {status:?}")),
         error_kind: None,
         agent_result: None,
+        patch: None,
     };
     let _: Option<serde_json::Value> = call(
         &http,

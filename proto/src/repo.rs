@@ -18,13 +18,28 @@ const RUNNER_DIR: &str = ".delegate";
 /// Longest `repo.path` accepted.
 const MAX_REPO_PATH: usize = 4096;
 
-/// A git repository delivered into the workspace.
+/// URL schemes `repo.url` may use (no `file:` or `ext::`: a local path
+/// would bypass `DELEGATE_REPO_ROOTS`, `ext::` runs a command).
+pub const REPO_URL_SCHEMES: &[&str] = &["https", "http", "ssh", "git"];
+/// Longest `repo.ref` accepted.
+const MAX_REF: usize = 256;
+
+/// A git repository delivered into the workspace: exactly one of `path`
+/// and `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RepoSpec {
     /// An absolute path on the host's machine: a git work tree under one of
     /// the host's `DELEGATE_REPO_ROOTS`.
-    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A remote repository the host fetches (into its cache of bare
+    /// repositories, with its own git credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// With `url`: the branch, tag or commit (default: the remote's HEAD).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
     /// Where inside the workspace it goes (default: the workspace itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
@@ -80,21 +95,25 @@ pub struct ChangedFile {
 
 pub(crate) fn validate(m: &JobManifest) -> Result<(), ManifestError> {
     if let Some(repo) = &m.repo {
-        let p = &repo.path;
-        if p.contains('\0') {
-            return Err(ManifestError::new("repo.path", "must not contain NUL"));
+        match (&repo.path, &repo.url) {
+            (Some(_), Some(_)) => {
+                return Err(ManifestError::new(
+                    "repo",
+                    "give either path or url, not both",
+                ));
+            }
+            (None, None) => return Err(ManifestError::new("repo", "give path or url")),
+            (Some(p), None) => check_path(p)?,
+            (None, Some(u)) => check_url(u)?,
         }
-        if !p.starts_with('/') {
-            return Err(ManifestError::new(
-                "repo.path",
-                "must be an absolute path on the host's machine",
-            ));
-        }
-        if p.len() > MAX_REPO_PATH {
-            return Err(ManifestError::new(
-                "repo.path",
-                format!("must be at most {MAX_REPO_PATH} bytes"),
-            ));
+        if let Some(r) = &repo.git_ref {
+            if repo.url.is_none() {
+                return Err(ManifestError::new(
+                    "repo.ref",
+                    "is only used with repo.url (repo.path delivers the working tree as it is)",
+                ));
+            }
+            check_ref(r)?;
         }
         if let Some(dir) = &repo.dir {
             let rel =
@@ -114,4 +133,71 @@ pub(crate) fn validate(m: &JobManifest) -> Result<(), ManifestError> {
         ));
     }
     Ok(())
+}
+
+fn check_path(p: &str) -> Result<(), ManifestError> {
+    if p.contains('\0') {
+        return Err(ManifestError::new("repo.path", "must not contain NUL"));
+    }
+    if !p.starts_with('/') {
+        return Err(ManifestError::new(
+            "repo.path",
+            "must be an absolute path on the host's machine",
+        ));
+    }
+    if p.len() > MAX_REPO_PATH {
+        return Err(ManifestError::new(
+            "repo.path",
+            format!("must be at most {MAX_REPO_PATH} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_url(u: &str) -> Result<(), ManifestError> {
+    let bad = |rule: String| Err(ManifestError::new("repo.url", rule));
+    if u.len() > MAX_REPO_PATH || u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("must be a URL without spaces or control characters".into());
+    }
+    let Some((scheme, rest)) = u.split_once("://") else {
+        return bad(format!(
+            "must be a URL with one of the schemes {}",
+            REPO_URL_SCHEMES.join(", ")
+        ));
+    };
+    if !REPO_URL_SCHEMES.contains(&scheme) {
+        return bad(format!(
+            "scheme {scheme:?} is not allowed; use one of {}",
+            REPO_URL_SCHEMES.join(", ")
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.starts_with('-') {
+        return bad("must name a host".into());
+    }
+    // ssh://git@host is a user name, not a secret; a password is refused.
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && (userinfo.contains(':') || scheme != "ssh")
+    {
+        return bad("must not carry credentials: the host's own git credentials are used".into());
+    }
+    Ok(())
+}
+
+fn check_ref(r: &str) -> Result<(), ManifestError> {
+    let ok = !r.is_empty()
+        && r.len() <= MAX_REF
+        && !r.starts_with('-')
+        && !r.contains("..")
+        && !r.ends_with('/')
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::new(
+            "repo.ref",
+            "must be a branch, tag or commit: letters, digits, '.', '_', '-' and '/', not starting with '-'",
+        ))
+    }
 }

@@ -369,9 +369,34 @@ fn repository_text_files_and_budget_rules_name_their_fields() {
             "runner's own directory",
         ),
         (
-            with(json!({"repo": {"url": "https://example.com/r.git"}})),
+            with(json!({"repo": {"path": "/p", "url": "https://example.com/r.git"}})),
+            "repo",
+            "not both",
+        ),
+        (
+            with(json!({"repo": {"url": "file:///etc"}})),
             "repo.url",
-            "unknown field",
+            "not allowed",
+        ),
+        (
+            with(json!({"repo": {"url": "ext::sh -c x"}})),
+            "repo.url",
+            "without spaces",
+        ),
+        (
+            with(json!({"repo": {"url": "https://u:secret@example.com/r.git"}})),
+            "repo.url",
+            "credentials",
+        ),
+        (
+            with(json!({"repo": {"url": "https://example.com/r.git", "ref": "--upload-pack=x"}})),
+            "repo.ref",
+            "not starting with '-'",
+        ),
+        (
+            with(json!({"repo": {"path": "/p", "ref": "main"}})),
+            "repo.ref",
+            "only used with repo.url",
         ),
         (
             with(json!({"collect": {"patch": true}})),

@@ -57,7 +57,10 @@ pub fn prepare_repo(
     };
     let refuse = |e: RepoError| match e {
         RepoError::TooLarge { limit } => JobError::TooLarge {
-            what: format!("the archive of repository {:?}", spec.path),
+            what: format!(
+                "the archive of repository {:?}",
+                spec.path.as_deref().unwrap_or("")
+            ),
             limit,
         },
         e => JobError::InvalidManifest(ManifestError {
@@ -65,13 +68,41 @@ pub fn prepare_repo(
             rule: e.to_string(),
         }),
     };
-    let top = repo::resolve_repo(&spec.path, &settings.repo_roots).map_err(refuse)?;
     let staged = store.stage_repo(job_id)?;
-    let built =
-        repo::build_archive(&top, staged.path(), settings.max_repo_bytes).map_err(refuse)?;
+    let (built, from) = match (&spec.path, &spec.url) {
+        (Some(path), _) => {
+            let top = repo::resolve_repo(path, &settings.repo_roots).map_err(refuse)?;
+            let built = repo::build_archive(&top, staged.path(), settings.max_repo_bytes)
+                .map_err(refuse)?;
+            (built, top.display().to_string())
+        }
+        (None, Some(url)) => {
+            let refuse_url = |e: RepoError| match e {
+                RepoError::TooLarge { limit } => JobError::TooLarge {
+                    what: format!("the archive of repository {url}"),
+                    limit,
+                },
+                e => JobError::InvalidManifest(ManifestError {
+                    field: "repo.url".into(),
+                    rule: e.to_string(),
+                }),
+            };
+            let cache = store.repo_cache_dir()?;
+            let work = repo::checkout(url, spec.git_ref.as_deref(), &cache).map_err(refuse_url)?;
+            let built = repo::build_archive(&work.dir, staged.path(), settings.max_repo_bytes)
+                .map_err(refuse_url)?;
+            (built, format!("{url} at {}", work.commit))
+        }
+        (None, None) => {
+            return Err(JobError::InvalidManifest(ManifestError {
+                field: "repo".into(),
+                rule: "give path or url".into(),
+            }));
+        }
+    };
     tracing::info!(
         job_id,
-        repo = %top.display(),
+        repo = %from,
         bytes = built.size,
         files = built.files,
         "repository archived"

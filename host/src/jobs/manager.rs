@@ -180,7 +180,15 @@ impl JobManager {
             deadline_at: now.saturating_add(queue_timeout),
             isolation: self.shared.isolation,
         };
-        let rec = self.shared.store.run(move |s| s.insert_job(&job)).await?;
+        let id = job.id.clone();
+        let rec = match self.shared.store.run(move |s| s.insert_job(&job)).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                // No job row means retention would never remove the archive.
+                let _ = self.shared.store.run(move |s| s.discard_repo(&id)).await;
+                return Err(e.into());
+            }
+        };
         tracing::info!(job_id = %rec.id, agent = rec.manifest.agent_type.as_str(), "job submitted");
         self.shared.notify(&rec.id, JobChangeKind::State);
         self.shared.wake.notify_one();

@@ -2,7 +2,8 @@
 //! `DELEGATE_REPO_ROOTS` (`roots.rs`) and the archive the guest downloads
 //! (`archive.rs`): the commit at `HEAD` plus the working tree exactly as on
 //! disk (uncommitted and untracked files, not ignored ones), `.git`
-//! included so the agent can use git.
+//! included so the agent can use git. `repo.url` is fetched into a cache
+//! of bare repositories and checked out at its ref first (`remote.rs`).
 //!
 //! Supported: plain repositories whose `.git` is a directory. Submodules
 //! arrive as their (empty) directories; Git LFS files arrive as they are
@@ -10,9 +11,11 @@
 //! Linked worktrees (`.git` is a file) are refused with a clear error.
 
 mod archive;
+mod remote;
 mod roots;
 
 pub use archive::{RepoArchive, build_archive};
+pub use remote::{Checkout, checkout};
 pub use roots::resolve_repo;
 
 /// Why a repository cannot be delivered. Each names what to change.

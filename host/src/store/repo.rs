@@ -1,6 +1,7 @@
 //! A job's repository archive (made at submit, downloaded by the guest)
 //! and its patch (uploaded by the guest), kept beside its artifacts in
-//! `artifacts/<id>/` so pruning removes them with the rest. Both are
+//! `artifacts/<id>/` so pruning removes them with the rest; and the cache
+//! of bare repositories `repo.url` is fetched into (`repo-cache/`). Both are
 //! staged under a temporary name and renamed into place whole.
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -65,6 +66,28 @@ impl Store {
             .ok()
             .map(|c| c.trim().to_string());
         path.is_file().then_some((path, commit))
+    }
+
+    /// The cache of bare repositories fetched for `repo.url` (git writes
+    /// inside it; the store only makes it, private to this user).
+    pub fn repo_cache_dir(&self) -> Result<PathBuf, StoreError> {
+        let dir = self.data_dir().join("repo-cache");
+        make_private_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Removes the repository archive of a job that was never stored.
+    pub fn discard_repo(&self, job_id: &str) -> Result<(), StoreError> {
+        let dir = self.artifacts_dir(job_id);
+        for name in [REPO_FILE, REPO_COMMIT_FILE] {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::Io { path, source }),
+            }
+        }
+        Ok(())
     }
 
     /// Creates the file a patch upload streams into.

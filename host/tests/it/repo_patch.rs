@@ -403,3 +403,113 @@ async fn the_hosts_budget_ceiling_caps_claude_jobs() {
         "a lower budget stands"
     );
 }
+
+/// `git daemon` serving `base` on a free loopback port; killed on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .spawn()
+            .expect("git daemon");
+        let daemon = GitDaemon { child, port };
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return daemon;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("git daemon did not listen on {port}");
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_repository_arrives_at_its_ref_from_a_loopback_git_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = make_repo(dir.path());
+    git(&repo, &["stash", "-q", "--include-untracked"]);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    write(&repo.join("feature.txt"), b"only on the branch\n");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "feature"]);
+    let feature = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    git(&repo, &["checkout", "-q", "main"]);
+    let main = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let daemon = GitDaemon::start(dir.path());
+    // No DELEGATE_REPO_ROOTS: they govern paths on this machine, not URLs.
+    let host = host_with_roots(dir.path(), Vec::new()).await;
+    let m = host.manager().clone();
+    let url = format!("git://127.0.0.1:{}/project", daemon.port);
+    let job = |git_ref: Option<&str>| {
+        let mut repo = serde_json::json!({"url": url});
+        if let Some(r) = git_ref {
+            repo["ref"] = r.into();
+        }
+        JobManifest::from_value(serde_json::json!({
+            "task": "git rev-parse HEAD; ls; git remote get-url origin; git status --porcelain",
+            "agentType": "script",
+            "repo": repo,
+            "statusMode": "streaming",
+            "timeout": 120,
+        }))
+        .unwrap()
+    };
+    for (git_ref, commit, has_feature) in [
+        (Some("feature"), &feature, true),
+        (None, &main, false),
+        (Some(&main[..12]), &main, false),
+    ] {
+        let done = run(&m, job(git_ref)).await;
+        let out = stdout(&m, &done.id);
+        assert_eq!(done.state, JobState::Success, "{done:?}\n{out}");
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some(commit.as_str()), "{git_ref:?}: {out}");
+        assert_eq!(
+            out.contains("feature.txt"),
+            has_feature,
+            "{git_ref:?}: {out}"
+        );
+        assert!(
+            out.contains(&url),
+            "origin is the URL, not the host's cache: {out}"
+        );
+        let patch = done.result.as_ref().unwrap().patch.as_ref().unwrap();
+        assert_eq!(patch.base_commit.as_deref(), Some(commit.as_str()));
+        assert!(patch.files.is_empty(), "a clean checkout: {patch:?}");
+    }
+    let refused = m.submit(job(Some("no-such-branch"))).await.unwrap_err();
+    match refused {
+        JobError::InvalidManifest(e) => {
+            assert_eq!(e.field, "repo.url");
+            assert!(e.rule.contains("no-such-branch"), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    host.stop().await;
+}

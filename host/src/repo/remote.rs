@@ -89,7 +89,9 @@ pub fn checkout(url: &str, git_ref: Option<&str>, cache: &Path) -> Result<Checko
         dir: dir.clone(),
         commit: commit.clone(),
     };
-    run(
+    // Cloned from our own bare cache: the one place the `file` transport
+    // is allowed (the remote's URL never reaches this command).
+    run_with(
         cache,
         &[
             "clone",
@@ -98,6 +100,7 @@ pub fn checkout(url: &str, git_ref: Option<&str>, cache: &Path) -> Result<Checko
             &bare.display().to_string(),
             &dir.display().to_string(),
         ],
+        LOCAL_CLONE_PROTOCOLS,
     )?;
     run(&dir, &["remote", "set-url", "origin", url])?;
     run(&dir, &["checkout", "--quiet", "--detach", &commit])?;
@@ -108,13 +111,21 @@ fn looks_like_commit(r: &str) -> bool {
     (7..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The protocols of the clone from the bare cache into a work tree.
+const LOCAL_CLONE_PROTOCOLS: &str = "file";
+
 /// git in `dir`, never prompting, limited to the allowed protocols.
 fn run(dir: &Path, args: &[&str]) -> Result<Vec<u8>, RepoError> {
+    run_with(dir, args, ALLOWED_PROTOCOLS)
+}
+
+/// [`run`] with its own list of allowed protocols.
+fn run_with(dir: &Path, args: &[&str], protocols: &str) -> Result<Vec<u8>, RepoError> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
+        .env("GIT_ALLOW_PROTOCOL", protocols)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(std::process::Stdio::null())
         .output()

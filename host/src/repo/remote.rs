@@ -108,13 +108,17 @@ fn looks_like_commit(r: &str) -> bool {
     (7..=64).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// git in `dir`, never prompting, limited to the allowed protocols.
+/// git in `dir`, never prompting; a fetch is limited to the allowed
+/// protocols (the local clone from the cache needs `file`).
 fn run(dir: &Path, args: &[&str]) -> Result<Vec<u8>, RepoError> {
-    let out = Command::new("git")
+    let mut cmd = Command::new("git");
+    if args.first() == Some(&"fetch") {
+        cmd.env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS);
+    }
+    let out = cmd
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(std::process::Stdio::null())
         .output()

@@ -46,17 +46,11 @@ impl Snapshots {
     pub fn init(git_dir: &Path, work_tree: &Path) -> Result<Snapshots, GitError> {
         let snaps = Snapshots::open(git_dir, work_tree);
         let args = ["init", "--quiet", "--bare"];
-        let out = snaps
-            .command(&args, None)
-            .env_remove("GIT_DIR")
+        let mut cmd = snaps.command(&args, None);
+        cmd.env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
-            .arg(git_dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(GitError::Spawn)?;
-        if !out.status.success() {
-            return Err(failed(&args, &out.status, &out.stderr));
-        }
+            .arg(git_dir);
+        reaped(cmd, &args, Stdio::piped())?;
         let mut exclude = String::from("/.delegate/\n");
         if let Ok(own) = std::fs::read_to_string(work_tree.join(".git/info/exclude")) {
             exclude.push_str(&own);
@@ -111,15 +105,7 @@ impl Snapshots {
 
     /// Runs git in the private directory and returns its stdout.
     pub fn run(&self, args: &[&str], index: Option<&Path>) -> Result<Vec<u8>, GitError> {
-        let out = self
-            .command(args, index)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(GitError::Spawn)?;
-        if !out.status.success() {
-            return Err(failed(args, &out.status, &out.stderr));
-        }
-        Ok(out.stdout)
+        reaped(self.command(args, index), args, Stdio::piped())
     }
 
     /// Runs git with its stdout going to `out`.
@@ -128,17 +114,7 @@ impl Snapshots {
             path: out.to_path_buf(),
             source,
         })?;
-        let res = self
-            .command(args, None)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(GitError::Spawn)?;
-        if !res.status.success() {
-            return Err(failed(args, &res.status, &res.stderr));
-        }
-        Ok(())
+        reaped(self.command(args, None), args, Stdio::from(file)).map(drop)
     }
 
     /// git with a clean environment: no system or global config, the
@@ -179,7 +155,43 @@ impl Snapshots {
     }
 }
 
-fn failed(args: &[&str], status: &std::process::ExitStatus, stderr: &[u8]) -> GitError {
+/// Runs `cmd` through the runner's one reaper (the reaper thread calls
+/// `waitpid(-1)`, so `std`'s own wait would race it and see `ECHILD`):
+/// spawned under the spawn lock, its output read here, its status from the
+/// reaper. Returns stdout (empty when it goes to a file).
+fn reaped(mut cmd: Command, args: &[&str], stdout: Stdio) -> Result<Vec<u8>, GitError> {
+    use std::io::Read;
+    cmd.stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped());
+    let (_, mut child, status) = crate::supervise::reaper::Reaper::global()
+        .spawn_guarded(|| cmd.spawn().map(|c| (c.id() as i32, c)))
+        .map_err(GitError::Spawn)?;
+    let mut stderr_pipe = child.stderr.take();
+    // stderr on its own thread, so a full pipe on one stream never stalls
+    // the other.
+    let errs = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(p) = stderr_pipe.as_mut() {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let mut out = Vec::new();
+    if let Some(p) = child.stdout.as_mut() {
+        let _ = p.read_to_end(&mut out);
+    }
+    let stderr = errs.join().unwrap_or_default();
+    let status = status
+        .blocking_recv()
+        .map_err(|_| GitError::Spawn(std::io::Error::other("the reaper stopped")))?;
+    if status.code() != Some(0) {
+        return Err(failed(args, &status, &stderr));
+    }
+    Ok(out)
+}
+
+fn failed(args: &[&str], status: &dyn std::fmt::Debug, stderr: &[u8]) -> GitError {
     let text = String::from_utf8_lossy(stderr);
     let tail: String = text
         .chars()
@@ -191,7 +203,7 @@ fn failed(args: &[&str], status: &std::process::ExitStatus, stderr: &[u8]) -> Gi
         .collect();
     GitError::Failed {
         args: args.join(" "),
-        status: status.to_string(),
+        status: format!("{status:?}"),
         stderr: tail.trim().to_string(),
     }
 }

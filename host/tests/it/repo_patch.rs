@@ -7,6 +7,7 @@
 //! a failing job still returns its patch, and paths outside
 //! `DELEGATE_REPO_ROOTS` are refused.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -429,6 +430,9 @@ impl GitDaemon {
             .arg(base)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            // Its own process group: the children it forks per connection
+            // are stopped with it.
+            .process_group(0)
             .spawn()
             .expect("git daemon");
         let daemon = GitDaemon { child, port };
@@ -444,7 +448,8 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }

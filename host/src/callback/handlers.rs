@@ -22,7 +22,7 @@ use crate::jobs::guest::GuestError;
 
 /// `GET manifest` and `GET control` carry no body; anything beyond this is
 /// refused.
-const MAX_GET_REQUEST_BODY: u64 = 4096;
+pub(super) const MAX_GET_REQUEST_BODY: u64 = 4096;
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers

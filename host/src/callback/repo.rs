@@ -12,12 +12,9 @@ use tokio::io::AsyncWriteExt;
 use delegate_proto::api::BASE_COMMIT_HEADER;
 
 use super::error::respond;
-use super::handlers::{admit, reply};
+use super::handlers::{MAX_GET_REQUEST_BODY, admit, reply};
 use crate::jobs::JobManager;
 use crate::jobs::guest::GuestError;
-
-/// `GET repo` carries no body; anything beyond this is refused.
-const MAX_REPO_REQUEST_BODY: u64 = 4096;
 
 pub(super) async fn repo(
     State(m): State<JobManager>,
@@ -29,7 +26,7 @@ pub(super) async fn repo(
             &m,
             &id,
             &headers,
-            MAX_REPO_REQUEST_BODY,
+            MAX_GET_REQUEST_BODY,
             "a repository request body",
         )
         .await?;

@@ -3,14 +3,13 @@
 //! into place with their entry list recorded.
 
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use delegate_proto::ArtifactEntry;
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, make_private_dir};
+use super::{Store, StoreError, create_part_file};
 
 /// File name of the stored archive in `artifacts/<id>/`.
 pub const ARCHIVE_FILE: &str = "artifacts.tar.gz";
@@ -199,17 +198,7 @@ impl Store {
     /// artifact directory).
     pub fn stage_artifacts(&self, job_id: &str) -> Result<StagedArchive, StoreError> {
         let dir = self.artifacts_dir(job_id);
-        make_private_dir(&dir)?;
-        let path = dir.join(format!("upload-{}.part", uuid::Uuid::new_v4().simple()));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let path = create_part_file(&dir, "upload")?;
         Ok(StagedArchive {
             job_id: job_id.to_string(),
             path,

@@ -50,7 +50,7 @@ mod retention;
 mod row;
 mod space;
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -237,6 +237,24 @@ fn refuse_emptied(data_dir: &Path, db_path: &Path) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Creates `<dir>/<prefix>-<random>.part`, new and readable only by this
+/// user (in `dir`, made private too): where an upload streams before it is
+/// checked and renamed into place.
+fn create_part_file(dir: &Path, prefix: &str) -> Result<PathBuf, StoreError> {
+    make_private_dir(dir)?;
+    let path = dir.join(format!("{prefix}-{}.part", uuid::Uuid::new_v4().simple()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path)
 }
 
 /// Creates a directory (and parents) readable only by this user.

@@ -4,10 +4,9 @@
 //! of bare repositories `repo.url` is fetched into (`repo-cache/`). Both are
 //! staged under a temporary name and renamed into place whole.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Store, StoreError, make_private_dir};
+use super::{Store, StoreError, create_part_file, make_private_dir};
 
 /// The repository archive's file name.
 pub const REPO_FILE: &str = "repo.tar.gz";
@@ -108,17 +107,7 @@ impl Store {
 
     fn stage_file(&self, job_id: &str, name: &str) -> Result<StagedFile, StoreError> {
         let dir = self.artifacts_dir(job_id);
-        make_private_dir(&dir)?;
-        let path = dir.join(format!("{name}-{}.part", uuid::Uuid::new_v4().simple()));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        let path = create_part_file(&dir, name)?;
         Ok(StagedFile {
             path,
             target: dir.join(name),

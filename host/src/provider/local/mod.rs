@@ -42,7 +42,7 @@ use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequ
 pub use argv::{SandboxPaths, inside, is_sandbox_name};
 pub use launch::JobIdentity;
 use launch::{Launch, open_data, system_entries};
-use process::Recorded;
+use process::{Recorded, wait_gone, write_private};
 pub use settings::{DEFAULT_JOB_ID, GUEST_BIN_NAME, LocalArgs, LocalSettings};
 
 /// The provider's name in statuses.
@@ -450,25 +450,6 @@ async fn remove_cgroup(cg: &cgroup::SandboxCgroup) {
     if let Some(e) = last {
         tracing::warn!(cgroup = %cg.dir.display(), error = %e, "cannot remove the sandbox cgroup");
     }
-}
-
-async fn wait_gone(rec: &Recorded, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while rec.alive() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| other(format!("creating {}", path.display()), e))?;
-    f.write_all(bytes)
-        .map_err(|e| other(format!("writing {}", path.display()), e))
 }
 
 /// Removes a sandbox directory, also where the job left directories

@@ -2,10 +2,14 @@
 //! the process's start time (so a recycled pid is never killed), liveness,
 //! and killing a whole process group.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+
+use crate::provider::ProviderError;
 
 /// The start time of `pid` in clock ticks since boot (field 22 of
 /// `/proc/<pid>/stat`), or `None` if there is no such process or it is a
@@ -74,6 +78,33 @@ impl Recorded {
         let _ = killpg(pid, Signal::SIGKILL);
         let _ = kill(pid, Signal::SIGKILL);
     }
+}
+
+/// Waits, up to `limit`, for a recorded process to be gone (the local and
+/// qemu providers' destroy).
+pub(crate) async fn wait_gone(rec: &Recorded, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while rec.alive() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes a new file readable only by the host's user (bootstraps, job ids,
+/// the sandbox's passwd): never an existing one, which could be a planted
+/// link.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
+    use std::io::Write;
+    let fail = |what: &str, e: std::io::Error| ProviderError::Other {
+        context: format!("{what} {}", path.display()),
+        source: Box::new(e),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| fail("creating", e))?;
+    f.write_all(bytes).map_err(|e| fail("writing", e))
 }
 
 #[cfg(test)]

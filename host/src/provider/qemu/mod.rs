@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use delegate_proto::Bootstrap;
 
-use crate::provider::local::process::Recorded;
+use crate::provider::local::process::{Recorded, wait_gone, write_private};
 use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
 
 pub use kvm::{Accel, AccelDecision};
@@ -285,25 +285,6 @@ impl QemuProvider {
         }
         Ok(())
     }
-}
-
-async fn wait_gone(rec: &Recorded, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while rec.alive() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| other(format!("creating {}", path.display()), e))?;
-    f.write_all(bytes)
-        .map_err(|e| other(format!("writing {}", path.display()), e))
 }
 
 /// The bootstrap as the VM sees it (the callback at the forwarded address)

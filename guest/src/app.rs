@@ -182,5 +182,6 @@ fn invalid_manifest_result(e: &ManifestError) -> JobResult {
         error_kind: Some(ErrorKind::InvalidManifest),
         agent_result: None,
         patch: None,
+        turn_patch: None,
     }
 }

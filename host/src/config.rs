@@ -149,6 +149,10 @@ pub struct RawSettings {
     /// more, and jobs that set no budget get this one.
     #[arg(long, env = "DELEGATE_MAX_BUDGET_USD")]
     pub max_budget_usd: Option<f64>,
+    /// How long a persistent job's VM is kept idle after its last turn
+    /// before it is destroyed (e.g. 1h, 30m, 90s; plain numbers are seconds).
+    #[arg(long, env = "DELEGATE_PERSISTENT_TTL", default_value = "1h")]
+    pub persistent_ttl: String,
     /// Most log bytes stored per job and stream (e.g. 1G).
     #[arg(long, env = "DELEGATE_MAX_LOG_BYTES", default_value = "1G")]
     pub max_log_bytes: String,
@@ -252,6 +256,8 @@ pub struct Settings {
     pub max_repo_bytes: u64,
     /// `DELEGATE_MAX_BUDGET_USD`.
     pub max_budget_usd: Option<f64>,
+    /// `DELEGATE_PERSISTENT_TTL`: a kept VM's idle time-to-live.
+    pub persistent_ttl: Duration,
     /// Age after which finished jobs are pruned; `None` keeps them.
     pub retention: Option<Duration>,
     /// Heartbeat period sent to guests.
@@ -504,6 +510,7 @@ impl Settings {
             repo_roots: repo_roots(raw.repo_roots.as_deref())?,
             max_repo_bytes: size("DELEGATE_MAX_REPO_BYTES", &raw.max_repo_bytes)?,
             max_budget_usd: budget(raw.max_budget_usd)?,
+            persistent_ttl: ttl("DELEGATE_PERSISTENT_TTL", &raw.persistent_ttl)?,
             retention: (raw.retention_days > 0)
                 .then(|| Duration::from_secs(raw.retention_days.saturating_mul(86_400))),
             heartbeat_interval,
@@ -587,6 +594,24 @@ fn budget(usd: Option<f64>) -> Result<Option<f64>, SettingsError> {
             format!("must be a number of US dollars above 0, got {v}"),
         )),
         other => Ok(other),
+    }
+}
+
+/// A duration as people write it (`1h`, `30m`, `90s`, `1h 30m`), or plain
+/// seconds; more than zero.
+fn ttl(setting: &'static str, text: &str) -> Result<Duration, SettingsError> {
+    let text = text.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(d) if d.is_zero() => Err(invalid(setting, "must be more than 0 seconds")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(invalid(
+            setting,
+            format!("{text:?} is not a duration such as 1h, 30m or 90s: {e}"),
+        )),
     }
 }
 

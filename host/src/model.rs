@@ -54,6 +54,19 @@ pub struct JobRecord {
     pub result: Option<StoredResult>,
     /// Stored artifacts.
     pub artifacts: Vec<ArtifactEntry>,
+    /// For a follow-up turn: the session's first job, whose VM it runs in.
+    pub session_id: Option<String>,
+    /// The turn's number: 1 for a submitted job, 2, 3, ... for follow-ups.
+    pub turn: u32,
+    /// For a persistent job's first turn: when its kept VM was released.
+    pub released_at: Option<UnixMs>,
+}
+
+impl JobRecord {
+    /// The id of the session this job belongs to: its first job's.
+    pub fn session(&self) -> &str {
+        self.session_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// The guest's result as stored.
@@ -74,6 +87,9 @@ pub struct StoredResult {
     /// The patch the guest made, when it made one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<delegate_proto::PatchSummary>,
+    /// A follow-up turn's own change, against the previous turn's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_patch: Option<delegate_proto::PatchSummary>,
 }
 
 /// One line of `list_jobs`.
@@ -91,6 +107,12 @@ pub struct JobSummary {
     pub created_at: String,
     /// Completion time, RFC 3339.
     pub completed_at: Option<String>,
+    /// Whether the job was submitted persistent (its VM may be kept).
+    pub persistent: bool,
+    /// For a follow-up turn: the session's first job.
+    pub session_id: Option<String>,
+    /// The turn's number (1 for a submitted job).
+    pub turn: u32,
 }
 
 /// A page of results and the cursor for the next one.

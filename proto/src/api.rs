@@ -146,6 +146,10 @@ pub struct JobSpec {
     /// The host's egress gateway, when it runs one (older hosts send none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<crate::network::EgressSpec>,
+    /// For a follow-up turn of a persistent job: which turn this is (older
+    /// hosts and first turns send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<crate::turn::TurnSpec>,
 }
 
 /// Answer to `PUT artifacts`.

@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod repo;
 pub mod size;
 pub mod state;
+pub mod turn;
 mod validate;
 
 pub use bootstrap::Bootstrap;

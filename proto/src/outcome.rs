@@ -108,6 +108,11 @@ pub struct JobResult {
     /// The patch of the job's changes to its repository, when one was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<crate::repo::PatchSummary>,
+    /// For a follow-up turn: the patch of this turn's own change, against
+    /// the workspace as the previous turn left it (`patch` is against the
+    /// base, all turns together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_patch: Option<crate::repo::PatchSummary>,
 }
 
 /// The ends of both output streams.
@@ -229,6 +234,7 @@ mod tests {
             error_kind: Some(ErrorKind::Timeout),
             agent_result: None,
             patch: None,
+            turn_patch: None,
         };
         let line = serde_json::to_value(ResultLine::new(&r)).unwrap();
         assert_eq!(line["type"], "result");

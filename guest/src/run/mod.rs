@@ -172,6 +172,7 @@ pub async fn run_job(
         error_kind: None,
         agent_result: outcome.agent_result,
         patch: None,
+        turn_patch: None,
     };
     let mut error = outcome.error;
 

@@ -32,7 +32,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Refuses a body whose declared length is over `limit` before reading it.
-fn check_length(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), GuestError> {
+pub(super) fn check_length(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), GuestError> {
     match content_length(headers) {
         Some(n) if n > limit => Err(GuestError::TooLarge {
             what: format!("{what} of {n} bytes"),
@@ -42,7 +42,7 @@ fn check_length(headers: &HeaderMap, limit: u64, what: &str) -> Result<(), Guest
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

@@ -13,6 +13,7 @@ mod error;
 mod handlers;
 mod ops;
 mod repo;
+mod turns;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -36,6 +37,7 @@ pub fn router(manager: JobManager) -> Router {
         .route(routes::CONTROL, get(handlers::control))
         .route(routes::REPO, get(repo::repo))
         .route(routes::PATCH, put(repo::patch))
+        .route(delegate_proto::turn::NEXT_TURN_ROUTE, get(turns::next_turn))
         // Handlers read bodies themselves, each with its own cap.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(

@@ -1,8 +1,10 @@
 //! `GET repo` (the job's repository archive, streamed from disk) and
-//! `PUT patch` (the job's patch, streamed to disk while hashed and capped).
+//! `PUT patch` (the job's patch, streamed to disk while hashed and capped;
+//! `?against=previous`: a follow-up turn's own change).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -10,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use delegate_proto::api::BASE_COMMIT_HEADER;
+use delegate_proto::turn::{PatchAgainst, PatchQuery};
 
 use super::error::respond;
 use super::handlers::{MAX_GET_REQUEST_BODY, admit, reply};
@@ -62,12 +65,16 @@ pub(super) async fn patch(
     State(m): State<JobManager>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    query: Result<Query<PatchQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
     let cap = m.settings().max_artifact_bytes;
     let r = async {
         admit(&m, &id, &headers, cap, "a patch upload").await?;
-        let (staged, cap) = m.guest_stage_patch(&id).await?;
+        let Query(q) =
+            query.map_err(|e| GuestError::BadRequest(format!("the patch query: {e}")))?;
+        let against = q.against.unwrap_or(PatchAgainst::Base);
+        let (staged, cap) = m.guest_stage_patch(&id, against).await?;
         let (size, sha) = receive(body, staged.path(), cap, "the patch upload").await?;
         m.guest_commit_patch(&id, staged, size, sha).await
     };

@@ -70,6 +70,10 @@ impl Settings {
                     .map_or_else(|| "(none)".into(), |usd| usd.to_string()),
             ),
             (
+                "DELEGATE_PERSISTENT_TTL",
+                humantime::format_duration(self.persistent_ttl).to_string(),
+            ),
+            (
                 "DELEGATE_RETENTION_DAYS",
                 self.retention
                     .map_or_else(|| "0".into(), |d| (d.as_secs() / 86_400).to_string()),

@@ -55,6 +55,7 @@ fn defaults_match_the_original_server() {
     assert_eq!(s.default_disk, 10 << 30);
     assert_eq!(s.heartbeat_threshold, Duration::from_secs(120));
     assert_eq!(s.cleanup_interval, Duration::from_secs(30));
+    assert_eq!(s.persistent_ttl, Duration::from_secs(3600));
     assert_eq!(s.provider, ProviderKind::Local);
     assert_eq!(s.data_dir, dir.path().join("xdg").join("delegate"));
     assert_eq!((s.max_running, s.max_provisioning), (4, 2));

@@ -20,6 +20,10 @@ pub enum JobError {
         /// What is wrong with which argument.
         what: String,
     },
+    /// A follow-up turn or a release was refused: the job is not
+    /// persistent, its VM is no longer kept, or a turn still runs.
+    #[error("{0}")]
+    Session(String),
     /// The job has no result yet.
     #[error("job is not finished yet (status {0}); wait_for_job waits for it")]
     NotFinished(JobState),

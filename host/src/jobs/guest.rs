@@ -136,6 +136,7 @@ impl JobManager {
             .store
             .run(move |s| s.touch(&id, now_ms()))
             .await?;
+        let turn = self.turn_spec(&rec).await?;
         let s = &self.shared.settings;
         let remaining_ms = (rec.deadline_at - now_ms()).max(1000);
         Ok(JobSpec {
@@ -145,6 +146,7 @@ impl JobManager {
             timeout_seconds: (remaining_ms / 1000) as u64,
             heartbeat_interval_seconds: s.heartbeat_interval.as_secs(),
             max_artifact_bytes: s.max_artifact_bytes,
+            turn,
         })
     }
 

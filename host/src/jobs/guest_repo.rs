@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use delegate_proto::api::PatchAck;
+use delegate_proto::turn::PatchAgainst;
 
 use super::change::JobChangeKind;
 use super::guest::GuestError;
@@ -26,9 +27,20 @@ impl JobManager {
 
     /// The file a patch upload streams into, and the size cap (the
     /// artifacts' cap: a patch is one more thing a job sends back).
-    pub async fn guest_stage_patch(&self, job_id: &str) -> Result<(StagedFile, u64), GuestError> {
+    pub async fn guest_stage_patch(
+        &self,
+        job_id: &str,
+        against: PatchAgainst,
+    ) -> Result<(StagedFile, u64), GuestError> {
         let id = job_id.to_string();
-        let staged = self.shared.store.run(move |s| s.stage_patch(&id)).await?;
+        let staged = self
+            .shared
+            .store
+            .run(move |s| match against {
+                PatchAgainst::Base => s.stage_patch(&id),
+                PatchAgainst::Previous => s.stage_turn_patch(&id),
+            })
+            .await?;
         Ok((staged, self.shared.settings.max_artifact_bytes))
     }
 

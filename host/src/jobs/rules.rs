@@ -112,6 +112,7 @@ pub fn store_result(
         agent_result: result.agent_result.clone(),
         error: result.error.clone(),
         patch: result.patch.clone(),
+        turn_patch: result.turn_patch.clone(),
     };
     store.with_job(id, now, |job| {
         let view = job.view()?;

@@ -77,6 +77,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, path)
     ) WITHOUT ROWID;
     "#,
+    // 2: follow-up turns of persistent jobs. A turn is a job of its own
+    // whose `session_id` names the session's first job (turn 1, whose VM
+    // the turns run in); `released_at` on that first job ends its kept VM.
+    r#"
+    ALTER TABLE jobs ADD COLUMN session_id TEXT;
+    ALTER TABLE jobs ADD COLUMN turn INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN released_at INTEGER;
+    CREATE UNIQUE INDEX jobs_turns ON jobs(session_id, turn) WHERE session_id IS NOT NULL;
+    CREATE INDEX jobs_kept ON jobs(seq)
+        WHERE persistent = 1 AND vm_destroyed = 0 AND session_id IS NULL;
+    "#,
 ];
 
 /// The newest schema version this build knows.

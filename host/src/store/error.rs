@@ -125,6 +125,14 @@ pub enum StoreError {
     /// The runtime shut down before a store call on its blocking pool ran.
     #[error("the store call was cancelled: the runtime is shutting down")]
     Stopped,
+    /// Another follow-up turn of the session took this number first.
+    #[error("job {session_id} already has a turn {turn}")]
+    TurnTaken {
+        /// The session's first job.
+        session_id: String,
+        /// The number both wanted.
+        turn: u32,
+    },
     /// A list cursor that this store did not hand out.
     #[error("cursor {0:?} is not one that list_jobs returned")]
     BadCursor(String),

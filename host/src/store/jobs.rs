@@ -47,7 +47,7 @@ pub struct AuthView {
 /// The longest task summary in listings, in characters.
 const SUMMARY_CHARS: usize = 100;
 
-fn summary(task: &str) -> String {
+pub(super) fn summary(task: &str) -> String {
     let line = task
         .lines()
         .find(|l| !l.trim().is_empty())
@@ -155,11 +155,11 @@ impl Store {
             // Two statements rather than `?1 IS NULL OR ...`, so each can use
             // its index (the primary key, or `jobs_by_state`).
             let sql = if status.is_some() {
-                "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at \
-                 FROM jobs WHERE state = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at, \
+                 persistent, session_id, turn FROM jobs WHERE state = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             } else {
-                "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at \
-                 FROM jobs WHERE ?1 IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                "SELECT seq, id, state, agent_type, task_summary, created_at, completed_at, \
+                 persistent, session_id, turn FROM jobs WHERE ?1 IS NULL AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             };
             let mut stmt = conn.prepare_cached(sql).map_err(|e| self.sqlite(e))?;
             let rows = stmt
@@ -178,6 +178,11 @@ impl Store {
                             r.get::<_, String>(4)?,
                             r.get::<_, i64>(5)?,
                             r.get::<_, Option<i64>>(6)?,
+                            (
+                                r.get::<_, bool>(7)?,
+                                r.get::<_, Option<String>>(8)?,
+                                r.get::<_, i64>(9)?,
+                            ),
                         ))
                     },
                 )
@@ -186,7 +191,7 @@ impl Store {
             let more = rows.len() > limit;
             let mut items = Vec::with_capacity(rows.len().min(limit));
             let mut last_seq = None;
-            for (seq, id, state, agent_type, task, created, completed) in
+            for (seq, id, state, agent_type, task, created, completed, (persistent, session_id, turn)) in
                 rows.into_iter().take(limit)
             {
                 last_seq = Some(seq);
@@ -197,6 +202,9 @@ impl Store {
                     task,
                     created_at: rfc3339(created),
                     completed_at: completed.map(rfc3339),
+                    persistent,
+                    session_id,
+                    turn: turn.clamp(1, u32::MAX as i64) as u32,
                 });
             }
             Ok(Page {

@@ -49,6 +49,7 @@ mod repo;
 mod retention;
 mod row;
 mod space;
+mod turns;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -66,6 +67,7 @@ pub use jobs::{AuthView, JobTx, NewJob, StateView};
 pub use lock::HostLock;
 pub use repo::{PATCH_FILE, REPO_FILE, StagedFile};
 pub use space::{DiskSpace, RESERVE_BYTES, disk_space};
+pub use turns::NewTurn;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "delegate.db";

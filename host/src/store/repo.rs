@@ -15,6 +15,9 @@ pub const REPO_COMMIT_FILE: &str = "repo.commit";
 /// The patch's file name.
 pub const PATCH_FILE: &str = "patch.diff";
 
+/// A follow-up turn's own patch (against the previous turn's end).
+pub const TURN_PATCH_FILE: &str = "turn-patch.diff";
+
 /// A file being written. Dropping it without committing removes it.
 #[derive(Debug)]
 pub struct StagedFile {
@@ -92,6 +95,17 @@ impl Store {
     /// Creates the file a patch upload streams into.
     pub fn stage_patch(&self, job_id: &str) -> Result<StagedFile, StoreError> {
         self.stage_file(job_id, PATCH_FILE)
+    }
+
+    /// Creates the file a turn's own patch streams into.
+    pub fn stage_turn_patch(&self, job_id: &str) -> Result<StagedFile, StoreError> {
+        self.stage_file(job_id, TURN_PATCH_FILE)
+    }
+
+    /// The stored turn patch of `job_id`, if there is one.
+    pub fn turn_patch_file(&self, job_id: &str) -> Option<PathBuf> {
+        let p = self.artifacts_dir(job_id).join(TURN_PATCH_FILE);
+        p.is_file().then_some(p)
     }
 
     /// Keeps an uploaded patch (replacing an earlier one).

@@ -14,7 +14,7 @@ use crate::provider::{Isolation, VmRef};
 /// The columns [`record`] reads, in order.
 pub const RECORD_COLUMNS: &str = "id, state, manifest, phase, progress, message, error, \
     error_kind, created_at, started_at, completed_at, deadline_at, last_event_at, highest_seq, \
-    vm_provider, vm_id, vm_node, isolation, vm_destroyed, result";
+    vm_provider, vm_id, vm_node, isolation, vm_destroyed, result, session_id, turn, released_at";
 
 /// A row of [`RECORD_COLUMNS`] before decoding, so decode errors can name
 /// the job and column instead of surfacing as SQLite errors.
@@ -39,6 +39,9 @@ pub struct RawRecord {
     isolation: String,
     vm_destroyed: bool,
     result: Option<String>,
+    session_id: Option<String>,
+    turn: i64,
+    released_at: Option<i64>,
 }
 
 /// Reads a row selected with [`RECORD_COLUMNS`].
@@ -64,6 +67,9 @@ pub fn raw(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
         isolation: row.get(17)?,
         vm_destroyed: row.get(18)?,
         result: row.get(19)?,
+        session_id: row.get(20)?,
+        turn: row.get(21)?,
+        released_at: row.get(22)?,
     })
 }
 
@@ -153,6 +159,9 @@ impl RawRecord {
                 .map(|r| decode_json::<StoredResult>(&id, "result", r))
                 .transpose()?,
             artifacts: Vec::new(),
+            session_id: self.session_id,
+            turn: self.turn.clamp(1, u32::MAX as i64) as u32,
+            released_at: self.released_at,
             id,
         })
     }

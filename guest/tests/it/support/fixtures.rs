@@ -74,6 +74,7 @@ pub fn result(status: ResultStatus) -> JobResult {
         error_kind: None,
         agent_result: None,
         patch: None,
+        turn_patch: None,
     }
 }
 

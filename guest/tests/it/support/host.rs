@@ -119,6 +119,7 @@ impl TestHost {
                 heartbeat_interval_seconds: 1,
                 max_artifact_bytes: 1 << 40,
                 egress: None,
+                turn: None,
             }),
             fail_status: 503,
             events_body_limit: api::MAX_EVENTS_BODY,

@@ -125,6 +125,13 @@ async fn drive(
     if shutdown.is_cancelled() || watched == Watched::GaveUp {
         return;
     }
+    if let Ok(rec) = engine.job(id).await
+        && let Some(session_id) = &rec.session_id
+    {
+        // A turn has no VM of its own (see `turns`).
+        super::turns::after_turn(engine, id, session_id).await;
+        return;
+    }
     cleanup(engine, id, changed, shutdown).await;
 }
 
@@ -151,6 +158,11 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
             return;
         }
     };
+    if let Some(session_id) = &rec.session_id {
+        // A follow-up turn runs in its session's kept VM.
+        super::turns::attach(engine, id, session_id).await;
+        return;
+    }
     let deadline = instant_at(rec.deadline_at);
     let isolation = provider.isolation();
     for attempt in 1..=PROVISION_RETRY.attempts {
@@ -387,7 +399,7 @@ async fn cleanup(engine: &Engine, id: &str, changed: &Notify, shutdown: &Cancell
             }
         }
     }
-    if keeps_vm(&rec, provisioned) {
+    if keeps_vm(&rec, provisioned) && super::turns::still_kept(engine, id).await {
         tracing::info!(job_id = id, vm = %vm.id, "persistent job: VM kept");
         return;
     }

@@ -1,7 +1,7 @@
 //! The engine: what runs jobs, in the one process that holds `host.lock`.
 //! The scheduler (`scheduler`), one driver per live job (`driver`),
 //! recovery after a restart (`recovery`) and the provider's VMs against the
-//! store (`reconcile`), all over one [`Engine`] value that always has its
+//! store (`reconcile`), follow-up turns in kept VMs (`turns`), all over one [`Engine`] value that always has its
 //! provider and its tasks. The manager facade holds it when there is one;
 //! nothing here knows the facade.
 
@@ -9,6 +9,7 @@ mod driver;
 mod reconcile;
 mod recovery;
 mod scheduler;
+mod turns;
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};

@@ -156,6 +156,9 @@ mod tests {
             vm_destroyed: destroyed,
             result: None,
             artifacts: Vec::new(),
+            session_id: None,
+            turn: 1,
+            released_at: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! jobs inserted by another process or left by a previous run start too.
 //!
 //! Housekeeping runs every second for what must be prompt (cancel flags set
-//! by other processes, pending jobs past their deadline) and every
+//! by other processes, pending jobs past their deadline, kept VMs released
+//! or past their idle time-to-live) and every
 //! `CLEANUP_INTERVAL_SECONDS` for the rest (VMs whose destroy failed,
 //! retention).
 
@@ -133,7 +134,7 @@ fn prompt_checks(engine: &Engine) -> Result<(), StoreError> {
     for id in shared.store.pending_past_deadline(now_ms())? {
         shared.transition_blocking(&id, JobState::Timeout, Some((&why, ErrorKind::Timeout)))?;
     }
-    Ok(())
+    super::turns::end_due(engine)
 }
 
 /// The slower clean-up; blocking (run inside [`Engine::store`]).

@@ -396,6 +396,7 @@ async fn guest(b: Bootstrap, script: Script, heartbeat: Duration) {
         error_kind: None,
         agent_result: None,
         patch: None,
+        turn_patch: None,
     };
     let _: Option<serde_json::Value> = call(
         &http,

@@ -15,5 +15,6 @@ pub fn result(status: ResultStatus) -> JobResult {
         error_kind: None,
         agent_result: None,
         patch: None,
+        turn_patch: None,
     }
 }

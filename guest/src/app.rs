@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use delegate_proto::outcome::{ErrorKind, ResultLine};
-use delegate_proto::{JobManifest, JobResult, ManifestError, ResultStatus};
+use delegate_proto::{JobManifest, JobResult, Lifecycle, ManifestError, ResultStatus};
 
 use crate::callback::{CallbackClient, CallbackOptions, find_bootstrap};
 use crate::caller::{CallerEnv, lent_note};
@@ -148,16 +148,22 @@ async fn boot(args: BootArgs) -> u8 {
     if knobs.workspace.is_none() {
         knobs.workspace = Some(VM_WORKSPACE.into());
     }
-    let mut opts = knobs.options(spec.timeout_seconds.max(1), None);
-    opts.heartbeat = std::time::Duration::from_secs(spec.heartbeat_interval_seconds.max(1));
-    opts.max_artifact_bytes = spec.max_artifact_bytes;
+    let opts = knobs.options_for_spec(&spec);
+    let persistent = spec.manifest.lifecycle() == Lifecycle::Persistent;
     let manifest = crate::egress::apply(
         spec.manifest,
         spec.egress.as_ref(),
         &bootstrap.job_id,
         &bootstrap.token,
     );
-    exit_status(&run_job(manifest, opts, Some(client)).await)
+    let first = crate::run::run(manifest, opts, Some(client.clone())).await;
+    let status = exit_status(&first.result);
+    if persistent {
+        // The VM is kept: wait in it for follow-up turns until the host
+        // releases it (see `turns`).
+        crate::turns::serve(&client, &bootstrap, &knobs, first).await;
+    }
+    status
 }
 
 /// Says why the manifest was refused, on stderr and as the result line.

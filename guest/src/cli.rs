@@ -133,7 +133,17 @@ impl Knobs {
             use_cgroup: !self.no_cgroup,
             caller_path: None,
             notes: Vec::new(),
+            turn: None,
         }
+    }
+
+    /// The options of a job the host sent: its remaining timeout, heartbeat
+    /// and artifact cap win over the knobs.
+    pub fn options_for_spec(&self, spec: &delegate_proto::api::JobSpec) -> JobOptions {
+        let mut opts = self.options(spec.timeout_seconds.max(1), None);
+        opts.heartbeat = Duration::from_secs(spec.heartbeat_interval_seconds.max(1));
+        opts.max_artifact_bytes = spec.max_artifact_bytes;
+        opts
     }
 }
 

@@ -18,4 +18,5 @@ pub mod report;
 pub mod run;
 pub mod say;
 pub mod supervise;
+pub mod turns;
 pub mod workspace;

@@ -75,6 +75,20 @@ pub fn invocation(m: &JobManifest) -> Invocation {
     }
 }
 
+/// `inv` continuing Claude Code session `session` (`--resume`, before the
+/// `--` that ends the options): a follow-up turn of a persistent job, whose
+/// session files are in the job user's home in the kept workspace.
+pub fn resuming(mut inv: Invocation, session: &str) -> Invocation {
+    let at = inv
+        .args
+        .iter()
+        .rposition(|a| a == "--")
+        .unwrap_or(inv.args.len());
+    inv.args
+        .splice(at..at, ["--resume".to_string(), session.to_string()]);
+    inv
+}
+
 /// Checks, before spawning, that the agent's environment has credentials.
 pub fn check_credentials(env: &BTreeMap<String, String>) -> Result<(), String> {
     if CREDENTIAL_VARS
@@ -200,6 +214,11 @@ mod tests {
     #[test]
     fn minimal_argv() {
         let inv = invocation(&manifest(serde_json::json!({}), "fix the bug"));
+        let resumed = resuming(inv.clone(), "s-1");
+        assert_eq!(
+            resumed.args[resumed.args.len() - 4..],
+            ["--resume", "s-1", "--", "fix the bug"]
+        );
         assert_eq!(inv.program, "claude");
         assert_eq!(
             inv.args,

@@ -25,11 +25,14 @@ pub struct Invocation {
     pub label: String,
 }
 
-/// The invocation for a manifest's agent type.
-pub fn invocation(m: &JobManifest) -> Invocation {
-    match m.agent_type {
-        AgentType::Script => script::invocation(m),
-        AgentType::Custom => custom::invocation(m),
-        AgentType::Claude => claude::invocation(m),
+/// The invocation for a manifest's agent type. `resume` is the Claude Code
+/// session a follow-up turn continues (`claude` only; other agents start
+/// afresh in the same workspace).
+pub fn invocation(m: &JobManifest, resume: Option<&str>) -> Invocation {
+    match (m.agent_type, resume) {
+        (AgentType::Script, _) => script::invocation(m),
+        (AgentType::Custom, _) => custom::invocation(m),
+        (AgentType::Claude, None) => claude::invocation(m),
+        (AgentType::Claude, Some(session)) => claude::resuming(claude::invocation(m), session),
     }
 }

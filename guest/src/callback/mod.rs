@@ -62,6 +62,7 @@ mod error;
 mod http;
 mod options;
 mod repo;
+mod turns;
 mod uplink;
 
 pub use backoff::RetryPolicy;
@@ -71,4 +72,5 @@ pub use bootstrap::{
 pub use client::CallbackClient;
 pub use error::CallbackError;
 pub use options::CallbackOptions;
+pub use turns::NextTurnJob;
 pub use uplink::{FlushReport, Uplink, UplinkSender};

@@ -96,13 +96,41 @@ pub async fn deliver(
     .await
 }
 
-/// Makes the patch of every change since `base` into `out`.
-pub async fn make_patch(base: &RepoBase, out: &Path) -> Result<PatchSummary, RepoError> {
+/// The patches of one run, made from one snapshot of the tree.
+#[derive(Debug, Clone)]
+pub struct Patches {
+    /// Every change since the base.
+    pub base: PatchSummary,
+    /// For a follow-up turn: the changes since the previous turn's end.
+    pub turn: Option<PatchSummary>,
+    /// The tree now (the next turn's "previous").
+    pub tree: String,
+}
+
+/// Makes the patch of every change since `base` into `out`, and with
+/// `previous` (a follow-up turn: the tree the previous turn left) the
+/// patch of this turn's own changes into `turn_out`.
+pub async fn make_patches(
+    base: &RepoBase,
+    previous: Option<(&str, &Path)>,
+    out: &Path,
+) -> Result<Patches, RepoError> {
     let base = base.clone();
+    let previous = previous.map(|(tree, path)| (tree.to_string(), path.to_path_buf()));
     let out = out.to_path_buf();
     blocking(move || {
         let snaps = Snapshots::open(&base.git_dir, &base.root);
-        Ok(patch::write(&snaps, &base.tree, base.commit.clone(), &out)?)
+        let now = snaps.snapshot("final")?;
+        let whole = patch::write(&snaps, &base.tree, &now, base.commit.clone(), &out)?;
+        let turn = match &previous {
+            Some((tree, path)) => Some(patch::write(&snaps, tree, &now, None, path)?),
+            None => None,
+        };
+        Ok(Patches {
+            base: whole,
+            turn,
+            tree: now,
+        })
     })
     .await
 }

@@ -1,5 +1,6 @@
-//! The patch: `git diff --binary` between the base snapshot and a snapshot
-//! of the tree now, with its size, hash and per-file line counts.
+//! The patch: `git diff --binary` between two snapshots (the base, or where
+//! the previous turn left the tree, and the tree now), with its size, hash
+//! and per-file line counts.
 
 use std::io::Read;
 use std::path::Path;
@@ -9,14 +10,14 @@ use sha2::{Digest, Sha256};
 
 use super::git::{GitError, Snapshots};
 
-/// Writes the patch from `base_tree` to the tree as it is now into `out`.
+/// Writes the patch from `base_tree` to the snapshot `now` into `out`.
 pub fn write(
     snaps: &Snapshots,
     base_tree: &str,
+    now: &str,
     base_commit: Option<String>,
     out: &Path,
 ) -> Result<PatchSummary, GitError> {
-    let now = snaps.snapshot("final")?;
     // Full blob ids let `git apply --3way` find the base; no rename
     // detection keeps every change a plain add, delete or edit.
     snaps.run_into(
@@ -30,13 +31,13 @@ pub fn write(
             "--no-ext-diff",
             "--no-textconv",
             base_tree,
-            &now,
+            now,
         ],
         out,
     )?;
     let (size, sha256) = hash_file(out)?;
     let raw = snaps.run(
-        &["diff-tree", "-r", "-z", "--no-renames", base_tree, &now],
+        &["diff-tree", "-r", "-z", "--no-renames", base_tree, now],
         None,
     )?;
     let numstat = snaps.run(
@@ -47,7 +48,7 @@ pub fn write(
             "--no-renames",
             "--numstat",
             base_tree,
-            &now,
+            now,
         ],
         None,
     )?;

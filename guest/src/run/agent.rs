@@ -148,7 +148,12 @@ fn unmap_env(env: &mut BTreeMap<String, String>, mapped: &WorkspaceView, layout:
 /// Runs the agent to its end.
 pub async fn run(mut i: RunInputs<'_>) -> AgentOutcome {
     let m = i.manifest;
-    let inv = agent::invocation(m);
+    let resume = i
+        .opts
+        .turn
+        .as_ref()
+        .and_then(|t| t.resume_session_id.as_deref());
+    let inv = agent::invocation(m, resume);
     // The agent keeping the runner's user still gets USER, as everywhere.
     let own_name = i
         .user

@@ -58,6 +58,36 @@ pub struct JobOptions {
     /// Sentences about how the run was set up that the person running it
     /// should see (what was borrowed from their environment).
     pub notes: Vec<String>,
+    /// For a follow-up turn of a persistent job: what the earlier turns
+    /// left (see `turns`).
+    pub turn: Option<TurnContext>,
+}
+
+/// What a follow-up turn starts from: the workspace is already there, and
+/// so is the repository with its base.
+#[derive(Debug, Clone)]
+pub struct TurnContext {
+    /// The turn's number (2, 3, ...).
+    pub number: u32,
+    /// The Claude Code session to resume.
+    pub resume_session_id: Option<String>,
+    /// The repository as the first turn delivered it.
+    pub repo: Option<RepoBase>,
+    /// The tree the previous turn left, for this turn's own patch.
+    pub previous_tree: Option<String>,
+}
+
+/// What a run leaves for a next turn.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The result (sent to the host already, in callback mode).
+    pub result: JobResult,
+    /// The repository and its base, when the job had one.
+    pub repo: Option<RepoBase>,
+    /// The tree at the end of the run, when a patch was made.
+    pub tree: Option<String>,
+    /// The run's log directory.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Why a job was asked to stop.
@@ -77,6 +107,15 @@ pub async fn run_job(
     opts: JobOptions,
     host: Option<CallbackClient>,
 ) -> JobResult {
+    run(manifest, opts, host).await.result
+}
+
+/// [`run_job`], also returning what a follow-up turn needs.
+pub async fn run(
+    manifest: JobManifest,
+    opts: JobOptions,
+    host: Option<CallbackClient>,
+) -> Finished {
     let job_start = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(None);
     listen_for_signals(stop_tx.clone());
@@ -160,6 +199,7 @@ pub async fn run_job(
         }
     };
     let (outcome, repo_base) = outcome;
+    let mut end_tree = None;
 
     let mut result = JobResult {
         status: outcome.status,
@@ -205,9 +245,13 @@ pub async fn run_job(
     if let (Some(base), Ok(l)) = (&repo_base, &layout)
         && manifest.wants_patch()
     {
-        let out = l.log_dir.join("patch.diff");
-        match collect_patch(base, &out, host.as_ref()).await {
-            Ok(summary) => result.patch = Some(summary),
+        let previous = opts.turn.as_ref().and_then(|t| t.previous_tree.as_deref());
+        match collect_patch(base, previous, &l.log_dir, host.as_ref()).await {
+            Ok(patches) => {
+                result.patch = Some(patches.base);
+                result.turn_patch = patches.turn;
+                end_tree = Some(patches.tree);
+            }
             Err(e) => merge_error(&mut result.status, &mut error, ErrorKind::Patch, e),
         }
     }
@@ -255,35 +299,58 @@ pub async fn run_job(
     if let Some(client) = host {
         finish_with_host(&reporter, &client, &result).await;
     }
-    result
+    Finished {
+        result,
+        repo: repo_base,
+        tree: end_tree,
+        log_dir: layout.ok().map(|l| l.log_dir),
+    }
 }
 
-/// Makes the patch (whatever the job's outcome) and, with a host, uploads
-/// it; standalone it stays in the log directory.
+/// Makes the patch (whatever the job's outcome) and, for a follow-up
+/// turn, the turn's own patch against `previous`; with a host, uploads
+/// them; standalone they stay in the log directory.
 async fn collect_patch(
     base: &RepoBase,
-    out: &std::path::Path,
+    previous: Option<&str>,
+    log_dir: &std::path::Path,
     host: Option<&CallbackClient>,
-) -> Result<delegate_proto::PatchSummary, String> {
-    let summary = repo::make_patch(base, out)
+) -> Result<repo::Patches, String> {
+    let out = log_dir.join("patch.diff");
+    let turn_out = log_dir.join("turn-patch.diff");
+    let patches = repo::make_patches(base, previous.map(|t| (t, turn_out.as_path())), &out)
         .await
         .map_err(|e| format!("making the patch failed: {e}"))?;
-    match host {
-        Some(client) => {
-            let ack = client
-                .upload_patch(out)
-                .await
-                .map_err(|e| format!("uploading the patch failed: {e}"))?;
-            if ack.sha256 != summary.sha256 {
-                return Err(format!(
-                    "the host stored a patch with sha256 {}, not {}",
-                    ack.sha256, summary.sha256
-                ));
-            }
-        }
-        None => eprintln!("delegate-guest: patch in {}", out.display()),
+    let Some(client) = host else {
+        eprintln!("delegate-guest: patch in {}", out.display());
+        return Ok(patches);
+    };
+    let ack = client
+        .upload_patch(&out)
+        .await
+        .map_err(|e| format!("uploading the patch failed: {e}"))?;
+    same_hash(&ack, &patches.base)?;
+    if let Some(turn) = &patches.turn {
+        let ack = client
+            .upload_turn_patch(&turn_out)
+            .await
+            .map_err(|e| format!("uploading the turn's patch failed: {e}"))?;
+        same_hash(&ack, turn)?;
     }
-    Ok(summary)
+    Ok(patches)
+}
+
+fn same_hash(
+    ack: &delegate_proto::api::PatchAck,
+    sent: &delegate_proto::PatchSummary,
+) -> Result<(), String> {
+    if ack.sha256 == sent.sha256 {
+        return Ok(());
+    }
+    Err(format!(
+        "the host stored a patch with sha256 {}, not {}",
+        ack.sha256, sent.sha256
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -302,7 +369,18 @@ async fn unpack_and_run(
     let owner = user.map(|u| (u.uid, u.gid));
     // The repository first: input files are written over it, and the base
     // is what the repository was, so the patch shows them as changes.
-    let base = if manifest.repo.is_some() {
+    let base = if let Some(turn) = &opts.turn {
+        // A follow-up turn works on what the earlier turns left.
+        reporter.phase(
+            Phase::Unpacking,
+            format!(
+                "turn {}: the workspace as turn {} left it",
+                turn.number,
+                turn.number - 1
+            ),
+        );
+        turn.repo.clone()
+    } else if manifest.repo.is_some() {
         reporter.phase(Phase::Unpacking, "repository");
         match repo::deliver(manifest, layout, owner, host).await {
             Ok(base) => base,

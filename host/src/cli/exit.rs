@@ -9,6 +9,7 @@
 //! | 4    | no such job |
 //! | 5    | the manifest is invalid |
 //! | 6    | the job is not finished (`result`) |
+//! | 7    | the job cannot be continued or released (not persistent, its VM no longer kept, a turn still running) |
 //! | 69   | the provider cannot work here (e.g. no namespaces) |
 //! | 124  | the job timed out |
 //! | 130  | the job was cancelled (or the wait was interrupted) |
@@ -41,6 +42,8 @@ pub const NOT_FOUND: u8 = 4;
 pub const INVALID_MANIFEST: u8 = 5;
 /// The job is not finished.
 pub const NOT_FINISHED: u8 = 6;
+/// The job cannot be continued or released.
+pub const NO_KEPT_VM: u8 = 7;
 /// The provider cannot run here.
 pub const UNAVAILABLE: u8 = 69;
 /// The job timed out.
@@ -169,6 +172,7 @@ impl CliError {
                 INVALID_MANIFEST
             }
             CliError::NotFinished { .. } | CliError::Job(JobError::NotFinished(_)) => NOT_FINISHED,
+            CliError::Job(JobError::Session(_)) => NO_KEPT_VM,
             CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => CLOSED_OUTPUT,
             CliError::Engine(EngineError::Provider(ProviderError::Unavailable(_)))
             | CliError::Job(JobError::Provider(ProviderError::Unavailable(_))) => UNAVAILABLE,

@@ -16,7 +16,8 @@ pub const TOPICS: &[(&str, &[&str])] = &[
     (
         "Jobs",
         &[
-            "submit", "wait", "status", "logs", "result", "apply", "cancel", "list", "egress",
+            "submit", "wait", "status", "logs", "result", "apply", "continue", "release", "cancel",
+            "list", "egress",
         ],
     ),
     ("Server", &["serve"]),

@@ -17,10 +17,10 @@ use crate::config::Settings;
 use crate::engine::{Engine, EngineError, start_engine};
 use crate::jobs::{JobError, JobManager};
 use crate::mcp::args::MAX_LOG_READ;
-use crate::mcp::calls::{cancel_view, logs_view, status_view};
+use crate::mcp::calls::{cancel_view, list_view, logs_view, status_view};
 use crate::model::{CancelOutcome, JobRecord, LogSelector};
 use crate::store::{Store, StoreError};
-use crate::views::{ListView, ResultView, SubmitView, SummaryView};
+use crate::views::{ResultView, SubmitView};
 
 use super::exit::{self, CliError};
 use super::wait::{self, WaitEnd, Watch};
@@ -84,7 +84,7 @@ pub async fn submit(
 /// Starts an engine in this process for `submit --wait`. When the callback
 /// port is taken (a server of another data directory, say) and the URL is
 /// derived from it, any free port does for a one-shot local run.
-async fn engine_here(mut settings: Settings) -> Result<Engine, CliError> {
+pub(super) async fn engine_here(mut settings: Settings) -> Result<Engine, CliError> {
     // A one-shot run serves no /metrics: a server may hold that address.
     settings.metrics_bind = None;
     let retry = settings.callback_url_derived.then(|| {
@@ -107,7 +107,7 @@ async fn engine_here(mut settings: Settings) -> Result<Engine, CliError> {
 }
 
 /// How long `submit --wait` waits for its engine to destroy the job's VM.
-const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+pub(super) const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// Submits and waits with an engine in this process.
 async fn run_here(
@@ -155,7 +155,7 @@ fn print_submitted(record: &JobRecord, output: OutputArgs, waiting: bool) -> Res
 /// then prints the result. With the engine here, Ctrl-C cancels the job
 /// (nothing would run it otherwise); with a server, Ctrl-C only stops
 /// watching.
-async fn finish(
+pub(super) async fn finish(
     jobs: &JobManager,
     job_id: &str,
     output: OutputArgs,
@@ -395,10 +395,7 @@ pub fn list(
             )),
             (e, _) => e.into(),
         })?;
-    let view = ListView {
-        jobs: page.items.into_iter().map(SummaryView::from).collect(),
-        next_cursor: page.next_cursor,
-    };
+    let view = list_view(jobs, page);
     if output.quiet {
         let ids: String = view
             .jobs

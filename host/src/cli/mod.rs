@@ -18,6 +18,7 @@ pub mod out;
 pub mod render;
 pub mod serve;
 pub mod smoke;
+pub mod turns;
 pub mod wait;
 pub mod when;
 
@@ -134,6 +135,18 @@ pub enum Command {
     },
     /// Apply a job's patch to a local repository (3-way where the base is there).
     Apply(apply::ApplyArgs),
+    /// Start a follow-up turn of a persistent job in its kept VM and
+    /// workspace (a claude job resumes its session); prints the turn's id.
+    Continue(turns::ContinueArgs),
+    /// Destroy a persistent job's kept VM now.
+    Release {
+        /// The job id (or any of its turns'), or enough of its first
+        /// characters to name one job.
+        id: String,
+        /// How to print.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Cancel a job; its VM is destroyed.
     Cancel {
         /// The job id, or enough of its first characters to name one job.
@@ -306,6 +319,8 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         } => jobs::logs(&client(settings)?, &id, follow, stream, json).await,
         Command::Cancel { id, output } => jobs::cancel(&client(settings)?, &id, output).await,
         Command::Apply(args) => apply::run(&client(settings)?, &args),
+        Command::Continue(args) => turns::continue_job(settings, args).await,
+        Command::Release { id, output } => turns::release(&client(settings)?, &id, output).await,
         Command::List {
             status,
             limit,

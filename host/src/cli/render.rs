@@ -71,6 +71,18 @@ pub fn status(v: &StatusView, now: DateTime<Utc>) -> String {
         let gone = if vm.destroyed { " (destroyed)" } else { "" };
         line("vm", &format!("{} {}{node}{gone}", vm.provider, vm.id));
     }
+    if let Some(sess) = &v.session {
+        let turn = if sess.turn > 1 {
+            format!("turn {} of job {}", sess.turn, sess.session_id)
+        } else {
+            format!("turn 1 of {}", sess.turns)
+        };
+        let kept = match &sess.kept_until {
+            Some(until) => format!("VM kept until {}", stamp(until, now)),
+            None => sess.note.clone(),
+        };
+        line("session", &format!("{turn}; {kept}"));
+    }
     line("isolation", &v.isolation.description);
     if let Some(r) = &v.recent_output {
         for (name, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
@@ -215,7 +227,11 @@ pub fn list(v: &ListView, now: DateTime<Utc>) -> String {
             j.status.to_string(),
             j.agent_type.clone(),
             when::ago(&j.created_at, now),
-            one_line(&j.task),
+            match &j.session {
+                // Kept VMs and turns stand out in the listing.
+                Some(sess) => format!("{}{}", session_mark(sess), one_line(&j.task)),
+                None => one_line(&j.task),
+            },
         ]);
     }
     for column in table.column_iter_mut() {
@@ -229,6 +245,23 @@ pub fn list(v: &ListView, now: DateTime<Utc>) -> String {
         let _ = writeln!(out, "{}", row.trim_end());
     }
     out
+}
+
+/// `[turn 2] `, `[kept until 12:30] `: a persistent job's mark in a listing.
+fn session_mark(s: &crate::views::turns::SessionView) -> String {
+    let mut marks = Vec::new();
+    if s.turn > 1 {
+        marks.push(format!("turn {}", s.turn));
+    }
+    if let Some(until) = &s.kept_until {
+        let short = until.get(11..16).unwrap_or(until);
+        marks.push(format!("VM kept until {short} UTC"));
+    }
+    if marks.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", marks.join(", "))
+    }
 }
 
 /// Settings as `NAME=value` lines, one a line, as the environment takes them.
@@ -255,6 +288,7 @@ mod tests {
             task: task.into(),
             created_at: "2026-03-01T11:58:00.000Z".into(),
             completed_at: None,
+            session: None,
         }
     }
 

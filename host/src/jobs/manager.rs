@@ -202,7 +202,7 @@ impl JobManager {
     }
 
     /// [`JobManager::get`] for async code, off the runtime threads.
-    async fn get_async(&self, job_id: &str) -> Result<JobRecord, JobError> {
+    pub(super) async fn get_async(&self, job_id: &str) -> Result<JobRecord, JobError> {
         check_job_id(job_id)?;
         let id = job_id.to_string();
         self.shared

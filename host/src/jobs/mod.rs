@@ -39,3 +39,4 @@ mod turns;
 pub use change::{JobChange, JobChangeKind};
 pub use error::JobError;
 pub use manager::JobManager;
+pub use turns::Released;

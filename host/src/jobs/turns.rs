@@ -37,7 +37,7 @@ impl JobManager {
     /// The session of `job_id` (any of its turns): its jobs, first turn
     /// first, and whether its VM is kept.
     pub async fn session(&self, job_id: &str) -> Result<(Vec<JobRecord>, Keep), JobError> {
-        let rec = self.get(job_id)?;
+        let rec = self.get_async(job_id).await?;
         let sid = rec.session().to_string();
         let jobs = self.store().run(move |s| s.session_jobs(&sid)).await?;
         let keep = session::keep(&jobs, self.settings().persistent_ttl, now_ms());

@@ -59,6 +59,26 @@ pub struct JobArgs {
     pub job_id: String,
 }
 
+/// `continue_job`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContinueArgs {
+    /// A persistent job's id (the submitted job or any of its turns).
+    pub job_id: String,
+    /// What the agent is to do in this turn. A claude job resumes its
+    /// Claude Code session, so "now fix the failing test" is enough.
+    pub task: String,
+    /// A new Claude Code budget in US dollars for this turn (agent.maxBudgetUsd),
+    /// within the host's ceiling; the previous turn's when absent.
+    #[serde(
+        default,
+        alias = "maxBudgetUsd",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub max_budget_usd: Option<f64>,
+}
+
 /// `wait_for_job`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

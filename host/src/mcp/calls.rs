@@ -17,6 +17,7 @@ use crate::model::{CancelOutcome, JobRecord, LogSelector, LogSlice};
 use super::args::{self, JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
 use super::progress::ProgressReporter;
 use crate::views::recent;
+use crate::views::turns::SessionView;
 use crate::views::{
     self, CancelView, ListView, LogsView, ResultView, StatusView, SubmitView, SummaryView, WaitView,
 };
@@ -36,7 +37,7 @@ pub fn tool_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
 }
 
-fn job_error(e: JobError) -> String {
+pub(super) fn job_error(e: JobError) -> String {
     match &e {
         JobError::Store(_) | JobError::Provider(_) | JobError::EngineStopped(_) => {
             tracing::warn!(error = %e, "tool call failed");
@@ -82,7 +83,18 @@ pub fn status(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
 pub fn status_view(jobs: &JobManager, record: &JobRecord) -> StatusView {
     let mut view = StatusView::of(record, crate::clock::now_ms(), recent::output(jobs, record));
     view.egress = crate::egress::log::summary_of(jobs.store(), record);
+    view.session = session_view(jobs, record);
     view
+}
+
+/// A persistent job's session for its status or listing line; none for
+/// other jobs (or when the session cannot be read: the rest still shows).
+pub fn session_view(jobs: &JobManager, record: &JobRecord) -> Option<SessionView> {
+    if record.manifest.lifecycle() != delegate_proto::Lifecycle::Persistent {
+        return None;
+    }
+    let (session, keep) = jobs.session_blocking(record).ok()?;
+    Some(SessionView::of(record, &session, &keep))
 }
 
 /// `get_job_result`.
@@ -147,10 +159,32 @@ pub fn list(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     let page = jobs
         .list(status, limit, a.cursor.as_deref())
         .map_err(job_error)?;
-    structured(&ListView {
-        jobs: page.items.into_iter().map(SummaryView::from).collect(),
+    structured(&list_view(jobs, page))
+}
+
+/// A page of jobs as `list_jobs` shows it (also `list --json`): persistent
+/// jobs and their turns say whether their VM is kept and until when.
+pub fn list_view(
+    jobs: &JobManager,
+    page: crate::model::Page<crate::model::JobSummary>,
+) -> ListView {
+    let items = page
+        .items
+        .into_iter()
+        .map(|s| {
+            let persistent = s.persistent;
+            let id = s.job_id.clone();
+            let mut view = SummaryView::from(s);
+            if persistent {
+                view.session = jobs.get(&id).ok().and_then(|r| session_view(jobs, &r));
+            }
+            view
+        })
+        .collect();
+    ListView {
+        jobs: items,
         next_cursor: page.next_cursor,
-    })
+    }
 }
 
 /// `wait_for_job`: waits within the server's cap, reporting changes.

@@ -23,6 +23,7 @@ pub mod stdio;
 pub mod subscriptions;
 pub mod tasks;
 pub mod tools;
+pub mod turns;
 
 pub use guard::Guard;
 pub use server::{DelegateServer, JobsHandle};

@@ -109,6 +109,8 @@ impl DelegateServer {
             name::GET_JOB_STATUS => off_runtime(jobs, calls::status, arguments).await,
             name::GET_JOB_RESULT => off_runtime(jobs, calls::result, arguments).await,
             name::CANCEL_JOB => calls::cancel(jobs, arguments).await,
+            name::CONTINUE_JOB => super::turns::continue_job(jobs, arguments).await,
+            name::RELEASE_JOB => super::turns::release_job(jobs, arguments).await,
             name::LIST_JOBS => off_runtime(jobs, calls::list, arguments).await,
             name::GET_JOB_LOGS => off_runtime(jobs, calls::logs, arguments).await,
             name::WAIT_FOR_JOB => {

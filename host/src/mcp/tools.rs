@@ -10,8 +10,9 @@ use std::sync::{Arc, OnceLock};
 
 use rmcp::model::{Tool, ToolAnnotations};
 
-use super::args::{JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
+use super::args::{ContinueArgs, JobArgs, ListArgs, LogsArgs, SubmitArgs, WaitArgs};
 use super::schema;
+use crate::views::turns::{ContinueView, ReleaseView};
 use crate::views::{CancelView, ListView, LogsView, ResultView, StatusView, SubmitView, WaitView};
 
 /// Tool names, as clients call them.
@@ -30,6 +31,10 @@ pub mod name {
     pub const WAIT_FOR_JOB: &str = "wait_for_job";
     /// Read a job's log.
     pub const GET_JOB_LOGS: &str = "get_job_logs";
+    /// A follow-up turn of a persistent job.
+    pub const CONTINUE_JOB: &str = "continue_job";
+    /// End a persistent job's kept VM.
+    pub const RELEASE_JOB: &str = "release_job";
 }
 
 fn read_only(title: &str) -> ToolAnnotations {
@@ -133,6 +138,34 @@ fn build() -> Vec<Tool> {
         .with_title("Read job logs")
         .with_raw_output_schema(schema::output::<LogsView>())
         .with_annotations(read_only("Read job logs")),
+        Tool::new(
+            name::CONTINUE_JOB,
+            "Start a follow-up turn of a finished job submitted with \"lifecycle\": \"persistent\",              in the same VM and workspace (files and repository as the last turn left them), while              its VM is kept (get_job_status and list_jobs show session.vm_kept and kept_until).              A claude job resumes the same Claude Code session, so the task can refer to the              earlier turns (\"now fix the failing test\"). The turn is a job of its own: follow              its job_id with wait_for_job and get_job_result; its patch is against the              repository's base (all turns together), its turn_patch is its own change.              max_budget_usd raises a claude job's budget within the host's ceiling. Refused for              a job that is not persistent, whose VM was released or expired, or while a turn              still runs.",
+            schema::input::<ContinueArgs>(),
+        )
+        .with_title("Continue a persistent job")
+        .with_raw_output_schema(schema::output::<ContinueView>())
+        .with_annotations(
+            ToolAnnotations::with_title("Continue a persistent job")
+                .read_only(false)
+                .destructive(false)
+                .idempotent(false)
+                .open_world(true),
+        ),
+        Tool::new(
+            name::RELEASE_JOB,
+            "Destroy a persistent job's kept VM now, instead of when its idle time-to-live runs              out (a turn still running in it is cancelled). Its results, logs and patches stay;              it can no longer be continued.",
+            schema::input::<JobArgs>(),
+        )
+        .with_title("Release a persistent job's VM")
+        .with_raw_output_schema(schema::output::<ReleaseView>())
+        .with_annotations(
+            ToolAnnotations::with_title("Release a persistent job's VM")
+                .read_only(false)
+                .destructive(true)
+                .idempotent(false)
+                .open_world(false),
+        ),
     ]
 }
 
@@ -154,7 +187,7 @@ mod tests {
     #[test]
     fn every_tool_has_object_schemas_without_rust_number_formats() {
         let tools = all();
-        assert_eq!(tools.len(), 7);
+        assert_eq!(tools.len(), 9);
         for tool in tools.iter() {
             let output = tool.output_schema.as_ref().expect("output schema");
             for (which, s) in [("input", &tool.input_schema), ("output", output)] {

@@ -19,6 +19,7 @@ use crate::provider::Isolation;
 pub mod patch;
 pub mod recent;
 pub mod resources;
+pub mod turns;
 
 /// How many characters of the task a status or listing shows.
 const TASK_PREVIEW_CHARS: usize = 200;
@@ -152,6 +153,10 @@ pub struct StatusView {
     /// policy or any connection logged (`delegate-host egress JOB` has them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<crate::egress::log::EgressSummary>,
+    /// For a persistent job and its follow-up turns: the turn and whether
+    /// the session's VM is kept, until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<turns::SessionView>,
 }
 
 impl StatusView {
@@ -193,6 +198,7 @@ impl StatusView {
                     stderr: clean(&r.stderr),
                 }),
             egress: None,
+            session: None,
         }
     }
 }
@@ -390,6 +396,10 @@ pub struct SummaryView {
     pub created_at: String,
     /// Completion time, RFC 3339.
     pub completed_at: Option<String>,
+    /// For a persistent job and its turns: the turn, and whether the
+    /// session's VM is kept and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<turns::SessionView>,
 }
 
 impl From<JobSummary> for SummaryView {
@@ -401,6 +411,7 @@ impl From<JobSummary> for SummaryView {
             task: s.task,
             created_at: s.created_at,
             completed_at: s.completed_at,
+            session: None,
         }
     }
 }

@@ -23,12 +23,21 @@ pub struct ApplyArgs {
     /// The repository to apply it to (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
+    /// For a follow-up turn: apply only its own change (against where the
+    /// previous turn left the tree), to a repository that has the earlier
+    /// turns' changes already.
+    #[arg(long)]
+    pub turn: bool,
 }
 
 /// Runs `apply`; the exit code is 0 when the patch applied (or would).
 pub fn run(jobs: &JobManager, args: &ApplyArgs) -> Result<u8, CliError> {
     let id = ids::resolve(jobs, &args.id)?;
-    let patch = jobs.patch_file(&id)?;
+    let patch = if args.turn {
+        jobs.turn_patch_file(&id)?
+    } else {
+        jobs.patch_file(&id)?
+    };
     let dir = match &args.path {
         Some(p) => p.clone(),
         None => std::env::current_dir().map_err(|source| CliError::Read {

@@ -149,11 +149,22 @@ impl DelegateServer {
         Ok(ReadResourceResult::new(vec![contents]).with_ttl_ms(0))
     }
 
-    async fn read_patch(&self, uri: &str, job_id: String) -> Result<ReadResourceResult, McpError> {
+    async fn read_patch(
+        &self,
+        uri: &str,
+        job_id: String,
+        turn: bool,
+    ) -> Result<ReadResourceResult, McpError> {
         let jobs = self.jobs.current();
         let cap = jobs.settings().max_resource_bytes;
         let bytes = jobs
-            .blocking(move |j| j.read_patch(&job_id, cap))
+            .blocking(move |j| {
+                if turn {
+                    j.read_turn_patch(&job_id, cap)
+                } else {
+                    j.read_patch(&job_id, cap)
+                }
+            })
             .await
             .and_then(|r| r)
             .map_err(resource_error)?;
@@ -418,6 +429,10 @@ impl ServerHandler for DelegateServer {
                 .with_title("Job patch")
                 .with_description("Every change the job made to the repository it was given, as git diff --binary (delegate-host apply applies it).")
                 .with_mime_type("text/x-diff"),
+            ResourceTemplate::new(resources::TURN_PATCH_TEMPLATE, "turn patch")
+                .with_title("Turn patch")
+                .with_description("A follow-up turn's own change to a persistent job's repository, against where the previous turn left it (delegate-host apply --turn).")
+                .with_mime_type("text/x-diff"),
             ResourceTemplate::new(resources::ARTIFACT_TEMPLATE, "job artifact")
                 .with_title("Job artifact")
                 .with_description("A file the job left, by its path in the workspace: text, or a base64 blob for binary types."),
@@ -433,7 +448,7 @@ impl ServerHandler for DelegateServer {
         let uri = request.uri;
         let result = match parse_uri(&uri)? {
             ResourceRef::Log { job_id } => self.read_log(&uri, job_id).await?,
-            ResourceRef::Patch { job_id } => self.read_patch(&uri, job_id).await?,
+            ResourceRef::Patch { job_id, turn } => self.read_patch(&uri, job_id, turn).await?,
             ResourceRef::Artifact { job_id, path } => {
                 self.read_artifact(&uri, job_id, path).await?
             }

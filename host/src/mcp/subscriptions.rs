@@ -39,7 +39,7 @@ pub fn affected<'a>(
                         JobChangeKind::Log | JobChangeKind::State | JobChangeKind::Result
                     )
             }
-            Ok(ResourceRef::Artifact { job_id, .. } | ResourceRef::Patch { job_id }) => {
+            Ok(ResourceRef::Artifact { job_id, .. } | ResourceRef::Patch { job_id, .. }) => {
                 job_id == change.job_id
                     && matches!(change.kind, JobChangeKind::Artifacts | JobChangeKind::State)
             }

@@ -289,6 +289,11 @@ pub struct ResultView {
     pub agent_result: Option<serde_json::Value>,
     /// The job's changes to the repository it was given, when it was given one.
     pub patch: Option<patch::PatchView>,
+    /// For a follow-up turn of a persistent job: its own change, against
+    /// the workspace as the previous turn left it (`patch` is against the
+    /// repository's base, all turns together).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_patch: Option<patch::PatchView>,
     /// Submission time, RFC 3339.
     pub created_at: String,
     /// When the job became final.
@@ -354,6 +359,7 @@ impl ResultView {
                     v
                 }),
             patch: patch::PatchView::of(record),
+            turn_patch: patch::PatchView::of_turn(record),
             created_at: rfc3339(record.created_at),
             completed_at: record.completed_at.map(rfc3339),
         }
@@ -362,6 +368,10 @@ impl ResultView {
     /// Adds the patch's text when it is small (reads the store).
     pub fn with_patch_text(mut self, jobs: &crate::jobs::JobManager) -> Self {
         self.patch = self.patch.take().map(|p| p.inline(jobs, &self.job_id));
+        self.turn_patch = self
+            .turn_patch
+            .take()
+            .map(|p| p.inline_turn(jobs, &self.job_id));
         self
     }
 }

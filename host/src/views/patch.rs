@@ -48,7 +48,30 @@ impl PatchView {
     /// The summary of `record`'s patch, without its text.
     pub fn of(record: &JobRecord) -> Option<PatchView> {
         let p = record.result.as_ref()?.patch.as_ref()?;
-        Some(PatchView {
+        Some(Self::summary(record, p, false))
+    }
+
+    /// The summary of a follow-up turn's own patch (against the previous
+    /// turn's end), without its text.
+    pub fn of_turn(record: &JobRecord) -> Option<PatchView> {
+        let p = record.result.as_ref()?.turn_patch.as_ref()?;
+        Some(Self::summary(record, p, true))
+    }
+
+    fn summary(record: &JobRecord, p: &delegate_proto::PatchSummary, turn: bool) -> PatchView {
+        let apply = if turn {
+            format!(
+                "delegate-host apply {} --turn --path <repository> (on a repository that has the \
+                 previous turns' changes)",
+                record.id
+            )
+        } else {
+            format!(
+                "delegate-host apply {} --path <repository> (or git apply the text or the resource)",
+                record.id
+            )
+        };
+        PatchView {
             size: p.size,
             sha256: p.sha256.clone(),
             base_commit: p.base_commit.clone(),
@@ -62,23 +85,36 @@ impl PatchView {
                     removed: f.removed,
                 })
                 .collect(),
-            uri: resources::patch_uri(&record.id),
+            uri: if turn {
+                resources::turn_patch_uri(&record.id)
+            } else {
+                resources::patch_uri(&record.id)
+            },
             apply_hint: if p.files.is_empty() {
                 "the job changed nothing".into()
             } else {
-                format!(
-                    "delegate-host apply {} --path <repository> (or git apply the text or the resource)",
-                    record.id
-                )
+                apply
             },
             text: None,
-        })
+        }
     }
 
     /// Adds the patch's text when it is small enough.
-    pub fn inline(mut self, jobs: &JobManager, job_id: &str) -> PatchView {
+    pub fn inline(self, jobs: &JobManager, job_id: &str) -> PatchView {
+        self.inline_from(|max| jobs.read_patch(job_id, max))
+    }
+
+    /// Adds a turn patch's text when it is small enough.
+    pub fn inline_turn(self, jobs: &JobManager, job_id: &str) -> PatchView {
+        self.inline_from(|max| jobs.read_turn_patch(job_id, max))
+    }
+
+    fn inline_from(
+        mut self,
+        read: impl FnOnce(u64) -> Result<Vec<u8>, crate::jobs::JobError>,
+    ) -> PatchView {
         if self.size <= INLINE_PATCH_BYTES
-            && let Ok(bytes) = jobs.read_patch(job_id, INLINE_PATCH_BYTES)
+            && let Ok(bytes) = read(INLINE_PATCH_BYTES)
             && let Ok(text) = String::from_utf8(bytes)
         {
             self.text = Some(text);

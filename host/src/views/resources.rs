@@ -14,6 +14,9 @@ pub const LOG_TEMPLATE: &str = "delegate://jobs/{job_id}/log";
 /// The URI template of a job's patch (`git diff --binary` of its changes
 /// to the repository it was given).
 pub const PATCH_TEMPLATE: &str = "delegate://jobs/{job_id}/patch";
+/// The URI template of a follow-up turn's own patch (against the previous
+/// turn's end).
+pub const TURN_PATCH_TEMPLATE: &str = "delegate://jobs/{job_id}/turn-patch";
 /// The URI template of an artifact (RFC 6570 reserved expansion: `path`
 /// may contain `/`).
 pub const ARTIFACT_TEMPLATE: &str = "delegate://jobs/{job_id}/artifacts/{+path}";
@@ -26,10 +29,13 @@ pub enum ResourceRef {
         /// The job.
         job_id: String,
     },
-    /// The patch of a job.
+    /// The patch of a job (`turn`: a follow-up turn's own change,
+    /// `delegate://jobs/{job_id}/turn-patch`).
     Patch {
         /// The job.
         job_id: String,
+        /// The turn's own patch rather than the one against the base.
+        turn: bool,
     },
     /// One artifact of a job.
     Artifact {
@@ -45,7 +51,7 @@ impl ResourceRef {
     pub fn job_id(&self) -> &str {
         match self {
             ResourceRef::Log { job_id }
-            | ResourceRef::Patch { job_id }
+            | ResourceRef::Patch { job_id, .. }
             | ResourceRef::Artifact { job_id, .. } => job_id,
         }
     }
@@ -81,9 +87,10 @@ pub fn parse(uri: &str) -> Result<ResourceRef, UriError> {
             job_id: job_id.to_string(),
         });
     }
-    if rest == "patch" {
+    if rest == "patch" || rest == "turn-patch" {
         return Ok(ResourceRef::Patch {
             job_id: job_id.to_string(),
+            turn: rest == "turn-patch",
         });
     }
     let encoded = rest
@@ -115,6 +122,11 @@ fn valid_job_id(id: &str) -> bool {
 /// The URI of a job's combined log.
 pub fn log_uri(job_id: &str) -> String {
     format!("{PREFIX}{job_id}/log")
+}
+
+/// The URI of a follow-up turn's own patch.
+pub fn turn_patch_uri(job_id: &str) -> String {
+    format!("{PREFIX}{job_id}/turn-patch")
 }
 
 /// The URI of a job's patch.
@@ -230,6 +242,7 @@ mod tests {
             parse(&patch_uri(ID)),
             Ok(ResourceRef::Patch {
                 job_id: ID.to_string()
+                turn: false,
             })
         );
         for path in ["out/report.md", "a b/ü.txt", "x%y", "weird#?name"] {

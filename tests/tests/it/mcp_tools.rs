@@ -34,10 +34,12 @@ async fn tools_have_schemas_and_annotations_in_both_revisions() {
             names,
             [
                 "cancel_job",
+                "continue_job",
                 "get_job_logs",
                 "get_job_result",
                 "get_job_status",
                 "list_jobs",
+                "release_job",
                 "submit_job",
                 "wait_for_job"
             ]
@@ -80,9 +82,36 @@ async fn tools_have_schemas_and_annotations_in_both_revisions() {
                     assert_eq!(a.destructive_hint, Some(true));
                     assert_eq!(a.idempotent_hint, Some(true));
                 }
+                "continue_job" => {
+                    assert!(!read_only);
+                    assert_eq!(a.destructive_hint, Some(false));
+                    assert_eq!(a.idempotent_hint, Some(false));
+                    assert_eq!(a.open_world_hint, Some(true));
+                }
+                "release_job" => {
+                    assert!(!read_only);
+                    assert_eq!(a.destructive_hint, Some(true));
+                }
                 _ => assert!(read_only, "{} should be read-only", tool.name),
             }
         }
+        let cont = tools.iter().find(|t| t.name == "continue_job").unwrap();
+        assert_eq!(cont.input_schema["required"], json!(["job_id", "task"]));
+        let props = cont.input_schema["properties"].as_object().unwrap();
+        assert!(props.contains_key("max_budget_usd"), "{props:?}");
+        let out = cont.output_schema.as_ref().unwrap();
+        for key in ["job_id", "session_id", "turn", "status"] {
+            assert!(
+                out["properties"].get(key).is_some(),
+                "continue_job output lacks {key}"
+            );
+        }
+        let status = tools.iter().find(|t| t.name == "get_job_status").unwrap();
+        let status_out = status.output_schema.as_ref().unwrap();
+        assert!(
+            status_out["properties"].get("session").is_some(),
+            "get_job_status shows a persistent job's session"
+        );
         let submit = tools.iter().find(|t| t.name == "submit_job").unwrap();
         let manifest = &submit.input_schema["properties"]["manifest"];
         assert_eq!(manifest["required"], json!(["task", "agentType"]));

@@ -131,7 +131,7 @@ mod tests {
                 id: "vm".into(),
                 node: None,
             }),
-            isolation: Isolation::Sandbox,
+            isolation: Isolation::ProcessSandbox,
             vm_destroyed: false,
             result: None,
             artifacts: Vec::new(),
@@ -144,9 +144,12 @@ mod tests {
     #[test]
     fn the_ttl_counts_from_the_last_turns_end_and_not_while_one_runs() {
         let first = rec(1, JobState::Success, Some(1_000));
-        assert_eq!(keep(&[first.clone()], TTL, 2_000), Keep::Until(61_000));
+        assert_eq!(
+            keep(std::slice::from_ref(&first), TTL, 2_000),
+            Keep::Until(61_000)
+        );
         assert!(
-            matches!(keep(&[first.clone()], TTL, 61_000), Keep::Gone(w) if w.contains("DELEGATE_PERSISTENT_TTL"))
+            matches!(keep(std::slice::from_ref(&first), TTL, 61_000), Keep::Gone(w) if w.contains("DELEGATE_PERSISTENT_TTL"))
         );
         let running = rec(2, JobState::Running, None);
         assert_eq!(

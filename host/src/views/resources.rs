@@ -241,8 +241,15 @@ mod tests {
         assert_eq!(
             parse(&patch_uri(ID)),
             Ok(ResourceRef::Patch {
-                job_id: ID.to_string()
+                job_id: ID.to_string(),
                 turn: false,
+            })
+        );
+        assert_eq!(
+            parse(&turn_patch_uri(ID)),
+            Ok(ResourceRef::Patch {
+                job_id: ID.to_string(),
+                turn: true,
             })
         );
         for path in ["out/report.md", "a b/ü.txt", "x%y", "weird#?name"] {

@@ -165,6 +165,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_example_is_a_file_the_host_accepts() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .unwrap();
+        let start = readme
+            .find("```toml\n")
+            .expect("a toml block in the README")
+            + 8;
+        let block = &readme[start..];
+        let block = &block[..block.find("```").unwrap()];
+        let values = file::parse(block, Path::new("README.md"), &table::settings()).unwrap();
+        assert!(
+            values.contains_key("PROXMOX_TOKEN_SECRET_FILE"),
+            "{values:?}"
+        );
+    }
+
+    #[test]
     fn every_setting_is_in_the_example_and_every_line_of_it_parses() {
         // Uncommented, the example is a file the host accepts, with every setting.
         let text: String = example()

@@ -92,17 +92,24 @@ impl Kind {
         if matches!(arg.get_action(), clap::ArgAction::SetTrue) || is(TypeId::of::<bool>()) {
             Kind::Bool
         } else if [
+            TypeId::of::<u8>(),
             TypeId::of::<u16>(),
             TypeId::of::<u32>(),
             TypeId::of::<u64>(),
+            TypeId::of::<u128>(),
             TypeId::of::<usize>(),
+            TypeId::of::<i8>(),
+            TypeId::of::<i16>(),
+            TypeId::of::<i32>(),
             TypeId::of::<i64>(),
+            TypeId::of::<i128>(),
+            TypeId::of::<isize>(),
         ]
         .into_iter()
         .any(is)
         {
             Kind::Integer
-        } else if is(TypeId::of::<f64>()) {
+        } else if is(TypeId::of::<f64>()) || is(TypeId::of::<f32>()) {
             Kind::Float
         } else if let Some(delimiter) = arg.get_value_delimiter() {
             Kind::List(delimiter)

@@ -1,5 +1,10 @@
-//! Settings: flags and environment parsed into [`RawSettings`], then checked
-//! against the machine into [`Settings`].
+//! Settings: flags, environment and the configuration file parsed into
+//! [`RawSettings`], then checked against the machine into [`Settings`].
+//!
+//! [`table`] reads the one list of settings from clap's definitions (flag,
+//! variable, file key, type); [`file`] reads the TOML file against it;
+//! [`layers`] stacks flag over variable over file over default and records
+//! where each value came from; [`example`] writes `config.example.toml`.
 //!
 //! Two layers, as in ripgrep's low/high args: the raw layer only parses (clap
 //! with `env` on every field, so a flag and its variable are the same thing);
@@ -11,6 +16,10 @@
 
 mod builder;
 mod describe;
+pub mod example;
+pub mod file;
+pub mod layers;
+pub mod table;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -25,6 +34,7 @@ use crate::provider::qemu::{QemuArgs, QemuContext, QemuSettings};
 use crate::resolve::{FileKind, Machine, ProcessMachine, Secret, SettingsError, absolute, invalid};
 
 pub use builder::SettingsBuilder;
+pub use layers::{Layered, Provenance, Source, layer};
 
 /// Which provider creates VMs: only those this build can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

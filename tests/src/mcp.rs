@@ -97,6 +97,9 @@ impl HostEnv {
         };
         let data = env.data_dir();
         env.set("DELEGATE_DATA_DIR", data.display().to_string());
+        // No configuration file of the person running the tests.
+        let config_home = env.dir.path().join("config");
+        env.set("XDG_CONFIG_HOME", config_home.display().to_string());
         env.set("DELEGATE_PROVIDER", "local");
         env.set("DELEGATE_GUEST_BIN", bins().guest.display().to_string());
         env.set("CALLBACK_HOST", "127.0.0.1");

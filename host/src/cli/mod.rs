@@ -7,6 +7,7 @@
 //! `submit --wait` runs one in this process for the job.
 
 pub mod apply;
+pub mod config;
 pub mod doctor;
 pub mod egress;
 pub mod exit;
@@ -31,6 +32,7 @@ use delegate_proto::JobState;
 
 use crate::config::{RawSettings, Settings};
 use crate::jobs::manager::MAX_LIST_LIMIT;
+use crate::resolve::ProcessMachine;
 
 pub use exit::CliError;
 
@@ -38,6 +40,16 @@ pub use exit::CliError;
 #[derive(Debug, Parser)]
 #[command(name = "delegate-host", version, about, long_about = None)]
 pub struct Cli {
+    /// The configuration file (TOML) [env: DELEGATE_CONFIG] [default:
+    /// $XDG_CONFIG_HOME/delegate/config.toml or ~/.config/delegate/config.toml].
+    // No `env` here: `config::layer` reads DELEGATE_CONFIG itself, so it
+    // can tell the flag from the variable.
+    #[arg(
+        long = "config",
+        value_name = "FILE",
+        help_heading = "Settings (each also read from its environment variable)"
+    )]
+    pub config_file: Option<PathBuf>,
     /// Settings (each also read from its environment variable).
     #[command(
         flatten,
@@ -181,8 +193,12 @@ pub enum Command {
         #[command(flatten)]
         output: JsonArg,
     },
-    /// Print the effective settings (secrets masked).
+    /// Print the effective settings (secrets masked) and where each came
+    /// from: default, configuration file, variable or flag.
     Config {
+        /// Print an example configuration file with every setting instead.
+        #[arg(long, conflicts_with = "json")]
+        example: bool,
         /// How to print.
         #[command(flatten)]
         output: JsonArg,
@@ -282,25 +298,23 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     match &cli.command {
         Command::Completions { shell } => return help::completions(*shell),
         Command::Man { dir } => return help::man(dir.as_deref()),
+        Command::Config { example: true, .. } => return config::print_example(),
         _ => {}
     }
-    let settings = Settings::resolve(cli.settings)?;
+    // The command line again, now with the configuration file under the
+    // variables (the first parse, by `help::parse`, knew no file).
+    let layered = crate::config::layer(
+        help::command(),
+        std::env::args_os(),
+        &ProcessMachine,
+        cli.config_file.as_deref(),
+    )?;
+    let provenance = layered.provenance.clone();
+    let settings = Settings::resolve(layered.raw()?).map_err(|e| provenance.annotate(e))?;
     let client = |settings| jobs::connect(Arc::new(settings));
     match cli.command {
         Command::Serve { http } => serve::run(settings, http).await,
-        Command::Config { output } => {
-            let pairs = settings.describe();
-            if output.json {
-                let object: serde_json::Map<String, serde_json::Value> = pairs
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.into()))
-                    .collect();
-                out::json(&object)?;
-            } else {
-                out::text(&render::settings(&pairs))?;
-            }
-            Ok(exit::OK)
-        }
+        Command::Config { output, .. } => config::run(&settings, &provenance, output.json),
         Command::Doctor { output } => doctor::run(&settings, output.json).await,
         Command::Smoke => smoke::run(settings).await,
         Command::Submit {

@@ -1,4 +1,4 @@
-//! Text for people: statuses, results, listings and settings, for stdout.
+//! Text for people: statuses, results and listings, for stdout.
 //! The JSON forms (`--json`) are the MCP tools' answers as they are.
 
 use std::fmt::Write as _;
@@ -262,15 +262,6 @@ fn session_mark(s: &crate::views::turns::SessionView) -> String {
     } else {
         format!("[{}] ", marks.join(", "))
     }
-}
-
-/// Settings as `NAME=value` lines, one a line, as the environment takes them.
-pub fn settings(pairs: &[(&'static str, String)]) -> String {
-    let mut out = String::new();
-    for (name, value) in pairs {
-        let _ = writeln!(out, "{name}={value}");
-    }
-    out
 }
 
 #[cfg(test)]

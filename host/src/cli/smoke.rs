@@ -27,7 +27,7 @@ use crate::provider::proxmox::placement;
 use crate::store::Store;
 
 use super::exit::{self, CliError};
-use super::{doctor, jobs};
+use super::{doctor, jobs, out};
 
 /// How often the VM and the job are looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -56,27 +56,31 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
         ));
     }
 
-    println!("== doctor");
+    out::line("== doctor")?;
     let code = doctor::run(&settings, false).await?;
     if code != exit::OK {
-        println!("smoke: doctor found problems (above); no job was started");
+        out::line("smoke: doctor found problems (above); no job was started")?;
         return Ok(code);
     }
 
     // The report's last line has no line break of its own.
-    println!();
-    println!("== template {template}");
+    out::line("")?;
+    out::line(&format!("== template {template}"))?;
     let client =
         PveClient::new(&pve).map_err(|e| CliError::Usage(format!("the Proxmox settings: {e}")))?;
     match check_template(&client, &template).await {
-        Ok(lines) => lines.iter().for_each(|l| println!("[ ok ] {l}")),
+        Ok(lines) => {
+            for l in &lines {
+                out::line(&format!("[ ok ] {l}"))?;
+            }
+        }
         Err(why) => {
-            println!("[FAIL] {why}");
+            out::line(&format!("[FAIL] {why}"))?;
             return Ok(exit::FAILURE);
         }
     }
 
-    println!("== hello job on {template}");
+    out::line(&format!("== hello job on {template}"))?;
     let manifest = JobManifest::from_value(serde_json::json!({
         "task": format!("echo \"{MARKER} $(hostname)\"; uname -sr"),
         "agentType": "script",
@@ -85,10 +89,10 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
     .map_err(|e| CliError::Job(JobError::InvalidManifest(e)))?;
     let store = Store::open(&settings.data_dir)?;
     let record = if jobs::engine_running(&store)? {
-        println!(
+        out::line(&format!(
             "(a server owns {}: it runs the job)",
             settings.data_dir.display()
-        );
+        ))?;
         let jobs = JobManager::connect(Arc::new(settings), store);
         let id = jobs.submit(manifest).await?.id;
         watch(&jobs, &client, &id).await?
@@ -103,7 +107,7 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
         engine.stop().await;
         outcome?
     };
-    Ok(report(&record))
+    report(&record)
 }
 
 /// Reads every copy of the template (one per node for local storage) and
@@ -243,7 +247,7 @@ impl Phases {
 async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRecord, CliError> {
     let mut changes = jobs.subscribe();
     let mut record = jobs.get(id)?;
-    println!("submitted job {id}");
+    out::line(&format!("submitted job {id}"))?;
     let mut phases = Phases {
         submitted: record.created_at,
         ..Phases::default()
@@ -254,7 +258,7 @@ async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRec
     loop {
         if phases.ready.is_none() && record.state == JobState::Running {
             phases.ready = Some(now_ms());
-            println!("the runner in the VM has its job");
+            out::line("the runner in the VM has its job")?;
         }
         if record.state.is_final() {
             break;
@@ -267,18 +271,18 @@ async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRec
             let now = now_ms();
             if phases.cloned.is_none() && st.lock.as_deref() != Some("clone") {
                 phases.cloned = Some(now);
-                println!("VM {vmid} cloned on {node}");
+                out::line(&format!("VM {vmid} cloned on {node}"))?;
             }
             if st.status == "running" {
                 phases.booted = Some(now);
-                println!("VM {vmid} running");
+                out::line(&format!("VM {vmid} running"))?;
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = changes.recv() => {}
             _ = &mut interrupt, if !cancelled => {
-                println!("interrupted: cancelling job {id} (its VM is destroyed)");
+                out::line(&format!("interrupted: cancelling job {id} (its VM is destroyed)"))?;
                 jobs.cancel(id).await?;
                 cancelled = true;
             }
@@ -297,33 +301,33 @@ async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRec
         record = jobs.get(id)?;
     }
     phases.destroyed = record.vm_destroyed.then(now_ms);
-    print!("{}", phases.render());
+    out::text(&phases.render())?;
     Ok(record)
 }
 
 /// Prints the verdict; the exit code.
-fn report(record: &JobRecord) -> u8 {
+fn report(record: &JobRecord) -> Result<u8, CliError> {
     let stdout = record
         .result
         .as_ref()
         .map(|r| r.output.stdout.text.as_str())
         .unwrap_or_default();
     for line in stdout.lines() {
-        println!("  | {line}");
+        out::line(&format!("  | {line}"))?;
     }
     if let Some(vm) = record.vm.as_ref().filter(|_| !record.vm_destroyed) {
-        println!(
+        out::line(&format!(
             "smoke: FAILED, VM {} was not destroyed within {} s (the host's cleanup retries)",
             vm.id,
             DESTROY_WAIT.as_secs()
-        );
-        return exit::FAILURE;
+        ))?;
+        return Ok(exit::FAILURE);
     }
     if record.state == JobState::Success && stdout.contains(MARKER) {
-        println!("smoke: ok, the template runs jobs");
-        return exit::OK;
+        out::line("smoke: ok, the template runs jobs")?;
+        return Ok(exit::OK);
     }
-    println!(
+    out::line(&format!(
         "smoke: FAILED, job {} ended {}{}",
         record.id,
         record.state,
@@ -332,11 +336,11 @@ fn report(record: &JobRecord) -> u8 {
             .as_deref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
-    );
-    match exit::for_state(record.state) {
+    ))?;
+    Ok(match exit::for_state(record.state) {
         exit::OK => exit::FAILURE,
         other => other,
-    }
+    })
 }
 
 fn now_ms() -> UnixMs {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, FromArgMatches};
 
-use super::{ProviderKind, RawSettings, Settings};
+use super::RawSettings;
+use super::table::SettingsOnly;
+use super::{ProviderKind, Settings};
 use crate::provider::local::LocalSettings;
 use crate::resolve::{FixedMachine, SettingsError};
 
@@ -16,13 +18,6 @@ use crate::resolve::{FixedMachine, SettingsError};
 pub struct SettingsBuilder {
     data_dir: PathBuf,
     local: Option<LocalSettings>,
-}
-
-/// The flags alone, to read [`RawSettings`]' defaults.
-#[derive(clap::Parser)]
-struct DefaultsOnly {
-    #[command(flatten)]
-    raw: RawSettings,
 }
 
 impl Settings {
@@ -61,7 +56,7 @@ impl SettingsBuilder {
 /// The settings' flags with every `env` binding removed, so parsing reads
 /// no variable.
 fn defaults_command() -> clap::Command {
-    DefaultsOnly::command().mut_args(|a| a.env(None::<&'static str>))
+    SettingsOnly::command().mut_args(|a| a.env(None::<&'static str>))
 }
 
 /// [`RawSettings`] at their defaults: an empty command line parsed by
@@ -69,7 +64,7 @@ fn defaults_command() -> clap::Command {
 fn defaults() -> Result<RawSettings, SettingsError> {
     let parsed = defaults_command()
         .try_get_matches_from(["delegate-host"])
-        .and_then(|m| DefaultsOnly::from_arg_matches(&m));
+        .and_then(|m| SettingsOnly::from_arg_matches(&m));
     parsed.map(|d| d.raw).map_err(|e| SettingsError::Invalid {
         setting: "(defaults)",
         message: format!("the built-in defaults do not parse: {e}"),
@@ -83,7 +78,7 @@ mod tests {
     #[test]
     fn no_variable_can_reach_the_defaults() {
         // Every setting has a variable on the real command line...
-        let real = DefaultsOnly::command();
+        let real = SettingsOnly::command();
         let bound = real.get_arguments().filter(|a| a.get_env().is_some());
         assert_eq!(bound.count(), real.get_arguments().count());
         // ...and none on the one the builder parses.

@@ -36,6 +36,26 @@ pub enum SettingsError {
         #[source]
         source: std::io::Error,
     },
+    /// The configuration file is unusable (syntax, an unknown key, a value
+    /// of the wrong type, a secret others may read).
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The line, when the fault has one.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value from the environment or the configuration file that its
+    /// setting cannot take.
+    #[error("{origin}: {message}")]
+    Given {
+        /// The variable, or the file, line and key.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
     /// mcp-proxmox-admin's configuration (found through
     /// `PROXMOX_ADMIN_PATH`, `MCP_SETTINGS` or its variables) is unusable.
     #[error("PROXMOX_ADMIN_PATH: mcp-proxmox-admin configuration {origin}: {message}")]
@@ -45,6 +65,18 @@ pub enum SettingsError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// An on/off setting as people write it in variables: `1`/`0`, `true`/
+/// `false`, `yes`/`no`, `on`/`off` (any case; empty is off). The value
+/// parser of every boolean setting, so `DELEGATE_LOCAL_UNSANDBOXED=1`
+/// works as `PROXMOX_INSECURE=1` does.
+pub fn parse_flag(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("expected 1 or 0 (true/false), got {other:?}")),
+    }
 }
 
 /// A [`SettingsError::Invalid`].

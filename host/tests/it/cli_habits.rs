@@ -297,7 +297,11 @@ fn every_job_command_prints_json_and_ids_only_on_request() {
     assert_eq!(env.run(&["ls", "-q"]).stdout, list.stdout);
 
     let config = env.run(&["config", "--json"]);
-    assert_eq!(config.json()["DELEGATE_PROVIDER"], "local", "{config}");
+    assert_eq!(
+        config.json()["settings"]["DELEGATE_PROVIDER"]["value"],
+        "local",
+        "{config}"
+    );
     let doctor = env.run(&["doctor", "--json"]);
     assert!(doctor.json()["ok"].is_boolean(), "{doctor}");
     assert!(doctor.json()["checks"].is_array(), "{doctor}");

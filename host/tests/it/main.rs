@@ -8,6 +8,7 @@ mod callback_memory;
 mod callback_security;
 mod cancel_latency;
 mod cli_habits;
+mod config_file;
 mod disk_full;
 mod egress_gateway;
 mod guest_flood;

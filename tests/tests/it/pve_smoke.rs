@@ -234,6 +234,25 @@ async fn smoke_stops_at_doctor_when_the_template_is_missing() {
 }
 
 #[tokio::test]
+async fn smoke_into_a_closed_pipe_ends_quietly() {
+    let (_sim, env) = start("no-such-template").await;
+    let mut cmd = env.command(&["smoke"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run delegate-host smoke");
+    // The reader goes before the first line is written (`smoke | head -0`).
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("delegate-host smoke did not finish")
+        .expect("wait for delegate-host smoke");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+#[tokio::test]
 async fn smoke_hands_the_job_to_a_running_server() {
     let (sim, env) = start("delegate-local").await;
     set_dhcp_with_the_build_token(&sim).await;

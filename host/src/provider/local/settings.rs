@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::resolve::{Machine, SettingsError, absolute, invalid};
+use crate::resolve::{Machine, SettingsError, absolute, invalid, parse_flag};
 
 /// The guest binary's file name.
 pub const GUEST_BIN_NAME: &str = "delegate-guest";
@@ -19,8 +19,18 @@ pub struct LocalArgs {
     /// Default: beside `delegate-host`, then `PATH`.
     #[arg(long, env = "DELEGATE_GUEST_BIN")]
     pub guest_bin: Option<PathBuf>,
-    /// Let the local provider run jobs without namespaces where they are not allowed.
-    #[arg(long, env = "DELEGATE_LOCAL_UNSANDBOXED")]
+    /// Let the local provider run jobs without namespaces where they are not
+    /// allowed (`--local-unsandboxed`, or `=1`/`=0` as in the variable).
+    #[arg(
+        long,
+        env = "DELEGATE_LOCAL_UNSANDBOXED",
+        value_parser = parse_flag,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "0",
+        default_missing_value = "1"
+    )]
     pub local_unsandboxed: bool,
     /// Host uid the local sandbox runs jobs as when the host runs as root.
     #[arg(long, env = "DELEGATE_LOCAL_JOB_UID", default_value_t = DEFAULT_JOB_ID)]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::migrate::{self, AdminConfig};
-use crate::resolve::{Machine, Secret, SettingsError, invalid};
+use crate::resolve::{Machine, Secret, SettingsError, invalid, parse_flag};
 
 /// How to clone the template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -142,14 +142,6 @@ pub struct ProxmoxArgs {
     /// default: the machine's host name.
     #[arg(long = "proxmox-instance", env = "PROXMOX_INSTANCE")]
     pub instance: Option<String>,
-}
-
-fn parse_flag(text: &str) -> Result<bool, String> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        other => Err(format!("expected 1 or 0 (true/false), got {other:?}")),
-    }
 }
 
 /// How the client authenticates.

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod metadata;
 pub mod migrate;
 pub mod placement;
+mod pool;
 pub mod provider;
 pub mod settings;
 pub mod vmid;

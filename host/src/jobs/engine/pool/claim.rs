@@ -38,9 +38,21 @@ pub(in crate::jobs::engine) async fn claim(
     };
     let key = class.key();
     let metrics = &engine.shared.metrics;
-    let Some(version) = pool.version(&class.template) else {
-        metrics.count_pool_claim(&key, false);
-        return Claim::Miss;
+    // Known unless the pool loop has not read it yet (just after a start,
+    // when adopted VMs may already be ready): then read it here.
+    let version = match pool.version(&class.template) {
+        Some(v) => v,
+        None => match engine.provider.template_version(&class.template).await {
+            Ok(v) => {
+                pool.set_version(&class.template, v.clone());
+                v
+            }
+            Err(e) => {
+                tracing::warn!(job_id, template = %class.template, error = %e, "warm pool: cannot read the template's version; starting cold");
+                metrics.count_pool_claim(&key, false);
+                return Claim::Miss;
+            }
+        },
     };
     let isolation = engine.provider.isolation();
     let (jid, k) = (job_id.to_string(), key.clone());

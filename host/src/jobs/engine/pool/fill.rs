@@ -300,13 +300,30 @@ async fn sweep(engine: &Engine, pool: &Pool) {
         }
     };
     let mut kept = 0;
-    for row in rows {
+    for row in &rows {
         match row.state {
             PoolVmState::Claimed => {}
             PoolVmState::Ready if pool.keep_on_exit => kept += 1,
             PoolVmState::Ready | PoolVmState::Starting => {
                 destroy_pool_vm(engine, &row.vm).await;
             }
+        }
+    }
+    // A fill stopped while its clone request was under way leaves a VM
+    // without a row: the provider's list has it.
+    match engine.provider.list_idle().await {
+        Ok(listed) => {
+            for idle in listed {
+                let recorded = rows
+                    .iter()
+                    .any(|r| r.vm.provider == idle.vm.provider && r.vm.id == idle.vm.id);
+                if !recorded {
+                    destroy_pool_vm(engine, &idle.vm).await;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "warm pool: cannot list pool VMs at shutdown; the next start reconciles them");
         }
     }
     if kept > 0 {

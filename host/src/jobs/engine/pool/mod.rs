@@ -89,7 +89,7 @@ impl Pool {
             .is_none_or(|(_, at)| at.elapsed() >= self.version_ttl)
     }
 
-    fn set_version(&self, template: &str, version: String) {
+    pub(super) fn set_version(&self, template: &str, version: String) {
         let mut versions = self.versions_lock();
         if let Some((old, _)) = versions.get(template)
             && *old != version

@@ -201,7 +201,7 @@ pub struct RawSettings {
     pub pool_max_age: String,
     /// Leave idle pool VMs for the next start instead of destroying them
     /// at shutdown.
-    #[arg(long, env = "DELEGATE_POOL_KEEP_ON_EXIT", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "DELEGATE_POOL_KEEP_ON_EXIT")]
     pub pool_keep_on_exit: bool,
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]

@@ -10,6 +10,7 @@
 pub mod cleanup;
 pub mod client;
 pub mod doctor;
+pub mod doctor_pool;
 pub mod metadata;
 pub mod migrate;
 pub mod placement;

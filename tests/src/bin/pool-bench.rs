@@ -140,7 +140,8 @@ async fn scenario(label: &str, pool: usize, jobs: usize, every: Duration, t: &Ti
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     submitter.await.expect("submitter");
-    for (id, _) in submitted.lock().unwrap().iter() {
+    let all = submitted.lock().unwrap().clone();
+    for (id, _) in &all {
         let _ = manager.cancel(id).await;
     }
     let deadline = Instant::now() + Duration::from_secs(120);

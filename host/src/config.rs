@@ -28,6 +28,7 @@ use std::time::Duration;
 use delegate_proto::size::parse_size;
 
 use crate::egress::{EgressArgs, EgressSettings};
+use crate::pool::{PoolClass, parse_pool};
 use crate::provider::local::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
 use crate::provider::proxmox::{ProxmoxArgs, ProxmoxSettings};
 use crate::provider::qemu::{QemuArgs, QemuContext, QemuSettings};
@@ -205,6 +206,17 @@ pub struct RawSettings {
     /// Largest artifact served as an MCP resource (e.g. 4M).
     #[arg(long, env = "DELEGATE_MAX_RESOURCE_BYTES", default_value = "4M")]
     pub max_resource_bytes: String,
+    /// Warm pools of idle VMs, `TEMPLATE:SIZE=COUNT,...` such as
+    /// `delegate-template:2c4g20g=3` (proxmox only; unset: none).
+    #[arg(long = "pool", env = "DELEGATE_POOL")]
+    pub warm_pool: Option<String>,
+    /// An idle pool VM older than this is replaced (seconds, or `30m`, `2h`).
+    #[arg(long, env = "DELEGATE_POOL_MAX_AGE", default_value = "6h")]
+    pub pool_max_age: String,
+    /// Leave idle pool VMs for the next start instead of destroying them
+    /// at shutdown.
+    #[arg(long, env = "DELEGATE_POOL_KEEP_ON_EXIT")]
+    pub pool_keep_on_exit: bool,
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
     pub proxmox: ProxmoxArgs,
@@ -293,6 +305,12 @@ pub struct Settings {
     /// Resolved local provider settings, with `DELEGATE_PROVIDER=local`
     /// (settings from [`Settings::builder`] have none unless given).
     pub local: Option<LocalSettings>,
+    /// Warm pools (`DELEGATE_POOL`); empty: none.
+    pub pool: Vec<PoolClass>,
+    /// `DELEGATE_POOL_MAX_AGE`.
+    pub pool_max_age: Duration,
+    /// `DELEGATE_POOL_KEEP_ON_EXIT`.
+    pub pool_keep_on_exit: bool,
     /// Resolved Proxmox settings, with `DELEGATE_PROVIDER=proxmox`.
     pub proxmox: Option<ProxmoxSettings>,
     /// Resolved QEMU settings, with `DELEGATE_PROVIDER=qemu`.
@@ -490,6 +508,9 @@ impl Settings {
             ));
         }
 
+        let pool = pool_classes(raw.warm_pool.as_deref(), provider)?;
+        let pool_max_age = duration("DELEGATE_POOL_MAX_AGE", &raw.pool_max_age)?;
+
         Ok(Settings {
             callback_bind,
             callback_url,
@@ -520,7 +541,7 @@ impl Settings {
             repo_roots: repo_roots(raw.repo_roots.as_deref())?,
             max_repo_bytes: size("DELEGATE_MAX_REPO_BYTES", &raw.max_repo_bytes)?,
             max_budget_usd: budget(raw.max_budget_usd)?,
-            persistent_ttl: ttl("DELEGATE_PERSISTENT_TTL", &raw.persistent_ttl)?,
+            persistent_ttl: duration("DELEGATE_PERSISTENT_TTL", &raw.persistent_ttl)?,
             retention: (raw.retention_days > 0)
                 .then(|| Duration::from_secs(raw.retention_days.saturating_mul(86_400))),
             heartbeat_interval,
@@ -532,6 +553,9 @@ impl Settings {
             wait_default,
             wait_max,
             max_resource_bytes: size("DELEGATE_MAX_RESOURCE_BYTES", &raw.max_resource_bytes)?,
+            pool,
+            pool_max_age,
+            pool_keep_on_exit: raw.pool_keep_on_exit,
             local: None,
             proxmox: None,
             qemu: None,
@@ -607,22 +631,41 @@ fn budget(usd: Option<f64>) -> Result<Option<f64>, SettingsError> {
     }
 }
 
-/// A duration as people write it (`1h`, `30m`, `90s`, `1h 30m`), or plain
-/// seconds; more than zero.
-fn ttl(setting: &'static str, text: &str) -> Result<Duration, SettingsError> {
-    let text = text.trim();
-    let parsed = match text.parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
-    };
-    match parsed {
-        Ok(d) if d.is_zero() => Err(invalid(setting, "must be more than 0 seconds")),
-        Ok(d) => Ok(d),
-        Err(e) => Err(invalid(
-            setting,
-            format!("{text:?} is not a duration such as 1h, 30m or 90s: {e}"),
-        )),
+/// `DELEGATE_POOL`, for providers that keep idle VMs.
+fn pool_classes(
+    text: Option<&str>,
+    provider: ProviderKind,
+) -> Result<Vec<PoolClass>, SettingsError> {
+    let classes =
+        parse_pool(text.unwrap_or("")).map_err(|e| invalid("DELEGATE_POOL", e.to_string()))?;
+    if !classes.is_empty() && provider != ProviderKind::Proxmox {
+        return Err(invalid(
+            "DELEGATE_POOL",
+            format!(
+                "warm pools need DELEGATE_PROVIDER=proxmox; the {} provider keeps no idle VMs",
+                provider.as_str()
+            ),
+        ));
     }
+    Ok(classes)
+}
+
+/// A duration in seconds (`90`) or with units (`30m`, `2h`), above zero.
+fn duration(setting: &'static str, text: &str) -> Result<Duration, SettingsError> {
+    let text = text.trim();
+    let d = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            invalid(
+                setting,
+                format!("{text:?} is not a duration like 3600, 30m or 2h: {e}"),
+            )
+        })?,
+    };
+    if d.is_zero() {
+        return Err(invalid(setting, "must be more than 0 seconds"));
+    }
+    Ok(d)
 }
 
 fn size(setting: &'static str, text: &str) -> Result<u64, SettingsError> {

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod jobs;
 pub mod mcp;
 pub mod model;
+pub mod pool;
 pub mod provider;
 pub mod repo;
 pub mod resolve;

@@ -50,6 +50,8 @@ pub struct JobRecord {
     pub isolation: Isolation,
     /// Whether the VM has been destroyed.
     pub vm_destroyed: bool,
+    /// How the VM was started and how long it took, once it was.
+    pub vm_start: Option<VmStart>,
     /// The guest's result, once it arrived.
     pub result: Option<StoredResult>,
     /// Stored artifacts.
@@ -67,6 +69,57 @@ impl JobRecord {
     pub fn session(&self) -> &str {
         self.session_id.as_deref().unwrap_or(&self.id)
     }
+}
+
+/// How a job's VM came to be, for its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmStart {
+    /// Taken from a warm pool (`true`) or cloned and booted for the job.
+    pub warm: bool,
+    /// From provisioning start until the guest had its bootstrap.
+    pub ms: u64,
+}
+
+/// Where a pool VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolVmState {
+    /// Being cloned, configured or booted.
+    Starting,
+    /// Booted, its guest waiting for a bootstrap: may be claimed.
+    Ready,
+    /// Taken by a job (recorded before its bootstrap is delivered); never
+    /// offered again.
+    Claimed,
+}
+
+impl PoolVmState {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolVmState::Starting => "starting",
+            PoolVmState::Ready => "ready",
+            PoolVmState::Claimed => "claimed",
+        }
+    }
+}
+
+/// A pool VM as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolVm {
+    /// The VM.
+    pub vm: VmRef,
+    /// Its class (`TEMPLATE:SIZE`).
+    pub class: String,
+    /// The template's version it was cloned from (provider's words).
+    pub template_version: String,
+    /// Where it is.
+    pub state: PoolVmState,
+    /// The job that claimed it.
+    pub job_id: Option<String>,
+    /// When its clone was started.
+    pub created_at: UnixMs,
+    /// When it became ready.
+    pub ready_at: Option<UnixMs>,
 }
 
 /// The guest's result as stored.

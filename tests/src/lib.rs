@@ -2,4 +2,5 @@
 
 pub mod bins;
 pub mod mcp;
+pub mod pve_host;
 pub mod pve_sim;

@@ -17,9 +17,23 @@ use super::out;
 pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
     let (ok, text, value) = match (settings.provider, &settings.proxmox) {
         (ProviderKind::Proxmox, Some(pve)) => {
-            let report =
+            let mut report =
                 crate::provider::proxmox::doctor(pve, settings.default_vm_template.as_deref())
                     .await;
+            if !settings.pool.is_empty()
+                && report.version.is_some()
+                && let Ok(client) = crate::provider::proxmox::PveClient::new(pve)
+            {
+                report.checks.extend(
+                    crate::provider::proxmox::doctor_pool::pool_checks(
+                        &client,
+                        pve,
+                        &settings.pool,
+                        settings.max_running,
+                    )
+                    .await,
+                );
+            }
             let mut list: Vec<_> = report
                 .checks
                 .iter()

@@ -70,6 +70,12 @@ pub fn status(v: &StatusView, now: DateTime<Utc>) -> String {
             .unwrap_or_default();
         let gone = if vm.destroyed { " (destroyed)" } else { "" };
         line("vm", &format!("{} {}{node}{gone}", vm.provider, vm.id));
+        if let (Some(kind), Some(secs)) = (&vm.start, vm.start_seconds) {
+            line(
+                "start",
+                &format!("{kind}, {secs:.1} s to a guest with its job"),
+            );
+        }
     }
     if let Some(sess) = &v.session {
         let turn = if sess.turn > 1 {

@@ -42,6 +42,20 @@ impl Settings {
             ),
             ("DELEGATE_MAX_RUNNING", self.max_running.to_string()),
             (
+                "DELEGATE_POOL",
+                if self.pool.is_empty() {
+                    "(none)".into()
+                } else {
+                    let classes: Vec<String> = self.pool.iter().map(|c| c.to_string()).collect();
+                    classes.join(",")
+                },
+            ),
+            ("DELEGATE_POOL_MAX_AGE", secs(self.pool_max_age)),
+            (
+                "DELEGATE_POOL_KEEP_ON_EXIT",
+                self.pool_keep_on_exit.to_string(),
+            ),
+            (
                 "DELEGATE_MAX_PROVISIONING",
                 self.max_provisioning.to_string(),
             ),

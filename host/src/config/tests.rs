@@ -305,3 +305,50 @@ fn max_memory_is_the_machines_for_local_sandboxes_unless_set() {
     let s = Settings::resolve_with(raw(&["--guest-bin", g]), &machine(dir.path())).unwrap();
     assert_eq!(s.max_memory, None);
 }
+
+#[test]
+fn warm_pools_are_parsed_for_proxmox_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = machine(dir.path());
+    let mut args = vec!["--provider", "proxmox", "--callback-host", "10.1.2.3"];
+    args.extend(PROXMOX);
+    let s = Settings::resolve_with(raw(&args), &m).unwrap();
+    assert!(s.pool.is_empty());
+    assert_eq!(s.pool_max_age, Duration::from_secs(6 * 3600));
+    assert!(!s.pool_keep_on_exit);
+
+    let mut with_pool = args.clone();
+    with_pool.extend([
+        "--pool",
+        "delegate-template:2c4g20g=3,delegate-template:4c8g40g=1",
+        "--pool-max-age",
+        "30m",
+        "--pool-keep-on-exit",
+    ]);
+    let s = Settings::resolve_with(raw(&with_pool), &m).unwrap();
+    assert_eq!(s.pool.len(), 2);
+    assert_eq!(s.pool[1].key(), "delegate-template:4c8g40g");
+    assert_eq!(s.pool_max_age, Duration::from_secs(1800));
+    assert!(s.pool_keep_on_exit);
+    let described = s.describe();
+    assert!(described.iter().any(|(k, v)| *k == "DELEGATE_POOL"
+        && v == "delegate-template:2c4g20g=3,delegate-template:4c8g40g=1"));
+
+    for (extra, needle) in [
+        (vec!["--pool", "t:2c4g20g=3,t:2c4g=1"], "entry 2"),
+        (vec!["--pool-max-age", "0"], "DELEGATE_POOL_MAX_AGE"),
+        (vec!["--pool-max-age", "soon"], "DELEGATE_POOL_MAX_AGE"),
+    ] {
+        let mut all = args.clone();
+        all.extend(extra.iter().copied());
+        let err = Settings::resolve_with(raw(&all), &m)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+    let err = Settings::resolve_with(raw(&["--pool", "t:2c4g20g=1"]), &m)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("DELEGATE_POOL"), "{err}");
+    assert!(err.contains("proxmox"), "{err}");
+}

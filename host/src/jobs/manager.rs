@@ -428,6 +428,12 @@ impl JobManager {
         Ok(self.shared.metrics.render(&counts))
     }
 
+    /// The warm pools' figures by class (filled in the process that runs
+    /// the engine; empty elsewhere and without pools).
+    pub fn pool_stats(&self) -> std::collections::BTreeMap<String, super::metrics::PoolClassStats> {
+        self.shared.metrics.pool_stats()
+    }
+
     /// Counts one callback request for `/metrics`.
     pub fn count_callback_request(&self, route: &'static str, status: u16) {
         self.shared.metrics.count_request(route, status);

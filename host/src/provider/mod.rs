@@ -93,6 +93,32 @@ pub struct OwnedVm {
     pub deadline_ms: Option<i64>,
 }
 
+/// What a provider needs to prepare an idle VM for a warm pool: like a
+/// [`ProvisionRequest`] without a job, so without a bootstrap.
+#[derive(Debug, Clone)]
+pub struct IdleRequest {
+    /// The VM's own name among pool VMs (`pool-<random>`), used where a job
+    /// VM carries its job id.
+    pub pool_id: String,
+    /// Its class (`TEMPLATE:SIZE`), kept in the VM's metadata.
+    pub class: String,
+    /// The template to clone.
+    pub template: String,
+    /// The VM's size.
+    pub size: VmSize,
+}
+
+/// An idle pool VM the provider found that carries this host's marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleVm {
+    /// The VM.
+    pub vm: VmRef,
+    /// The class its metadata names, if it could be read.
+    pub class: Option<String>,
+    /// When it was created (unix ms), if known.
+    pub created_ms: Option<i64>,
+}
+
 /// Why a provider operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -163,6 +189,58 @@ pub trait Provider: Send + Sync + 'static {
     /// have no network (the local sandbox). The engine creates it.
     fn callback_socket(&self) -> Option<std::path::PathBuf> {
         None
+    }
+
+    /// Whether this provider keeps idle VMs for warm pools (then the four
+    /// methods below work).
+    fn supports_pool(&self) -> bool {
+        false
+    }
+
+    /// Creates and starts a VM for a warm pool and returns once its guest
+    /// waits for a bootstrap. Marks it as an idle pool VM of this host, so
+    /// [`Provider::list_idle`] finds it and [`Provider::list_owned`] does
+    /// not. Cancel-safe as [`Provider::provision`] is, with `on_created`.
+    async fn prepare_idle(
+        &self,
+        req: IdleRequest,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<VmRef, ProviderError> {
+        let _ = (req, on_created);
+        Err(ProviderError::Unavailable(format!(
+            "the {} provider keeps no warm pool",
+            self.name()
+        )))
+    }
+
+    /// Hands a bootstrap to an idle pool VM made by
+    /// [`Provider::prepare_idle`]: the job then runs in it.
+    async fn deliver_bootstrap(
+        &self,
+        vm: &VmRef,
+        bootstrap: &Bootstrap,
+    ) -> Result<(), ProviderError> {
+        let _ = (vm, bootstrap);
+        Err(ProviderError::Unavailable(format!(
+            "the {} provider keeps no warm pool",
+            self.name()
+        )))
+    }
+
+    /// The pool VMs of this host, idle or claimed, for reconciliation.
+    async fn list_idle(&self) -> Result<Vec<IdleVm>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// What identifies the template's current contents (Proxmox: its VMIDs
+    /// and config digests): a pool VM cloned from another version is
+    /// replaced.
+    async fn template_version(&self, template: &str) -> Result<String, ProviderError> {
+        let _ = template;
+        Err(ProviderError::Unavailable(format!(
+            "the {} provider keeps no warm pool",
+            self.name()
+        )))
     }
 
     /// VMs of ours stuck in a provider operation past its grace (Proxmox:

@@ -88,6 +88,27 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_kept ON jobs(seq)
         WHERE persistent = 1 AND vm_destroyed = 0 AND session_id IS NULL;
     "#,
+    // 3: warm pools: idle VMs and their claims (store/pool.rs), and how
+    // each job's VM started.
+    r#"
+    CREATE TABLE pool_vms (
+        vm_provider  TEXT NOT NULL,
+        vm_id        TEXT NOT NULL,
+        vm_node      TEXT,
+        class        TEXT NOT NULL,
+        template_ver TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('starting', 'ready', 'claimed')),
+        job_id       TEXT UNIQUE,
+        created_at   INTEGER NOT NULL,
+        ready_at     INTEGER,
+        claimed_at   INTEGER,
+        PRIMARY KEY (vm_provider, vm_id),
+        CHECK ((state = 'claimed') = (job_id IS NOT NULL))
+    );
+    CREATE INDEX pool_vms_ready ON pool_vms(class, state, ready_at);
+    ALTER TABLE jobs ADD COLUMN start_kind TEXT;
+    ALTER TABLE jobs ADD COLUMN start_ms INTEGER;
+    "#,
 ];
 
 /// The newest schema version this build knows.

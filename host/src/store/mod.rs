@@ -44,6 +44,7 @@ mod events;
 mod jobs;
 mod lock;
 mod logs;
+mod pool;
 mod prefix;
 mod repo;
 mod retention;

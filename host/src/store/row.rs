@@ -8,13 +8,13 @@ use rusqlite::Row;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
-use crate::model::{JobRecord, StoredResult};
+use crate::model::{JobRecord, StoredResult, VmStart};
 use crate::provider::{Isolation, VmRef};
 
 /// The columns [`record`] reads, in order.
 pub const RECORD_COLUMNS: &str = "id, state, manifest, phase, progress, message, error, \
     error_kind, created_at, started_at, completed_at, deadline_at, last_event_at, highest_seq, \
-    vm_provider, vm_id, vm_node, isolation, vm_destroyed, result, session_id, turn, released_at";
+    vm_provider, vm_id, vm_node, isolation, vm_destroyed, result, session_id, turn, released_at, start_kind, start_ms";
 
 /// A row of [`RECORD_COLUMNS`] before decoding, so decode errors can name
 /// the job and column instead of surfacing as SQLite errors.
@@ -42,6 +42,8 @@ pub struct RawRecord {
     session_id: Option<String>,
     turn: i64,
     released_at: Option<i64>,
+    start_kind: Option<String>,
+    start_ms: Option<i64>,
 }
 
 /// Reads a row selected with [`RECORD_COLUMNS`].
@@ -70,6 +72,8 @@ pub fn raw(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
         session_id: row.get(20)?,
         turn: row.get(21)?,
         released_at: row.get(22)?,
+        start_kind: row.get(23)?,
+        start_ms: row.get(24)?,
     })
 }
 
@@ -153,6 +157,13 @@ impl RawRecord {
             vm,
             isolation: decode_enum::<Isolation>(&id, "isolation", &self.isolation)?,
             vm_destroyed: self.vm_destroyed,
+            vm_start: match (self.start_kind.as_deref(), self.start_ms) {
+                (Some(kind), Some(ms)) => Some(VmStart {
+                    warm: kind == "warm",
+                    ms: ms.max(0) as u64,
+                }),
+                _ => None,
+            },
             result: self
                 .result
                 .as_deref()

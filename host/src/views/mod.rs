@@ -74,6 +74,14 @@ pub struct VmView {
     pub node: Option<String>,
     /// Whether it has been destroyed.
     pub destroyed: bool,
+    /// `warm` when it came ready from a warm pool, `cold` when it was
+    /// cloned and booted for the job; absent until the guest has its
+    /// bootstrap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// Seconds from provisioning start until the guest had its bootstrap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_seconds: Option<f64>,
 }
 
 /// The wall between the job and the host.
@@ -189,6 +197,10 @@ impl StatusView {
                 id: vm.id.clone(),
                 node: vm.node.clone(),
                 destroyed: record.vm_destroyed,
+                start: record
+                    .vm_start
+                    .map(|s| if s.warm { "warm" } else { "cold" }.to_string()),
+                start_seconds: record.vm_start.map(|s| s.ms as f64 / 1000.0),
             }),
             isolation: IsolationView::of(record.isolation),
             recent_output: recent

@@ -159,6 +159,7 @@ async fn main() {
         resize: Duration::from_millis(200),
         agent_boot: Duration::from_millis(2500),
         request_latency: Duration::from_millis(2),
+        file_write: Duration::ZERO,
     };
     let zero = Timings {
         linked_clone: Duration::ZERO,
@@ -169,6 +170,7 @@ async fn main() {
         resize: Duration::ZERO,
         agent_boot: Duration::ZERO,
         request_latency: Duration::ZERO,
+        file_write: Duration::ZERO,
     };
     let runs = vec![
         run("linked clone", timings.clone(), CloneMode::Auto, jobs).await,

@@ -10,6 +10,7 @@ use base64::Engine;
 
 use super::guest::{GuestProcess, write_guest_file};
 use super::http::ApiError;
+use super::state::BootstrapWrite;
 use super::{BOOTSTRAP_PATH, SimInner};
 
 type Params = BTreeMap<String, String>;
@@ -52,6 +53,19 @@ pub fn file_write(sim: &SimInner, node: &str, id: u32, p: &Params) -> Result<(),
     let vm = c.vm_on_mut(node, id)?;
     let path = write_guest_file(&vm.root, &file, &content)
         .map_err(|e| ApiError::die(format!("Agent error: failed to open file '{file}': {e}")))?;
+    if file == BOOTSTRAP_PATH {
+        let job_id = serde_json::from_slice::<serde_json::Value>(&content)
+            .ok()
+            .and_then(|v| v["job_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let write = BootstrapWrite {
+            vmid: id,
+            vm_created: vm.created,
+            job_id,
+        };
+        c.bootstraps.push(write);
+    }
+    let vm = c.vm_on_mut(node, id)?;
     if file == BOOTSTRAP_PATH
         && vm.guest.is_none()
         && let Some(cmd) = &sim.guest

@@ -82,7 +82,12 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let latency = sim.lock().timings.request_latency;
+    let mut latency = sim.lock().timings.request_latency;
+    if method == Method::POST && uri.path().ends_with("/agent/file-write") {
+        let mut c = sim.lock();
+        latency += c.timings.file_write;
+        c.bootstrap_writes_started += 1;
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }

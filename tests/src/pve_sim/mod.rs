@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use guest::GuestCommand;
 pub use perms::{Grant, Principal};
-pub use state::{Cluster, Faults, Node, PveVersion, Storage, Timings, Vm};
+pub use state::{BootstrapWrite, Cluster, Faults, Node, PveVersion, Storage, Timings, Vm};
 
 /// Where the provider writes the bootstrap, and the template's `.path` unit
 /// watches.
@@ -267,6 +267,8 @@ impl PveSim {
             clones_running: BTreeMap::new(),
             clones_peak: BTreeMap::new(),
             clones_total: BTreeMap::new(),
+            bootstrap_writes_started: 0,
+            bootstraps: Vec::new(),
         };
         for t in &cfg.templates {
             let root = dir.path().join(format!("vm-{}", t.vmid));

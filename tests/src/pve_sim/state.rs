@@ -222,6 +222,38 @@ pub struct Timings {
     pub agent_boot: Duration,
     /// Every API request (network + pveproxy), before it is answered.
     pub request_latency: Duration,
+    /// A guest agent `file-write`, on top of the request latency.
+    pub file_write: Duration,
+}
+
+impl Timings {
+    /// Every delay divided by `factor` (at least 1), for quick runs of
+    /// realistic timings.
+    pub fn scaled_down(&self, factor: u32) -> Timings {
+        let f = factor.max(1);
+        Timings {
+            linked_clone: self.linked_clone / f,
+            full_clone: self.full_clone / f,
+            start: self.start / f,
+            stop: self.stop / f,
+            destroy: self.destroy / f,
+            resize: self.resize / f,
+            agent_boot: self.agent_boot / f,
+            request_latency: self.request_latency / f,
+            file_write: self.file_write / f,
+        }
+    }
+}
+
+/// A bootstrap the guest agent wrote into a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapWrite {
+    /// The VM's id.
+    pub vmid: u32,
+    /// When that VM was created (VMIDs are reused; this tells VMs apart).
+    pub vm_created: Instant,
+    /// The job the bootstrap names.
+    pub job_id: String,
 }
 
 impl Default for Timings {
@@ -235,6 +267,7 @@ impl Default for Timings {
             resize: Duration::from_millis(50),
             agent_boot: Duration::from_millis(600),
             request_latency: Duration::ZERO,
+            file_write: Duration::ZERO,
         }
     }
 }
@@ -267,6 +300,10 @@ pub struct Cluster {
     pub clones_peak: BTreeMap<String, u32>,
     /// Clones started per node over the run.
     pub clones_total: BTreeMap<String, u32>,
+    /// Bootstrap `file-write`s received (counted before they take effect).
+    pub bootstrap_writes_started: u64,
+    /// Bootstraps written, in order.
+    pub bootstraps: Vec<BootstrapWrite>,
 }
 
 impl Cluster {

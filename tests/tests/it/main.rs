@@ -15,6 +15,7 @@ mod mcp_shared;
 mod mcp_tools;
 mod pve_client;
 mod pve_e2e;
+mod pve_pool;
 mod pve_provider;
 mod pve_smoke;
 mod same_world;

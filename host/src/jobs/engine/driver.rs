@@ -15,7 +15,7 @@ use delegate_proto::{Bootstrap, JobState, Lifecycle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::Engine;
+use super::{Engine, pool};
 use crate::clock::now_ms;
 use crate::jobs::state::Run;
 use crate::jobs::{resources, token};
@@ -213,8 +213,23 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
         };
         let started = tokio::time::Instant::now();
         tracing::info!(job_id = id, attempt, "provisioning");
+        // A pool VM if one fits and is ready, else a cold start.
+        let start = async {
+            if let Some(pool) = &engine.pool {
+                let (template, size) = (req.template.as_deref(), req.size);
+                if let pool::Claim::Hit(vm) =
+                    pool::claim(engine, pool, id, template, size, &req.bootstrap).await
+                {
+                    return Ok((vm, true));
+                }
+            }
+            provider
+                .provision(req, &on_created)
+                .await
+                .map(|vm| (vm, false))
+        };
         let outcome = tokio::select! {
-            r = provider.provision(req, &on_created) => r,
+            r = start => r,
             _ = stop.cancelled() => {
                 tracing::info!(job_id = id, "provisioning abandoned");
                 return;
@@ -229,23 +244,24 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
             }
         };
         match outcome {
-            Ok(vm) => {
+            Ok((vm, warm)) => {
                 let now = now_ms();
+                let took_ms = started.elapsed().as_millis() as u64;
                 let (jid, created) = (id.to_string(), vm.clone());
                 let saved = engine
                     .store(move |s| {
                         s.set_vm(&jid, &created, isolation)?;
-                        s.mark_provisioned(&jid, now)
+                        s.mark_provisioned(&jid, now)?;
+                        s.set_vm_start(&jid, warm, took_ms)
                     })
                     .await;
                 if let Err(e) = saved {
                     tracing::error!(job_id = id, error = %e, "cannot record the provisioned VM");
                 }
-                engine
-                    .shared
-                    .metrics
-                    .observe_provisioning(started.elapsed().as_secs_f64());
-                tracing::info!(job_id = id, vm = %vm.id, seconds = started.elapsed().as_secs_f64(), "provisioned");
+                let metrics = &engine.shared.metrics;
+                metrics.observe_provisioning(started.elapsed().as_secs_f64());
+                metrics.count_start(warm);
+                tracing::info!(job_id = id, vm = %vm.id, warm, seconds = started.elapsed().as_secs_f64(), "provisioned");
                 return;
             }
             Err(ProviderError::Provision {
@@ -413,7 +429,15 @@ async fn destroy(engine: &Engine, id: &str, vm: &VmRef, stop: &CancellationToken
         match engine.provider.destroy(vm).await {
             Ok(()) => {
                 let jid = id.to_string();
-                if let Err(e) = engine.store(move |s| s.mark_vm_destroyed(&jid)).await {
+                let gone = vm.clone();
+                let marked = engine
+                    .store(move |s| {
+                        s.mark_vm_destroyed(&jid)?;
+                        // A pool VM's row goes with it (none for a cold VM).
+                        s.pool_forget(&gone)
+                    })
+                    .await;
+                if let Err(e) = marked {
                     tracing::error!(job_id = id, error = %e, "cannot record the destroyed VM");
                 }
                 engine.shared.metrics.count_destroyed();

@@ -6,6 +6,7 @@
 //! nothing here knows the facade.
 
 mod driver;
+mod pool;
 mod reconcile;
 mod recovery;
 mod scheduler;
@@ -32,6 +33,8 @@ pub(super) struct Engine {
 pub(super) struct Inner {
     pub(super) shared: Arc<Shared>,
     pub(super) provider: Arc<dyn Provider>,
+    /// The warm pools, when configured and the provider keeps idle VMs.
+    pool: Option<Arc<pool::Pool>>,
     pub(super) shutdown: CancellationToken,
     pub(super) tracker: TaskTracker,
     lock: Mutex<Option<HostLock>>,
@@ -55,10 +58,19 @@ impl Engine {
         lock: HostLock,
         shutdown: CancellationToken,
     ) -> Result<Engine, JobError> {
+        let pool = pool::Pool::from_settings(&shared.settings).map(Arc::new);
+        if pool.is_some() && !provider.supports_pool() {
+            tracing::warn!(
+                provider = provider.name(),
+                "DELEGATE_POOL is set but this provider keeps no warm pool; every job starts cold"
+            );
+        }
+        let pool = pool.filter(|_| provider.supports_pool());
         let engine = Engine {
             inner: Arc::new(Inner {
                 shared,
                 provider,
+                pool,
                 shutdown,
                 tracker: TaskTracker::new(),
                 lock: Mutex::new(Some(lock)),
@@ -66,6 +78,7 @@ impl Engine {
         };
         recovery::recover(&engine).await?;
         scheduler::spawn(&engine);
+        pool::spawn(&engine);
         Ok(engine)
     }
 

@@ -106,7 +106,7 @@ pub(super) async fn reconcile(engine: &Engine, pass: Pass) -> Result<(), StoreEr
         }
         Err(e) => tracing::warn!(error = %e, "cannot look for stuck VMs"),
     }
-    Ok(())
+    super::pool::reconcile(engine, pass).await
 }
 
 #[cfg(test)]
@@ -154,6 +154,7 @@ mod tests {
             vm: recorded.map(vm),
             isolation: Isolation::Vm,
             vm_destroyed: destroyed,
+            vm_start: None,
             result: None,
             artifacts: Vec::new(),
             session_id: None,

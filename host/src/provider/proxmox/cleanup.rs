@@ -165,7 +165,21 @@ impl ProxmoxProvider {
         }
     }
 
+    /// Job VMs of ours (pool VMs are [`Self::scan`]'s other half).
     pub(super) async fn owned_vms(&self) -> Result<Vec<OwnedVm>, ProviderError> {
+        Ok(self
+            .scan()
+            .await?
+            .into_iter()
+            .filter(|(_, meta)| meta.as_ref().is_none_or(|m| m.pool.is_none()))
+            .map(|(owned, _)| owned)
+            .collect())
+    }
+
+    /// Every VM of ours with its metadata, job and pool VMs alike.
+    pub(super) async fn scan(
+        &self,
+    ) -> Result<Vec<(OwnedVm, Option<metadata::VmMeta>)>, ProviderError> {
         let res = self
             .client
             .resources(Some("vm"))
@@ -227,11 +241,14 @@ impl ProxmoxProvider {
                     .and_then(|n| n.strip_prefix("dlg-"))
                     .map(str::to_string)
             });
-            out.push(OwnedVm {
-                vm: vm_ref(vmid, node),
-                job_id,
-                deadline_ms: meta.map(|m| m.deadline_ms),
-            });
+            out.push((
+                OwnedVm {
+                    vm: vm_ref(vmid, node),
+                    job_id,
+                    deadline_ms: meta.as_ref().map(|m| m.deadline_ms),
+                },
+                meta,
+            ));
         }
         Ok(out)
     }

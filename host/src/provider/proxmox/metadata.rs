@@ -24,7 +24,15 @@ pub struct VmMeta {
     pub created_ms: i64,
     /// Deadline, unix ms.
     pub deadline_ms: i64,
+    /// For an idle warm-pool VM, its class (`TEMPLATE:SIZE`); `job_id` is
+    /// then the VM's own pool id. A claimed pool VM keeps it: the store
+    /// knows its job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
+
+/// The extra tag a warm-pool VM carries, for people reading the VM list.
+pub const POOL_TAG: &str = "delegate-pool";
 
 #[derive(Serialize, Deserialize)]
 struct Wrapper {
@@ -131,8 +139,18 @@ mod tests {
             host_instance: "laptop".into(),
             created_ms: 1,
             deadline_ms: 2,
+            pool: None,
         };
-        assert_eq!(parse_description(&description(&m)), Some(m));
+        assert_eq!(parse_description(&description(&m)), Some(m.clone()));
+        assert!(
+            !description(&m).contains("pool"),
+            "older hosts read it unchanged"
+        );
+        let pooled = VmMeta {
+            pool: Some("delegate-template:2c4g20g".into()),
+            ..m
+        };
+        assert_eq!(parse_description(&description(&pooled)), Some(pooled));
         assert_eq!(parse_description("hand-written notes"), None);
         assert_eq!(vm_name(JOB), format!("dlg-{JOB}"));
         assert!(vm_name(&"x".repeat(80)).len() <= 63);

@@ -10,9 +10,11 @@
 pub mod cleanup;
 pub mod client;
 pub mod doctor;
+pub mod doctor_pool;
 pub mod metadata;
 pub mod migrate;
 pub mod placement;
+mod pool;
 pub mod provider;
 pub mod settings;
 pub mod vmid;

@@ -23,7 +23,8 @@ use super::settings::{CloneMode, ProxmoxSettings};
 use super::vmid::VmidAllocator;
 use crate::clock::now_ms;
 use crate::provider::{
-    Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef, VmSize,
+    IdleRequest, IdleVm, Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef,
+    VmSize,
 };
 use crate::retry::RetryPolicy;
 
@@ -307,16 +308,30 @@ impl ProxmoxProvider {
         let template = req.template.clone().ok_or_else(|| {
             permanent("no VM template: set DEFAULT_VM_TEMPLATE or the manifest's vmTemplate".into())
         })?;
-        let size = req.size;
-
-        let (placement, copy, linked, mut used) = self.place(&template, size.memory_bytes).await?;
-        let node = placement.node.clone();
         let meta = VmMeta {
             job_id: req.job_id.clone(),
             host_instance: self.settings.instance.clone(),
             created_ms: now_ms(),
             deadline_ms: req.deadline_ms,
+            pool: None,
         };
+        let (vm, node, vmid) = self.boot(&template, &meta, req.size, on_created).await?;
+        self.deliver(&node, vmid, &req.bootstrap).await?;
+        Ok(vm)
+    }
+
+    /// Clones `template` into a new VM carrying `meta`, configures, starts
+    /// it and waits for its guest agent: everything but the bootstrap. The
+    /// VM is named after `meta.job_id` (a job id, or a pool VM's own id).
+    pub(super) async fn boot(
+        &self,
+        template: &str,
+        meta: &VmMeta,
+        size: VmSize,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<(VmRef, String, u32), ProviderError> {
+        let (placement, copy, linked, mut used) = self.place(template, size.memory_bytes).await?;
+        let node = placement.node.clone();
         let opts = CloneOptions {
             full: !linked,
             storage: if linked {
@@ -324,8 +339,8 @@ impl ProxmoxProvider {
             } else {
                 self.settings.storage.clone()
             },
-            name: Some(metadata::vm_name(&req.job_id)),
-            description: Some(metadata::description(&meta)),
+            name: Some(metadata::vm_name(&meta.job_id)),
+            description: Some(metadata::description(meta)),
             pool: self.settings.pool.clone(),
             target: Some(node.clone()),
         };
@@ -374,7 +389,7 @@ impl ProxmoxProvider {
         };
         let vm = vm_ref(vmid, &node);
         on_created(vm.clone());
-        tracing::info!(job = %req.job_id, vmid, node = %node, linked, template = copy.vmid, "cloning");
+        tracing::info!(job = %meta.job_id, vmid, node = %node, linked, template = copy.vmid, pool = ?meta.pool, "cloning");
 
         self.client
             .wait_task(&upid, self.timeouts.clone)
@@ -387,26 +402,28 @@ impl ProxmoxProvider {
             })?;
         drop(placement.slot);
 
-        self.configure(&node, vmid, &req.job_id, &meta, size)
-            .await?;
+        self.configure(&node, vmid, meta, size).await?;
         self.client
             .start_vm(&node, vmid, self.timeouts.power)
             .await
             .map_err(|e| fail(&format!("starting VM {vmid}"), &e))?;
         drop(placement.promise);
         self.wait_for_agent(&node, vmid).await?;
-        self.deliver(&node, vmid, &req.bootstrap).await?;
-        Ok(vm)
+        Ok((vm, node, vmid))
     }
 
     async fn configure(
         &self,
         node: &str,
         vmid: u32,
-        job_id: &str,
         meta: &VmMeta,
         size: VmSize,
     ) -> Result<(), ProviderError> {
+        let tags = if meta.pool.is_some() {
+            format!("{};{}", self.settings.tags(), metadata::POOL_TAG)
+        } else {
+            self.settings.tags()
+        };
         let disk = size.disk_bytes;
         let cfg = self
             .client
@@ -419,11 +436,11 @@ impl ProxmoxProvider {
                 "memory",
                 metadata::memory_mib(size.memory_bytes).to_string(),
             )
-            .text("tags", self.settings.tags())
+            .text("tags", tags)
             .text("description", metadata::description(meta))
             .text(
                 "smbios1",
-                metadata::smbios1(cfg.text("smbios1").as_deref(), job_id),
+                metadata::smbios1(cfg.text("smbios1").as_deref(), &meta.job_id),
             );
         self.client
             .set_config(node, vmid, params)
@@ -491,7 +508,12 @@ impl ProxmoxProvider {
     }
 
     /// Writes the whole bootstrap to `/run/delegate/bootstrap.json`.
-    async fn deliver(&self, node: &str, vmid: u32, b: &Bootstrap) -> Result<(), ProviderError> {
+    pub(super) async fn deliver(
+        &self,
+        node: &str,
+        vmid: u32,
+        b: &Bootstrap,
+    ) -> Result<(), ProviderError> {
         let json = serde_json::to_string(b).map_err(|e| ProviderError::Other {
             context: "encoding the bootstrap".into(),
             source: Box::new(e),
@@ -542,5 +564,33 @@ impl Provider for ProxmoxProvider {
 
     async fn stuck(&self) -> Result<Vec<VmRef>, ProviderError> {
         self.stuck_clones().await
+    }
+
+    fn supports_pool(&self) -> bool {
+        true
+    }
+
+    async fn prepare_idle(
+        &self,
+        req: IdleRequest,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<VmRef, ProviderError> {
+        self.prepare_idle_vm(&req, on_created).await
+    }
+
+    async fn deliver_bootstrap(
+        &self,
+        vm: &VmRef,
+        bootstrap: &Bootstrap,
+    ) -> Result<(), ProviderError> {
+        self.deliver_to(vm, bootstrap).await
+    }
+
+    async fn list_idle(&self) -> Result<Vec<IdleVm>, ProviderError> {
+        self.idle_vms().await
+    }
+
+    async fn template_version(&self, template: &str) -> Result<String, ProviderError> {
+        self.template_version_of(template).await
     }
 }

@@ -1,0 +1,101 @@
+//! An engine in this process on the PVE simulator: the Proxmox provider
+//! with settings for the simulator, and VMs that run the real
+//! `delegate-guest boot`. Shared by the warm-pool tests and benchmarks.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use delegate_host::config::Settings;
+use delegate_host::engine::{Engine, start_engine_with};
+use delegate_host::pool::parse_pool;
+use delegate_host::provider::proxmox::settings::TlsSettings;
+use delegate_host::provider::proxmox::{
+    CloneMode, Credentials, ProxmoxProvider, ProxmoxSettings, PveClient,
+};
+use delegate_host::resolve::Secret;
+use delegate_host::retry::RetryPolicy;
+use tokio_util::sync::CancellationToken;
+
+use crate::bins::bins;
+use crate::pve_sim::{self, GuestCommand, PveSim};
+
+/// The real runner, as the template's `.path` unit starts it.
+pub fn real_guest() -> GuestCommand {
+    GuestCommand {
+        program: bins().guest.clone(),
+        args: vec![
+            "boot".into(),
+            "--bootstrap".into(),
+            "{bootstrap}".into(),
+            "--workspace".into(),
+            "{root}/workspace".into(),
+            "--no-drop-privileges".into(),
+        ],
+        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
+    }
+}
+
+/// Proxmox settings for the simulator: linked clones on Ceph, VMIDs
+/// 90000-90999, at most `clones_per_node` clones at once per node.
+pub fn proxmox_settings(sim: &PveSim, instance: &str, clones_per_node: usize) -> ProxmoxSettings {
+    ProxmoxSettings {
+        url: sim.url.clone(),
+        credentials: Credentials::Token {
+            id: pve_sim::TOKEN_ID.into(),
+            secret: Secret::new(pve_sim::TOKEN_SECRET),
+        },
+        tls: TlsSettings {
+            fingerprints: vec![sim.fingerprint],
+            ..TlsSettings::default()
+        },
+        nodes: None,
+        pool: Some("delegate".into()),
+        storage: Some("ceph".into()),
+        bridge: None,
+        vmid_range: 90000..=90999,
+        clone: CloneMode::Auto,
+        agent_wait: Duration::from_secs(120),
+        max_clones_per_node: clones_per_node,
+        max_clones_per_storage: 12,
+        clone_lock_grace: Duration::from_secs(600),
+        instance: instance.into(),
+        origins: vec![],
+    }
+}
+
+/// The provider over `settings`.
+pub fn proxmox_provider(settings: ProxmoxSettings) -> ProxmoxProvider {
+    let client = PveClient::build(
+        &settings.url,
+        settings.credentials.clone(),
+        &settings.tls,
+        RetryPolicy::default(),
+    )
+    .expect("a client for the simulator");
+    ProxmoxProvider::with_client(client, settings)
+}
+
+/// Host settings for jobs of 1 CPU, 1 GiB memory and 8 GiB disk on
+/// `delegate-template`, with the warm pools `pool` (`DELEGATE_POOL`'s
+/// syntax, empty for none) and up to `jobs` VMs at once.
+pub fn host_settings(data_dir: &Path, pool: &str, jobs: usize) -> Settings {
+    let mut settings = Settings::builder(data_dir).build().expect("settings");
+    settings.default_vm_template = Some("delegate-template".into());
+    settings.default_cpu = 1;
+    settings.default_memory = 1 << 30;
+    settings.default_disk = 8 << 30;
+    settings.max_running = jobs;
+    settings.max_provisioning = jobs;
+    settings.cleanup_interval = Duration::from_secs(1);
+    settings.pool = parse_pool(pool).expect("a pool");
+    settings
+}
+
+/// Starts an engine with `settings` on the simulator.
+pub async fn start(sim: &PveSim, instance: &str, settings: Settings) -> Engine {
+    let provider = proxmox_provider(proxmox_settings(sim, instance, 4));
+    start_engine_with(settings, Arc::new(provider), CancellationToken::new())
+        .await
+        .expect("engine")
+}

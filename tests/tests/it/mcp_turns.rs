@@ -57,7 +57,7 @@ async fn a_persistent_job_is_continued_listed_and_released() {
     assert_ne!(turn_id, first);
     let done = client.wait_final(&turn_id, LIMIT).await;
     assert_eq!(done["status"], "success", "{done}\n{}", env.log());
-    assert_eq!(done["job"]["session"]["turn"], 2, "{done}");
+    assert_eq!(done["session"]["turn"], 2, "{done}");
     let log = client
         .ok(
             "get_job_logs",

@@ -79,6 +79,12 @@ pub struct NextTurn {
     /// With `run`: the turn's number (2 for the first follow-up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn: Option<u32>,
+    /// With `wait`: until when the VM is kept if no turn comes (unix
+    /// milliseconds). A guest that cannot reach its host past this (and a
+    /// grace) exits on its own, so no VM outlives its time-to-live by
+    /// much when no engine runs to destroy it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_until_ms: Option<u64>,
 }
 
 /// Part of a turn's `JobSpec`: where the turn stands in its session.

@@ -27,6 +27,9 @@ pub struct NextTurnJob {
 /// shutting down): the next request waits a backoff delay, so the loop
 /// cannot spin.
 const EARLY_ANSWER: Duration = Duration::from_secs(1);
+/// How long past the VM's time-to-live (as the host last said it) a guest
+/// that cannot reach its host keeps asking before it exits on its own.
+const PAST_TTL_GRACE_MS: u64 = 10 * 60 * 1000;
 
 /// A `turns/next` answer is a few dozen bytes.
 const MAX_ANSWER_BYTES: usize = 4096;
@@ -59,13 +62,23 @@ impl CallbackClient {
             .control_wait
             .min(Duration::from_secs(MAX_CONTROL_WAIT_SECS));
         let mut backoff = Backoff::new(opts.events_retry_initial, opts.events_retry_max);
+        let mut kept_until: Option<u64> = None;
         loop {
             let asked = std::time::Instant::now();
-            let delay = match self.next_turn(after, wait).await {
+            let answer = self.next_turn(after, wait).await;
+            if let Ok(NextTurn {
+                kept_until_ms: Some(t),
+                ..
+            }) = &answer
+            {
+                kept_until = Some(*t);
+            }
+            let delay = match answer {
                 Ok(NextTurn {
                     action: NextTurnAction::Run,
                     job_id: Some(job_id),
                     turn: Some(number),
+                    ..
                 }) => return Some(NextTurnJob { job_id, number }),
                 Ok(NextTurn {
                     action: NextTurnAction::Release,
@@ -82,6 +95,17 @@ impl CallbackClient {
                     continue;
                 }
                 Err(Failure::Transient { why, .. }) => {
+                    // No host has destroyed this VM in time (none runs):
+                    // end it from inside rather than wait forever.
+                    if kept_until.is_some_and(|t| {
+                        delegate_proto::clock::now_ms() > t.saturating_add(PAST_TTL_GRACE_MS)
+                    }) {
+                        tracing::warn!(
+                            "GET turns/next: {why}; the host is unreachable past this VM's \
+                             time-to-live, so no turn can come"
+                        );
+                        return None;
+                    }
                     let delay = backoff.next_delay();
                     tracing::debug!(retry_in = ?delay, "GET turns/next: {why}");
                     delay

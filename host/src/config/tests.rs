@@ -87,6 +87,25 @@ fn metrics_address_is_parsed() {
 }
 
 #[test]
+fn the_persistent_ttl_reads_as_people_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = fake_guest(dir.path());
+    for (text, secs) in [("90s", 90), ("30m", 1800), ("1h 30m", 5400), ("45", 45)] {
+        let s = Settings::resolve_with(
+            raw(&[
+                "--guest-bin",
+                guest.to_str().unwrap(),
+                "--persistent-ttl",
+                text,
+            ]),
+            &machine(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(s.persistent_ttl, Duration::from_secs(secs), "{text}");
+    }
+}
+
+#[test]
 fn errors_name_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let guest = fake_guest(dir.path());
@@ -112,6 +131,8 @@ fn errors_name_the_setting() {
             "DELEGATE_HEARTBEAT_INTERVAL_SECONDS",
         ),
         (vec!["--http-token", "short"], "DELEGATE_HTTP_TOKEN"),
+        (vec!["--persistent-ttl", "soon"], "DELEGATE_PERSISTENT_TTL"),
+        (vec!["--persistent-ttl", "0s"], "DELEGATE_PERSISTENT_TTL"),
         (
             vec!["--guest-bin", "/nonexistent/guest"],
             "DELEGATE_GUEST_BIN",

@@ -220,15 +220,24 @@ impl JobManager {
                     action: NextTurnAction::Run,
                     job_id: Some(turn.id.clone()),
                     turn: Some(turn.turn),
+                    kept_until_ms: None,
                 });
             }
-            if !session::keep(&jobs, self.settings().persistent_ttl, now_ms()).kept() {
+            let keep = session::keep(&jobs, self.settings().persistent_ttl, now_ms());
+            if !keep.kept() {
                 return Ok(answer(NextTurnAction::Release));
             }
+            let wait = NextTurn {
+                kept_until_ms: match keep {
+                    Keep::Until(t) => u64::try_from(t).ok(),
+                    _ => None,
+                },
+                ..answer(NextTurnAction::Wait)
+            };
             tokio::select! {
                 biased;
-                _ = slot.ended() => return Ok(answer(NextTurnAction::Wait)),
-                _ = tokio::time::sleep_until(deadline) => return Ok(answer(NextTurnAction::Wait)),
+                _ = slot.ended() => return Ok(wait),
+                _ = tokio::time::sleep_until(deadline) => return Ok(wait),
                 _ = any_change(&mut changes) => {}
                 _ = tokio::time::sleep(NEXT_TURN_RECHECK) => {}
             }
@@ -249,6 +258,7 @@ fn answer(action: NextTurnAction) -> NextTurn {
         action,
         job_id: None,
         turn: None,
+        kept_until_ms: None,
     }
 }
 

@@ -309,3 +309,42 @@ async fn the_idle_ttl_destroys_a_kept_vm_and_what_cannot_continue_is_refused() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_vm_survives_a_host_restart_and_takes_the_next_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_host = host(dir.path(), |_| {}).await;
+    let m = first_host.manager().clone();
+    let first = m
+        .submit(script_job("echo before > note.txt", true))
+        .await
+        .unwrap();
+    let first = finish(&m, &first.id).await;
+    assert_eq!(first.state, JobState::Success, "{:?}", first.error);
+    first_host.stop().await;
+
+    // A new engine on the same data directory: reconciliation keeps the VM
+    // (its time-to-live runs), and the guest waiting in it asks again.
+    let second_host = host(dir.path(), |_| {}).await;
+    let m = second_host.manager().clone();
+    let (_, keep) = m.session(&first.id).await.unwrap();
+    assert!(matches!(keep, Keep::Until(_)), "{keep:?}");
+    let turn = m
+        .continue_job(&first.id, "cat note.txt", None)
+        .await
+        .unwrap();
+    let turn = finish(&m, &turn.id).await;
+    assert_eq!(turn.state, JobState::Success, "{:?}", turn.error);
+    assert!(
+        log(&m, &turn.id).contains("before"),
+        "{}",
+        log(&m, &turn.id)
+    );
+    assert!(!m.get(&first.id).unwrap().vm_destroyed);
+    m.release_job(&first.id).await.unwrap();
+    eventually(60, "the released VM to be destroyed", || async {
+        m.get(&first.id).ok().filter(|r| r.vm_destroyed)
+    })
+    .await;
+    second_host.stop().await;
+}

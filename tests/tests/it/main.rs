@@ -13,6 +13,7 @@ mod mcp_repo;
 mod mcp_restart;
 mod mcp_shared;
 mod mcp_tools;
+mod mcp_turns;
 mod pve_client;
 mod pve_e2e;
 mod pve_pool;

@@ -24,7 +24,19 @@ pub async fn serve(
     let logs = first.log_dir;
     let mut after = 1;
     crate::say!("delegate-guest: persistent job; waiting for follow-up turns");
-    while let Some(next) = session.wait_for_turn(after).await {
+    let stopped = stop_signal();
+    tokio::pin!(stopped);
+    loop {
+        // SIGTERM (the provider destroying the VM) or SIGINT ends the wait;
+        // during a turn they stop its agent as in any job.
+        let next = tokio::select! {
+            next = session.wait_for_turn(after) => next,
+            name = &mut stopped => {
+                crate::say!("delegate-guest: {name} while waiting for a turn; exiting");
+                return;
+            }
+        };
+        let Some(next) = next else { break };
         after = next.number;
         crate::say!("delegate-guest: turn {} (job {})", next.number, next.job_id);
         let client = match CallbackClient::new(
@@ -70,4 +82,20 @@ pub async fn serve(
         }
     }
     crate::say!("delegate-guest: no more turns; exiting");
+}
+
+/// Resolves with the signal's name on the first SIGTERM or SIGINT; never
+/// when they cannot be listened for.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
+    }
 }

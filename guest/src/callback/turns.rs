@@ -30,6 +30,9 @@ const EARLY_ANSWER: Duration = Duration::from_secs(1);
 /// How long past the VM's time-to-live (as the host last said it) a guest
 /// that cannot reach its host keeps asking before it exits on its own.
 const PAST_TTL_GRACE_MS: u64 = 10 * 60 * 1000;
+/// How long a guest that never heard how long its VM is kept keeps asking
+/// a host it cannot reach.
+const UNREACHABLE_WITHOUT_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// A `turns/next` answer is a few dozen bytes.
 const MAX_ANSWER_BYTES: usize = 4096;
@@ -63,9 +66,13 @@ impl CallbackClient {
             .min(Duration::from_secs(MAX_CONTROL_WAIT_SECS));
         let mut backoff = Backoff::new(opts.events_retry_initial, opts.events_retry_max);
         let mut kept_until: Option<u64> = None;
+        let mut last_answer = std::time::Instant::now();
         loop {
             let asked = std::time::Instant::now();
             let answer = self.next_turn(after, wait).await;
+            if answer.is_ok() {
+                last_answer = std::time::Instant::now();
+            }
             if let Ok(NextTurn {
                 kept_until_ms: Some(t),
                 ..
@@ -97,9 +104,13 @@ impl CallbackClient {
                 Err(Failure::Transient { why, .. }) => {
                     // No host has destroyed this VM in time (none runs):
                     // end it from inside rather than wait forever.
-                    if kept_until.is_some_and(|t| {
-                        delegate_proto::clock::now_ms() > t.saturating_add(PAST_TTL_GRACE_MS)
-                    }) {
+                    let past_ttl = match kept_until {
+                        Some(t) => {
+                            delegate_proto::clock::now_ms() > t.saturating_add(PAST_TTL_GRACE_MS)
+                        }
+                        None => last_answer.elapsed() > UNREACHABLE_WITHOUT_TTL,
+                    };
+                    if past_ttl {
                         tracing::warn!(
                             "GET turns/next: {why}; the host is unreachable past this VM's \
                              time-to-live, so no turn can come"

@@ -38,14 +38,18 @@ impl Store {
     }
 
     /// Deletes final jobs completed before `before` with their logs and
-    /// artifacts. Jobs whose VM is still kept (persistent) stay. Returns
-    /// the ids removed.
+    /// artifacts. Jobs whose VM is still kept (persistent) stay, and so do
+    /// the follow-up turns of such a job (the next turn resumes from them).
+    /// Returns the ids removed.
     pub fn prune_finished(&self, before: UnixMs) -> Result<Vec<String>, StoreError> {
         let ids: Vec<String> = self.write(|tx| {
             let mut stmt = tx
                 .prepare_cached(
                     "DELETE FROM jobs WHERE state IN ('success','failed','timeout','cancelled') \
-                     AND completed_at < ?1 AND (vm_id IS NULL OR vm_destroyed = 1) RETURNING id",
+                     AND completed_at < ?1 AND (vm_id IS NULL OR vm_destroyed = 1) \
+                     AND NOT EXISTS (SELECT 1 FROM jobs s WHERE s.id = jobs.session_id \
+                                     AND s.vm_id IS NOT NULL AND s.vm_destroyed = 0) \
+                     RETURNING id",
                 )
                 .map_err(|e| self.sqlite(e))?;
             let ids: Vec<String> = stmt

@@ -22,6 +22,7 @@ mod repo_patch;
 mod store_artifacts;
 mod store_basics;
 mod store_damage;
+mod store_turns;
 mod systemd_unit;
 mod tool_schemas;
 mod turns;

@@ -151,9 +151,23 @@ async fn boot(args: BootArgs) -> u8 {
     let mut opts = knobs.options(spec.timeout_seconds.max(1), None);
     opts.heartbeat = std::time::Duration::from_secs(spec.heartbeat_interval_seconds.max(1));
     opts.max_artifact_bytes = spec.max_artifact_bytes;
+    // Only a job with something to reach gets the gateway offered.
+    let gateway = match (&bootstrap.egress_url, &spec.egress) {
+        (Some(url), Some(_)) => match crate::egress_relay::gateway_base(url).await {
+            Ok(base) => Some(base),
+            Err(e) => {
+                // The job runs without the gateway: what it needs fails there,
+                // with this line in its log.
+                crate::say!("delegate-guest: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
     let manifest = crate::egress::apply(
         spec.manifest,
         spec.egress.as_ref(),
+        gateway.as_deref(),
         &bootstrap.job_id,
         &bootstrap.token,
     );

@@ -12,15 +12,30 @@ const NO_PROXY_BASE: &str = "localhost,127.0.0.1,::1";
 
 /// `manifest` with the gateway's variables added. The proxy carries the
 /// job's id and token as its credentials (the job's own: they let it act
-/// as this job and nothing more).
+/// as this job and nothing more). `gateway` is where this guest reaches
+/// the gateway when its provider says so (`http://host:port`, see
+/// `egress_relay`); it replaces the host's address in the spec's URLs.
 pub fn apply(
     mut manifest: JobManifest,
     spec: Option<&EgressSpec>,
+    gateway: Option<&str>,
     job_id: &str,
     token: &str,
 ) -> JobManifest {
     let Some(spec) = spec else {
         return manifest;
+    };
+    let rebased;
+    let spec = match gateway {
+        Some(base) => {
+            rebased = EgressSpec {
+                proxy_url: spec.proxy_url.as_deref().map(|u| rebase(u, base)),
+                anthropic_base_url: spec.anthropic_base_url.as_deref().map(|u| rebase(u, base)),
+                secret_env: spec.secret_env.clone(),
+            };
+            &rebased
+        }
+        None => spec,
     };
     let set = |m: &mut JobManifest, name: &str, value: String, secret: bool| {
         m.env.insert(name.to_string(), value);
@@ -68,6 +83,13 @@ pub fn apply(
     manifest
 }
 
+/// `url` with its scheme and authority replaced by `base`'s, its path kept.
+fn rebase(url: &str, base: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
 fn host_of(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next()?;
@@ -94,7 +116,7 @@ mod tests {
 
     #[test]
     fn no_spec_changes_nothing() {
-        assert_eq!(apply(manifest(), None, "j", "t"), manifest());
+        assert_eq!(apply(manifest(), None, None, "j", "t"), manifest());
     }
 
     #[test]
@@ -104,7 +126,7 @@ mod tests {
             anthropic_base_url: Some("http://10.0.2.2:8766/anthropic".into()),
             secret_env: BTreeMap::from([("GITHUB_TOKEN".into(), "ghp_x".into())]),
         };
-        let m = apply(manifest(), Some(&spec), "job-1", "tok");
+        let m = apply(manifest(), Some(&spec), None, "job-1", "tok");
         assert_eq!(m.env["HTTPS_PROXY"], "http://job-1:tok@10.0.2.2:8766");
         assert_eq!(m.env["http_proxy"], m.env["HTTPS_PROXY"]);
         assert_eq!(m.env["NO_PROXY"], "localhost,127.0.0.1,::1,10.0.2.2");
@@ -123,5 +145,27 @@ mod tests {
             assert!(values.contains(&secret), "{secret} not redacted");
         }
         m.validate().unwrap();
+    }
+
+    #[test]
+    fn the_providers_address_replaces_the_hosts() {
+        let spec = EgressSpec {
+            proxy_url: Some("http://10.0.2.2:8766".into()),
+            anthropic_base_url: Some("http://10.0.2.2:8766/anthropic".into()),
+            secret_env: BTreeMap::new(),
+        };
+        let m = apply(
+            manifest(),
+            Some(&spec),
+            Some("http://127.0.0.1:41000"),
+            "job-1",
+            "tok",
+        );
+        assert_eq!(m.env["HTTP_PROXY"], "http://job-1:tok@127.0.0.1:41000");
+        assert_eq!(
+            m.env["ANTHROPIC_BASE_URL"],
+            "http://127.0.0.1:41000/anthropic"
+        );
+        assert_eq!(m.env["no_proxy"], "localhost,127.0.0.1,::1,127.0.0.1");
     }
 }

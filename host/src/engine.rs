@@ -170,7 +170,7 @@ pub async fn start_engine_with(
     };
     // The gateway is bound before the manager starts, so the URL guests
     // are told carries the port actually bound.
-    let gateway = crate::egress::bind(&settings.egress)
+    let gateway = crate::egress::bind(&settings.egress, provider.egress_socket().as_deref())
         .await
         .map_err(|e| EngineError::Bind {
             addr: settings.egress.listen.unwrap_or(callback_addr),

@@ -13,10 +13,9 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode, Uri};
 
 use super::forward::{send, strip_hop_by_hop};
-use super::log::{self, ConnRecord, Via};
+use super::log::{ConnRecord, Via};
 use super::secrets::AnthropicCredential;
-use super::upstream::{self, ConnectError};
-use super::{Body, Shared, auth, deny, text};
+use super::{Body, Shared, auth, connect, deny, failed, text};
 
 /// The path prefix of the endpoint.
 pub(super) const PREFIX: &str = "/anthropic";
@@ -45,25 +44,9 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             .to_string();
         return deny(&shared, &job.id, &up.host, up.port, Via::Anthropic, why).await;
     };
-    let tcp = match upstream::connect(&shared, &up.host, up.port).await {
+    let tcp = match connect(&shared, &job.id, &up.host, up.port, Via::Anthropic).await {
         Ok(s) => s,
-        Err(e @ ConnectError::Denied(_)) => {
-            return deny(
-                &shared,
-                &job.id,
-                &up.host,
-                up.port,
-                Via::Anthropic,
-                e.reason().to_string(),
-            )
-            .await;
-        }
-        Err(ConnectError::Failed(why)) => {
-            let mut record = ConnRecord::now(&up.host, up.port, Via::Anthropic);
-            record.reason = Some(why.clone());
-            log::append(&shared.store, &job.id, &record).await;
-            return text(StatusCode::BAD_GATEWAY, &why);
-        }
+        Err(refusal) => return refusal,
     };
 
     let mut req = req;
@@ -140,10 +123,7 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         Ok(tls) => send(shared, job.id, record, tls, req).await,
         Err(e) => {
             let why = format!("TLS to {}: {e}", up.host);
-            let mut record = record;
-            record.reason = Some(why.clone());
-            log::append(&shared.store, &job.id, &record).await;
-            text(StatusCode::BAD_GATEWAY, &why)
+            failed(&shared, &job.id, record, why).await
         }
     }
 }

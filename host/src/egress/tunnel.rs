@@ -12,8 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional_with_si
 use tokio::net::{TcpStream, UnixStream};
 
 use super::log::{self, ConnRecord, Via};
-use super::upstream::{self, ConnectError};
-use super::{Body, Shared, admit, deny, text};
+use super::{Body, Shared, open, text};
 
 /// Buffer per direction: large enough that a bulk download is not held
 /// back by copying 8 KiB at a time.
@@ -60,29 +59,9 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let job = match admit(&shared, req.headers(), &host, port, Via::Connect).await {
-        Ok(j) => j,
+    let (job, mut upstream) = match open(&shared, req.headers(), &host, port, Via::Connect).await {
+        Ok(pair) => pair,
         Err(refusal) => return refusal,
-    };
-    let mut upstream = match upstream::connect(&shared, &host, port).await {
-        Ok(s) => s,
-        Err(e @ ConnectError::Denied(_)) => {
-            return deny(
-                &shared,
-                &job.id,
-                &host,
-                port,
-                Via::Connect,
-                e.reason().to_string(),
-            )
-            .await;
-        }
-        Err(ConnectError::Failed(why)) => {
-            let mut record = ConnRecord::now(&host, port, Via::Connect);
-            record.reason = Some(why.clone());
-            log::append(&shared.store, &job.id, &record).await;
-            return text(StatusCode::BAD_GATEWAY, &why);
-        }
     };
     tokio::spawn(async move {
         let mut record = ConnRecord::now(&host, port, Via::Connect);

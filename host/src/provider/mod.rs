@@ -78,6 +78,11 @@ pub struct ProvisionRequest {
     pub size: VmSize,
     /// What the guest needs to find its job.
     pub bootstrap: Bootstrap,
+    /// The host's egress gateway as guests on a network reach it
+    /// (`http://host:port`); `None` when the host runs none. A provider
+    /// that confines the guest's network points the bootstrap's
+    /// `egress_url` at its own way through to it.
+    pub egress_url: Option<String>,
     /// Unix milliseconds after which the job is over, for VM metadata.
     pub deadline_ms: i64,
 }
@@ -162,6 +167,12 @@ pub trait Provider: Send + Sync + 'static {
     /// A Unix socket the callback API must also listen on, for guests that
     /// have no network (the local sandbox). The engine creates it.
     fn callback_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// A Unix socket the egress gateway must also listen on, for guests
+    /// that reach it only through a socket bound into their sandbox.
+    fn egress_socket(&self) -> Option<std::path::PathBuf> {
         None
     }
 

@@ -2,8 +2,9 @@
 //! gateway and a host-held secret, a real local-sandbox job that uses curl
 //! through the proxy variables the guest set, a loopback server standing
 //! in for the outside. The allowed request arrives, the other is refused
-//! and both are logged in the status; the secret named in `secretEnv`
-//! reaches the job but never an MCP answer or the store.
+//! and both are logged in the status; a connection that skips the proxy
+//! reaches nothing, nor does a job without a policy; the secret named in
+//! `secretEnv` reaches the job but never an MCP answer or the store.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -33,9 +34,6 @@ fn origin() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the local sandbox has no network since it contains its job, and the gateway's Unix \
-            socket is not yet bound into it with a loopback relay: until then a sandboxed job \
-            cannot reach the gateway (the gateway itself is tested in host/tests/it/egress_gateway.rs)"]
 async fn a_job_reaches_what_it_may_through_the_gateway_and_the_secret_stays_out_of_mcp() {
     let allowed = origin();
     let other = origin();
@@ -51,7 +49,8 @@ async fn a_job_reaches_what_it_may_through_the_gateway_and_the_secret_stays_out_
         r#"test "$(printf %s "$GITHUB_TOKEN" | sha256sum | cut -c1-64)" = "{digest}" || exit 3
 echo "token=$GITHUB_TOKEN"
 echo "allowed=$(curl -s --noproxy '' -o /dev/null -w '%{{http_code}}' http://localhost:{allowed}/)"
-echo "other=$(curl -s --noproxy '' -o /dev/null -w '%{{http_code}}' http://localhost:{other}/)""#
+echo "other=$(curl -s --noproxy '' -o /dev/null -w '%{{http_code}}' http://localhost:{other}/)"
+echo "direct=$(curl -s --noproxy '*' -m 5 -o /dev/null -w '%{{http_code}}' http://localhost:{allowed}/)""#
     );
     let id = client
         .submit(json!({
@@ -71,6 +70,8 @@ echo "other=$(curl -s --noproxy '' -o /dev/null -w '%{{http_code}}' http://local
     assert!(out.contains("token=***"), "{out}");
     assert!(out.contains("allowed=200"), "{out}");
     assert!(out.contains("other=403"), "{out}");
+    // Around the proxy: the sandbox's loopback is its own, nothing listens.
+    assert!(out.contains("direct=000"), "{out}");
     answers.push(out);
     let status = client.ok("get_job_status", json!({"job_id": id})).await;
     assert_eq!(status["egress"]["allowed"], 1, "{status}");
@@ -81,6 +82,24 @@ echo "other=$(curl -s --noproxy '' -o /dev/null -w '%{{http_code}}' http://local
     answers.push(text_of(
         &client.call("get_job_logs", json!({"job_id": id})).await,
     ));
+
+    // No policy: no proxy variables, and nothing reached either way.
+    let task = format!(
+        r#"echo "proxy=${{HTTP_PROXY:-none}}"
+echo "direct=$(curl -s --noproxy '*' -m 5 -o /dev/null -w '%{{http_code}}' http://localhost:{allowed}/)""#
+    );
+    let closed = client
+        .submit(json!({"task": task, "agentType": "script", "timeout": 60}))
+        .await;
+    let done = client.wait_final(&closed, LIMIT).await;
+    assert_eq!(done["status"], "success", "{done}\n{}", env.log());
+    let out = text_of(
+        &client
+            .call("get_job_result", json!({"job_id": closed}))
+            .await,
+    );
+    assert!(out.contains("proxy=none"), "{out}");
+    assert!(out.contains("direct=000"), "{out}");
     answers.push(text_of(&client.call("list_jobs", json!({})).await));
     for a in &answers {
         assert!(!a.contains(SECRET), "the secret reached an MCP answer: {a}");

@@ -463,6 +463,7 @@ mod tests {
             job_id: "j".into(),
             callback_url: url.into(),
             token: "t".into(),
+            egress_url: None,
         }
     }
 

@@ -164,10 +164,28 @@ async fn boot(args: BootArgs) -> u8 {
         },
         _ => None,
     };
+    let trust = match spec.egress.as_ref().and_then(|e| e.ca_pem.as_deref()) {
+        Some(pem) => {
+            let dir = std::env::temp_dir().join("delegate-egress-ca");
+            match crate::egress::write_trust(pem, &dir) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    // TLS to the injection hosts then fails, saying why.
+                    crate::say!(
+                        "delegate-guest: cannot write the gateway's CA into {}: {e}",
+                        dir.display()
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let manifest = crate::egress::apply(
         spec.manifest,
         spec.egress.as_ref(),
         gateway.as_deref(),
+        trust.as_ref(),
         &bootstrap.job_id,
         &bootstrap.token,
     );

@@ -5,7 +5,7 @@
 //! over TLS, so the real key never enters the VM. The job speaks plain HTTP
 //! to the gateway: no TLS interception is needed for this.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use delegate_proto::AgentType;
 use hyper::body::Incoming;
@@ -15,6 +15,7 @@ use hyper::{Request, Response, StatusCode, Uri};
 use super::forward::{send, strip_hop_by_hop};
 use super::log::{ConnRecord, Via};
 use super::secrets::AnthropicCredential;
+use super::upstream;
 use super::{Body, Shared, auth, connect, deny, failed, text};
 
 /// The path prefix of the endpoint.
@@ -108,41 +109,8 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     if !up.tls {
         return send(shared, job.id, record, tcp, req).await;
     }
-    let name = match rustls::pki_types::ServerName::try_from(up.host.clone()) {
-        Ok(n) => n,
-        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream name: {e}")),
-    };
-    let config = match tls_config() {
-        Ok(c) => c,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    match tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-    {
+    match upstream::tls(&shared, &up.host, tcp).await {
         Ok(tls) => send(shared, job.id, record, tls, req).await,
-        Err(e) => {
-            let why = format!("TLS to {}: {e}", up.host);
-            failed(&shared, &job.id, record, why).await
-        }
+        Err(why) => failed(&shared, &job.id, record, why).await,
     }
-}
-
-/// The client TLS configuration: the web's public roots, HTTP/1.1.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Ok(Arc::new(config))
-        })
-        .clone()
 }

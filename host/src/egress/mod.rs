@@ -17,7 +17,9 @@
 
 mod anthropic;
 mod auth;
+pub mod ca;
 mod forward;
+mod inject;
 mod io;
 pub mod log;
 pub mod policy;
@@ -57,12 +59,15 @@ pub(crate) struct Shared {
     store: Store,
     /// This host's addresses and the Proxmox API's: refused unless allowed.
     own: Vec<IpAddr>,
+    /// TLS for the connections the gateway makes itself.
+    client_tls: Arc<rustls::ClientConfig>,
 }
 
 /// The gateway's listeners, bound before the engine starts so the guests'
 /// URL carries the real port.
 pub struct BoundGateway {
     tcp: TcpListener,
+    client_tls: Arc<rustls::ClientConfig>,
     unix: Vec<(UnixListener, PathBuf)>,
     /// The TCP address actually bound.
     pub addr: SocketAddr,
@@ -88,6 +93,9 @@ pub async fn bind(
         return Ok(None);
     };
     let err = |what: String| move |source| BindError { what, source };
+    let client_tls = upstream::client_config(&settings.upstream_roots)
+        .map_err(std::io::Error::other)
+        .map_err(err("TLS client set-up".into()))?;
     let tcp = TcpListener::bind(listen)
         .await
         .map_err(err(listen.to_string()))?;
@@ -104,7 +112,12 @@ pub async fn bind(
         let l = crate::callback::bind_unix(path).map_err(err(path.display().to_string()))?;
         unix.push((l, path.to_path_buf()));
     }
-    Ok(Some(BoundGateway { tcp, unix, addr }))
+    Ok(Some(BoundGateway {
+        tcp,
+        client_tls,
+        unix,
+        addr,
+    }))
 }
 
 impl BoundGateway {
@@ -126,6 +139,7 @@ impl BoundGateway {
                 settings,
                 store,
                 own,
+                client_tls: self.client_tls,
             });
             let mut loops = tokio::task::JoinSet::new();
             loops.spawn(accept_loop(self.tcp, shared.clone(), shutdown.clone()));

@@ -42,8 +42,8 @@ impl Isolation {
             Isolation::Vm => "virtual machine",
             Isolation::ProcessSandbox => {
                 "process sandbox (bubblewrap: an unprivileged user in its own user, mount, pid, \
-                 ipc, uts, cgroup and network namespaces; no network but its callback socket), \
-                 not a VM: a kernel exploit escapes it"
+                 ipc, uts, cgroup and network namespaces; no network but its callback and \
+                 egress sockets), not a VM: a kernel exploit escapes it"
             }
             Isolation::None => {
                 "NONE: the job runs as a plain process on the host (unsandboxed opt-in)"

@@ -3,8 +3,10 @@
 //! cgroup and network namespaces, as an unprivileged user with no
 //! capabilities and `no_new_privs`, seeing read-only system directories, a
 //! minimal `/etc`, and only its own workspace, home, `/tmp` and logs from
-//! `<data dir>/sandboxes/<name>/root/`. Its only way out is the host's
-//! callback socket, bound read-only at `/run/delegate/host/`. It reports
+//! `<data dir>/sandboxes/<name>/root/`. Its only ways out are the host's
+//! callback and egress gateway sockets, bound read-only at
+//! `/run/delegate/host/` (the guest relays a loopback port to the
+//! gateway's for the job's `HTTP_PROXY`). It reports
 //! like a VM would. Its isolation is a process sandbox, not a VM, and it
 //! says so.
 //!

@@ -101,6 +101,8 @@ pub async fn bind(
         .map_err(err(listen.to_string()))?;
     let addr = tcp.local_addr().map_err(err(listen.to_string()))?;
     let mut unix = Vec::new();
+    // The provider's socket may be the one the settings name already.
+    let provider_socket = provider_socket.filter(|p| settings.socket.as_deref() != Some(*p));
     for path in settings
         .socket
         .iter()

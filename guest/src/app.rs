@@ -150,9 +150,12 @@ async fn boot(args: BootArgs) -> u8 {
     }
     let opts = knobs.options_for_spec(&spec);
     let persistent = spec.manifest.lifecycle() == Lifecycle::Persistent;
+    let route = crate::egress::route(bootstrap.egress_url.as_deref(), spec.egress.as_ref()).await;
     let manifest = crate::egress::apply(
         spec.manifest,
         spec.egress.as_ref(),
+        route.gateway.as_deref(),
+        route.trust.as_ref(),
         &bootstrap.job_id,
         &bootstrap.token,
     );
@@ -161,7 +164,7 @@ async fn boot(args: BootArgs) -> u8 {
     if persistent {
         // The VM is kept: wait in it for follow-up turns until the host
         // releases it (see `turns`).
-        crate::turns::serve(&client, &bootstrap, &knobs, first).await;
+        crate::turns::serve(&client, &bootstrap, &knobs, &route, first).await;
     }
     status
 }

@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod caller;
 pub mod cli;
 pub mod egress;
+pub mod egress_relay;
 pub mod env;
 pub mod init;
 pub mod output;

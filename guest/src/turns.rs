@@ -17,6 +17,7 @@ pub async fn serve(
     session: &CallbackClient,
     bootstrap: &Bootstrap,
     knobs: &Knobs,
+    route: &crate::egress::Route,
     first: Finished,
 ) {
     let repo = first.repo;
@@ -73,6 +74,8 @@ pub async fn serve(
         let manifest = crate::egress::apply(
             spec.manifest,
             spec.egress.as_ref(),
+            route.gateway.as_deref(),
+            route.trust.as_ref(),
             &next.job_id,
             &bootstrap.token,
         );

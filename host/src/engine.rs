@@ -42,6 +42,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The egress gateway's CA (for credential injection) is unusable.
+    #[error(transparent)]
+    EgressCa(#[from] crate::egress::ca::CaError),
     /// `/healthz` and `/metrics` cannot listen.
     #[error("cannot listen on {addr} for /healthz and /metrics (DELEGATE_METRICS_ADDR): {source}")]
     BindMetrics {
@@ -170,7 +173,7 @@ pub async fn start_engine_with(
     };
     // The gateway is bound before the manager starts, so the URL guests
     // are told carries the port actually bound.
-    let gateway = crate::egress::bind(&settings.egress)
+    let gateway = crate::egress::bind(&settings.egress, provider.egress_socket().as_deref())
         .await
         .map_err(|e| EngineError::Bind {
             addr: settings.egress.listen.unwrap_or(callback_addr),
@@ -178,6 +181,16 @@ pub async fn start_engine_with(
         })?;
     if let Some(g) = &gateway {
         settings.egress.url = Some(settings.egress.url_for(&settings.callback_url, g.addr));
+        if !settings.egress.injections.is_empty() {
+            let hosts: Vec<String> = settings
+                .egress
+                .injections
+                .iter()
+                .map(|i| i.host.clone())
+                .collect();
+            let ca = crate::egress::ca::InjectCa::load_or_create(&settings.data_dir, &hosts)?;
+            settings.egress.ca = Some(Arc::new(ca));
+        }
     }
     let egress_addr = gateway.as_ref().map(|g| g.addr);
     let egress_settings = Arc::new(settings.egress.clone());

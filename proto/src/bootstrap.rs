@@ -7,6 +7,12 @@
 //! The callback URL is `http://` or `https://`, or `unix://` and the absolute
 //! path of a Unix socket (the local sandbox has no network: its one way out
 //! is the host's socket bound into it).
+//!
+//! `egress_url` says where this guest reaches the host's egress gateway
+//! when that differs from what the host's `JobSpec` says: a provider that
+//! confines the guest's network (the local sandbox, a QEMU micro VM) sets
+//! it to the one way it left open. It is optional and absent unless set,
+//! so guests that predate it keep reading bootstraps that do not use it.
 
 use std::path::Path;
 
@@ -28,6 +34,12 @@ pub struct Bootstrap {
     pub callback_url: String,
     /// The job's bearer token (256 random bits, hex).
     pub token: String,
+    /// The egress gateway as this guest reaches it: an `http://` base URL
+    /// (a forwarded address) or `unix://` and the path of the gateway's
+    /// socket (the guest then relays a loopback port to it). `None`: use
+    /// the URLs in the job's `EgressSpec` as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_url: Option<String>,
 }
 
 /// Why a bootstrap was refused.
@@ -76,6 +88,14 @@ impl Bootstrap {
         if let Err(rule) = callback_address(&self.callback_url) {
             return Err(BootstrapError::Field {
                 field: "callback_url",
+                rule,
+            });
+        }
+        if let Some(url) = &self.egress_url
+            && let Err(rule) = callback_address(url)
+        {
+            return Err(BootstrapError::Field {
+                field: "egress_url",
                 rule,
             });
         }
@@ -137,6 +157,7 @@ impl std::fmt::Debug for Bootstrap {
             .field("job_id", &self.job_id)
             .field("callback_url", &self.callback_url)
             .field("token", &crate::REDACTED)
+            .field("egress_url", &self.egress_url)
             .finish()
     }
 }
@@ -151,6 +172,7 @@ mod tests {
             job_id: "0f4c7e1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b".into(),
             callback_url: "http://10.0.2.2:8765".into(),
             token: "a".repeat(64),
+            egress_url: None,
         }
     }
 
@@ -177,6 +199,26 @@ mod tests {
             callback_address("http://10.0.2.2:8765"),
             Ok(CallbackAddress::Http("http://10.0.2.2:8765"))
         );
+    }
+
+    #[test]
+    fn the_egress_url_is_optional_and_checked_like_the_callback() {
+        let without = serde_json::to_string(&sample()).unwrap();
+        assert!(!without.contains("egress_url"), "{without}");
+        let mut b = sample();
+        b.egress_url = Some(unix_callback_url(Path::new(
+            "/run/delegate/host/egress.sock",
+        )));
+        let bytes = serde_json::to_vec(&b).unwrap();
+        assert_eq!(Bootstrap::from_json(&bytes).unwrap(), b);
+        b.egress_url = Some("unix://relative.sock".into());
+        assert!(matches!(
+            b.check(),
+            Err(BootstrapError::Field {
+                field: "egress_url",
+                ..
+            })
+        ));
     }
 
     #[test]

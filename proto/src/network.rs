@@ -228,6 +228,11 @@ pub struct EgressSpec {
     /// Never stored; the guest redacts these values like `secrets`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// The gateway's CA certificate (PEM), for a job with a proxy on a host
+    /// that injects credentials for some hosts: the guest adds it to the
+    /// job's trust store. Name-constrained to those hosts; public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 impl EgressSpec {
@@ -251,6 +256,7 @@ impl std::fmt::Debug for EgressSpec {
             .field("proxy_url", &self.proxy_url)
             .field("anthropic_base_url", &self.anthropic_base_url)
             .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
+            .field("ca_pem", &self.ca_pem.is_some())
             .finish()
     }
 }
@@ -315,6 +321,7 @@ mod tests {
             proxy_url: None,
             anthropic_base_url: None,
             secret_env: BTreeMap::from([("T".into(), "hunter2".into())]),
+            ca_pem: None,
         };
         assert!(!format!("{spec:?}").contains("hunter2"));
     }

@@ -31,6 +31,7 @@ async fn the_job_gets_the_gateway_and_its_secrets_and_prints_none_of_them() {
         proxy_url: Some("http://127.0.0.1:9".into()),
         anthropic_base_url: Some("http://127.0.0.1:9/anthropic".into()),
         secret_env: BTreeMap::from([("GITHUB_TOKEN".into(), SECRET.into())]),
+        ca_pem: None,
     });
     let (code, stderr) = finish(boot(&host)).await;
     assert_eq!(code, 0, "{stderr}");

@@ -6,8 +6,8 @@
 use serde_json::json;
 
 use crate::config::{ProviderKind, Settings};
-use crate::provider::Provider;
 use crate::provider::local::LocalProvider;
+use crate::provider::{Isolation, Provider};
 
 use super::exit::{self, CliError};
 use super::out;
@@ -44,7 +44,10 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
                 .iter()
                 .map(|m| json!({"path": m.path, "privilege": m.privilege, "why": m.why}))
                 .collect();
-            let (space_ok, space_text, space_value) = checks(vec![data_dir_check(settings)]);
+            let (space_ok, space_text, space_value) = checks(vec![
+                egress_check(settings, Confinement::NotByDelegate),
+                data_dir_check(settings),
+            ]);
             list.extend(
                 space_value["checks"]
                     .as_array()
@@ -67,6 +70,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
         }
         (ProviderKind::Qemu, _) => {
             let mut list = qemu_checks(settings);
+            list.push(egress_check(settings, Confinement::QemuForwards));
             list.push(data_dir_check(settings));
             checks(list)
         }
@@ -101,6 +105,13 @@ fn local_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {
                 true,
                 provider.isolation().describe().to_string(),
             ),
+            egress_check(
+                settings,
+                match provider.isolation() {
+                    Isolation::ProcessSandbox => Confinement::SandboxLoopback,
+                    _ => Confinement::None,
+                },
+            ),
         ],
         Err(e) => vec![("local provider", false, e.to_string())],
     }
@@ -118,6 +129,52 @@ fn qemu_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {
             .map(|c| (c.name, c.ok, c.detail))
             .collect(),
     }
+}
+
+/// What keeps a provider's jobs from going around the egress gateway.
+enum Confinement {
+    /// The local sandbox: loopback only, the gateway's socket bound in.
+    SandboxLoopback,
+    /// QEMU user networking with `restrict=on` and two forwards.
+    QemuForwards,
+    /// Nothing delegate sets up (Proxmox: the network layout decides).
+    NotByDelegate,
+    /// No confinement at all (unsandboxed local jobs).
+    None,
+}
+
+/// Whether the gateway is the jobs' only way out on this provider, and
+/// what is missing where it is not. Never a failure: jobs still run.
+fn egress_check(settings: &Settings, how: Confinement) -> (&'static str, bool, String) {
+    const NAME: &str = "egress";
+    let Some(listen) = settings.egress.listen else {
+        return (
+            NAME,
+            true,
+            "no gateway (DELEGATE_EGRESS_LISTEN unset): manifests with network are refused and \
+             jobs reach nothing but their callback"
+                .into(),
+        );
+    };
+    let detail = match how {
+        Confinement::SandboxLoopback => "enforced: a sandbox has only its own loopback, and the \
+             gateway's socket (callback/egress.sock in the data directory) is its one way out"
+            .to_string(),
+        Confinement::QemuForwards => "enforced: QEMU user networking with restrict=on forwards \
+             only 10.0.2.100:80 (callback) and 10.0.2.100:3128 (gateway)"
+            .to_string(),
+        Confinement::NotByDelegate => format!(
+            "NOT enforced by delegate: no per-VM Proxmox firewall rules are set up, so the VMs' \
+             network must let them reach only this host's callback ({}) and gateway port {} \
+             (see packer/README.md); a VM that can route elsewhere can skip the proxy",
+            settings.callback_url,
+            listen.port()
+        ),
+        Confinement::None => "NOT enforced: unsandboxed jobs are plain processes with this \
+             machine's network; the proxy variables are advice"
+            .to_string(),
+    };
+    (NAME, true, detail)
 }
 
 /// Free space below which `doctor` fails the data directory: a job's logs

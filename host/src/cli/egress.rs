@@ -43,6 +43,7 @@ pub fn render(records: &[ConnRecord]) -> String {
             Via::Connect => "connect  ",
             Via::Http => "http     ",
             Via::Anthropic => "anthropic",
+            Via::Inject => "inject   ",
         };
         text.push_str(&format!(
             "{}  {verdict}  {via}  {d:<width$}  out {:>10}  in {:>10}",

@@ -5,7 +5,7 @@
 //! over TLS, so the real key never enters the VM. The job speaks plain HTTP
 //! to the gateway: no TLS interception is needed for this.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use delegate_proto::AgentType;
 use hyper::body::Incoming;
@@ -13,10 +13,10 @@ use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode, Uri};
 
 use super::forward::{send, strip_hop_by_hop};
-use super::log::{self, ConnRecord, Via};
+use super::log::{ConnRecord, Via};
 use super::secrets::AnthropicCredential;
-use super::upstream::{self, ConnectError};
-use super::{Body, Shared, auth, deny, text};
+use super::upstream;
+use super::{Body, Shared, auth, connect, deny, failed, text};
 
 /// The path prefix of the endpoint.
 pub(super) const PREFIX: &str = "/anthropic";
@@ -45,25 +45,9 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             .to_string();
         return deny(&shared, &job.id, &up.host, up.port, Via::Anthropic, why).await;
     };
-    let tcp = match upstream::connect(&shared, &up.host, up.port).await {
+    let tcp = match connect(&shared, &job.id, &up.host, up.port, Via::Anthropic).await {
         Ok(s) => s,
-        Err(e @ ConnectError::Denied(_)) => {
-            return deny(
-                &shared,
-                &job.id,
-                &up.host,
-                up.port,
-                Via::Anthropic,
-                e.reason().to_string(),
-            )
-            .await;
-        }
-        Err(ConnectError::Failed(why)) => {
-            let mut record = ConnRecord::now(&up.host, up.port, Via::Anthropic);
-            record.reason = Some(why.clone());
-            log::append(&shared.store, &job.id, &record).await;
-            return text(StatusCode::BAD_GATEWAY, &why);
-        }
+        Err(refusal) => return refusal,
     };
 
     let mut req = req;
@@ -125,44 +109,8 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     if !up.tls {
         return send(shared, job.id, record, tcp, req).await;
     }
-    let name = match rustls::pki_types::ServerName::try_from(up.host.clone()) {
-        Ok(n) => n,
-        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("upstream name: {e}")),
-    };
-    let config = match tls_config() {
-        Ok(c) => c,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    match tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-    {
+    match upstream::tls(&shared, &up.host, tcp).await {
         Ok(tls) => send(shared, job.id, record, tls, req).await,
-        Err(e) => {
-            let why = format!("TLS to {}: {e}", up.host);
-            let mut record = record;
-            record.reason = Some(why.clone());
-            log::append(&shared.store, &job.id, &record).await;
-            text(StatusCode::BAD_GATEWAY, &why)
-        }
+        Err(why) => failed(&shared, &job.id, record, why).await,
     }
-}
-
-/// The client TLS configuration: the web's public roots, HTTP/1.1.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS setup: {e}"))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Ok(Arc::new(config))
-        })
-        .clone()
 }

@@ -14,8 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::io::{Counted, Counters};
 use super::log::{self, ConnRecord, Via};
-use super::upstream::{self, ConnectError};
-use super::{Body, Shared, admit, deny, text};
+use super::{Body, Shared, open, text};
 
 /// Hop-by-hop headers a proxy must not pass on (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -44,29 +43,9 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         return text(StatusCode::BAD_REQUEST, "the request URL has no host");
     };
     let port = uri.port_u16().unwrap_or(80);
-    let job = match admit(&shared, req.headers(), &host, port, Via::Http).await {
-        Ok(j) => j,
+    let (job, stream) = match open(&shared, req.headers(), &host, port, Via::Http).await {
+        Ok(pair) => pair,
         Err(refusal) => return refusal,
-    };
-    let stream = match upstream::connect(&shared, &host, port).await {
-        Ok(s) => s,
-        Err(e @ ConnectError::Denied(_)) => {
-            return deny(
-                &shared,
-                &job.id,
-                &host,
-                port,
-                Via::Http,
-                e.reason().to_string(),
-            )
-            .await;
-        }
-        Err(ConnectError::Failed(why)) => {
-            let mut record = ConnRecord::now(&host, port, Via::Http);
-            record.reason = Some(why.clone());
-            log::append(&shared.store, &job.id, &record).await;
-            return text(StatusCode::BAD_GATEWAY, &why);
-        }
     };
     let mut req = req;
     strip_hop_by_hop(req.headers_mut());

@@ -17,6 +17,9 @@ pub enum Via {
     Http,
     /// The Anthropic endpoint, with the host's credential injected.
     Anthropic,
+    /// A request inside a `CONNECT` to a host where the gateway injects a
+    /// credential (TLS terminated with its own CA, re-encrypted upstream).
+    Inject,
 }
 
 /// One connection.

@@ -17,7 +17,9 @@
 
 mod anthropic;
 mod auth;
+pub mod ca;
 mod forward;
+mod inject;
 mod io;
 pub mod log;
 pub mod policy;
@@ -30,7 +32,7 @@ mod upstream;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -57,13 +59,16 @@ pub(crate) struct Shared {
     store: Store,
     /// This host's addresses and the Proxmox API's: refused unless allowed.
     own: Vec<IpAddr>,
+    /// TLS for the connections the gateway makes itself.
+    client_tls: Arc<rustls::ClientConfig>,
 }
 
 /// The gateway's listeners, bound before the engine starts so the guests'
 /// URL carries the real port.
 pub struct BoundGateway {
     tcp: TcpListener,
-    unix: Option<(UnixListener, PathBuf)>,
+    client_tls: Arc<rustls::ClientConfig>,
+    unix: Vec<(UnixListener, PathBuf)>,
     /// The TCP address actually bound.
     pub addr: SocketAddr,
 }
@@ -77,31 +82,44 @@ pub struct BindError {
     source: std::io::Error,
 }
 
-/// Binds the settings' TCP address and Unix socket; `None` when the host
+/// Binds the settings' TCP address and Unix socket, and `provider_socket`
+/// (where the provider's sandboxes find the gateway); `None` when the host
 /// runs no gateway.
-pub async fn bind(settings: &EgressSettings) -> Result<Option<BoundGateway>, BindError> {
+pub async fn bind(
+    settings: &EgressSettings,
+    provider_socket: Option<&Path>,
+) -> Result<Option<BoundGateway>, BindError> {
     let Some(listen) = settings.listen else {
         return Ok(None);
     };
     let err = |what: String| move |source| BindError { what, source };
+    let client_tls = upstream::client_config(&settings.upstream_roots)
+        .map_err(std::io::Error::other)
+        .map_err(err("TLS client set-up".into()))?;
     let tcp = TcpListener::bind(listen)
         .await
         .map_err(err(listen.to_string()))?;
     let addr = tcp.local_addr().map_err(err(listen.to_string()))?;
-    let unix = match &settings.socket {
-        Some(path) => {
-            // A socket file left by an earlier run would make bind fail.
-            if std::fs::symlink_metadata(path)
-                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-            {
-                let _ = std::fs::remove_file(path);
-            }
-            let l = UnixListener::bind(path).map_err(err(path.display().to_string()))?;
-            Some((l, path.clone()))
-        }
-        None => None,
-    };
-    Ok(Some(BoundGateway { tcp, unix, addr }))
+    let mut unix = Vec::new();
+    // The provider's socket may be the one the settings name already.
+    let provider_socket = provider_socket.filter(|p| settings.socket.as_deref() != Some(*p));
+    for path in settings
+        .socket
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(provider_socket)
+    {
+        // Connectable by the job's uid, like the callback socket: what it
+        // may do there is decided by its token, not the file's mode.
+        let l = crate::callback::bind_unix(path).map_err(err(path.display().to_string()))?;
+        unix.push((l, path.to_path_buf()));
+    }
+    Ok(Some(BoundGateway {
+        tcp,
+        client_tls,
+        unix,
+        addr,
+    }))
 }
 
 impl BoundGateway {
@@ -123,14 +141,18 @@ impl BoundGateway {
                 settings,
                 store,
                 own,
+                client_tls: self.client_tls,
             });
-            let tcp = accept_loop(self.tcp, shared.clone(), shutdown.clone());
-            match self.unix {
-                Some((unix, path)) => {
-                    tokio::join!(tcp, accept_loop(unix, shared, shutdown));
-                    let _ = std::fs::remove_file(path);
-                }
-                None => tcp.await,
+            let mut loops = tokio::task::JoinSet::new();
+            loops.spawn(accept_loop(self.tcp, shared.clone(), shutdown.clone()));
+            let mut paths = Vec::new();
+            for (unix, path) in self.unix {
+                loops.spawn(accept_loop(unix, shared.clone(), shutdown.clone()));
+                paths.push(path);
+            }
+            while loops.join_next().await.is_some() {}
+            for path in paths {
+                let _ = std::fs::remove_file(path);
             }
         })
     }
@@ -262,6 +284,55 @@ pub(crate) async fn admit(
         return Err(deny(shared, &job.id, host, port, via, why).await);
     }
     Ok(job)
+}
+
+/// Everything before a proxied connection carries bytes: the job and the
+/// destination admitted by name ([`admit`]), then a connection within the
+/// address policy ([`connect`]). Each refusal or failure is already logged
+/// and answered.
+pub(crate) async fn open(
+    shared: &Shared,
+    headers: &hyper::HeaderMap,
+    host: &str,
+    port: u16,
+    via: log::Via,
+) -> Result<(auth::JobIdentity, tokio::net::TcpStream), Response<Body>> {
+    let job = admit(shared, headers, host, port, via).await?;
+    let stream = connect(shared, &job.id, host, port, via).await?;
+    Ok((job, stream))
+}
+
+/// A connection to `host:port` for an admitted job: a destination whose
+/// addresses the policy refuses is denied (403), one that cannot be
+/// reached fails (502); both are logged.
+pub(crate) async fn connect(
+    shared: &Shared,
+    job_id: &str,
+    host: &str,
+    port: u16,
+    via: log::Via,
+) -> Result<tokio::net::TcpStream, Response<Body>> {
+    match upstream::connect(shared, host, port).await {
+        Ok(s) => Ok(s),
+        Err(e @ upstream::ConnectError::Denied(_)) => {
+            Err(deny(shared, job_id, host, port, via, e.reason().to_string()).await)
+        }
+        Err(upstream::ConnectError::Failed(why)) => {
+            Err(failed(shared, job_id, log::ConnRecord::now(host, port, via), why).await)
+        }
+    }
+}
+
+/// Logs an allowed connection that failed upstream and answers 502.
+pub(crate) async fn failed(
+    shared: &Shared,
+    job_id: &str,
+    mut record: log::ConnRecord,
+    why: String,
+) -> Response<Body> {
+    record.reason = Some(why.clone());
+    log::append(&shared.store, job_id, &record).await;
+    text(StatusCode::BAD_GATEWAY, &why)
 }
 
 /// Logs a refusal and answers 403 with the reason.

@@ -81,6 +81,28 @@ pub struct EgressArgs {
         default_value = "https://api.anthropic.com"
     )]
     pub anthropic_upstream: String,
+    /// Credentials the gateway adds to requests of jobs that may reach a
+    /// host, reading them with its own CA: `secret@host=Header`, separated
+    /// by `;` (e.g. `github@api.github.com=Authorization`). The header's
+    /// value is the secret's, verbatim (`Bearer ghp_...`).
+    #[arg(long, env = "DELEGATE_EGRESS_INJECT")]
+    pub egress_inject: Option<String>,
+    /// A PEM file of CA certificates the gateway trusts, beside the public
+    /// roots, for the TLS connections it makes itself (injection hosts and
+    /// the Anthropic API): a private registry's CA, or a test's.
+    #[arg(long, env = "DELEGATE_EGRESS_UPSTREAM_CA")]
+    pub egress_upstream_ca: Option<PathBuf>,
+}
+
+/// A credential the gateway adds for one host (`DELEGATE_EGRESS_INJECT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injection {
+    /// The host secret's name.
+    pub secret: String,
+    /// The host, lowercase.
+    pub host: String,
+    /// The header it goes in.
+    pub header: hyper::header::HeaderName,
 }
 
 /// An upstream base URL, split.
@@ -118,6 +140,12 @@ pub struct EgressSettings {
     pub anthropic_upstream: Upstream,
     /// How the gateway resolves names (tests map names to loopback).
     pub resolver: Arc<dyn Resolve>,
+    /// Credentials added per host, with TLS terminated by `ca`.
+    pub injections: Vec<Injection>,
+    /// CA certificates trusted beside the public roots upstream.
+    pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The gateway's CA, made at start when there are injections.
+    pub ca: Option<Arc<super::ca::InjectCa>>,
 }
 
 impl EgressArgs {
@@ -192,6 +220,15 @@ impl EgressArgs {
                     })
             })
             .collect::<Result<_, _>>()?;
+        let secrets = HostSecrets::resolve(self.secrets_file.as_deref(), machine)?;
+        let injections = match &self.egress_inject {
+            Some(text) => injections(text, &secrets)?,
+            None => Vec::new(),
+        };
+        let upstream_roots = match &self.egress_upstream_ca {
+            Some(p) => roots(&absolute("DELEGATE_EGRESS_UPSTREAM_CA", p, machine)?)?,
+            None => Vec::new(),
+        };
         Ok(EgressSettings {
             listen,
             socket,
@@ -200,11 +237,77 @@ impl EgressArgs {
             presets,
             allow_private,
             always_denied_hosts: Vec::new(),
-            secrets: HostSecrets::resolve(self.secrets_file.as_deref(), machine)?,
+            secrets,
             anthropic_upstream: upstream(&self.anthropic_upstream)?,
             resolver: Arc::new(SystemResolver),
+            injections,
+            upstream_roots,
+            ca: None,
         })
     }
+}
+
+/// `secret@host=Header;...`, each secret held by the host.
+fn injections(text: &str, secrets: &HostSecrets) -> Result<Vec<Injection>, SettingsError> {
+    const SETTING: &str = "DELEGATE_EGRESS_INJECT";
+    let mut out: Vec<Injection> = Vec::new();
+    for item in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || invalid(SETTING, format!("{item:?} is not secret@host=Header"));
+        let (secret, rest) = item.split_once('@').ok_or_else(bad)?;
+        let (host, header) = rest.split_once('=').ok_or_else(bad)?;
+        let host = host.trim().to_ascii_lowercase();
+        match Pattern::parse(&host) {
+            Ok(Pattern::Host {
+                wildcard: false,
+                port: None,
+                ..
+            }) => {}
+            _ => {
+                return Err(invalid(
+                    SETTING,
+                    format!("{host:?}: a host name without port or wildcard"),
+                ));
+            }
+        }
+        let header = hyper::header::HeaderName::from_bytes(header.trim().as_bytes())
+            .map_err(|_| invalid(SETTING, format!("{header:?} is not a header name")))?;
+        let secret = secret.trim().to_string();
+        if secrets.get(&secret).is_none() {
+            return Err(invalid(
+                SETTING,
+                format!(
+                    "the host holds no secret {secret:?} (DELEGATE_SECRET_* or the secrets file)"
+                ),
+            ));
+        }
+        if out.iter().any(|i| i.host == host) {
+            return Err(invalid(SETTING, format!("{host:?} is named twice")));
+        }
+        out.push(Injection {
+            secret,
+            host,
+            header,
+        });
+    }
+    Ok(out)
+}
+
+/// The certificates of a PEM file.
+fn roots(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SettingsError> {
+    use rustls::pki_types::pem::PemObject;
+    const SETTING: &str = "DELEGATE_EGRESS_UPSTREAM_CA";
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid(SETTING, format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            SETTING,
+            format!("{} holds no certificate", path.display()),
+        ));
+    }
+    Ok(certs)
 }
 
 fn patterns(setting: &'static str, list: &[String]) -> Result<Vec<Pattern>, SettingsError> {
@@ -326,6 +429,18 @@ impl EgressSettings {
                 self.secrets.names().collect::<Vec<_>>().join(","),
             ),
             (
+                "DELEGATE_EGRESS_INJECT",
+                self.injections
+                    .iter()
+                    .map(|i| format!("{}@{}={}", i.secret, i.host, i.header))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
+            (
+                "DELEGATE_EGRESS_UPSTREAM_CA (certificates)",
+                self.upstream_roots.len().to_string(),
+            ),
+            (
                 "DELEGATE_ANTHROPIC_UPSTREAM",
                 format!(
                     "{}://{}:{}",
@@ -429,5 +544,33 @@ mod tests {
             s.url_for("http://10.0.2.2:8765", bound),
             "http://10.0.2.2:8766"
         );
+    }
+
+    #[test]
+    fn injections_name_a_held_secret_a_plain_host_and_a_header() {
+        let with_secret = |inject: &str| {
+            let cli = Cli::try_parse_from(["x", "--egress-inject", inject]).unwrap();
+            let m = FixedMachine {
+                cwd: Some("/srv".into()),
+                ..FixedMachine::default()
+            }
+            .with_var("DELEGATE_SECRET_GITHUB", "Bearer ghp_x");
+            cli.egress.resolve(&m)
+        };
+        let s = with_secret("github@API.github.com=Authorization; ").unwrap();
+        assert_eq!(s.injections.len(), 1);
+        assert_eq!(s.injections[0].host, "api.github.com");
+        assert_eq!(s.injections[0].header, hyper::header::AUTHORIZATION);
+        for bad in [
+            "github",
+            "nope@api.github.com=Authorization",
+            "github@*.github.com=Authorization",
+            "github@api.github.com:443=Authorization",
+            "github@api.github.com=Bad Header",
+            "github@a.example=X-A;github@a.example=X-B",
+        ] {
+            let err = with_secret(bad).unwrap_err().to_string();
+            assert!(err.starts_with("DELEGATE_EGRESS_INJECT"), "{bad}: {err}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! What the guest is told about the gateway for one job ([`EgressSpec`]):
 //! the proxy URL when the job has a network policy, the Anthropic endpoint
 //! when a `claude` job brings no key of its own and the host holds one,
-//! and the `secretEnv` values.
+//! the `secretEnv` values, and the gateway's CA certificate when it
+//! injects credentials for some hosts.
 
 use delegate_proto::network::EgressSpec;
 use delegate_proto::{AgentType, JobManifest};
@@ -40,9 +41,14 @@ pub fn spec_for(settings: &EgressSettings, manifest: &JobManifest) -> Option<Egr
     if proxy_url.is_none() && anthropic_base_url.is_none() && secret_env.is_empty() {
         return None;
     }
+    let ca_pem = proxy_url
+        .as_ref()
+        .and(settings.ca.as_ref())
+        .map(|ca| ca.cert_pem.clone());
     Some(EgressSpec {
         proxy_url,
         anthropic_base_url,
         secret_env,
+        ca_pem,
     })
 }

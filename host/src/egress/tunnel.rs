@@ -11,9 +11,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional_with_sizes};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::inject::{self, Intercept};
 use super::log::{self, ConnRecord, Via};
-use super::upstream::{self, ConnectError};
-use super::{Body, Shared, admit, deny, text};
+use super::settings::Injection;
+use super::{Body, Shared, admit, open, text};
 
 /// Buffer per direction: large enough that a bulk download is not held
 /// back by copying 8 KiB at a time.
@@ -60,29 +61,12 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let job = match admit(&shared, req.headers(), &host, port, Via::Connect).await {
-        Ok(j) => j,
+    if let Some(injection) = inject::injection_for(&shared.settings, &host) {
+        return intercept(shared.clone(), req, host, port, injection.clone()).await;
+    }
+    let (job, mut upstream) = match open(&shared, req.headers(), &host, port, Via::Connect).await {
+        Ok(pair) => pair,
         Err(refusal) => return refusal,
-    };
-    let mut upstream = match upstream::connect(&shared, &host, port).await {
-        Ok(s) => s,
-        Err(e @ ConnectError::Denied(_)) => {
-            return deny(
-                &shared,
-                &job.id,
-                &host,
-                port,
-                Via::Connect,
-                e.reason().to_string(),
-            )
-            .await;
-        }
-        Err(ConnectError::Failed(why)) => {
-            let mut record = ConnRecord::now(&host, port, Via::Connect);
-            record.reason = Some(why.clone());
-            log::append(&shared.store, &job.id, &record).await;
-            return text(StatusCode::BAD_GATEWAY, &why);
-        }
     };
     tokio::spawn(async move {
         let mut record = ConnRecord::now(&host, port, Via::Connect);
@@ -98,6 +82,53 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             Err(e) => record.reason = Some(format!("the client never took the tunnel: {e}")),
         }
         log::append(&shared.store, &job.id, &record).await;
+    });
+    Response::new(Body::default())
+}
+
+/// A `CONNECT` to a host where the gateway injects a credential: admitted
+/// like any other, then read by `inject` instead of tunnelled.
+async fn intercept(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    host: String,
+    port: u16,
+    injection: Injection,
+) -> Response<Body> {
+    let job = match admit(&shared, req.headers(), &host, port, Via::Inject).await {
+        Ok(j) => j,
+        Err(refusal) => return refusal,
+    };
+    let tls = match shared
+        .settings
+        .ca
+        .as_ref()
+        .map(|ca| ca.server_config(&host))
+    {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        None => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the gateway has no CA for the hosts where it injects credentials",
+            );
+        }
+    };
+    let it = Intercept {
+        shared,
+        job_id: job.id,
+        host,
+        port,
+        injection,
+        tls,
+    };
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => it.serve(upgraded).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "egress gateway: the client never took the tunnel")
+            }
+        }
     });
     Response::new(Body::default())
 }

@@ -4,6 +4,7 @@
 //! first address that is allowed.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
@@ -76,4 +77,39 @@ pub fn own_addresses() -> Vec<IpAddr> {
                 .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
         })
         .collect()
+}
+
+/// The TLS client configuration for connections the gateway makes itself
+/// (the Anthropic API, injection hosts): the web's public roots plus
+/// `extra` (`DELEGATE_EGRESS_UPSTREAM_CA`), HTTP/1.1.
+pub fn client_config(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra {
+        roots.add(cert.clone())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `tcp` wrapped in TLS to `host`, its certificate verified against
+/// [`client_config`]'s roots.
+pub async fn tls(
+    shared: &Shared,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("upstream name {host}: {e}"))?;
+    tokio_rustls::TlsConnector::from(shared.client_tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS to {host}: {e}"))
 }

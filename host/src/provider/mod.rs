@@ -42,8 +42,8 @@ impl Isolation {
             Isolation::Vm => "virtual machine",
             Isolation::ProcessSandbox => {
                 "process sandbox (bubblewrap: an unprivileged user in its own user, mount, pid, \
-                 ipc, uts, cgroup and network namespaces; no network but its callback socket), \
-                 not a VM: a kernel exploit escapes it"
+                 ipc, uts, cgroup and network namespaces; no network but its callback and \
+                 egress sockets), not a VM: a kernel exploit escapes it"
             }
             Isolation::None => {
                 "NONE: the job runs as a plain process on the host (unsandboxed opt-in)"
@@ -78,6 +78,11 @@ pub struct ProvisionRequest {
     pub size: VmSize,
     /// What the guest needs to find its job.
     pub bootstrap: Bootstrap,
+    /// The host's egress gateway as guests on a network reach it
+    /// (`http://host:port`); `None` when the host runs none. A provider
+    /// that confines the guest's network points the bootstrap's
+    /// `egress_url` at its own way through to it.
+    pub egress_url: Option<String>,
     /// Unix milliseconds after which the job is over, for VM metadata.
     pub deadline_ms: i64,
 }
@@ -241,6 +246,12 @@ pub trait Provider: Send + Sync + 'static {
             "the {} provider keeps no warm pool",
             self.name()
         )))
+    }
+
+    /// A Unix socket the egress gateway must also listen on, for guests
+    /// that reach it only through a socket bound into their sandbox.
+    fn egress_socket(&self) -> Option<std::path::PathBuf> {
+        None
     }
 
     /// VMs of ours stuck in a provider operation past its grace (Proxmox:

@@ -404,3 +404,136 @@ async fn the_gateway_also_answers_on_its_unix_socket() {
     host.stop().await;
     assert!(!socket.exists(), "the socket is removed at shutdown");
 }
+
+/// TLS over a tunnel the gateway answered, trusting only `ca_pem`.
+async fn tls_over(
+    s: tokio::net::TcpStream,
+    ca_pem: &str,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name.to_string().try_into().unwrap(), s)
+        .await
+        .expect("the job trusts the gateway's leaf for an injection host")
+}
+
+#[tokio::test]
+async fn injection_hosts_get_the_credential_over_tls_the_gateway_terminates() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::support::tls_origin::TlsOrigin;
+    use delegate_host::egress::settings::Injection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let secure = TlsOrigin::start("secure.test").await;
+    // A host whose certificate the gateway does not trust: a stand-in for
+    // someone in the middle between the gateway and the real host.
+    let mitm = TlsOrigin::start("mitm.test").await;
+    let mut s = gateway_settings(dir.path(), 1);
+    s.egress.injections = ["secure.test", "mitm.test"]
+        .iter()
+        .map(|h| Injection {
+            secret: "github".into(),
+            host: h.to_string(),
+            header: hyper::header::AUTHORIZATION,
+        })
+        .collect();
+    s.egress.upstream_roots = vec![secure.ca.clone()];
+    let fake = Arc::new(FakeProvider::new());
+    let host = Host::start(s, fake.clone()).await;
+    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
+    let b = running(
+        &host,
+        &fake,
+        hanging(
+            "script",
+            json!({"network": {"allow": ["secure.test", "mitm.test"]}}),
+        ),
+    )
+    .await;
+    let spec: JobSpec = reqwest::Client::new()
+        .get(format!(
+            "{}{}",
+            host.base_url(),
+            api::manifest_path(&b.job_id)
+        ))
+        .bearer_auth(&b.token)
+        .header(PROTOCOL_HEADER, "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ca_pem = spec.egress.unwrap().ca_pem.expect("the gateway's CA");
+    assert!(!ca_pem.contains("PRIVATE KEY"));
+    let key =
+        std::fs::read_to_string(dir.path().join(delegate_host::egress::ca::KEY_FILE)).unwrap();
+    assert!(
+        key.contains("PRIVATE KEY"),
+        "the key stays in the data directory"
+    );
+    let creds = Some((b.job_id.as_str(), b.token.as_str()));
+
+    let (status, _, s) = tunnel(gw, &format!("secure.test:{}", secure.port), creds).await;
+    assert_eq!(status, 200);
+    let mut tls = tls_over(s, &ca_pem, "secure.test").await;
+    tls.write_all(
+        b"GET /repo HTTP/1.1\r\nhost: secure.test\r\nauthorization: Bearer from-the-job\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("secure hello"), "{out}");
+    let seen = secure.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let head = seen[0].to_ascii_lowercase();
+    assert!(head.starts_with("get /repo http/1.1"), "{head}");
+    assert!(
+        head.contains(&format!("authorization: {}", GITHUB.to_ascii_lowercase())),
+        "{head}"
+    );
+    assert!(
+        !head.contains("from-the-job"),
+        "the job's own header is dropped"
+    );
+
+    // The real host's certificate is verified: an untrusted one is refused
+    // before any request (and so the credential) goes out.
+    let (status, _, s) = tunnel(gw, &format!("mitm.test:{}", mitm.port), creds).await;
+    assert_eq!(status, 200);
+    let mut tls = tls_over(s, &ca_pem, "mitm.test").await;
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: mitm.test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert!(out.contains("TLS to mitm.test"), "{out}");
+    assert!(mitm.seen().is_empty());
+
+    let records = log_of(&host, &b.job_id, 2).await;
+    assert!(records.iter().all(|r| r.via == Via::Inject), "{records:?}");
+    assert!(records.iter().any(|r| r.allowed && r.host == "secure.test"));
+    assert!(
+        records.iter().any(
+            |r| r.host == "mitm.test" && r.reason.as_deref().is_some_and(|w| w.contains("TLS"))
+        )
+    );
+    host.stop().await;
+}

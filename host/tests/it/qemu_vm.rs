@@ -2,7 +2,8 @@
 //! end to end through the real manager and callback API inside a VM that
 //! boots this machine's kernel; a cancelled or timed-out job leaves no QEMU
 //! (or relay) process behind; a job's writes stay in the VM; the VM reaches
-//! nothing on this machine but its callback.
+//! nothing on this machine but its callback and the egress gateway, which
+//! lets it reach only what its policy allows.
 //!
 //! Needs: qemu-system-x86 and a readable /boot/vmlinuz-* with its modules
 //! (CI installs qemu-system-x86 and linux-image-amd64), and a static
@@ -15,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::harness::{Host, eventually, settings, until_state};
+use crate::support::origin::{Origin, Reply, gateway_settings};
+use delegate_host::config::Settings;
 use delegate_host::jobs::JobManager;
 use delegate_host::model::LogSelector;
 use delegate_host::provider::qemu::{AccelChoice, QemuArgs, QemuContext, QemuProvider};
@@ -52,14 +55,17 @@ fn provider(dir: &Path) -> Arc<QemuProvider> {
 }
 
 async fn qemu_host(dir: &Path) -> (Host, Arc<QemuProvider>) {
+    qemu_host_with(dir, settings(dir, |_| {})).await
+}
+
+/// A host on `s` with small VMs.
+async fn qemu_host_with(dir: &Path, mut s: Settings) -> (Host, Arc<QemuProvider>) {
     let p = provider(dir);
     assert_eq!(p.isolation(), Isolation::Vm);
-    let s = settings(dir, |s| {
-        s.default_cpu = 1;
-        s.default_memory = 512 << 20;
-        s.default_disk = 64 << 20;
-        s.heartbeat_threshold = Duration::from_secs(60);
-    });
+    s.default_cpu = 1;
+    s.default_memory = 512 << 20;
+    s.default_disk = 64 << 20;
+    s.heartbeat_threshold = Duration::from_secs(60);
     (Host::start(s, p.clone()).await, p)
 }
 
@@ -199,9 +205,13 @@ fn base64_of(bytes: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_vm_changes_nothing_on_the_host_and_reaches_only_its_callback() {
+async fn the_vm_changes_nothing_on_the_host_and_reaches_only_its_callback_and_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, _p) = qemu_host(dir.path()).await;
+    // One VM boot for both: the host runs a gateway, and its forward must
+    // not open anything else.
+    let allowed = Origin::start(Reply::Text("text/plain", "allowed body".into())).await;
+    let denied = Origin::start(Reply::Text("text/plain", "denied body".into())).await;
+    let (host, _p) = qemu_host_with(dir.path(), gateway_settings(dir.path(), 9)).await;
     let m = host.manager().clone();
     // A port on this machine's loopback that the VM must not reach: slirp
     // would map 10.0.2.2 to it without restrict=on.
@@ -219,12 +229,16 @@ async fn the_vm_changes_nothing_on_the_host_and_reaches_only_its_callback() {
          done; \
          if cat /sys/firmware/qemu_fw_cfg/by_name/opt/delegate/bootstrap/raw >/dev/null 2>&1; \
            then echo bootstrap readable; else echo bootstrap private; fi; \
-         true"
+         echo allowed=$(curl -s -m 20 http://allowed.test:{a}/); \
+         echo denied=$(curl -s -m 20 -o /dev/null -w '%{{http_code}}' http://denied.test:{d}/); \
+         true",
+        a = allowed.port(),
+        d = denied.port(),
     );
-    let rec = m
-        .submit(script(&task, serde_json::json!({})))
-        .await
-        .unwrap();
+    let policy = serde_json::json!({
+        "network": {"allow": [format!("allowed.test:{}", allowed.port())]},
+    });
+    let rec = m.submit(script(&task, policy)).await.unwrap();
     let done = until_state(&m, &rec.id, JobState::Success, 240).await;
     let stdout = log_text(&m, &rec.id, LogSelector::Stream(LogStream::Stdout));
     assert_eq!(done.state, JobState::Success, "{stdout}");
@@ -243,6 +257,20 @@ async fn the_vm_changes_nothing_on_the_host_and_reaches_only_its_callback() {
         "nothing connected to the host's port"
     );
     assert!(stdout.contains("bootstrap private"), "{stdout}");
+    // Through the gateway's forward: the allowed origin answers, the other
+    // is refused by the gateway and never contacted.
+    assert!(stdout.contains("allowed=allowed body"), "{stdout}");
+    assert!(stdout.contains("denied=403"), "{stdout}");
+    assert_eq!(allowed.seen().len(), 1);
+    assert!(denied.seen().is_empty());
+    // The allowed connection is logged when it closes.
+    let log = eventually(10, "both connections logged", || async {
+        let log = delegate_host::egress::log::read(m.store(), &rec.id).unwrap();
+        (log.len() == 2).then_some(log)
+    })
+    .await;
+    assert_eq!(log.iter().filter(|r| r.allowed).count(), 1, "{log:?}");
+    assert_eq!(log.iter().filter(|r| !r.allowed).count(), 1, "{log:?}");
     assert_nothing_left(&host, dir.path(), &rec.id).await;
     host.stop().await;
 }

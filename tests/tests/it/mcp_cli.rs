@@ -201,6 +201,18 @@ async fn config_masks_the_http_token() {
         "{}",
         text(&doctor.stdout)
     );
+    assert!(
+        text(&doctor.stdout).contains("[ok] egress: no gateway"),
+        "{}",
+        text(&doctor.stdout)
+    );
+    // With a gateway, doctor says what keeps the sandbox's jobs behind it.
+    env.set("DELEGATE_EGRESS_LISTEN", "127.0.0.1:0");
+    let doctor = text(&run(&env, &["doctor"]).await.stdout);
+    assert!(
+        doctor.contains("[ok] egress: enforced: a sandbox has only its own loopback"),
+        "{doctor}"
+    );
     env.set("DELEGATE_WAIT_MAX_SECONDS", "forever");
     let bad = run(&env, &["config"]).await;
     assert_eq!(bad.status.code(), Some(2));

@@ -88,7 +88,9 @@ fn request(job: &str) -> ProvisionRequest {
             job_id: job.into(),
             callback_url: "http://127.0.0.1:8765".into(),
             token: "t".repeat(64),
+            egress_url: None,
         },
+        egress_url: None,
         deadline_ms: 4_102_444_800_000,
     }
 }

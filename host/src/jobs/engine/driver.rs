@@ -197,7 +197,14 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
                 job_id: id.to_string(),
                 callback_url: engine.shared.settings.callback_url.clone(),
                 token,
+                egress_url: None,
             },
+            egress_url: engine
+                .shared
+                .settings
+                .egress
+                .listen
+                .and(engine.shared.settings.egress.url.clone()),
             deadline_ms: rec.deadline_at,
         };
         // The VM is recorded before the provider goes on, so a crash right

@@ -25,6 +25,9 @@ pub mod inside {
     pub const HOST_DIR: &str = "/run/delegate/host";
     /// The callback API's socket, the sandbox's only way out.
     pub const SOCKET: &str = "/run/delegate/host/callback.sock";
+    /// The egress gateway's socket, in the same directory: the guest
+    /// relays a loopback port to it for the job's proxy variables.
+    pub const EGRESS_SOCKET: &str = "/run/delegate/host/egress.sock";
     /// The guest binary.
     pub const GUEST: &str = "/run/delegate/bin/delegate-guest";
     /// The job user's name.

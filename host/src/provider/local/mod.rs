@@ -3,8 +3,10 @@
 //! cgroup and network namespaces, as an unprivileged user with no
 //! capabilities and `no_new_privs`, seeing read-only system directories, a
 //! minimal `/etc`, and only its own workspace, home, `/tmp` and logs from
-//! `<data dir>/sandboxes/<name>/root/`. Its only way out is the host's
-//! callback socket, bound read-only at `/run/delegate/host/`. It reports
+//! `<data dir>/sandboxes/<name>/root/`. Its only ways out are the host's
+//! callback and egress gateway sockets, bound read-only at
+//! `/run/delegate/host/` (the guest relays a loopback port to the
+//! gateway's for the job's `HTTP_PROXY`). It reports
 //! like a VM would. Its isolation is a process sandbox, not a VM, and it
 //! says so.
 //!
@@ -57,6 +59,11 @@ const UNSANDBOXED_STOP_WAIT: Duration = Duration::from_secs(15);
 const CALLBACK_DIR: &str = "callback";
 /// The callback socket's name in that directory.
 const SOCKET_NAME: &str = "callback.sock";
+/// The egress gateway's socket's name there. One socket for the host, not
+/// one per job: the gateway knows the job by the token every request
+/// carries, and the directory is already bound into every sandbox, so
+/// there is nothing to create, bind or remove per job.
+const EGRESS_SOCKET_NAME: &str = "egress.sock";
 
 /// How jobs are run.
 #[derive(Debug, Clone)]
@@ -242,6 +249,11 @@ impl LocalProvider {
         if let Mode::Sandboxed { .. } = self.mode {
             bootstrap.callback_url =
                 delegate_proto::bootstrap::unix_callback_url(Path::new(inside::SOCKET));
+            // No network but loopback: the gateway is the socket beside
+            // the callback's, when the host runs one.
+            bootstrap.egress_url = req.egress_url.as_ref().map(|_| {
+                delegate_proto::bootstrap::unix_callback_url(Path::new(inside::EGRESS_SOCKET))
+            });
             write_private(&paths.passwd, argv::passwd_text().as_bytes())?;
             write_private(&paths.group, argv::group_text().as_bytes())?;
             write_private(&paths.hosts, argv::HOSTS_TEXT.as_bytes())?;
@@ -499,6 +511,14 @@ impl Provider for LocalProvider {
     fn callback_socket(&self) -> Option<PathBuf> {
         match self.mode {
             Mode::Sandboxed { .. } => Some(self.callback_dir().join(SOCKET_NAME)),
+            Mode::Unsandboxed => None,
+        }
+    }
+
+    fn egress_socket(&self) -> Option<PathBuf> {
+        match self.mode {
+            Mode::Sandboxed { .. } => Some(self.callback_dir().join(EGRESS_SOCKET_NAME)),
+            // A plain process reaches the gateway's TCP address.
             Mode::Unsandboxed => None,
         }
     }

@@ -11,6 +11,9 @@ use super::kvm::Accel;
 pub const CALLBACK_GUEST_ADDR: &str = "10.0.2.100";
 /// The port of [`CALLBACK_GUEST_ADDR`].
 pub const CALLBACK_GUEST_PORT: u16 = 80;
+/// The port at [`CALLBACK_GUEST_ADDR`] forwarded to the egress gateway:
+/// the VM's `HTTP_PROXY`, its one other way out.
+pub const EGRESS_GUEST_PORT: u16 = 3128;
 /// fw_cfg entry the guest reads its bootstrap from.
 pub const BOOTSTRAP_FW_CFG: &str = "opt/delegate/bootstrap";
 use delegate_proto::microvm::ROOT_TAG;
@@ -52,13 +55,16 @@ pub struct VmSpec {
     pub workspace_disk: Option<PathBuf>,
 }
 
-/// The one forward of a VM's network.
+/// The forwards of a VM's network: the callback API, and the egress
+/// gateway when the host runs one.
 #[derive(Debug, Clone)]
 pub struct Network {
     /// The relay (a static `delegate-guest`), run by QEMU per connection.
     pub relay: PathBuf,
     /// `HOST:PORT` of the callback API on this machine.
     pub target: String,
+    /// `HOST:PORT` of the egress gateway on this machine, if any.
+    pub egress: Option<String>,
 }
 
 /// A value inside a QEMU `-opt key=value,...` list: commas are doubled.
@@ -79,23 +85,22 @@ pub struct ArgvError {
     why: &'static str,
 }
 
-/// The relay command for `guestfwd=...-cmd:` (split by QEMU like a shell
-/// would, so the program is quoted; a quote in it cannot be).
-fn relay_command(net: &Network) -> Result<String, ArgvError> {
+/// The relay command to `target` for `guestfwd=...-cmd:` (split by QEMU
+/// like a shell would, so the program is quoted; a quote in it cannot be).
+fn relay_command(net: &Network, target: &str) -> Result<String, ArgvError> {
     let relay = net.relay.to_string_lossy();
     if relay.contains('\'')
-        || !net
-            .target
+        || !target
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".:[]-".contains(&b))
     {
         return Err(ArgvError {
             what: "the relay",
-            path: format!("{relay} {}", net.target),
+            path: format!("{relay} {target}"),
             why: "it contains a quote or an unexpected character",
         });
     }
-    Ok(format!("'{relay}' relay {}", net.target))
+    Ok(format!("'{relay}' relay {target}"))
 }
 
 /// The kernel command line. `panic=-1` with `-no-reboot` makes a crashed
@@ -169,14 +174,23 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
     match &spec.network {
         Some(net) => {
             // restrict=on: the VM reaches neither this machine nor any
-            // network; the guestfwd rule is the one exception.
-            let cmd = relay_command(net)?;
+            // network; the guestfwd rules (callback, gateway) are the
+            // only exceptions.
+            let cmd = relay_command(net, &net.target)?;
+            let mut netdev = format!(
+                "user,id=net0,restrict=on,guestfwd=tcp:{CALLBACK_GUEST_ADDR}:{CALLBACK_GUEST_PORT}-cmd:{}",
+                opt(&cmd)
+            );
+            if let Some(gateway) = &net.egress {
+                let cmd = relay_command(net, gateway)?;
+                netdev.push_str(&format!(
+                    ",guestfwd=tcp:{CALLBACK_GUEST_ADDR}:{EGRESS_GUEST_PORT}-cmd:{}",
+                    opt(&cmd)
+                ));
+            }
             a.extend([
                 "-netdev".into(),
-                format!(
-                    "user,id=net0,restrict=on,guestfwd=tcp:{CALLBACK_GUEST_ADDR}:{CALLBACK_GUEST_PORT}-cmd:{}",
-                    opt(&cmd)
-                ),
+                netdev,
                 "-device".into(),
                 "virtio-net-pci,netdev=net0".into(),
                 "-device".into(),
@@ -228,6 +242,7 @@ mod tests {
             network: Some(Network {
                 relay: "/opt/delegate guest".into(),
                 target: "127.0.0.1:8765".into(),
+                egress: None,
             }),
             bootstrap: Some("/d/qemu/vms/vm-1/bootstrap.json".into()),
             qmp: Some("/d/qemu/vms/vm-1/qmp.sock".into()),
@@ -303,7 +318,27 @@ mod tests {
         s.network = Some(Network {
             relay: "/tmp/it's".into(),
             target: "127.0.0.1:1".into(),
+            egress: None,
         });
+        assert!(build(&s).is_err());
+    }
+
+    #[test]
+    fn the_gateway_is_the_second_and_last_forward() {
+        let mut s = spec();
+        if let Some(net) = &mut s.network {
+            net.egress = Some("127.0.0.1:8766".into());
+        }
+        let argv = text(&build(&s).unwrap());
+        assert_eq!(
+            after(&argv, "-netdev"),
+            [
+                "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:'/opt/delegate guest' relay 127.0.0.1:8765,guestfwd=tcp:10.0.2.100:3128-cmd:'/opt/delegate guest' relay 127.0.0.1:8766"
+            ]
+        );
+        if let Some(net) = &mut s.network {
+            net.egress = Some("127.0.0.1:1;x".into());
+        }
         assert!(build(&s).is_err());
     }
 }

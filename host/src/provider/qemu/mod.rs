@@ -10,9 +10,10 @@
 //! `opt/delegate/bootstrap` (a 0600 file in the VM's directory, deleted
 //! once the VM is up; never on the kernel command line, which other users
 //! can read). The VM's network is QEMU user networking with
-//! `restrict=on`: its one way out is a `guestfwd` from
-//! 10.0.2.100:80 to the callback API, relayed per connection by
-//! `delegate-guest relay`.
+//! `restrict=on`: its ways out are a `guestfwd` from
+//! 10.0.2.100:80 to the callback API and, when the host runs an egress
+//! gateway, one from 10.0.2.100:3128 to the gateway (the job's
+//! `HTTP_PROXY`), each relayed per connection by `delegate-guest relay`.
 //!
 //! KVM is used after a bounded probe ([`kvm`]); otherwise TCG, and the
 //! provider says which ([`QemuProvider::summary`]). Each VM has a
@@ -184,6 +185,7 @@ impl QemuProvider {
         vm: &VmDir,
         req: &ProvisionRequest,
         target: String,
+        egress: Option<String>,
         workspace_disk: Option<PathBuf>,
     ) -> argv::VmSpec {
         let mut params = vec![match &workspace_disk {
@@ -215,6 +217,7 @@ impl QemuProvider {
             network: Some(argv::Network {
                 relay: self.settings.guest.clone(),
                 target,
+                egress,
             }),
             bootstrap: Some(vm.bootstrap.clone()),
             qmp: Some(vm.qmp.clone()),
@@ -294,27 +297,58 @@ pub fn guest_bootstrap(host: &Bootstrap) -> Result<(Bootstrap, String), Provider
         message: format!("callback URL {}: {why}", host.callback_url),
         retryable: false,
     };
-    let rest = host.callback_url.strip_prefix("http://").ok_or_else(|| {
-        refuse("the qemu provider forwards plain HTTP to the callback API; use an http:// CALLBACK_URL")
+    let (target, path) = forward_target(&host.callback_url).map_err(|why| {
+        refuse(match why {
+            NOT_HTTP => "the qemu provider forwards plain HTTP to the callback API; use an http:// CALLBACK_URL",
+            other => other,
+        })
     })?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let (h, port) = authority
-        .rsplit_once(':')
-        .ok_or_else(|| refuse("it names no port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| refuse("its port is not a number"))?;
-    let h = if h == "localhost" { "127.0.0.1" } else { h };
     let mut guest = host.clone();
     guest.callback_url = format!(
         "http://{}:{}{path}",
         argv::CALLBACK_GUEST_ADDR,
         argv::CALLBACK_GUEST_PORT
     );
-    Ok((guest, format!("{h}:{port}")))
+    Ok((guest, target))
+}
+
+/// Points the VM's bootstrap at its forward to the egress gateway, when
+/// the host runs one (`egress_url`, the gateway's address on this
+/// machine); returns the `HOST:PORT` that forward's relay connects to.
+pub fn guest_egress(
+    guest: &mut Bootstrap,
+    egress_url: Option<&str>,
+) -> Result<Option<String>, ProviderError> {
+    let Some(url) = egress_url else {
+        return Ok(None);
+    };
+    let (target, _) = forward_target(url).map_err(|why| ProviderError::Provision {
+        message: format!("egress gateway URL {url}: {why}"),
+        retryable: false,
+    })?;
+    guest.egress_url = Some(format!(
+        "http://{}:{}",
+        argv::CALLBACK_GUEST_ADDR,
+        argv::EGRESS_GUEST_PORT
+    ));
+    Ok(Some(target))
+}
+
+const NOT_HTTP: &str = "only plain http:// can be forwarded";
+
+/// The `HOST:PORT` of an `http://host:port/path` URL (`localhost` as
+/// `127.0.0.1`, which the relay connects to without a resolver), and its
+/// path.
+fn forward_target(url: &str) -> Result<(String, &str), &'static str> {
+    let rest = url.strip_prefix("http://").ok_or(NOT_HTTP)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (h, port) = authority.rsplit_once(':').ok_or("it names no port")?;
+    let port: u16 = port.parse().map_err(|_| "its port is not a number")?;
+    let h = if h == "localhost" { "127.0.0.1" } else { h };
+    Ok((format!("{h}:{port}"), path))
 }
 
 #[async_trait::async_trait]
@@ -336,7 +370,8 @@ impl Provider for QemuProvider {
         req: ProvisionRequest,
         on_created: &(dyn Fn(VmRef) + Send + Sync),
     ) -> Result<VmRef, ProviderError> {
-        let (guest_bootstrap, target) = guest_bootstrap(&req.bootstrap)?;
+        let (mut guest_bootstrap, target) = guest_bootstrap(&req.bootstrap)?;
+        let egress = guest_egress(&mut guest_bootstrap, req.egress_url.as_deref())?;
         let name = state::new_name();
         let vm_dir = self.vm_dir(&name);
         let vm = VmRef {
@@ -359,7 +394,7 @@ impl Provider for QemuProvider {
             serde_json::to_vec(&guest_bootstrap).map_err(|e| other("encoding the bootstrap", e))?;
         write_private(&vm_dir.bootstrap, &json)?;
         let disk = self.workspace_disk(&vm_dir, req.size.disk_bytes).await?;
-        let spec = self.spec(&vm_dir, &req, target, disk);
+        let spec = self.spec(&vm_dir, &req, target, egress, disk);
         let mut child = self.spawn(&vm_dir, &spec)?;
         let pid = child.id().unwrap_or(0);
         let Some(rec) = Recorded::of(pid) else {
@@ -463,6 +498,7 @@ mod tests {
             job_id: "j".into(),
             callback_url: url.into(),
             token: "t".into(),
+            egress_url: None,
         }
     }
 
@@ -478,5 +514,16 @@ mod tests {
         for bad in ["https://127.0.0.1:1", "http://127.0.0.1", "http://h:x"] {
             assert!(guest_bootstrap(&bootstrap(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_vm_reaches_the_gateway_at_its_second_forward() {
+        let mut g = bootstrap("http://127.0.0.1:8765");
+        assert_eq!(guest_egress(&mut g, None).unwrap(), None);
+        assert_eq!(g.egress_url, None);
+        let target = guest_egress(&mut g, Some("http://localhost:8766")).unwrap();
+        assert_eq!(target.as_deref(), Some("127.0.0.1:8766"));
+        assert_eq!(g.egress_url.as_deref(), Some("http://10.0.2.100:3128"));
+        assert!(guest_egress(&mut g, Some("https://gw:1")).is_err());
     }
 }

@@ -7,4 +7,5 @@ pub mod harness;
 pub mod local;
 pub mod origin;
 pub mod tar;
+pub mod tls_origin;
 pub mod wire;

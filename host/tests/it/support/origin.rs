@@ -32,6 +32,8 @@ pub fn gateway_settings(dir: &Path, anthropic_port: u16) -> Settings {
                 .with("allowed.test", LOOPBACK)
                 .with("denied.test", LOOPBACK)
                 .with("api.anthropic.test", LOOPBACK)
+                .with("secure.test", LOOPBACK)
+                .with("mitm.test", LOOPBACK)
                 .with("internal.test", "10.20.30.40".parse().unwrap()),
         );
         e.secrets = HostSecrets::resolve(

@@ -281,9 +281,11 @@ async fn idle_vms_kept_at_exit_are_adopted_by_the_next_start() {
     assert_no_vm_served_twice(&sim);
 }
 
-/// Where in a claim the host is killed.
+/// Where the host is killed.
 #[derive(Debug, Clone, Copy)]
 enum Step {
+    /// Pool VMs are being cloned and booted; no job yet.
+    Filling,
     /// The claim is committed; the bootstrap's `file-write` is on its way.
     Delivering,
     /// The bootstrap was written; the job may not have noticed yet.
@@ -339,6 +341,27 @@ async fn crash_at(step: Step) {
     let port = free_port();
     let env = host_env(&sim, port, &format!("{CLASS}=2"));
     let first = connect_stdio(&env, Revision::Current).await;
+    if let Step::Filling = step {
+        until("pool VMs are being made", LIMIT, || {
+            !sim.guest_vmids().is_empty() && idle_vms(&sim) == 0
+        })
+        .await;
+        kill9(&first);
+        drop(first);
+        let second = connect_stdio(&env, Revision::Current).await;
+        let job = second
+            .submit(json!({"task": "echo after", "agentType": "script", "timeout": 300}))
+            .await;
+        let v = second.wait_final(&job, LIMIT).await;
+        assert_eq!(v["status"], "success", "{v}\n{}", env.log());
+        until("the pool is full", LIMIT, || {
+            idle_vms(&sim) == 2 && sim.guest_vmids().len() == 2
+        })
+        .await;
+        second.close().await;
+        assert_no_vm_left(&sim, || env.log()).await;
+        return;
+    }
     until("the pool is full", LIMIT, || idle_vms(&sim) == 2).await;
 
     let writes = sim.with(|c| c.bootstrap_writes_started);
@@ -350,6 +373,7 @@ async fn crash_at(step: Step) {
         .submit(json!({"task": "sleep 4", "agentType": "script", "timeout": 300}))
         .await;
     match step {
+        Step::Filling => unreachable!("handled above"),
         Step::Delivering => {
             until("the bootstrap is on its way", LIMIT, || {
                 sim.with(|c| c.bootstrap_writes_started) > writes
@@ -388,6 +412,11 @@ async fn crash_at(step: Step) {
     .await;
     second.close().await;
     assert_no_vm_left(&sim, || env.log()).await;
+}
+
+#[tokio::test]
+async fn a_host_killed_while_filling_the_pool_leaks_no_vm() {
+    crash_at(Step::Filling).await;
 }
 
 #[tokio::test]

@@ -433,3 +433,32 @@ async fn a_host_killed_right_after_delivering_serves_the_vm_to_no_other_job() {
 async fn a_host_killed_while_a_pooled_job_runs_lets_it_finish() {
     crash_at(Step::Running).await;
 }
+
+#[tokio::test]
+async fn doctor_fails_pools_that_can_never_fill() {
+    let sim = sim().await;
+    let port = free_port();
+    for (pool, ok, needle) in [
+        (
+            format!("{CLASS}=2"),
+            true,
+            format!("[ ok ] warm pool {CLASS}: 2 VMs"),
+        ),
+        (
+            "delegate-template:1c60g8g=1".to_string(),
+            false,
+            "[FAIL] warm pool delegate-template:1c60g8g: a VM needs 60.0 GiB".to_string(),
+        ),
+        (
+            "missing-template:1c1g8g=1".to_string(),
+            false,
+            "[FAIL] warm pool missing-template:1c1g8g: no template".to_string(),
+        ),
+    ] {
+        let env = host_env(&sim, port, &pool);
+        let out = env.command(&["doctor"]).output().await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.success(), ok, "{pool}: {text}");
+        assert!(text.contains(&needle), "{pool}: {text}");
+    }
+}

@@ -100,8 +100,9 @@ pub struct OwnedVm {
 /// [`ProvisionRequest`] without a job, so without a bootstrap.
 #[derive(Debug, Clone)]
 pub struct IdleRequest {
-    /// The VM's own name among pool VMs (`pool-<random>`), used where a job
-    /// VM carries its job id.
+    /// The VM's own name among pool VMs, `pool-<random>` (job ids are
+    /// UUIDs, so the prefix tells the two apart), used where a job VM
+    /// carries its job id.
     pub pool_id: String,
     /// Its class (`TEMPLATE:SIZE`), kept in the VM's metadata.
     pub class: String,

@@ -87,6 +87,9 @@ pub async fn submit(
 pub(super) async fn engine_here(mut settings: Settings) -> Result<Engine, CliError> {
     // A one-shot run serves no /metrics: a server may hold that address.
     settings.metrics_bind = None;
+    // Nor fills a warm pool it would destroy when its one job ends (idle
+    // VMs a server kept stay for that server).
+    settings.pool.clear();
     let retry = settings.callback_url_derived.then(|| {
         let mut s = settings.clone();
         s.callback_bind.set_port(0);

@@ -98,6 +98,10 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
         watch(&jobs, &client, &id).await?
     } else {
         drop(store);
+        // The smoke test times a cold start of the template; a warm pool
+        // filled for one job would only be destroyed again.
+        let mut settings = settings;
+        settings.pool.clear();
         let engine = start_engine(settings, CancellationToken::new()).await?;
         let outcome = async {
             let id = engine.manager.submit(manifest).await?.id;

@@ -3,7 +3,10 @@
 //! One small trait: provision a VM for a job with its bootstrap, destroy it,
 //! list the VMs this host owns (for reconciliation after a restart), and say
 //! what isolation it gives. Everything else (placement, retries, clone
-//! strategy) stays inside each provider.
+//! strategy) stays inside each provider. Providers that keep warm pools
+//! (Proxmox) also prepare idle VMs, deliver a bootstrap to one later, list
+//! them apart from job VMs, and say which version of a template they clone;
+//! the others keep the defaults, which refuse.
 
 pub mod local;
 pub mod proxmox;
@@ -102,8 +105,9 @@ pub struct OwnedVm {
 /// [`ProvisionRequest`] without a job, so without a bootstrap.
 #[derive(Debug, Clone)]
 pub struct IdleRequest {
-    /// The VM's own name among pool VMs (`pool-<random>`), used where a job
-    /// VM carries its job id.
+    /// The VM's own name among pool VMs, `pool-<random>` (job ids are
+    /// UUIDs, so the prefix tells the two apart), used where a job VM
+    /// carries its job id.
     pub pool_id: String,
     /// Its class (`TEMPLATE:SIZE`), kept in the VM's metadata.
     pub class: String,

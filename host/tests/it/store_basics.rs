@@ -569,3 +569,89 @@ fn retention_prunes_finished_jobs_with_their_files() {
     assert!(counts.contains(&(JobState::Failed, 2)), "{counts:?}");
     assert!(counts.contains(&(JobState::Pending, 1)), "{counts:?}");
 }
+
+fn pool_vm(id: &str) -> VmRef {
+    VmRef {
+        provider: "proxmox".into(),
+        id: id.into(),
+        node: Some("pve1".into()),
+    }
+}
+
+#[test]
+fn a_pool_vm_is_claimed_once_with_its_job_in_one_transaction() {
+    use delegate_host::model::PoolVmState;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for id in ["a", "b", "c"] {
+        new_job(&store, id, 1);
+        rules::transition(&store, id, JobState::Provisioning, None, 2).unwrap();
+    }
+    let claim = |job: &str, version: &str| {
+        store
+            .pool_claim(job, "t:1c1g8g", version, Isolation::Vm, 10)
+            .unwrap()
+    };
+    // Nothing ready: a starting VM is not offered.
+    store
+        .pool_add(&pool_vm("101"), "t:1c1g8g", "v1", 3)
+        .unwrap();
+    assert_eq!(claim("a", "v1"), None);
+    assert!(store.pool_ready(&pool_vm("101"), 4).unwrap());
+    store
+        .pool_add(&pool_vm("102"), "t:1c1g8g", "v1", 5)
+        .unwrap();
+    assert!(store.pool_ready(&pool_vm("102"), 6).unwrap());
+    // Another version or class is not taken.
+    assert_eq!(claim("a", "v0"), None);
+    assert_eq!(
+        store
+            .pool_claim("a", "t:2c2g8g", "v1", Isolation::Vm, 10)
+            .unwrap(),
+        None
+    );
+
+    // The oldest ready VM goes to the job, recorded on both sides.
+    assert_eq!(claim("a", "v1"), Some(pool_vm("101")));
+    let rec = store.get_job("a").unwrap();
+    assert_eq!(rec.vm, Some(pool_vm("101")));
+    assert_eq!(rec.isolation, Isolation::Vm);
+    // A job with a VM claims nothing more; the next job gets the next VM.
+    assert_eq!(claim("a", "v1"), None);
+    assert_eq!(claim("b", "v1"), Some(pool_vm("102")));
+    // Empty pool.
+    assert_eq!(claim("c", "v1"), None);
+    let rows = store.pool_list().unwrap();
+    assert!(rows.iter().all(|r| r.state == PoolVmState::Claimed));
+    assert_eq!(rows[0].job_id.as_deref(), Some("a"));
+    assert_eq!(rows[1].job_id.as_deref(), Some("b"));
+    // A claimed VM never becomes ready again.
+    assert!(!store.pool_ready(&pool_vm("101"), 11).unwrap());
+
+    // A job no longer provisioning (a cancel won) claims nothing.
+    store
+        .pool_add(&pool_vm("103"), "t:1c1g8g", "v1", 12)
+        .unwrap();
+    store.pool_ready(&pool_vm("103"), 13).unwrap();
+    rules::transition(&store, "c", JobState::Cancelled, None, 14).unwrap();
+    assert_eq!(claim("c", "v1"), None);
+    assert_eq!(store.get_job("c").unwrap().vm, None);
+
+    // Destroyed VMs are forgotten; how a job's VM started is kept.
+    store.pool_forget(&pool_vm("101")).unwrap();
+    store.pool_forget(&pool_vm("404")).unwrap();
+    assert_eq!(store.pool_list().unwrap().len(), 2);
+    store.set_vm_start("a", true, 180).unwrap();
+    let start = store.get_job("a").unwrap().vm_start.unwrap();
+    assert!(start.warm);
+    assert_eq!(start.ms, 180);
+    assert_eq!(store.get_job("b").unwrap().vm_start, None);
+
+    // The rows survive a reopen, as a crash leaves them.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let rows = store.pool_list().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].state, PoolVmState::Claimed);
+    assert_eq!(rows[1].state, PoolVmState::Ready);
+}

@@ -171,15 +171,18 @@ impl ProxmoxProvider {
             .scan()
             .await?
             .into_iter()
-            .filter(|(_, meta)| meta.as_ref().is_none_or(|m| m.pool.is_none()))
-            .map(|(owned, _)| owned)
+            .filter(|(_, _, pooled)| !pooled)
+            .map(|(owned, _, _)| owned)
             .collect())
     }
 
-    /// Every VM of ours with its metadata, job and pool VMs alike.
+    /// Every VM of ours with its metadata, job and pool VMs alike, and
+    /// whether it is a pool VM: its metadata names a pool class, or (when
+    /// its config could not be read) its name is a pool VM's, so a claimed
+    /// pool VM is never taken for a VM of an unknown job.
     pub(super) async fn scan(
         &self,
-    ) -> Result<Vec<(OwnedVm, Option<metadata::VmMeta>)>, ProviderError> {
+    ) -> Result<Vec<(OwnedVm, Option<metadata::VmMeta>, bool)>, ProviderError> {
         let res = self
             .client
             .resources(Some("vm"))
@@ -241,6 +244,13 @@ impl ProxmoxProvider {
                     .and_then(|n| n.strip_prefix("dlg-"))
                     .map(str::to_string)
             });
+            let pooled = match &meta {
+                Some(m) => m.pool.is_some(),
+                None => r
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(metadata::POOL_NAME_PREFIX)),
+            };
             out.push((
                 OwnedVm {
                     vm: vm_ref(vmid, node),
@@ -248,6 +258,7 @@ impl ProxmoxProvider {
                     deadline_ms: meta.as_ref().map(|m| m.deadline_ms),
                 },
                 meta,
+                pooled,
             ));
         }
         Ok(out)

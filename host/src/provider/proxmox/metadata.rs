@@ -34,6 +34,10 @@ pub struct VmMeta {
 /// The extra tag a warm-pool VM carries, for people reading the VM list.
 pub const POOL_TAG: &str = "delegate-pool";
 
+/// A pool VM's own id starts with `pool-` (job ids are UUIDs), so its
+/// name ([`vm_name`]) starts with this.
+pub const POOL_NAME_PREFIX: &str = "dlg-pool-";
+
 #[derive(Serialize, Deserialize)]
 struct Wrapper {
     delegate: VmMeta,

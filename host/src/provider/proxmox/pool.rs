@@ -63,14 +63,11 @@ impl ProxmoxProvider {
             .scan()
             .await?
             .into_iter()
-            .filter_map(|(owned, meta)| {
-                let meta = meta?;
-                let class = meta.pool?;
-                Some(IdleVm {
-                    vm: owned.vm,
-                    class: Some(class),
-                    created_ms: Some(meta.created_ms),
-                })
+            .filter(|(_, _, pooled)| *pooled)
+            .map(|(owned, meta, _)| IdleVm {
+                vm: owned.vm,
+                class: meta.as_ref().and_then(|m| m.pool.clone()),
+                created_ms: meta.map(|m| m.created_ms),
             })
             .collect())
     }

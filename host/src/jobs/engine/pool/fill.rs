@@ -34,6 +34,8 @@ pub(in crate::jobs::engine) fn spawn(engine: &Engine) {
 struct LoopState {
     /// Fills in flight; each ends with its class's index and outcome.
     fills: JoinSet<(usize, bool)>,
+    /// Each fill task's class, to count a task that panicked.
+    fill_class: HashMap<tokio::task::Id, usize>,
     /// Fills in flight per class.
     filling: HashMap<usize, usize>,
     /// Destroys in flight.
@@ -72,8 +74,12 @@ async fn run(engine: Engine, pool: Arc<Pool>) {
         tokio::select! {
             _ = engine.shutdown.cancelled() => break,
             _ = pool.wake.notified() => {}
-            Some(done) = st.fills.join_next() => {
-                if let Ok((class, ok)) = done {
+            Some(done) = st.fills.join_next_with_id() => {
+                let (id, ok) = match done {
+                    Ok((id, (_, ok))) => (id, ok),
+                    Err(e) => (e.id(), false),
+                };
+                if let Some(class) = st.fill_class.remove(&id) {
                     st.fill_done(class, ok);
                 }
             }
@@ -101,6 +107,7 @@ async fn refresh_versions(engine: &Engine, pool: &Pool) {
         match engine.provider.template_version(&class.template).await {
             Ok(v) => pool.set_version(&class.template, v),
             Err(e) => {
+                pool.version_failed(&class.template);
                 tracing::warn!(template = %class.template, error = %e, "warm pool: cannot read the template's version");
             }
         }
@@ -201,7 +208,7 @@ async fn tick(
         let room = pool.max_fills.saturating_sub(total_filling);
         for _ in 0..deficit.min(room) {
             let (e, c, v) = (engine.clone(), class.clone(), version.clone());
-            st.fills.spawn(async move {
+            let task = st.fills.spawn(async move {
                 let ok = match fill(&e, &c, v).await {
                     Ok(()) => true,
                     Err(err) => {
@@ -211,6 +218,7 @@ async fn tick(
                 };
                 (i, ok)
             });
+            st.fill_class.insert(task.id(), i);
             *st.filling.entry(i).or_insert(0) += 1;
             total_filling += 1;
         }
@@ -300,32 +308,38 @@ async fn sweep(engine: &Engine, pool: &Pool) {
         }
     };
     let mut kept = 0;
+    let mut doomed: Vec<VmRef> = Vec::new();
     for row in &rows {
         match row.state {
             PoolVmState::Claimed => {}
             PoolVmState::Ready if pool.keep_on_exit => kept += 1,
-            PoolVmState::Ready | PoolVmState::Starting => {
-                destroy_pool_vm(engine, &row.vm).await;
-            }
+            PoolVmState::Ready | PoolVmState::Starting => doomed.push(row.vm.clone()),
         }
     }
     // A fill stopped while its clone request was under way leaves a VM
     // without a row: the provider's list has it.
     match engine.provider.list_idle().await {
-        Ok(listed) => {
-            for idle in listed {
-                let recorded = rows
-                    .iter()
-                    .any(|r| r.vm.provider == idle.vm.provider && r.vm.id == idle.vm.id);
-                if !recorded {
-                    destroy_pool_vm(engine, &idle.vm).await;
-                }
-            }
-        }
+        Ok(listed) => doomed.extend(
+            listed
+                .into_iter()
+                .filter(|idle| {
+                    !rows
+                        .iter()
+                        .any(|r| r.vm.provider == idle.vm.provider && r.vm.id == idle.vm.id)
+                })
+                .map(|idle| idle.vm),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "warm pool: cannot list pool VMs at shutdown; the next start reconciles them");
         }
     }
+    // All at once: each destroy is a stop and a delete on the cluster.
+    let mut destroys = JoinSet::new();
+    for vm in doomed {
+        let e = engine.clone();
+        destroys.spawn(async move { destroy_pool_vm(&e, &vm).await });
+    }
+    while destroys.join_next().await.is_some() {}
     if kept > 0 {
         tracing::info!(
             kept,

@@ -45,8 +45,8 @@ pub(super) struct Pool {
     pub(super) max_fills: usize,
     /// How long a template's version is trusted.
     version_ttl: Duration,
-    /// Template → its version, when last read.
-    versions: Mutex<HashMap<String, (String, Instant)>>,
+    /// Template → its version (once read), and when it was last tried.
+    versions: Mutex<HashMap<String, (Option<String>, Instant)>>,
     /// Wakes the fill loop (a claim took a VM).
     pub(super) wake: Notify,
 }
@@ -79,7 +79,9 @@ impl Pool {
 
     /// The template's version as last read, however old.
     pub(super) fn version(&self, template: &str) -> Option<String> {
-        self.versions_lock().get(template).map(|(v, _)| v.clone())
+        self.versions_lock()
+            .get(template)
+            .and_then(|(v, _)| v.clone())
     }
 
     /// Whether the template's version should be read again.
@@ -89,9 +91,16 @@ impl Pool {
             .is_none_or(|(_, at)| at.elapsed() >= self.version_ttl)
     }
 
+    /// A failed read: tried again after the TTL, the last version kept.
+    fn version_failed(&self, template: &str) {
+        let mut versions = self.versions_lock();
+        let old = versions.remove(template).and_then(|(v, _)| v);
+        versions.insert(template.to_string(), (old, Instant::now()));
+    }
+
     pub(super) fn set_version(&self, template: &str, version: String) {
         let mut versions = self.versions_lock();
-        if let Some((old, _)) = versions.get(template)
+        if let Some((Some(old), _)) = versions.get(template)
             && *old != version
         {
             tracing::info!(
@@ -101,10 +110,12 @@ impl Pool {
                 "template changed: pooled VMs of the old one are replaced"
             );
         }
-        versions.insert(template.to_string(), (version, Instant::now()));
+        versions.insert(template.to_string(), (Some(version), Instant::now()));
     }
 
-    fn versions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+    fn versions_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Option<String>, Instant)>> {
         self.versions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

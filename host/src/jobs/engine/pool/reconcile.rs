@@ -43,9 +43,11 @@ pub(super) fn decide(
     pass: Pass,
 ) -> Decision {
     let Some(row) = row else {
+        // Unknown age (its config could not be read): judged at the next
+        // start, when no fill can be holding it.
         let young = idle
             .created_ms
-            .is_some_and(|c| now.saturating_sub(c) < UNRECORDED_GRACE.as_millis() as i64);
+            .is_none_or(|c| now.saturating_sub(c) < UNRECORDED_GRACE.as_millis() as i64);
         return if pass == Pass::Periodic && young {
             Decision::Keep
         } else {
@@ -81,6 +83,10 @@ pub(in crate::jobs::engine) async fn reconcile(
     if !engine.provider.supports_pool() {
         return Ok(());
     }
+    // Rows first: every row's VM then existed before the listing began, so
+    // a ready row the listing lacks is a VM that is gone, not one made
+    // while the provider was being listed.
+    let rows = engine.store(|s| s.pool_list()).await?;
     let listed = match engine.provider.list_idle().await {
         Ok(l) => l,
         Err(e) => {
@@ -88,7 +94,6 @@ pub(in crate::jobs::engine) async fn reconcile(
             return Ok(());
         }
     };
-    let rows = engine.store(|s| s.pool_list()).await?;
     let now = now_ms();
     let same = |a: &crate::provider::VmRef, b: &crate::provider::VmRef| {
         a.provider == b.provider && a.id == b.id
@@ -187,8 +192,10 @@ mod tests {
             decide(&idle(Some(0)), None, None, now, Periodic),
             Destroy(_)
         ));
+        // Of unknown age: left to the next start.
+        assert_eq!(decide(&idle(None), None, None, now, Periodic), Keep);
         assert!(matches!(
-            decide(&idle(None), None, None, now, Periodic),
+            decide(&idle(None), None, None, now, Start),
             Destroy(_)
         ));
         assert_eq!(

@@ -85,47 +85,15 @@ fn private_dir(path: &Path) -> Result<(), ProviderError> {
 
 impl QemuProvider {
     /// Builds the initramfs and chooses the accelerator (probing KVM for
-    /// up to 15 s unless TCG was chosen). Blocking.
+    /// up to 15 s once per machine boot unless TCG was chosen). Blocking.
     pub fn new(settings: QemuSettings) -> Result<Self, ProviderError> {
         let vms = settings.state_dir.join("vms");
         private_dir(&vms)?;
-        let modules = modules::resolve(
-            &settings.kernel.modules,
-            modules::REQUIRED,
-            modules::OPTIONAL,
-        )
-        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let initramfs = settings
-            .state_dir
-            .join(format!("initramfs-{}.img", settings.kernel.release));
-        initramfs::build(&settings.guest, &modules, &initramfs)
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let probe = argv::VmSpec {
-            name: "kvm-probe".into(),
-            binary: settings.binary.clone(),
-            accel: Accel::Kvm,
-            cpus: 1,
-            memory_mib: 256,
-            boot: argv::Boot::MicroVm {
-                kernel: settings.kernel.image.clone(),
-                initramfs: initramfs.clone(),
-                params: vec!["delegate.probe".into()],
-            },
-            console: settings.state_dir.join("kvm-probe.log"),
-            network: None,
-            bootstrap: None,
-            qmp: None,
-            share_root: false,
-            workspace_disk: None,
-            root_disk: None,
-        };
-        let accel = kvm::decide(settings.accel, &probe, kvm::PROBE_TIMEOUT)
-            .map_err(ProviderError::Unavailable)?;
+        let (initramfs, accel) = prepare(&settings)?;
         tracing::info!(
             accel = accel.accel.as_str(),
             reason = %accel.reason,
             kernel = %settings.kernel.image.display(),
-            modules = modules.len(),
             "qemu provider ready"
         );
         if settings.mkfs.is_none() {
@@ -363,6 +331,72 @@ impl QemuProvider {
     }
 }
 
+/// The initramfs (built in the state directory) and the accelerator
+/// (after the bounded KVM probe, whose outcome is kept for this machine
+/// boot in `<state dir>/kvm-probe`). Blocking.
+pub fn prepare(settings: &QemuSettings) -> Result<(PathBuf, AccelDecision), ProviderError> {
+    private_dir(&settings.state_dir)?;
+    let modules = modules::resolve(
+        &settings.kernel.modules,
+        modules::REQUIRED,
+        modules::OPTIONAL,
+    )
+    .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+    let initramfs = settings
+        .state_dir
+        .join(format!("initramfs-{}.img", settings.kernel.release));
+    initramfs::build(&settings.guest, &modules, &initramfs)
+        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+    let probe = argv::VmSpec {
+        name: "kvm-probe".into(),
+        binary: settings.binary.clone(),
+        accel: Accel::Kvm,
+        cpus: 1,
+        memory_mib: 256,
+        boot: argv::Boot::MicroVm {
+            kernel: settings.kernel.image.clone(),
+            initramfs: initramfs.clone(),
+            params: vec!["delegate.probe".into()],
+        },
+        console: settings.state_dir.join("kvm-probe.log"),
+        network: None,
+        bootstrap: None,
+        qmp: None,
+        share_root: false,
+        workspace_disk: None,
+        root_disk: None,
+    };
+    let cache_file = probe_cache_file(settings);
+    let cache = kvm::ProbeCache {
+        file: &cache_file,
+        key: kvm::cache_key(&settings.binary, &settings.kernel.release),
+    };
+    let accel = kvm::decide(settings.accel, &probe, kvm::PROBE_TIMEOUT, &cache)
+        .map_err(ProviderError::Unavailable)?;
+    Ok((initramfs, accel))
+}
+
+fn probe_cache_file(settings: &QemuSettings) -> PathBuf {
+    settings.state_dir.join("kvm-probe")
+}
+
+/// The accelerator VMs get, as far as it is known without probing: for a
+/// process that does not run the provider (a CLI client beside a server).
+pub fn known_accel(settings: &QemuSettings) -> Option<Accel> {
+    let file = probe_cache_file(settings);
+    let cache = kvm::ProbeCache {
+        file: &file,
+        key: kvm::cache_key(&settings.binary, &settings.kernel.release),
+    };
+    let outcome = match settings.accel {
+        AccelChoice::Tcg => Err(String::new()),
+        _ => cache.read()?,
+    };
+    kvm::decide_from(settings.accel, outcome)
+        .ok()
+        .map(|d| d.accel)
+}
+
 /// The bootstrap as the VM sees it (the callback at the forwarded address)
 /// and the `HOST:PORT` the relay connects to on this machine.
 pub fn guest_bootstrap(host: &Bootstrap) -> Result<(Bootstrap, String), ProviderError> {
@@ -405,6 +439,10 @@ impl Provider for QemuProvider {
 
     fn describe(&self) -> String {
         self.summary()
+    }
+
+    fn accelerator(&self) -> Option<&'static str> {
+        Some(self.accel.accel.as_str())
     }
 
     async fn provision(

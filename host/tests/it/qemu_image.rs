@@ -81,6 +81,11 @@ async fn the_template_image_runs_a_job_through_its_own_units() {
     });
     let rec = m.submit(script(task, extra)).await.unwrap();
     let done = until_state(&m, &rec.id, JobState::Success, 600).await;
+    assert_eq!(
+        m.accelerator_of(&done),
+        Some("tcg"),
+        "the status names the accelerator"
+    );
     let log = log_text(&m, &rec.id, LogSelector::Combined);
     assert_eq!(done.state, JobState::Success, "{done:?}\nlog:\n{log}");
     let stdout = log_text(&m, &rec.id, LogSelector::Stream(LogStream::Stdout));

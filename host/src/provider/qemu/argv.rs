@@ -16,7 +16,7 @@ pub const BOOTSTRAP_FW_CFG: &str = "opt/delegate/bootstrap";
 use delegate_proto::microvm::ROOT_TAG;
 
 /// TCG's translation cache in MiB (see [`build`]).
-pub const TCG_TB_MIB: u32 = 64;
+pub const TCG_TB_MIB: u32 = 16;
 
 /// Everything one VM's command line depends on.
 #[derive(Debug, Clone)]
@@ -149,8 +149,11 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
         match spec.accel {
             Accel::Kvm => "kvm".into(),
             // TCG's translation cache defaults to 1 GiB and fills as code
-            // runs: host memory beyond the VM's RAM. 64 MiB holds what a
-            // job's tools translate to; a flush costs re-translation only.
+            // runs: host memory beyond the VM's RAM. A micro VM's boot
+            // alone translates ~40 MiB; capped at 16 MiB the cache is
+            // flushed and refilled instead, which cost no measurable boot
+            // time (4.4-5.3 s guest boot with 16 or 64 MiB, at load 20) and
+            // saves ~28 MiB per VM.
             Accel::Tcg => format!("tcg,tb-size={TCG_TB_MIB}"),
         },
         // `-cpu host` is what KVM guests should see; under TCG `max` gives
@@ -309,7 +312,7 @@ mod tests {
     #[test]
     fn the_vm_reaches_only_its_callback_and_gets_its_bootstrap_by_fw_cfg() {
         let argv = text(&build(&spec()).unwrap());
-        assert_eq!(after(&argv, "-accel"), ["tcg,tb-size=64"]);
+        assert_eq!(after(&argv, "-accel"), ["tcg,tb-size=16"]);
         assert_eq!(after(&argv, "-name"), ["delegate-vm-1"]);
         assert_eq!(after(&argv, "-smp"), ["2"]);
         assert_eq!(after(&argv, "-m"), ["1024M"]);

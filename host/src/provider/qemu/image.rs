@@ -133,20 +133,19 @@ async fn run(qemu_img: &Path, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, Imag
     Ok(out.stdout)
 }
 
-/// The virtual size of a qcow2 image in bytes.
-pub async fn virtual_size(qemu_img: &Path, image: &Path) -> Result<u64, ImageError> {
-    let out = run(
-        qemu_img,
-        &[
-            "info".as_ref(),
-            "--output=json".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            image.as_os_str(),
-        ],
-    )
-    .await?;
-    let info: serde_json::Value = serde_json::from_slice(&out)
+fn info_args(image: &Path) -> [&std::ffi::OsStr; 5] {
+    [
+        "info".as_ref(),
+        "--output=json".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        image.as_os_str(),
+    ]
+}
+
+/// `virtual-size` from `qemu-img info --output=json`.
+fn parse_virtual_size(info: &[u8], image: &Path) -> Result<u64, ImageError> {
+    let info: serde_json::Value = serde_json::from_slice(info)
         .map_err(|e| ImageError::QemuImg(format!("qemu-img info {}: {e}", image.display())))?;
     info.get("virtual-size")
         .and_then(|v| v.as_u64())
@@ -156,6 +155,32 @@ pub async fn virtual_size(qemu_img: &Path, image: &Path) -> Result<u64, ImageErr
                 image.display()
             ))
         })
+}
+
+/// The virtual size of a qcow2 image in bytes.
+pub async fn virtual_size(qemu_img: &Path, image: &Path) -> Result<u64, ImageError> {
+    let out = run(qemu_img, &info_args(image)).await?;
+    parse_virtual_size(&out, image)
+}
+
+/// [`virtual_size`] for code outside the runtime (`doctor`).
+pub fn virtual_size_blocking(qemu_img: &Path, image: &Path) -> Result<u64, ImageError> {
+    let out = std::process::Command::new(qemu_img)
+        .args(info_args(image))
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ImageError::QemuImg(format!("running {}: {e}", qemu_img.display())))?;
+    if !out.status.success() {
+        return Err(ImageError::QemuImg(format!(
+            "{} info {} failed ({}): {}",
+            qemu_img.display(),
+            image.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    parse_virtual_size(&out.stdout, image)
 }
 
 /// Creates `overlay` over `image`: `disk_bytes` large, but never smaller
@@ -269,7 +294,7 @@ mod tests {
         let mode = std::fs::metadata(&big).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // The image itself is only read.
-        assert_eq!(virtual_size(&qemu_img, &image).await.unwrap(), 64 << 20);
+        assert_eq!(virtual_size_blocking(&qemu_img, &image).unwrap(), 64 << 20);
         let missing = dir.path().join("absent.qcow2");
         let err = create_overlay(&qemu_img, &missing, &dir.path().join("x"), 1)
             .await

@@ -45,6 +45,7 @@ use crate::provider::local::process::{Recorded, wait_gone, write_private};
 use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
 
 pub use image::{ImageBoot, Images};
+pub use kernel::Kernel;
 pub use kvm::{Accel, AccelDecision};
 pub use settings::{AccelChoice, QemuArgs, QemuContext, QemuSettings, QemuSettingsError};
 pub use state::{VmDir, is_vm_name};

@@ -321,11 +321,7 @@ impl Settings {
                     raw.qemu
                         .resolve(&qemu_context(&raw, machine, &settings.data_dir))
                 },
-                |q| {
-                    crate::provider::qemu::prepare(q)
-                        .map(|(_, accel)| accel)
-                        .map_err(|e| e.to_string())
-                },
+                |q| crate::provider::qemu::accel(q).map_err(|e| e.to_string()),
             );
             settings.provider = pick.kind;
             settings.provider_pick = Some(pick.reason);

@@ -381,9 +381,10 @@ fn probe_cache_file(settings: &QemuSettings) -> PathBuf {
     settings.state_dir.join("kvm-probe")
 }
 
-/// The accelerator VMs get, as far as it is known without probing: for a
-/// process that does not run the provider (a CLI client beside a server).
-pub fn known_accel(settings: &QemuSettings) -> Option<Accel> {
+/// The accelerator VMs get, as far as it is known without probing (the
+/// choice, or the probe's outcome kept for this boot); `None` when only a
+/// probe can tell.
+pub fn kept_accel(settings: &QemuSettings) -> Option<AccelDecision> {
     let file = probe_cache_file(settings);
     let cache = kvm::ProbeCache {
         file: &file,
@@ -393,9 +394,22 @@ pub fn known_accel(settings: &QemuSettings) -> Option<Accel> {
         AccelChoice::Tcg => Err(String::new()),
         _ => cache.read()?,
     };
-    kvm::decide_from(settings.accel, outcome)
-        .ok()
-        .map(|d| d.accel)
+    kvm::decide_from(settings.accel, outcome).ok()
+}
+
+/// The accelerator of VMs for a process that does not run the provider
+/// (a CLI client beside a server).
+pub fn known_accel(settings: &QemuSettings) -> Option<Accel> {
+    kept_accel(settings).map(|d| d.accel)
+}
+
+/// The accelerator, from what is kept when it can be, else by building
+/// the initramfs and probing (what `DELEGATE_PROVIDER=auto` asks).
+pub fn accel(settings: &QemuSettings) -> Result<AccelDecision, ProviderError> {
+    match kept_accel(settings) {
+        Some(d) => Ok(d),
+        None => prepare(settings).map(|(_, d)| d),
+    }
 }
 
 /// The bootstrap as the VM sees it (the callback at the forwarded address)

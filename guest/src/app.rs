@@ -114,7 +114,11 @@ async fn boot(args: BootArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    crate::say!("delegate-guest: job {} from {source:?}", bootstrap.job_id);
+    crate::say!(
+        "{}{} from {source:?}",
+        delegate_proto::microvm::BOOT_MARKER,
+        bootstrap.job_id
+    );
     let client = match CallbackClient::new(
         &bootstrap.callback_url,
         &bootstrap.job_id,

@@ -14,6 +14,7 @@
 //! the arguments is read through one [`Machine`]. Nothing is read from
 //! globals after that: the engine gets an `Arc<Settings>`.
 
+pub mod auto;
 mod builder;
 mod describe;
 pub mod example;
@@ -76,7 +77,9 @@ impl ProviderKind {
         Err(invalid(
             "DELEGATE_PROVIDER",
             format!(
-                "{text:?} is not a provider this build can run; use one of: {}",
+                "{text:?} is not a provider this build can run; say {} to let the host pick, \
+                 or use one of: {}",
+                auto::AUTO,
                 known.join(", ")
             ),
         ))
@@ -126,8 +129,9 @@ pub struct RawSettings {
     /// How often timeouts, leases, cleanup and retention are checked.
     #[arg(long, env = "CLEANUP_INTERVAL_SECONDS", default_value_t = 30)]
     pub cleanup_interval_seconds: u64,
-    /// Where VMs come from: `local`, `proxmox` or `qemu`.
-    #[arg(long, env = "DELEGATE_PROVIDER", default_value = "local")]
+    /// Where VMs come from: `auto` (qemu when KVM works, else local),
+    /// `local`, `proxmox` or `qemu`.
+    #[arg(long, env = "DELEGATE_PROVIDER", default_value = auto::AUTO)]
     pub provider: String,
     /// Directory for the job database, logs and artifacts.
     /// Default: `$XDG_DATA_HOME/delegate` or `~/.local/share/delegate`.
@@ -262,6 +266,9 @@ pub struct Settings {
     pub cleanup_interval: Duration,
     /// The provider.
     pub provider: ProviderKind,
+    /// Why `DELEGATE_PROVIDER=auto` picked [`Settings::provider`]; `None`
+    /// when the provider was named.
+    pub provider_pick: Option<String>,
     /// The data directory (absolute).
     pub data_dir: PathBuf,
     /// Concurrent VM limit.
@@ -333,9 +340,36 @@ impl Settings {
         raw: RawSettings,
         machine: &dyn Machine,
     ) -> Result<Settings, SettingsError> {
-        let provider = ProviderKind::parse(&raw.provider)?;
+        let auto = raw.provider.trim().eq_ignore_ascii_case(auto::AUTO);
+        let provider = if auto {
+            // The sandbox's defaults until the pick says otherwise.
+            ProviderKind::Local
+        } else {
+            ProviderKind::parse(&raw.provider)?
+        };
         let mut settings = Settings::resolve_common(&raw, provider, machine)?;
-        match provider {
+        if auto {
+            let pick = auto::pick(
+                machine.kvm_device(),
+                || {
+                    raw.qemu
+                        .resolve(&qemu_context(&raw, machine, &settings.data_dir))
+                },
+                |q| crate::provider::qemu::accel(q).map_err(|e| e.to_string()),
+            );
+            settings.provider = pick.kind;
+            settings.provider_pick = Some(pick.reason);
+            if let Some(qemu) = pick.qemu {
+                // A VM's memory is not bounded by this machine's as a
+                // sandbox's is.
+                if raw.max_memory.is_none() {
+                    settings.max_memory = None;
+                }
+                settings.qemu = Some(qemu);
+                return Ok(settings);
+            }
+        }
+        match settings.provider {
             ProviderKind::Local => {
                 settings.local = Some(raw.local.resolve(&settings.data_dir, machine)?);
             }
@@ -349,14 +383,9 @@ impl Settings {
                 settings.proxmox = Some(px);
             }
             ProviderKind::Qemu => {
-                let ctx = QemuContext::standard(
-                    machine.var_os("PATH"),
-                    qemu_guest_candidates(&raw.local, machine),
-                    &settings.data_dir,
-                );
                 let qemu = raw
                     .qemu
-                    .resolve(&ctx)
+                    .resolve(&qemu_context(&raw, machine, &settings.data_dir))
                     .map_err(|e| invalid(e.setting, e.message))?;
                 settings.qemu = Some(qemu);
             }
@@ -533,6 +562,7 @@ impl Settings {
             heartbeat_threshold,
             cleanup_interval,
             provider,
+            provider_pick: None,
             data_dir,
             max_running: raw.max_running,
             max_provisioning: raw.max_provisioning,
@@ -562,6 +592,15 @@ impl Settings {
             egress: raw.egress.resolve(machine)?,
         })
     }
+}
+
+/// What the QEMU settings are resolved against.
+fn qemu_context(raw: &RawSettings, machine: &dyn Machine, data_dir: &Path) -> QemuContext {
+    QemuContext::standard(
+        machine.var_os("PATH"),
+        qemu_guest_candidates(&raw.local, machine),
+        data_dir,
+    )
 }
 
 /// Where a static guest for the qemu provider may be, in order:

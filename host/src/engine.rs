@@ -119,6 +119,12 @@ pub async fn start_engine(
     shutdown: CancellationToken,
 ) -> Result<Engine, EngineError> {
     let provider = build_provider(&settings)?;
+    if let Some(why) = &settings.provider_pick {
+        tracing::info!(
+            provider = provider.name(),
+            "DELEGATE_PROVIDER=auto picked {why}"
+        );
+    }
     tracing::info!(provider = provider.name(), "{}", provider.describe());
     start_engine_with(settings, provider, shutdown).await
 }

@@ -8,6 +8,10 @@ pub const READY_MARKER: &str = "delegate-init: ready";
 /// Printed by init in the host's KVM probe (`delegate.probe`) before it
 /// powers off.
 pub const PROBE_MARKER: &str = "delegate-init: probe ok";
+/// Starts the line `delegate-guest boot` prints once it has its bootstrap:
+/// in a disk image booted with `console=ttyS0` (whose init is its own and
+/// prints no [`READY_MARKER`]) the host waits for it on the console.
+pub const BOOT_MARKER: &str = "delegate-guest: job ";
 /// Starts the line init prints before powering off because something failed.
 pub const FAILED_MARKER: &str = "delegate-init: failed:";
 /// The virtio-9p mount tag of the machine's root file system.

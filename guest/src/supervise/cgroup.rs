@@ -8,8 +8,8 @@
 //!
 //! The job's cgroup is a child of the runner's own. Controllers can only be
 //! enabled for children of a cgroup that has no processes of its own, so
-//! when enabling fails with `EBUSY` the runner first moves itself into a
-//! leaf beside the job (for a systemd unit this needs `Delegate=yes`).
+//! the runner first moves itself into a leaf beside the job (for a systemd
+//! unit this needs `Delegate=yes`), except in the hierarchy's root.
 
 use std::ffi::CString;
 use std::io::ErrorKind;
@@ -261,12 +261,23 @@ fn enable_controllers(base: &Path, limits: &CgroupLimits, pid: u32) {
     }
     let line: String = wanted.iter().map(|c| format!("+{c} ")).collect();
     let control = base.join("cgroup.subtree_control");
-    match std::fs::write(&control, line.trim_end()) {
-        Ok(()) => return,
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-        Err(e) => {
-            tracing::info!("cannot enable {line}in {}: {e}", base.display());
-            return;
+    // Enabling only threaded controllers (pids, cpu) in a cgroup that holds
+    // processes succeeds, but makes it a thread root whose new children
+    // refuse processes (clone3 into them fails with EOPNOTSUPP; seen in a
+    // systemd unit with Delegate=yes). So a runner leaves its cgroup first,
+    // unless that is the hierarchy's real root, which may hold processes
+    // and has no cgroup.type (a cgroup namespace's root has one).
+    let holds_processes = !read("cgroup.procs").trim().is_empty();
+    let real_root = !base.join("cgroup.type").exists();
+    let must_leave = holds_processes && !real_root;
+    if !must_leave {
+        match std::fs::write(&control, line.trim_end()) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => {
+                tracing::info!("cannot enable {line}in {}: {e}", base.display());
+                return;
+            }
         }
     }
     let moved = new_child(base, "delegate-runner", pid)

@@ -80,6 +80,21 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
             "no settings (PROXMOX_*)".into(),
         )]),
     };
+    let (text, value) = match &settings.provider_pick {
+        Some(why) => {
+            let mut value = value;
+            value["provider"] =
+                json!({"auto": true, "picked": settings.provider.as_str(), "why": why});
+            (
+                format!(
+                    "provider: auto picked {}: {why}\n{text}",
+                    settings.provider.as_str()
+                ),
+                value,
+            )
+        }
+        None => (text, value),
+    };
     if json {
         out::json(&value)?;
     } else {

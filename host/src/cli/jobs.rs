@@ -61,7 +61,7 @@ pub async fn submit(
     if !wait || served {
         let jobs = JobManager::connect(Arc::new(settings), store);
         let record = jobs.submit(manifest).await?;
-        print_submitted(&record, output, wait)?;
+        print_submitted(&record, output, wait, &jobs)?;
         if !wait {
             if !served && !output.json && !output.quiet {
                 out::note(&format!(
@@ -119,7 +119,7 @@ async fn run_here(
     output: OutputArgs,
 ) -> Result<u8, CliError> {
     let record = jobs.submit(manifest).await?;
-    print_submitted(&record, output, true)?;
+    print_submitted(&record, output, true, jobs)?;
     let code = finish(jobs, &record.id, output, true).await;
     // The engine stops with this command: let it destroy the job's VM first.
     if !jobs.settled(&record.id, SETTLE_LIMIT).await {
@@ -134,7 +134,12 @@ async fn run_here(
 /// Announces the job: its id on stdout for scripts (`id=$(delegate-host
 /// submit m.json)`), unless a wait follows and the result will be printed
 /// (with `--quiet`, the id is all that is ever printed).
-fn print_submitted(record: &JobRecord, output: OutputArgs, waiting: bool) -> Result<(), CliError> {
+fn print_submitted(
+    record: &JobRecord,
+    output: OutputArgs,
+    waiting: bool,
+    jobs: &JobManager,
+) -> Result<(), CliError> {
     if output.quiet {
         return out::line(&record.id);
     }
@@ -147,6 +152,12 @@ fn print_submitted(record: &JobRecord, output: OutputArgs, waiting: bool) -> Res
         };
     }
     out::note(&format!("job {} submitted ({})", record.id, record.state));
+    // Which provider runs it, and when the host picked it, why.
+    let settings = jobs.settings();
+    match &settings.provider_pick {
+        Some(why) => out::note(&format!("provider: {why} (DELEGATE_PROVIDER=auto)")),
+        None => out::note(&format!("provider: {}", settings.provider.as_str())),
+    }
     if waiting {
         Ok(())
     } else {

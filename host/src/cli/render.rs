@@ -89,7 +89,13 @@ pub fn status(v: &StatusView, now: DateTime<Utc>) -> String {
         };
         line("session", &format!("{turn}; {kept}"));
     }
-    line("isolation", &v.isolation.description);
+    match &v.isolation.accelerator {
+        Some(accel) => line(
+            "isolation",
+            &format!("{} ({})", v.isolation.description, accel.to_uppercase()),
+        ),
+        None => line("isolation", &v.isolation.description),
+    }
     if let Some(r) = &v.recent_output {
         for (name, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
             if !text.is_empty() {

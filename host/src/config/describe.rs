@@ -32,7 +32,13 @@ impl Settings {
                 secs(self.heartbeat_threshold),
             ),
             ("CLEANUP_INTERVAL_SECONDS", secs(self.cleanup_interval)),
-            ("DELEGATE_PROVIDER", self.provider.as_str().into()),
+            (
+                "DELEGATE_PROVIDER",
+                match &self.provider_pick {
+                    Some(why) => format!("auto → {} ({why})", self.provider.as_str()),
+                    None => self.provider.as_str().into(),
+                },
+            ),
             ("DELEGATE_DATA_DIR", self.data_dir.display().to_string()),
             (
                 "DELEGATE_GUEST_BIN",

@@ -373,3 +373,38 @@ fn warm_pools_are_parsed_for_proxmox_only() {
     assert!(err.starts_with("DELEGATE_POOL"), "{err}");
     assert!(err.contains("proxmox"), "{err}");
 }
+
+#[test]
+fn auto_is_the_default_and_picks_the_sandbox_without_kvm() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = fake_guest(dir.path());
+    let args = ["--guest-bin", guest.to_str().unwrap()];
+    // As on CI: no usable /dev/kvm. Nothing else is looked at, so no
+    // probe runs.
+    let s = Settings::resolve_with(raw(&args), &machine(dir.path())).unwrap();
+    assert_eq!(s.provider, ProviderKind::Local);
+    assert!(s.local.is_some() && s.qemu.is_none());
+    let why = s.provider_pick.clone().expect("auto says why");
+    assert!(why.contains("no KVM"), "{why}");
+    let shown = s
+        .describe()
+        .into_iter()
+        .find(|(k, _)| *k == "DELEGATE_PROVIDER")
+        .unwrap()
+        .1;
+    assert!(shown.starts_with("auto → local"), "{shown}");
+    // KVM, but no QEMU on this machine's PATH: still the sandbox, and why.
+    let m = FixedMachine {
+        kvm: true,
+        ..machine(dir.path())
+    };
+    let s = Settings::resolve_with(raw(&args), &m).unwrap();
+    assert_eq!(s.provider, ProviderKind::Local);
+    let why = s.provider_pick.unwrap();
+    assert!(why.contains("QEMU is not ready"), "{why}");
+    // A named provider is taken as named.
+    let mut named = raw(&args);
+    named.provider = "local".into();
+    let s = Settings::resolve_with(named, &machine(dir.path())).unwrap();
+    assert_eq!((s.provider, s.provider_pick), (ProviderKind::Local, None));
+}

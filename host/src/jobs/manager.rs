@@ -82,13 +82,9 @@ impl JobManager {
         provider: Arc<dyn Provider>,
         shutdown: CancellationToken,
     ) -> Result<Self, JobError> {
-        let shared = Arc::new(Shared::new(
-            settings,
-            store,
-            provider.name(),
-            provider.isolation(),
-            4096,
-        ));
+        let mut shared = Shared::new(settings, store, provider.name(), provider.isolation(), 4096);
+        shared.accelerator = provider.accelerator();
+        let shared = Arc::new(shared);
         let engine = Engine::start(shared.clone(), provider, lock, shutdown).await?;
         Ok(JobManager {
             shared,
@@ -101,8 +97,15 @@ impl JobManager {
     /// `pending` until the engine takes them; cancels are flagged for it.
     pub fn connect(settings: Arc<Settings>, store: Store) -> Self {
         let (name, isolation) = (settings.provider.as_str(), default_isolation(&settings));
+        let accelerator = settings
+            .qemu
+            .as_ref()
+            .and_then(crate::provider::qemu::known_accel)
+            .map(|a| a.as_str());
+        let mut shared = Shared::new(settings, store, name, isolation, 64);
+        shared.accelerator = accelerator;
         JobManager {
-            shared: Arc::new(Shared::new(settings, store, name, isolation, 64)),
+            shared: Arc::new(shared),
             engine: None,
         }
     }
@@ -405,6 +408,15 @@ impl JobManager {
     /// `local`, `proxmox` or `qemu`.
     pub fn provider_name(&self) -> &'static str {
         self.shared.provider_name
+    }
+
+    /// The accelerator of a job's VM: `kvm` or `tcg` for a job QEMU runs
+    /// (as this process knows it), else none.
+    pub fn accelerator_of(&self, record: &JobRecord) -> Option<&'static str> {
+        let vm = record.vm.as_ref()?;
+        (vm.provider == crate::provider::qemu::NAME)
+            .then_some(self.shared.accelerator)
+            .flatten()
     }
 
     /// The isolation jobs get.

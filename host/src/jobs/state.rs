@@ -31,6 +31,9 @@ pub(super) struct Shared {
     pub(super) store: Store,
     pub(super) provider_name: &'static str,
     pub(super) isolation: Isolation,
+    /// `kvm` or `tcg` for a provider that runs VMs under QEMU (as far as
+    /// this process knows it), said in every status of its jobs.
+    pub(super) accelerator: Option<&'static str>,
     changes: broadcast::Sender<JobChange>,
     pub(super) metrics: Metrics,
     /// Jobs with a driver in this process: each holds a VM slot.
@@ -67,6 +70,7 @@ impl Shared {
             store,
             provider_name,
             isolation,
+            accelerator: None,
             changes: broadcast::channel(change_capacity).0,
             metrics: Metrics::default(),
             runs: Mutex::new(HashMap::new()),

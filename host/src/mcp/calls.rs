@@ -84,6 +84,7 @@ pub fn status_view(jobs: &JobManager, record: &JobRecord) -> StatusView {
     let mut view = StatusView::of(record, crate::clock::now_ms(), recent::output(jobs, record));
     view.egress = crate::egress::log::summary_of(jobs.store(), record);
     view.session = session_view(jobs, record);
+    view.isolation.accelerator = jobs.accelerator_of(record).map(str::to_string);
     view
 }
 

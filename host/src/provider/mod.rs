@@ -176,6 +176,12 @@ pub trait Provider: Send + Sync + 'static {
         self.isolation().describe().to_string()
     }
 
+    /// The accelerator its VMs run with (`kvm`, `tcg`), for providers that
+    /// choose one on this machine; said in every job status.
+    fn accelerator(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Creates and starts a VM for the job and hands it the bootstrap.
     /// Returns once the guest has been given its bootstrap; the guest then
     /// calls back on its own. Must be cancel-safe: if the future is dropped

@@ -42,6 +42,9 @@ pub trait Machine {
     fn var_names(&self, prefix: &str) -> Vec<String>;
     /// A file's permission bits (following symlinks); `None` when nothing is there.
     fn mode(&self, path: &Path) -> Option<u32>;
+    /// Whether `/dev/kvm` can be opened for reading and writing: the cheap
+    /// half of knowing KVM works (the other half boots a VM).
+    fn kvm_device(&self) -> Result<(), String>;
 
     /// An environment variable that is valid UTF-8.
     fn var(&self, name: &str) -> Option<String> {
@@ -147,6 +150,14 @@ impl Machine for ProcessMachine {
     fn mode(&self, path: &Path) -> Option<u32> {
         std::fs::metadata(path).ok().map(|m| m.permissions().mode())
     }
+    fn kvm_device(&self) -> Result<(), String> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map(drop)
+            .map_err(|e| format!("/dev/kvm cannot be opened: {e}"))
+    }
 }
 
 /// A machine made of given values and nothing else: no variable, file or
@@ -169,6 +180,8 @@ pub struct FixedMachine {
     pub hostname: Option<String>,
     /// Permission bits of files in `files` (0o600 when not listed).
     pub modes: BTreeMap<PathBuf, u32>,
+    /// Whether `/dev/kvm` opens (by default it does not, as in CI).
+    pub kvm: bool,
 }
 
 impl FixedMachine {
@@ -235,6 +248,13 @@ impl Machine for FixedMachine {
         self.files
             .contains_key(path)
             .then(|| self.modes.get(path).copied().unwrap_or(0o600))
+    }
+    fn kvm_device(&self) -> Result<(), String> {
+        if self.kvm {
+            Ok(())
+        } else {
+            Err("/dev/kvm cannot be opened: no such device on this fixed machine".into())
+        }
     }
 }
 

@@ -91,6 +91,10 @@ pub struct IsolationView {
     pub kind: String,
     /// In words.
     pub description: String,
+    /// For a VM QEMU runs on this machine: `kvm` (hardware
+    /// virtualization) or `tcg` (emulation, much slower).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<String>,
 }
 
 impl IsolationView {
@@ -103,6 +107,7 @@ impl IsolationView {
         IsolationView {
             kind: kind.to_string(),
             description: isolation.describe().to_string(),
+            accelerator: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod local_limits;
 mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;
+mod qemu_image;
 mod qemu_vm;
 mod repo_patch;
 mod store_artifacts;

@@ -25,7 +25,7 @@ use delegate_host::provider::{Isolation, Provider};
 use delegate_proto::{JobManifest, JobState, LogStream};
 
 /// The static guest: DELEGATE_QEMU_GUEST, else the workspace's musl build.
-fn static_guest() -> PathBuf {
+pub(crate) fn static_guest() -> PathBuf {
     if let Some(p) = std::env::var_os("DELEGATE_QEMU_GUEST") {
         return PathBuf::from(p);
     }
@@ -69,7 +69,7 @@ async fn qemu_host_with(dir: &Path, mut s: Settings) -> (Host, Arc<QemuProvider>
     (Host::start(s, p.clone()).await, p)
 }
 
-fn script(task: &str, extra: serde_json::Value) -> JobManifest {
+pub(crate) fn script(task: &str, extra: serde_json::Value) -> JobManifest {
     let mut v = serde_json::json!({
         "task": task,
         "agentType": "script",
@@ -82,7 +82,7 @@ fn script(task: &str, extra: serde_json::Value) -> JobManifest {
     JobManifest::from_value(v).unwrap()
 }
 
-fn log_text(m: &JobManager, id: &str, which: LogSelector) -> String {
+pub(crate) fn log_text(m: &JobManager, id: &str, which: LogSelector) -> String {
     String::from_utf8(m.read_log(id, which, 0, 1 << 20).unwrap().data).unwrap()
 }
 
@@ -107,7 +107,7 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
 
 /// The job's VM is destroyed: no QEMU process runs for it, its directory
 /// is gone, and no relay of this host is left.
-async fn assert_nothing_left(host: &Host, dir: &Path, id: &str) {
+pub(crate) async fn assert_nothing_left(host: &Host, dir: &Path, id: &str) {
     let m = host.manager();
     eventually(60, "the VM to be destroyed", || async {
         m.get(id).unwrap().vm_destroyed.then_some(())
@@ -199,7 +199,7 @@ async fn a_script_job_runs_end_to_end_in_a_micro_vm() {
     host.stop().await;
 }
 
-fn base64_of(bytes: &[u8]) -> String {
+pub(crate) fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

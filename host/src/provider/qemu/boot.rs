@@ -72,8 +72,49 @@ impl Follow {
     }
 }
 
+/// A disk image's init is its own, which prints no marker: the VM counts
+/// as started once QEMU answers on its QMP socket (the guest then calls
+/// back on its own, and the job's heartbeat lease covers a guest that
+/// never does).
+pub async fn wait_started(vm: &VmDir, qemu: Recorded, limit: Duration) -> Result<(), BootError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if !qemu.alive() {
+            return Err(BootError::Exited {
+                qemu: tail(&vm.qemu_log, 5),
+                console: tail(&vm.console, TAIL_LINES),
+            });
+        }
+        if super::qmp::execute(&vm.qmp, "query-status", Duration::from_secs(2))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BootError::Timeout {
+                after: limit,
+                console: tail(&vm.console, TAIL_LINES),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Waits until init prints [`READY_MARKER`].
 pub async fn wait_ready(vm: &VmDir, qemu: Recorded, limit: Duration) -> Result<(), BootError> {
+    wait_for(vm, qemu, limit, READY_MARKER).await
+}
+
+/// Waits until the console shows `marker`: init's [`READY_MARKER`] in a
+/// micro VM, the runner's [`delegate_proto::microvm::BOOT_MARKER`] in a
+/// disk image whose console is the serial port.
+pub async fn wait_for(
+    vm: &VmDir,
+    qemu: Recorded,
+    limit: Duration,
+    marker: &str,
+) -> Result<(), BootError> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut console = Follow {
         offset: 0,
@@ -81,7 +122,7 @@ pub async fn wait_ready(vm: &VmDir, qemu: Recorded, limit: Duration) -> Result<(
     };
     loop {
         let text = console.poll(&vm.console);
-        if text.contains(READY_MARKER) {
+        if text.contains(marker) {
             return Ok(());
         }
         if text.contains(FAILED_MARKER) {
@@ -91,7 +132,7 @@ pub async fn wait_ready(vm: &VmDir, qemu: Recorded, limit: Duration) -> Result<(
         }
         if !qemu.alive() {
             // A last look: init may have written the marker just before.
-            if console.poll(&vm.console).contains(READY_MARKER) {
+            if console.poll(&vm.console).contains(marker) {
                 return Ok(());
             }
             return Err(BootError::Exited {

@@ -1,10 +1,12 @@
 //! `delegate-host doctor` for the qemu provider: QEMU and its 9p support,
-//! the kernel and its modules, the static guest, and the accelerator the
-//! provider would use (after the same bounded KVM probe).
+//! the kernel and its modules, the static guest, `/dev/kvm`, the disk
+//! images when any are configured, and the accelerator the provider would
+//! use (after the same bounded KVM probe, or its kept outcome).
 
 use std::process::Command;
 
-use super::settings::QemuSettings;
+use super::image::ImageBoot;
+use super::settings::{AccelChoice, QemuSettings};
 use super::{QemuProvider, modules};
 
 /// One check's outcome.
@@ -102,6 +104,10 @@ pub fn run(settings: &QemuSettings) -> Vec<Check> {
             Ok(format!("{} (static)", settings.guest.display())),
         ),
     ];
+    checks.push(kvm_device(settings));
+    if settings.images.configured() {
+        checks.push(check("images", images(settings)));
+    }
     if checks.iter().all(|c| c.ok) {
         checks.push(check(
             "accelerator",
@@ -111,4 +117,74 @@ pub fn run(settings: &QemuSettings) -> Vec<Check> {
         ));
     }
     checks
+}
+
+/// `/dev/kvm`: without it VMs run under TCG, which is a failure only when
+/// KVM was demanded.
+fn kvm_device(settings: &QemuSettings) -> Check {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    match (opened, settings.accel) {
+        (Ok(_), _) => check(
+            "KVM",
+            Ok("/dev/kvm opens (the probe below boots a VM)".into()),
+        ),
+        (Err(e), AccelChoice::Kvm) => check(
+            "KVM",
+            Err(format!(
+                "/dev/kvm cannot be opened ({e}) and DELEGATE_QEMU_ACCEL=kvm"
+            )),
+        ),
+        (Err(e), _) => check(
+            "KVM",
+            Ok(format!(
+                "/dev/kvm cannot be opened ({e}): VMs run under TCG (emulation, much slower)"
+            )),
+        ),
+    }
+}
+
+/// The configured images: each readable by `qemu-img` as qcow2, and the
+/// initrd when they boot this machine's kernel.
+fn images(settings: &QemuSettings) -> Result<String, String> {
+    let images = &settings.images;
+    let qemu_img = images
+        .qemu_img
+        .as_deref()
+        .ok_or("qemu-img is missing (Debian: apt-get install qemu-utils)")?;
+    let mut found = Vec::new();
+    if let Some(image) = &images.default {
+        found.push(image.clone());
+    }
+    if let Some(dir) = &images.dir {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let mut in_dir: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "qcow2"))
+            .collect();
+        in_dir.sort();
+        if in_dir.is_empty() {
+            return Err(format!("no *.qcow2 image in {}", dir.display()));
+        }
+        found.extend(in_dir);
+    }
+    let mut described = Vec::new();
+    for image in &found {
+        let size =
+            super::image::virtual_size_blocking(qemu_img, image).map_err(|e| e.to_string())?;
+        described.push(format!("{} ({} MiB)", image.display(), size >> 20));
+    }
+    let boot = match (images.boot, &images.initrd) {
+        (ImageBoot::Kernel, Some(initrd)) => format!(
+            "booted with {} and {}",
+            settings.kernel.image.display(),
+            initrd.display()
+        ),
+        _ => "booted by their own boot loader".into(),
+    };
+    Ok(format!("{}; {boot}", described.join(", ")))
 }

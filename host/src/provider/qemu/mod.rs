@@ -26,6 +26,7 @@ mod boot;
 mod cpio;
 mod disk;
 pub mod doctor;
+mod image;
 mod initramfs;
 mod kernel;
 mod kvm;
@@ -44,6 +45,8 @@ use delegate_proto::Bootstrap;
 use crate::provider::local::process::{Recorded, wait_gone, write_private};
 use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
 
+pub use image::{ImageBoot, Images};
+pub use kernel::Kernel;
 pub use kvm::{Accel, AccelDecision};
 pub use settings::{AccelChoice, QemuArgs, QemuContext, QemuSettings, QemuSettingsError};
 pub use state::{VmDir, is_vm_name};
@@ -84,44 +87,15 @@ fn private_dir(path: &Path) -> Result<(), ProviderError> {
 
 impl QemuProvider {
     /// Builds the initramfs and chooses the accelerator (probing KVM for
-    /// up to 15 s unless TCG was chosen). Blocking.
+    /// up to 15 s once per machine boot unless TCG was chosen). Blocking.
     pub fn new(settings: QemuSettings) -> Result<Self, ProviderError> {
         let vms = settings.state_dir.join("vms");
         private_dir(&vms)?;
-        let modules = modules::resolve(
-            &settings.kernel.modules,
-            modules::REQUIRED,
-            modules::OPTIONAL,
-        )
-        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let initramfs = settings
-            .state_dir
-            .join(format!("initramfs-{}.img", settings.kernel.release));
-        initramfs::build(&settings.guest, &modules, &initramfs)
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        let probe = argv::VmSpec {
-            name: "kvm-probe".into(),
-            binary: settings.binary.clone(),
-            accel: Accel::Kvm,
-            cpus: 1,
-            memory_mib: 256,
-            kernel: settings.kernel.image.clone(),
-            initramfs: initramfs.clone(),
-            params: vec!["delegate.probe".into()],
-            console: settings.state_dir.join("kvm-probe.log"),
-            network: None,
-            bootstrap: None,
-            qmp: None,
-            share_root: false,
-            workspace_disk: None,
-        };
-        let accel = kvm::decide(settings.accel, &probe, kvm::PROBE_TIMEOUT)
-            .map_err(ProviderError::Unavailable)?;
+        let (initramfs, accel) = prepare(&settings)?;
         tracing::info!(
             accel = accel.accel.as_str(),
             reason = %accel.reason,
             kernel = %settings.kernel.image.display(),
-            modules = modules.len(),
             "qemu provider ready"
         );
         if settings.mkfs.is_none() {
@@ -149,9 +123,18 @@ impl QemuProvider {
 
     /// One line for statuses: the mode and the accelerator.
     pub fn summary(&self) -> String {
+        let images = &self.settings.images;
+        let mode = match (&images.default, &images.dir) {
+            (Some(image), _) => format!("disk image {}", image.display()),
+            (None, Some(dir)) => format!(
+                "micro VM (kernel {}), or a vmTemplate image from {}",
+                self.settings.kernel.release,
+                dir.display()
+            ),
+            (None, None) => format!("micro VM (kernel {})", self.settings.kernel.release),
+        };
         format!(
-            "micro VM (kernel {}), {}: {}",
-            self.settings.kernel.release,
+            "{mode}, {}: {}",
             self.accel.accel.as_str().to_uppercase(),
             self.accel.reason
         )
@@ -201,6 +184,55 @@ impl QemuProvider {
             }
         }
         argv::VmSpec {
+            share_root: true,
+            workspace_disk,
+            ..self.common_spec(
+                vm,
+                req,
+                target,
+                egress,
+                argv::Boot::MicroVm {
+                    kernel: self.settings.kernel.image.clone(),
+                    initramfs: self.initramfs.clone(),
+                    params,
+                },
+            )
+        }
+    }
+
+    /// A disk-image VM: the job's overlay as its only disk, booted by the
+    /// image's own init (which finds the bootstrap in fw_cfg).
+    fn image_spec(
+        &self,
+        vm: &VmDir,
+        req: &ProvisionRequest,
+        target: String,
+        egress: Option<String>,
+    ) -> argv::VmSpec {
+        let boot = match (&self.settings.images.boot, &self.settings.images.initrd) {
+            (ImageBoot::Kernel, Some(initrd)) => argv::Boot::ImageKernel {
+                kernel: self.settings.kernel.image.clone(),
+                initrd: initrd.clone(),
+            },
+            _ => argv::Boot::Firmware,
+        };
+        argv::VmSpec {
+            root_disk: Some(vm.root_disk.clone()),
+            ..self.common_spec(vm, req, target, egress, boot)
+        }
+    }
+
+    /// What every job's VM has: its size, console, network, bootstrap and
+    /// QMP socket.
+    fn common_spec(
+        &self,
+        vm: &VmDir,
+        req: &ProvisionRequest,
+        target: String,
+        egress: Option<String>,
+        boot: argv::Boot,
+    ) -> argv::VmSpec {
+        argv::VmSpec {
             name: vm
                 .dir
                 .file_name()
@@ -210,9 +242,7 @@ impl QemuProvider {
             accel: self.accel.accel,
             cpus: req.size.cpus,
             memory_mib: req.size.memory_bytes >> 20,
-            kernel: self.settings.kernel.image.clone(),
-            initramfs: self.initramfs.clone(),
-            params,
+            boot,
             console: vm.console.clone(),
             network: Some(argv::Network {
                 relay: self.settings.guest.clone(),
@@ -221,9 +251,32 @@ impl QemuProvider {
             }),
             bootstrap: Some(vm.bootstrap.clone()),
             qmp: Some(vm.qmp.clone()),
-            share_root: true,
-            workspace_disk,
+            share_root: false,
+            workspace_disk: None,
+            root_disk: None,
         }
+    }
+
+    /// The job's overlay of `image`, sized by `resources.disk` (at least
+    /// the image's own size).
+    async fn overlay(
+        &self,
+        vm: &VmDir,
+        image: &Path,
+        disk_bytes: u64,
+    ) -> Result<(), ProviderError> {
+        let refuse = |message: String| ProviderError::Provision {
+            message,
+            retryable: false,
+        };
+        let qemu_img = self.settings.images.qemu_img.as_deref().ok_or_else(|| {
+            refuse("disk images need qemu-img (Debian: apt-get install qemu-utils)".into())
+        })?;
+        let size = image::create_overlay(qemu_img, image, &vm.root_disk, disk_bytes)
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        tracing::debug!(image = %image.display(), size, "overlay created");
+        Ok(())
     }
 
     fn spawn(
@@ -287,6 +340,86 @@ impl QemuProvider {
             ));
         }
         Ok(())
+    }
+}
+
+/// The initramfs (built in the state directory) and the accelerator
+/// (after the bounded KVM probe, whose outcome is kept for this machine
+/// boot in `<state dir>/kvm-probe`). Blocking.
+pub fn prepare(settings: &QemuSettings) -> Result<(PathBuf, AccelDecision), ProviderError> {
+    private_dir(&settings.state_dir)?;
+    let modules = modules::resolve(
+        &settings.kernel.modules,
+        modules::REQUIRED,
+        modules::OPTIONAL,
+    )
+    .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+    let initramfs = settings
+        .state_dir
+        .join(format!("initramfs-{}.img", settings.kernel.release));
+    initramfs::build(&settings.guest, &modules, &initramfs)
+        .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+    let probe = argv::VmSpec {
+        name: "kvm-probe".into(),
+        binary: settings.binary.clone(),
+        accel: Accel::Kvm,
+        cpus: 1,
+        memory_mib: 256,
+        boot: argv::Boot::MicroVm {
+            kernel: settings.kernel.image.clone(),
+            initramfs: initramfs.clone(),
+            params: vec!["delegate.probe".into()],
+        },
+        console: settings.state_dir.join("kvm-probe.log"),
+        network: None,
+        bootstrap: None,
+        qmp: None,
+        share_root: false,
+        workspace_disk: None,
+        root_disk: None,
+    };
+    let cache_file = probe_cache_file(settings);
+    let cache = kvm::ProbeCache {
+        file: &cache_file,
+        key: kvm::cache_key(&settings.binary, &settings.kernel.release),
+    };
+    let accel = kvm::decide(settings.accel, &probe, kvm::PROBE_TIMEOUT, &cache)
+        .map_err(ProviderError::Unavailable)?;
+    Ok((initramfs, accel))
+}
+
+fn probe_cache_file(settings: &QemuSettings) -> PathBuf {
+    settings.state_dir.join("kvm-probe")
+}
+
+/// The accelerator VMs get, as far as it is known without probing (the
+/// choice, or the probe's outcome kept for this boot); `None` when only a
+/// probe can tell.
+pub fn kept_accel(settings: &QemuSettings) -> Option<AccelDecision> {
+    let file = probe_cache_file(settings);
+    let cache = kvm::ProbeCache {
+        file: &file,
+        key: kvm::cache_key(&settings.binary, &settings.kernel.release),
+    };
+    let outcome = match settings.accel {
+        AccelChoice::Tcg => Err(String::new()),
+        _ => cache.read()?,
+    };
+    kvm::decide_from(settings.accel, outcome).ok()
+}
+
+/// The accelerator of VMs for a process that does not run the provider
+/// (a CLI client beside a server).
+pub fn known_accel(settings: &QemuSettings) -> Option<Accel> {
+    kept_accel(settings).map(|d| d.accel)
+}
+
+/// The accelerator, from what is kept when it can be, else by building
+/// the initramfs and probing (what `DELEGATE_PROVIDER=auto` asks).
+pub fn accel(settings: &QemuSettings) -> Result<AccelDecision, ProviderError> {
+    match kept_accel(settings) {
+        Some(d) => Ok(d),
+        None => prepare(settings).map(|(_, d)| d),
     }
 }
 
@@ -365,6 +498,10 @@ impl Provider for QemuProvider {
         self.summary()
     }
 
+    fn accelerator(&self) -> Option<&'static str> {
+        Some(self.accel.accel.as_str())
+    }
+
     async fn provision(
         &self,
         req: ProvisionRequest,
@@ -372,6 +509,14 @@ impl Provider for QemuProvider {
     ) -> Result<VmRef, ProviderError> {
         let (mut guest_bootstrap, target) = guest_bootstrap(&req.bootstrap)?;
         let egress = guest_egress(&mut guest_bootstrap, req.egress_url.as_deref())?;
+        let image = self
+            .settings
+            .images
+            .for_job(req.template.as_deref())
+            .map_err(|e| ProviderError::Provision {
+                message: e.to_string(),
+                retryable: false,
+            })?;
         let name = state::new_name();
         let vm_dir = self.vm_dir(&name);
         let vm = VmRef {
@@ -393,8 +538,16 @@ impl Provider for QemuProvider {
         let json =
             serde_json::to_vec(&guest_bootstrap).map_err(|e| other("encoding the bootstrap", e))?;
         write_private(&vm_dir.bootstrap, &json)?;
-        let disk = self.workspace_disk(&vm_dir, req.size.disk_bytes).await?;
-        let spec = self.spec(&vm_dir, &req, target, egress, disk);
+        let spec = match &image {
+            Some(image) => {
+                self.overlay(&vm_dir, image, req.size.disk_bytes).await?;
+                self.image_spec(&vm_dir, &req, target, egress)
+            }
+            None => {
+                let disk = self.workspace_disk(&vm_dir, req.size.disk_bytes).await?;
+                self.spec(&vm_dir, &req, target, egress, disk)
+            }
+        };
         let mut child = self.spawn(&vm_dir, &spec)?;
         let pid = child.id().unwrap_or(0);
         let Some(rec) = Recorded::of(pid) else {
@@ -421,7 +574,17 @@ impl Provider for QemuProvider {
             }
         });
         tracing::info!(job_id = %req.job_id, vm = %vm.id, pid, accel = self.accel.accel.as_str(), "VM starting");
-        let booted = boot::wait_ready(&vm_dir, rec, self.settings.boot_timeout).await;
+        let limit = self.settings.boot_timeout;
+        let booted = match (&image, &spec.boot) {
+            (None, _) => boot::wait_ready(&vm_dir, rec, limit).await,
+            // The kernel's console is the serial port: the runner's first
+            // line shows the image booted and found its bootstrap.
+            (Some(_), argv::Boot::ImageKernel { .. }) => {
+                boot::wait_for(&vm_dir, rec, limit, delegate_proto::microvm::BOOT_MARKER).await
+            }
+            // Its own boot loader decides where its console is.
+            (Some(_), _) => boot::wait_started(&vm_dir, rec, limit).await,
+        };
         // QEMU read the file when it started; the token need not stay on disk.
         let _ = std::fs::remove_file(&vm_dir.bootstrap);
         booted.map_err(|e| ProviderError::Provision {

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::image::{ImageBoot, Images};
 use super::kernel::{self, Kernel};
 
 /// The QEMU binary looked up on `PATH` when none is given.
@@ -51,6 +52,22 @@ pub struct QemuArgs {
         default_value_t = DEFAULT_BOOT_TIMEOUT_SECONDS
     )]
     pub boot_timeout_seconds: u64,
+    /// A qcow2 image jobs boot (each through an overlay of its own) instead
+    /// of a micro VM, unless their vmTemplate names another.
+    #[arg(long = "qemu-image", env = "DELEGATE_QEMU_IMAGE")]
+    pub image: Option<PathBuf>,
+    /// The directory a job's vmTemplate names an image in
+    /// (`<dir>/<name>` or `<dir>/<name>.qcow2`).
+    #[arg(long = "qemu-image-dir", env = "DELEGATE_QEMU_IMAGE_DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// How disk images boot: firmware (their own boot loader) or kernel
+    /// (this machine's kernel and initrd, root=/dev/vda).
+    #[arg(long = "qemu-image-boot", env = "DELEGATE_QEMU_IMAGE_BOOT", value_enum, default_value_t = ImageBoot::Firmware)]
+    pub image_boot: ImageBoot,
+    /// The initrd for DELEGATE_QEMU_IMAGE_BOOT=kernel
+    /// [default: /boot/initrd.img-<the kernel's release>].
+    #[arg(long = "qemu-initrd", env = "DELEGATE_QEMU_INITRD")]
+    pub initrd: Option<PathBuf>,
 }
 
 /// The default of `DELEGATE_QEMU_BOOT_TIMEOUT`: a micro VM is up in ~2 s
@@ -68,6 +85,10 @@ impl Default for QemuArgs {
             guest: None,
             accel: AccelChoice::Auto,
             boot_timeout_seconds: DEFAULT_BOOT_TIMEOUT_SECONDS,
+            image: None,
+            image_dir: None,
+            image_boot: ImageBoot::Firmware,
+            initrd: None,
         }
     }
 }
@@ -127,6 +148,8 @@ pub struct QemuSettings {
     pub hide: Vec<PathBuf>,
     /// `mkfs.ext4` for workspace disks (`None`: workspaces are tmpfs).
     pub mkfs: Option<PathBuf>,
+    /// Disk images for jobs that boot one.
+    pub images: Images,
 }
 
 impl QemuSettings {
@@ -136,6 +159,10 @@ impl QemuSettings {
             AccelChoice::Auto => "auto",
             AccelChoice::Kvm => "kvm",
             AccelChoice::Tcg => "tcg",
+        };
+        let shown = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "(not set)".to_string(), |p| p.display().to_string())
         };
         vec![
             ("DELEGATE_QEMU_BINARY", self.binary.display().to_string()),
@@ -153,6 +180,13 @@ impl QemuSettings {
                 "DELEGATE_QEMU_BOOT_TIMEOUT",
                 self.boot_timeout.as_secs().to_string(),
             ),
+            ("DELEGATE_QEMU_IMAGE", shown(&self.images.default)),
+            ("DELEGATE_QEMU_IMAGE_DIR", shown(&self.images.dir)),
+            (
+                "DELEGATE_QEMU_IMAGE_BOOT",
+                self.images.boot.as_str().to_string(),
+            ),
+            ("DELEGATE_QEMU_INITRD", shown(&self.images.initrd)),
         ]
     }
 }
@@ -279,6 +313,7 @@ impl QemuArgs {
         if self.boot_timeout_seconds == 0 {
             return Err(invalid("DELEGATE_QEMU_BOOT_TIMEOUT", "must be at least 1"));
         }
+        let images = self.images(ctx, &kernel)?;
         Ok(QemuSettings {
             binary,
             kernel,
@@ -288,7 +323,66 @@ impl QemuArgs {
             state_dir: ctx.data_dir.join("qemu"),
             hide: vec![ctx.data_dir.clone()],
             mkfs: super::disk::find_mkfs(ctx.path.as_ref()),
+            images,
         })
+    }
+
+    /// The image settings: each path checked, `qemu-img` found when any
+    /// image is configured, the initrd when images boot the kernel.
+    fn images(&self, ctx: &QemuContext, kernel: &Kernel) -> Result<Images, QemuSettingsError> {
+        if let Some(image) = &self.image
+            && !image.is_file()
+        {
+            return Err(invalid(
+                "DELEGATE_QEMU_IMAGE",
+                format!("{} is not a file (a qcow2 disk image)", image.display()),
+            ));
+        }
+        if let Some(dir) = &self.image_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "DELEGATE_QEMU_IMAGE_DIR",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        let mut images = Images {
+            default: self.image.clone(),
+            dir: self.image_dir.clone(),
+            boot: self.image_boot,
+            initrd: None,
+            qemu_img: None,
+        };
+        if !images.configured() {
+            return Ok(images);
+        }
+        images.qemu_img = Some(super::image::find_qemu_img(ctx.path.as_ref()).ok_or_else(
+            || {
+                invalid(
+                    "DELEGATE_QEMU_IMAGE",
+                    "disk images need qemu-img on PATH for each job's overlay \
+                 (Debian: apt-get install qemu-utils)",
+                )
+            },
+        )?);
+        if self.image_boot == ImageBoot::Kernel {
+            let initrd = self
+                .initrd
+                .clone()
+                .unwrap_or_else(|| ctx.boot_dir.join(format!("initrd.img-{}", kernel.release)));
+            if std::fs::File::open(&initrd).is_err() {
+                return Err(invalid(
+                    "DELEGATE_QEMU_INITRD",
+                    format!(
+                        "{} cannot be read; DELEGATE_QEMU_IMAGE_BOOT=kernel boots the \
+                         kernel with an initrd that mounts root=/dev/vda",
+                        initrd.display()
+                    ),
+                ));
+            }
+            images.initrd = Some(initrd);
+        }
+        Ok(images)
     }
 }
 

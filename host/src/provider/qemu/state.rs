@@ -24,8 +24,10 @@ pub struct VmDir {
     pub job_file: PathBuf,
     /// The job's deadline, unix ms.
     pub deadline_file: PathBuf,
-    /// The `/workspace` disk image.
+    /// The `/workspace` disk image (micro VM).
     pub workspace_disk: PathBuf,
+    /// The copy-on-write overlay of the job's disk image (disk-image mode).
+    pub root_disk: PathBuf,
 }
 
 impl VmDir {
@@ -41,6 +43,7 @@ impl VmDir {
             job_file: dir.join("job"),
             deadline_file: dir.join("deadline"),
             workspace_disk: dir.join("workspace.img"),
+            root_disk: dir.join("root.qcow2"),
             dir,
         }
     }

@@ -18,6 +18,7 @@ mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;
 mod qemu_vm;
+mod release_archive;
 mod repo_patch;
 mod store_artifacts;
 mod store_basics;

@@ -294,6 +294,7 @@ async fn a_script_jobs_patch_applies_to_the_base_and_reproduces_the_tree() {
         id: done.id[..8].to_string(),
         check,
         path: Some(base.clone()),
+        json: false,
     };
     let before = tree_of(&base);
     assert_eq!(apply::run(&m, &args(true)).unwrap(), 0);

@@ -15,7 +15,18 @@ use super::out;
 /// Runs the checks; exit 0 when everything passed, 1 otherwise. With
 /// `json`: `{ok, checks: [{name, ok, detail}], missing_privileges: [...]}`.
 pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
-    let (ok, text, value) = match (settings.provider, &settings.proxmox) {
+    let (ok, text, value) = report(settings).await;
+    if json {
+        out::json(&value)?;
+    } else {
+        out::text(&text)?;
+    }
+    Ok(if ok { exit::OK } else { exit::FAILURE })
+}
+
+/// The checks' verdict, the report as text and as JSON.
+pub async fn report(settings: &Settings) -> (bool, String, serde_json::Value) {
+    match (settings.provider, &settings.proxmox) {
         (ProviderKind::Proxmox, Some(pve)) => {
             let report =
                 crate::provider::proxmox::doctor(pve, settings.default_vm_template.as_deref())
@@ -61,13 +72,7 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
             false,
             "no settings (PROXMOX_*)".into(),
         )]),
-    };
-    if json {
-        out::json(&value)?;
-    } else {
-        out::text(&text)?;
     }
-    Ok(if ok { exit::OK } else { exit::FAILURE })
 }
 
 fn local_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {

@@ -28,6 +28,49 @@ pub struct ApplyArgs {
     /// turns' changes already.
     #[arg(long)]
     pub turn: bool,
+    /// Print the outcome as JSON (`jobId`, `path`, `outcome`, `merge`,
+    /// `checkOnly`, `message`) instead of a sentence.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+}
+
+/// What `apply` did, for text or JSON.
+struct Outcome<'a> {
+    id: &'a str,
+    dir: &'a Path,
+    /// `applied`, `applies` (--check), `empty` (nothing to apply),
+    /// `does-not-apply` or `conflicts`.
+    outcome: &'static str,
+    /// `clean` or `3way`, when the patch applies.
+    merge: Option<&'static str>,
+    check: bool,
+    /// The sentence a person reads; git's complaint for a failure.
+    message: String,
+}
+
+impl Outcome<'_> {
+    fn ok(&self) -> bool {
+        matches!(self.outcome, "applied" | "applies" | "empty")
+    }
+
+    /// Prints the outcome; the exit code (0 when the patch applied or would).
+    fn print(&self, json: bool) -> Result<u8, CliError> {
+        if json {
+            out::json(&serde_json::json!({
+                "jobId": self.id,
+                "path": self.dir.display().to_string(),
+                "outcome": self.outcome,
+                "merge": self.merge,
+                "checkOnly": self.check,
+                "message": self.message,
+            }))?;
+        } else if self.ok() {
+            out::line(&self.message)?;
+        } else {
+            out::note(&self.message);
+        }
+        Ok(if self.ok() { exit::OK } else { exit::FAILURE })
+    }
 }
 
 /// Runs `apply`; the exit code is 0 when the patch applied (or would).
@@ -51,26 +94,32 @@ pub fn run(jobs: &JobManager, args: &ApplyArgs) -> Result<u8, CliError> {
             source,
         })?
         .len();
+    let outcome = |outcome, merge, message| Outcome {
+        id: &id,
+        dir: &dir,
+        outcome,
+        merge,
+        check: args.check,
+        message,
+    };
     if size == 0 {
-        out::line(&format!(
-            "job {id} changed nothing; there is nothing to apply"
-        ))?;
-        return Ok(exit::OK);
+        let said = format!("job {id} changed nothing; there is nothing to apply");
+        return outcome("empty", None, said).print(args.json);
     }
     let plain = git_apply(&dir, &patch, &["--check"])?;
-    let mode: &[&str] = if plain.ok {
-        &[]
+    let (mode, merge): (&[&str], _) = if plain.ok {
+        (&[], "clean")
     } else {
         let merged = git_apply(&dir, &patch, &["--check", "--3way"])?;
         if !merged.ok {
-            out::note(&format!(
+            let said = format!(
                 "the patch of job {id} does not apply to {}:\n{}",
                 dir.display(),
                 plain.stderr
-            ));
-            return Ok(exit::FAILURE);
+            );
+            return outcome("does-not-apply", None, said).print(args.json);
         }
-        &["--3way"]
+        (&["--3way"], "3way")
     };
     let how = if mode.is_empty() {
         "cleanly"
@@ -78,26 +127,20 @@ pub fn run(jobs: &JobManager, args: &ApplyArgs) -> Result<u8, CliError> {
         "with a 3-way merge"
     };
     if args.check {
-        out::line(&format!(
-            "the patch of job {id} applies {how} to {}",
-            dir.display()
-        ))?;
-        return Ok(exit::OK);
+        let said = format!("the patch of job {id} applies {how} to {}", dir.display());
+        return outcome("applies", Some(merge), said).print(args.json);
     }
     let applied = git_apply(&dir, &patch, mode)?;
     if !applied.ok {
-        out::note(&format!(
+        let said = format!(
             "applying the patch of job {id} left conflicts in {}:\n{}",
             dir.display(),
             applied.stderr
-        ));
-        return Ok(exit::FAILURE);
+        );
+        return outcome("conflicts", Some(merge), said).print(args.json);
     }
-    out::line(&format!(
-        "applied the patch of job {id} {how} to {}",
-        dir.display()
-    ))?;
-    Ok(exit::OK)
+    let said = format!("applied the patch of job {id} {how} to {}", dir.display());
+    outcome("applied", Some(merge), said).print(args.json)
 }
 
 struct Applied {

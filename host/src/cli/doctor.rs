@@ -15,7 +15,19 @@ use super::out;
 /// Runs the checks; exit 0 when everything passed, 1 otherwise. With
 /// `json`: `{ok, checks: [{name, ok, detail}], missing_privileges: [...]}`.
 pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
-    let (ok, text, value) = match (settings.provider, &settings.proxmox) {
+    let (ok, text, value) = report(settings).await;
+    let (text, value) = with_provider_pick(settings, text, value);
+    if json {
+        out::json(&value)?;
+    } else {
+        out::text(&text)?;
+    }
+    Ok(if ok { exit::OK } else { exit::FAILURE })
+}
+
+/// The checks' verdict, the report as text and as JSON.
+pub async fn report(settings: &Settings) -> (bool, String, serde_json::Value) {
+    match (settings.provider, &settings.proxmox) {
         (ProviderKind::Proxmox, Some(pve)) => {
             let mut report =
                 crate::provider::proxmox::doctor(pve, settings.default_vm_template.as_deref())
@@ -79,28 +91,24 @@ pub async fn run(settings: &Settings, json: bool) -> Result<u8, CliError> {
             false,
             "no settings (PROXMOX_*)".into(),
         )]),
-    };
-    let (text, value) = match &settings.provider_pick {
-        Some(why) => {
-            let mut value = value;
-            value["provider"] =
-                json!({"auto": true, "picked": settings.provider.as_str(), "why": why});
-            (
-                format!(
-                    "provider: auto picked {}: {why}\n{text}",
-                    settings.provider.as_str()
-                ),
-                value,
-            )
-        }
-        None => (text, value),
-    };
-    if json {
-        out::json(&value)?;
-    } else {
-        out::text(&text)?;
     }
-    Ok(if ok { exit::OK } else { exit::FAILURE })
+}
+
+/// Says which provider `auto` picked and why, above the checks.
+fn with_provider_pick(
+    settings: &Settings,
+    text: String,
+    mut value: serde_json::Value,
+) -> (String, serde_json::Value) {
+    let Some(why) = &settings.provider_pick else {
+        return (text, value);
+    };
+    let picked = settings.provider.as_str();
+    value["provider"] = json!({"auto": true, "picked": picked, "why": why});
+    (
+        format!("provider: auto picked {picked}: {why}\n{text}"),
+        value,
+    )
 }
 
 fn local_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {

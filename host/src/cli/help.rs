@@ -123,6 +123,17 @@ mod tests {
     }
 
     #[test]
+    fn every_command_but_the_generators_and_serve_prints_json() {
+        let cmd = command();
+        let without: Vec<&str> = cmd
+            .get_subcommands()
+            .filter(|c| c.get_arguments().all(|a| a.get_id() != "json"))
+            .map(|c| c.get_name())
+            .collect();
+        assert_eq!(without, ["serve", "completions", "man"]);
+    }
+
+    #[test]
     fn the_definitions_are_consistent() {
         command().debug_assert();
         grouped().debug_assert();

@@ -206,7 +206,11 @@ pub enum Command {
     /// After building a template: doctor, the template's cloud-init drive,
     /// then one job on it through the Proxmox provider, timed (clone, boot,
     /// guest ready, job).
-    Smoke,
+    Smoke {
+        /// How to print.
+        #[command(flatten)]
+        output: JsonArg,
+    },
     /// Check that the configured provider can run jobs here (Proxmox: API,
     /// template, storage, bridge, token privileges; local: guest binary and
     /// namespaces).
@@ -316,7 +320,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Serve { http } => serve::run(settings, http).await,
         Command::Config { output, .. } => config::run(&settings, &provenance, output.json),
         Command::Doctor { output } => doctor::run(&settings, output.json).await,
-        Command::Smoke => smoke::run(settings).await,
+        Command::Smoke { output } => smoke::run(settings, output.json).await,
         Command::Submit {
             manifest,
             wait,

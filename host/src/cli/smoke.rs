@@ -38,8 +38,57 @@ const DESTROY_WAIT: Duration = Duration::from_secs(600);
 /// What the job prints, so the output proves it ran in the VM.
 const MARKER: &str = "delegate smoke test: hello from";
 
+/// Where smoke's report goes: stdout as it happens, or (with `--json`)
+/// stderr as it happens and one JSON object on stdout at the end.
+struct Say {
+    json: bool,
+    summary: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Say {
+    fn line(&self, text: &str) -> Result<(), CliError> {
+        if self.json {
+            out::note(text);
+            Ok(())
+        } else {
+            out::line(text)
+        }
+    }
+
+    fn text(&self, text: &str) -> Result<(), CliError> {
+        if self.json {
+            out::note(text.trim_end_matches('\n'));
+            Ok(())
+        } else {
+            out::text(text)
+        }
+    }
+
+    fn set(&mut self, key: &str, value: serde_json::Value) {
+        self.summary.insert(key.to_string(), value);
+    }
+
+    /// Ends the report: with `--json`, `{ok, exitCode, stage, ...}` on stdout.
+    fn finish(mut self, stage: &str, code: u8) -> Result<u8, CliError> {
+        if self.json {
+            self.set("ok", (code == exit::OK).into());
+            self.set("exitCode", code.into());
+            self.set("stage", stage.into());
+            out::json(&self.summary)?;
+        }
+        Ok(code)
+    }
+}
+
 /// Runs doctor, the template check and one timed job; exit 0 when all pass.
-pub async fn run(settings: Settings) -> Result<u8, CliError> {
+/// With `json`, the progress goes to stderr and stdout gets one object:
+/// `ok`, `exitCode`, `stage` (where it ended: doctor, template, job),
+/// `doctor` (doctor's JSON), `templates`, `job` and `phases`.
+pub async fn run(settings: Settings, json: bool) -> Result<u8, CliError> {
+    let mut say = Say {
+        json,
+        summary: serde_json::Map::new(),
+    };
     let (Some(pve), Some(template)) = (
         settings.proxmox.clone(),
         settings.default_vm_template.clone(),
@@ -56,31 +105,35 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
         ));
     }
 
-    out::line("== doctor")?;
-    let code = doctor::run(&settings, false).await?;
-    if code != exit::OK {
-        out::line("smoke: doctor found problems (above); no job was started")?;
-        return Ok(code);
+    say.line("== doctor")?;
+    let (doctor_ok, doctor_text, doctor_value) = doctor::report(&settings).await;
+    say.text(&doctor_text)?;
+    say.set("doctor", doctor_value);
+    if !doctor_ok {
+        say.line("smoke: doctor found problems (above); no job was started")?;
+        return say.finish("doctor", exit::FAILURE);
     }
 
     // The report's last line has no line break of its own.
-    out::line("")?;
-    out::line(&format!("== template {template}"))?;
+    say.line("")?;
+    say.line(&format!("== template {template}"))?;
     let client =
         PveClient::new(&pve).map_err(|e| CliError::Usage(format!("the Proxmox settings: {e}")))?;
     match check_template(&client, &template).await {
         Ok(lines) => {
             for l in &lines {
-                out::line(&format!("[ ok ] {l}"))?;
+                say.line(&format!("[ ok ] {l}"))?;
             }
+            say.set("templates", lines.into());
         }
         Err(why) => {
-            out::line(&format!("[FAIL] {why}"))?;
-            return Ok(exit::FAILURE);
+            say.line(&format!("[FAIL] {why}"))?;
+            say.set("templates", serde_json::json!({ "error": why }));
+            return say.finish("template", exit::FAILURE);
         }
     }
 
-    out::line(&format!("== hello job on {template}"))?;
+    say.line(&format!("== hello job on {template}"))?;
     let manifest = JobManifest::from_value(serde_json::json!({
         "task": format!("echo \"{MARKER} $(hostname)\"; uname -sr"),
         "agentType": "script",
@@ -89,13 +142,13 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
     .map_err(|e| CliError::Job(JobError::InvalidManifest(e)))?;
     let store = Store::open(&settings.data_dir)?;
     let record = if jobs::engine_running(&store)? {
-        out::line(&format!(
+        say.line(&format!(
             "(a server owns {}: it runs the job)",
             settings.data_dir.display()
         ))?;
         let jobs = JobManager::connect(Arc::new(settings), store);
         let id = jobs.submit(manifest).await?.id;
-        watch(&jobs, &client, &id).await?
+        watch(&jobs, &client, &id, &mut say).await?
     } else {
         drop(store);
         // The smoke test times a cold start of the template; a warm pool
@@ -105,13 +158,24 @@ pub async fn run(settings: Settings) -> Result<u8, CliError> {
         let engine = start_engine(settings, CancellationToken::new()).await?;
         let outcome = async {
             let id = engine.manager.submit(manifest).await?.id;
-            watch(&engine.manager, &client, &id).await
+            watch(&engine.manager, &client, &id, &mut say).await
         }
         .await;
         engine.stop().await;
         outcome?
     };
-    report(&record)
+    let code = report(&record, &say)?;
+    say.set(
+        "job",
+        serde_json::json!({
+            "id": record.id,
+            "state": record.state.as_str(),
+            "error": record.error,
+            "vmDestroyed": record.vm_destroyed,
+            "stdout": record.result.as_ref().map(|r| r.output.stdout.text.as_str()),
+        }),
+    );
+    say.finish("job", code)
 }
 
 /// Reads every copy of the template (one per node for local storage) and
@@ -248,10 +312,15 @@ impl Phases {
 /// change announced by an engine in this process is read at once (a hello
 /// job may be `running` for less than one poll); a server's is seen at the
 /// next poll.
-async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRecord, CliError> {
+async fn watch(
+    jobs: &JobManager,
+    client: &PveClient,
+    id: &str,
+    say: &mut Say,
+) -> Result<JobRecord, CliError> {
     let mut changes = jobs.subscribe();
     let mut record = jobs.get(id)?;
-    out::line(&format!("submitted job {id}"))?;
+    say.line(&format!("submitted job {id}"))?;
     let mut phases = Phases {
         submitted: record.created_at,
         ..Phases::default()
@@ -262,7 +331,7 @@ async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRec
     loop {
         if phases.ready.is_none() && record.state == JobState::Running {
             phases.ready = Some(now_ms());
-            out::line("the runner in the VM has its job")?;
+            say.line("the runner in the VM has its job")?;
         }
         if record.state.is_final() {
             break;
@@ -275,18 +344,18 @@ async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRec
             let now = now_ms();
             if phases.cloned.is_none() && st.lock.as_deref() != Some("clone") {
                 phases.cloned = Some(now);
-                out::line(&format!("VM {vmid} cloned on {node}"))?;
+                say.line(&format!("VM {vmid} cloned on {node}"))?;
             }
             if st.status == "running" {
                 phases.booted = Some(now);
-                out::line(&format!("VM {vmid} running"))?;
+                say.line(&format!("VM {vmid} running"))?;
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = changes.recv() => {}
             _ = &mut interrupt, if !cancelled => {
-                out::line(&format!("interrupted: cancelling job {id} (its VM is destroyed)"))?;
+                say.line(&format!("interrupted: cancelling job {id} (its VM is destroyed)"))?;
                 jobs.cancel(id).await?;
                 cancelled = true;
             }
@@ -305,22 +374,24 @@ async fn watch(jobs: &JobManager, client: &PveClient, id: &str) -> Result<JobRec
         record = jobs.get(id)?;
     }
     phases.destroyed = record.vm_destroyed.then(now_ms);
-    out::text(&phases.render())?;
+    let rendered = phases.render();
+    say.text(&rendered)?;
+    say.set("phases", rendered.lines().collect::<Vec<_>>().into());
     Ok(record)
 }
 
 /// Prints the verdict; the exit code.
-fn report(record: &JobRecord) -> Result<u8, CliError> {
+fn report(record: &JobRecord, say: &Say) -> Result<u8, CliError> {
     let stdout = record
         .result
         .as_ref()
         .map(|r| r.output.stdout.text.as_str())
         .unwrap_or_default();
     for line in stdout.lines() {
-        out::line(&format!("  | {line}"))?;
+        say.line(&format!("  | {line}"))?;
     }
     if let Some(vm) = record.vm.as_ref().filter(|_| !record.vm_destroyed) {
-        out::line(&format!(
+        say.line(&format!(
             "smoke: FAILED, VM {} was not destroyed within {} s (the host's cleanup retries)",
             vm.id,
             DESTROY_WAIT.as_secs()
@@ -328,10 +399,10 @@ fn report(record: &JobRecord) -> Result<u8, CliError> {
         return Ok(exit::FAILURE);
     }
     if record.state == JobState::Success && stdout.contains(MARKER) {
-        out::line("smoke: ok, the template runs jobs")?;
+        say.line("smoke: ok, the template runs jobs")?;
         return Ok(exit::OK);
     }
-    out::line(&format!(
+    say.line(&format!(
         "smoke: FAILED, job {} ended {}{}",
         record.id,
         record.state,

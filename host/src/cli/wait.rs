@@ -10,12 +10,15 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
 use crate::jobs::JobManager;
 use crate::mcp::progress::describe;
 use crate::model::{JobRecord, LogSelector};
 
 use super::exit::CliError;
 use super::jobs::engine_running;
+use super::when::duration;
 
 /// How a wait ended.
 pub enum WaitEnd {
@@ -40,7 +43,7 @@ pub struct Watch {
     pub needs_engine: bool,
 }
 
-/// How often the terminal line is redrawn while nothing changes.
+/// How often the terminal line's elapsed time is redrawn.
 const TICK: Duration = Duration::from_secs(1);
 /// How often new output is looked for while it is shown live.
 const OUTPUT_TICK: Duration = Duration::from_millis(250);
@@ -60,10 +63,9 @@ pub async fn until_final(
     let mut display = Display::new(watch.progress);
     let mut output = watch
         .output
-        .map(|which| LiveOutput::new(which, display.terminal));
-    let start = Instant::now();
+        .map(|which| LiveOutput::new(which, display.terminal()));
     let mut record = jobs.get(job_id)?;
-    display.show(&record, start.elapsed(), true);
+    display.show(&record, true);
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
     let tick = if output.is_some() { OUTPUT_TICK } else { TICK };
@@ -84,7 +86,7 @@ pub async fn until_final(
             }
         }
         let stepped = {
-            let step = jobs.wait(job_id, tick, |r| display.show(r, start.elapsed(), true));
+            let step = jobs.wait(job_id, tick, |r| display.show(r, true));
             tokio::select! {
                 r = step => Some(r),
                 _ = &mut interrupt => None,
@@ -100,7 +102,7 @@ pub async fn until_final(
                 return Ok(WaitEnd::Interrupted(jobs.get(job_id)?));
             }
         }
-        display.show(&record, start.elapsed(), false);
+        display.show(&record, false);
     }
     if let Some(out) = &mut output {
         out.drain(jobs, job_id, &mut display).await?;
@@ -187,10 +189,7 @@ impl LiveOutput {
             return Ok(());
         };
         let lines: Vec<u8> = self.partial.drain(..=end).collect();
-        display.clear();
-        write_stdout(&lines)?;
-        display.redraw();
-        Ok(())
+        display.around(|| write_stdout(&lines))
     }
 
     fn flush_partial(&mut self, display: &mut Display) -> Result<(), CliError> {
@@ -199,10 +198,7 @@ impl LiveOutput {
         }
         let mut rest = std::mem::take(&mut self.partial);
         rest.push(b'\n');
-        display.clear();
-        write_stdout(&rest)?;
-        display.redraw();
-        Ok(())
+        display.around(|| write_stdout(&rest))
     }
 }
 
@@ -214,62 +210,78 @@ fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
         .map_err(CliError::Output)
 }
 
+/// The status display on stderr: at a terminal an indicatif spinner line
+/// (its own ticker redraws the elapsed time), elsewhere one plain line per
+/// change.
 struct Display {
     show: bool,
-    terminal: bool,
+    /// The status line, at a terminal.
+    bar: Option<ProgressBar>,
     last: String,
-    /// The status line as last drawn (with its elapsed time).
-    drawn: Option<String>,
 }
 
 impl Display {
     fn new(show: bool) -> Self {
+        let bar = (show && std::io::stderr().is_terminal()).then(|| {
+            // `wide_msg` cuts a long status to the terminal's width, so the
+            // line never wraps and one clear removes it.
+            let style = ProgressStyle::with_template("{wide_msg} [{took}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                .with_key(
+                    "took",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&duration(state.elapsed().as_secs_f64()));
+                    },
+                );
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(style);
+            bar
+        });
         Display {
             show,
-            terminal: show && std::io::stderr().is_terminal(),
+            bar,
             last: String::new(),
-            drawn: None,
         }
     }
 
-    /// Shows the record; `changed` says the manager reported a change (a
-    /// plain tick only redraws the elapsed time on a terminal).
-    fn show(&mut self, record: &JobRecord, elapsed: Duration, changed: bool) {
+    /// Whether the status line is drawn in place (output then comes in whole lines).
+    fn terminal(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Shows the record; `changed` says the manager reported a change.
+    fn show(&mut self, record: &JobRecord, changed: bool) {
         if !self.show {
             return;
         }
         let line = describe(record);
-        if self.terminal {
-            let secs = elapsed.as_secs();
-            self.drawn = Some(format!("{line} [{}:{:02}]", secs / 60, secs % 60));
-            self.redraw();
+        if let Some(bar) = &self.bar {
+            if line != self.last {
+                bar.set_message(line.clone());
+            }
+            // Ticking (which redraws the elapsed time) starts with a message to show.
+            if self.last.is_empty() {
+                bar.enable_steady_tick(TICK);
+            }
         } else if changed && line != self.last {
             let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
         self.last = line;
     }
 
-    /// Takes the status line off the terminal (output is about to go there).
-    fn clear(&mut self) {
-        if self.terminal && self.drawn.is_some() {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
+    /// Runs `print` with the status line taken off the terminal, then
+    /// draws it again below what was printed.
+    fn around<R>(&self, print: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(print),
+            None => print(),
         }
     }
 
-    /// Draws the status line again.
-    fn redraw(&mut self) {
-        if let Some(line) = &self.drawn {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{line}");
-            let _ = err.flush();
-        }
-    }
-
+    /// Takes the status line away: the caller's summary line follows.
     fn finish(&mut self) {
-        if self.terminal && self.drawn.take().is_some() {
-            let _ = writeln!(std::io::stderr());
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }

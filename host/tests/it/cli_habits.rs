@@ -428,6 +428,8 @@ fn wait_redraws_its_line_only_on_a_terminal() {
     let shell_command = format!("exec '{BIN}' wait {id}");
     let out = env
         .program("script", &["-qec", &shell_command, "/dev/null"])
+        // A terminal names its type; without one (or with `dumb`) nothing is redrawn.
+        .env("TERM", "xterm")
         .stdin(Stdio::null())
         .output()
         .expect("run script (util-linux)");

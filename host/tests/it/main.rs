@@ -19,6 +19,7 @@ mod manager_lifecycle;
 mod manager_restart;
 mod qemu_image;
 mod qemu_vm;
+mod release_archive;
 mod repo_patch;
 mod store_artifacts;
 mod store_basics;

@@ -295,6 +295,7 @@ async fn a_script_jobs_patch_applies_to_the_base_and_reproduces_the_tree() {
         check,
         path: Some(base.clone()),
         turn: false,
+        json: false,
     };
     let before = tree_of(&base);
     assert_eq!(apply::run(&m, &args(true)).unwrap(), 0);

@@ -118,6 +118,8 @@ async fn at_a_terminal_the_status_line_stays_below_the_output() {
         .args(["-qec", &shell, "/dev/null"])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        // A terminal names its type; without one (or with `dumb`) nothing is redrawn.
+        .env("TERM", "xterm")
         .envs(
             settings
                 .as_std()

@@ -87,6 +87,25 @@ async fn an_agent_delegates_a_fix_and_applies_the_patch() {
         other => panic!("the patch is text: {other:?}"),
     }
 
+    let checked = env
+        .command(&[
+            "apply",
+            &id[..8],
+            "--check",
+            "--json",
+            "--path",
+            &repo.display().to_string(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(checked.status.success(), "{checked:?}");
+    let said: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(said["jobId"], id.as_str(), "{said}");
+    assert_eq!(said["outcome"], "applies", "{said}");
+    assert_eq!(said["merge"], "clean", "{said}");
+    assert_eq!(said["checkOnly"], true, "{said}");
+
     let out = env
         .command(&["apply", &id[..8], "--path", &repo.display().to_string()])
         .output()

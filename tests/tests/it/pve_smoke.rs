@@ -125,7 +125,13 @@ async fn start(template: &str) -> (PveSim, HostEnv) {
 }
 
 async fn smoke(env: &HostEnv) -> (Option<i32>, String, String) {
-    let mut cmd = env.command(&["smoke"]);
+    smoke_with(env, &[]).await
+}
+
+async fn smoke_with(env: &HostEnv, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["smoke"];
+    all.extend_from_slice(args);
+    let mut cmd = env.command(&all);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -231,6 +237,49 @@ async fn smoke_stops_at_doctor_when_the_template_is_missing() {
     assert!(stdout.contains("[FAIL]"), "{stdout}");
     assert!(stdout.contains("no job was started"), "{stdout}");
     assert!(job_vms(&sim).is_empty());
+}
+
+#[tokio::test]
+async fn smoke_json_puts_one_verdict_on_stdout_and_the_progress_on_stderr() {
+    let (sim, env) = start("delegate-local").await;
+    let (code, stdout, stderr) = smoke_with(&env, &["--json"]).await;
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let verdict: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    assert_eq!(verdict["stage"], "template", "{verdict}");
+    assert_eq!(verdict["doctor"]["ok"], true, "{verdict}");
+    assert!(
+        verdict["templates"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ipconfig0")),
+        "{verdict}"
+    );
+    assert!(stderr.contains("[FAIL] template 9001"), "{stderr}");
+
+    set_dhcp_with_the_build_token(&sim).await;
+    let (code, stdout, stderr) = smoke_with(&env, &["--json"]).await;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let verdict: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    assert_eq!(verdict["exitCode"], 0);
+    assert_eq!(verdict["stage"], "job");
+    assert_eq!(verdict["job"]["state"], "success", "{verdict}");
+    assert_eq!(verdict["job"]["vmDestroyed"], true, "{verdict}");
+    assert!(
+        verdict["job"]["stdout"]
+            .as_str()
+            .is_some_and(|o| o.contains("delegate smoke test: hello from")),
+        "{verdict}"
+    );
+    let phases = verdict["phases"].as_array().expect("phases");
+    assert!(
+        phases.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.trim_start().starts_with("total"))),
+        "{verdict}"
+    );
+    assert!(stderr.contains("smoke: ok"), "{stderr}");
+    assert!(job_vms(&sim).is_empty(), "VMs left: {:?}", job_vms(&sim));
 }
 
 #[tokio::test]

@@ -37,7 +37,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(!e.path.is_empty(), "an empty path");
         assert!(!e.path.starts_with('/'), "absolute path {:?}", e.path);
         assert!(
-            e.path.split('/').all(|c| !c.is_empty() && c != ".." && c != "."),
+            e.path
+                .split('/')
+                .all(|c| !c.is_empty() && c != ".." && c != "."),
             "path {:?} is not normal",
             e.path
         );

@@ -78,8 +78,7 @@ impl World {
                 isolation: Isolation::ProcessSandbox,
             })
             .expect("a new job");
-        rules::transition(&self.store, &id, JobState::Provisioning, None, 2)
-            .expect("provisioning");
+        rules::transition(&self.store, &id, JobState::Provisioning, None, 2).expect("provisioning");
     }
 }
 

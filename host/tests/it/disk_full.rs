@@ -14,8 +14,11 @@ use delegate_proto::event::{Event, EventKind, LogChunk};
 use delegate_proto::{JobState, LogStream};
 use reqwest::StatusCode;
 
+use delegate_host::model::LogSelector;
+
 use crate::support::guest::host_with_silent_jobs;
 use crate::support::harness::{eventually, until_state};
+use crate::support::local::{local_host, quiet_script};
 
 /// A tmpfs mounted on a temporary directory, unmounted on drop.
 struct Tmpfs {
@@ -139,5 +142,75 @@ async fn a_full_data_directory_fails_the_job_that_hit_it_and_nothing_else() {
         host.manager().get(&other.job_id).unwrap().state,
         JobState::Running
     );
+    host.stop().await;
+}
+
+/// Fault suite, end to end: a real job in the local provider's sandbox
+/// writes 100 MB of output into a data directory on a 32 MB file system.
+/// It fails with "the host's data directory is full" (not a timeout or a
+/// lost guest), its sandbox is gone, and once space returns the next job
+/// runs to success.
+///
+/// Ignored in CI because it failed three runs in four, a finding of this
+/// suite not yet fixed: the job then ends 30 s later as "heartbeat lease
+/// expired" with no batch of it stored (highest seq 0). The likely cause:
+/// the sandbox shares the data directory's file system, so the guest,
+/// still writing, eats the 1 MiB reserve the host gives up to record the
+/// failure; `record_end` gives up after its five tries and nothing
+/// destroys the sandbox until the lease ends.
+/// `scripts/fault-suite` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails 3 runs in 4: the job ends as a lost lease, not a full disk (see its doc comment)"]
+async fn a_real_job_that_fills_the_data_directory_fails_and_the_next_one_succeeds() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let fs = Tmpfs::mount("32m");
+    let data = fs.dir.path().join("data");
+    let filler = fs.dir.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 12 << 20]).unwrap();
+    let host = local_host(&data, |s| s.max_log_bytes = 256 << 20).await;
+    let m = host.manager().clone();
+    let started = Instant::now();
+    let id = m
+        .submit(quiet_script(
+            "yes 'a line of output that fills the disk' | head -c 100000000; echo never-here",
+        ))
+        .await
+        .unwrap()
+        .id;
+    let rec = until_state(&m, &id, JobState::Failed, 120).await;
+    let error = rec.error.clone().unwrap_or_default();
+    eprintln!(
+        "the full job failed after {:.1} s: {error}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(error.starts_with(DATA_DIR_FULL), "{error}");
+    // Its sandbox is gone, processes and directory.
+    eventually(30, "the sandbox removed", || async {
+        std::fs::read_dir(data.join("sandboxes"))
+            .map(|rd| rd.count() == 0)
+            .unwrap_or(true)
+            .then_some(())
+    })
+    .await;
+
+    // Space returns; the next job runs and is stored whole.
+    std::fs::remove_file(&filler).unwrap();
+    let next = m
+        .submit(quiet_script("echo the next job; echo done >&2"))
+        .await
+        .unwrap()
+        .id;
+    let done = m
+        .wait(&next, Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Success, "{done:?}");
+    let out = m
+        .read_log(&next, LogSelector::Stream(LogStream::Stdout), 0, 1 << 20)
+        .unwrap();
+    assert_eq!(out.data, b"the next job\n");
     host.stop().await;
 }

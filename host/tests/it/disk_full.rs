@@ -151,16 +151,11 @@ async fn a_full_data_directory_fails_the_job_that_hit_it_and_nothing_else() {
 /// lost guest), its sandbox is gone, and once space returns the next job
 /// runs to success.
 ///
-/// Ignored in CI because it failed three runs in four, a finding of this
-/// suite not yet fixed: the job then ends 30 s later as "heartbeat lease
-/// expired" with no batch of it stored (highest seq 0). The likely cause:
-/// the sandbox shares the data directory's file system, so the guest,
-/// still writing, eats the 1 MiB reserve the host gives up to record the
-/// failure; `record_end` gives up after its five tries and nothing
-/// destroys the sandbox until the lease ends.
-/// `scripts/fault-suite` runs it.
+/// It failed three runs in four before the guest stopped reporting its own
+/// failed log writes with a panic (exit 101 once `guest.log`, in the full
+/// data directory, could take no more): the job then ended 30 s later as
+/// "heartbeat lease expired" with none of its output stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails 3 runs in 4: the job ends as a lost lease, not a full disk (see its doc comment)"]
 async fn a_real_job_that_fills_the_data_directory_fails_and_the_next_one_succeeds() {
     if !is_root() {
         eprintln!("skipped: mounting a tmpfs needs root");

@@ -209,3 +209,43 @@ async fn a_real_job_that_fills_the_data_directory_fails_and_the_next_one_succeed
     assert_eq!(out.data, b"the next job\n");
     host.stop().await;
 }
+
+/// A host whose stderr is a full disk goes on without its log: tracing's
+/// subscriber reported each failed write with `eprintln!`, which panicked
+/// (`serve` exited 101 at its first log line).
+#[test]
+fn a_full_stderr_does_not_stop_the_server() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_delegate-host"))
+        .arg("serve")
+        .env("RUST_LOG", "debug")
+        .env("DELEGATE_DATA_DIR", dir.path().join("data"))
+        .env("DELEGATE_PROVIDER", "local")
+        .env("CALLBACK_HOST", "127.0.0.1")
+        .env("CALLBACK_PORT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(full)
+        .spawn()
+        .expect("start delegate-host serve");
+    // A whole MCP session on stdio; at the end of stdin the server exits.
+    let session = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    ];
+    let mut stdin = child.stdin.take().unwrap();
+    for line in session {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}\n{stdout}", out.status);
+    assert!(stdout.contains(r#""name":"submit_job""#), "{stdout}");
+}

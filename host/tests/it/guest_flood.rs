@@ -318,8 +318,9 @@ async fn a_hostile_guest_beside_a_good_one_stays_bounded() {
         disk >> 10,
         slowest.as_secs_f64() * 1000.0
     );
-    // Memory: what one batch body may take, a few times over, not a
-    // growth with the flood's total (hundreds of MB sent).
+    // Memory: what the budgeted bodies take, a few times over (this
+    // process also builds the floods and runs other tests), not a growth
+    // with the flood's total (hundreds of MB sent).
     assert!(
         peak - rss_before < 200 << 20,
         "RSS grew by {} MB",
@@ -331,8 +332,16 @@ async fn a_hostile_guest_beside_a_good_one_stays_bounded() {
         disk < 3 * LOG_CAP + (16 << 20),
         "data directory {disk} bytes"
     );
+    // Bodies read whole stay within the callback's budget however many
+    // floods arrive (slow uploads stream to disk and hold none).
     assert!(
-        slowest < Duration::from_secs(2),
+        delegate_host::callback::budget::peak_body_bytes()
+            <= delegate_host::callback::budget::BUDGET_BYTES
+    );
+    // Answers for the good job are not starved (a loaded CI machine runs
+    // other tests beside this one).
+    assert!(
+        slowest < Duration::from_secs(5),
         "slowest answer {slowest:?}"
     );
     let m = host.manager();

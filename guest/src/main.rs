@@ -17,6 +17,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
+        // On a failed write the subscriber would report it with
+        // `eprintln!`, which panics when stderr is a full disk (the local
+        // sandbox's guest.log in a full data directory: exit 101, found by
+        // the fault suite). A diagnostic that cannot be written is lost.
+        .log_internal_errors(false)
         .init();
     // clap exits with status 2 on usage errors, as documented.
     let cli = delegate_guest::cli::Cli::parse();

@@ -15,6 +15,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_ansi(false)
+        // On a failed write the subscriber would report it with
+        // `eprintln!`, which panics when stderr is a file on a full disk:
+        // the server exited 101. A log line that cannot be written is lost.
+        .log_internal_errors(false)
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -11,6 +11,11 @@ use crate::support::runner::{guest_bin, is_root, tempdir};
 /// Runs `echo hi` standalone with stderr on `stderr` and the workspace in
 /// `ws`; returns the exit code and stdout.
 fn run_with_stderr(stderr: std::fs::File, ws: &std::path::Path) -> (Option<i32>, String) {
+    run_logging(stderr, ws, "warn")
+}
+
+/// The same with the guest's own log at `level` (`DELEGATE_GUEST_LOG`).
+fn run_logging(stderr: std::fs::File, ws: &std::path::Path, level: &str) -> (Option<i32>, String) {
     let dir = tempdir();
     let manifest = dir.path().join("manifest.json");
     std::fs::write(
@@ -23,6 +28,7 @@ fn run_with_stderr(stderr: std::fs::File, ws: &std::path::Path) -> (Option<i32>,
         .arg(&manifest)
         .arg("--workspace")
         .arg(ws)
+        .env("DELEGATE_GUEST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -43,6 +49,22 @@ fn a_full_stderr_does_not_panic() {
         .unwrap();
     let dir = tempdir();
     let (code, stdout) = run_with_stderr(full, &dir.path().join("ws"));
+    assert_eq!(code, Some(0), "stdout: {stdout}");
+    assert!(stdout.contains(r#""status":"success""#), "{stdout}");
+}
+
+/// Log lines that cannot be written are lost, not reported with a panic:
+/// tracing's subscriber reported its write errors with `eprintln!` on the
+/// same full stderr, and the guest exited 101 (a local sandbox whose
+/// `guest.log` filled the data directory, in the fault suite).
+#[test]
+fn a_full_stderr_with_the_log_on_does_not_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let dir = tempdir();
+    let (code, stdout) = run_logging(full, &dir.path().join("ws"), "debug");
     assert_eq!(code, Some(0), "stdout: {stdout}");
     assert!(stdout.contains(r#""status":"success""#), "{stdout}");
 }

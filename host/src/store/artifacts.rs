@@ -112,14 +112,24 @@ fn relative_path(raw: &[u8]) -> Result<String, &'static str> {
     Ok(parts.join("/"))
 }
 
-/// Lists the archive's files with sizes and hashes, refusing anything
-/// unsafe.
+/// Lists the staged archive's files with sizes and hashes, refusing
+/// anything unsafe.
 fn inspect(path: &Path, check: ArchiveCheck) -> Result<Vec<ArtifactEntry>, ArtifactError> {
     let file = std::fs::File::open(path).map_err(|source| StoreError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    inspect_archive(file, check)
+}
+
+/// Lists the files of a tar.gz read from `gz` with sizes and hashes,
+/// refusing anything unsafe. Public for the fuzz targets, which feed it
+/// archives from memory.
+pub fn inspect_archive(
+    gz: impl Read,
+    check: ArchiveCheck,
+) -> Result<Vec<ArtifactEntry>, ArtifactError> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     let malformed = |e: std::io::Error| ArtifactError::Malformed(e.to_string());
     let mut entries = Vec::new();
     let mut seen = std::collections::BTreeSet::new();

@@ -61,7 +61,9 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::retry::RetryPolicy;
 
-pub use artifacts::{ArchiveCheck, ArtifactError, ArtifactRead, StagedArchive, hex};
+pub use artifacts::{
+    ArchiveCheck, ArtifactError, ArtifactRead, StagedArchive, hex, inspect_archive,
+};
 pub use error::StoreError;
 pub use events::{EventLimits, EventsApplied};
 pub use jobs::{AuthView, JobTx, NewJob, StateView};

@@ -13,6 +13,7 @@ mod disk_full;
 mod egress_gateway;
 mod guest_flood;
 mod job_limits;
+mod link_cut;
 mod local_limits;
 mod local_sandbox;
 mod manager_lifecycle;

@@ -386,6 +386,14 @@ impl LocalProvider {
             return None;
         };
         let cg = cgroup::SandboxCgroup::at(parent, name);
+        // Recorded before it exists: a host killed between the two would
+        // otherwise leave a cgroup that no destroy knows of (the fault
+        // suite's kills found one). A record without a cgroup is harmless.
+        if let Err(e) = std::fs::write(&paths.cgroup_file, cg.dir.as_os_str().as_encoded_bytes()) {
+            tracing::warn!(job_id = %req.job_id, sandbox = name, error = %e,
+                "cannot record the sandbox cgroup, so none is made: only the guest's rlimits hold");
+            return None;
+        }
         // The job's resolved size, as a VM of that size would have it.
         let limits = cgroup::Limits {
             memory: Some(req.size.memory_bytes),
@@ -395,11 +403,6 @@ impl LocalProvider {
             Ok(applied) => {
                 tracing::info!(job_id = %req.job_id, sandbox = name,
                     limits = %applied.describe(), "sandbox cgroup");
-                if let Err(e) =
-                    std::fs::write(&paths.cgroup_file, cg.dir.as_os_str().as_encoded_bytes())
-                {
-                    tracing::warn!(sandbox = name, error = %e, "cannot record the sandbox cgroup");
-                }
                 Some(cg)
             }
             Err(e) => {
@@ -448,19 +451,18 @@ impl LocalProvider {
 }
 
 /// Removes a sandbox cgroup once the kernel has let its last processes go
-/// (a few milliseconds after they die); one that stays busy is left and
-/// logged, since the sandbox itself is gone.
-async fn remove_cgroup(cg: &cgroup::SandboxCgroup) {
-    let mut last = None;
-    for _ in 0..50 {
+/// (a few milliseconds after they die, longer on a loaded machine). One
+/// that stays busy is an error: the sandbox's directory, which records it,
+/// then stays for the next destroy or reconciliation to try again.
+async fn remove_cgroup(cg: &cgroup::SandboxCgroup) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
         match cg.remove() {
-            Ok(()) => return,
-            Err(e) => last = Some(e),
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= 50 => return Err(e),
+            Err(_) => tries += 1,
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if let Some(e) = last {
-        tracing::warn!(cgroup = %cg.dir.display(), error = %e, "cannot remove the sandbox cgroup");
     }
 }
 
@@ -587,7 +589,12 @@ impl Provider for LocalProvider {
             });
         }
         if let Some(cg) = self.recorded_cgroup(&paths) {
-            remove_cgroup(&cg).await;
+            remove_cgroup(&cg)
+                .await
+                .map_err(|e| ProviderError::Destroy {
+                    vm: vm.id.clone(),
+                    message: format!("removing its cgroup {}: {e}", cg.dir.display()),
+                })?;
         }
         let dir = paths.dir.clone();
         tokio::task::spawn_blocking(move || remove_tree(&dir))

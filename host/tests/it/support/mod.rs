@@ -4,6 +4,7 @@
 pub mod fake;
 pub mod guest;
 pub mod harness;
+pub mod link;
 pub mod local;
 pub mod origin;
 pub mod tar;

@@ -23,3 +23,4 @@ mod store_basics;
 mod store_damage;
 mod systemd_unit;
 mod tool_schemas;
+mod vm_gone;

@@ -543,4 +543,12 @@ impl Provider for ProxmoxProvider {
     async fn stuck(&self) -> Result<Vec<VmRef>, ProviderError> {
         self.stuck_clones().await
     }
+
+    async fn gone(&self, vm: &VmRef) -> Result<Option<String>, ProviderError> {
+        self.vm_gone(vm).await
+    }
+
+    fn gone_interval(&self) -> Option<Duration> {
+        Some(super::liveness::GONE_INTERVAL)
+    }
 }

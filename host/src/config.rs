@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use delegate_proto::size::parse_size;
 
+use crate::callback::conn::{ConnArgs, ConnSettings};
 use crate::egress::{EgressArgs, EgressSettings};
 use crate::provider::local::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
 use crate::provider::proxmox::{ProxmoxArgs, ProxmoxSettings};
@@ -191,6 +192,10 @@ pub struct RawSettings {
     /// Largest artifact served as an MCP resource (e.g. 4M).
     #[arg(long, env = "DELEGATE_MAX_RESOURCE_BYTES", default_value = "4M")]
     pub max_resource_bytes: String,
+    /// The callback listener's connection timeouts and cap
+    /// (`DELEGATE_CALLBACK_*`).
+    #[command(flatten)]
+    pub callback_conn: ConnArgs,
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
     pub proxmox: ProxmoxArgs,
@@ -281,6 +286,8 @@ pub struct Settings {
     pub proxmox: Option<ProxmoxSettings>,
     /// Resolved QEMU settings, with `DELEGATE_PROVIDER=qemu`.
     pub qemu: Option<QemuSettings>,
+    /// The callback listener's connection timeouts and cap.
+    pub callback_conn: ConnSettings,
     /// The egress gateway and the host's secrets.
     pub egress: EgressSettings,
 }
@@ -519,6 +526,7 @@ impl Settings {
             proxmox: None,
             qemu: None,
             egress: raw.egress.resolve(machine)?,
+            callback_conn: raw.callback_conn.resolve()?,
         })
     }
 }

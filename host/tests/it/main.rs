@@ -3,6 +3,7 @@
 
 mod support;
 
+mod callback_conns;
 mod callback_control;
 mod callback_memory;
 mod callback_security;

@@ -2,6 +2,7 @@
 //! support is this package's library (`delegate_tests`).
 
 mod cli_live;
+mod host_fds;
 mod mcp_cancel;
 mod mcp_cli;
 mod mcp_egress;

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use delegate_proto::size::parse_size;
 
+use crate::callback::conn::{ConnArgs, ConnSettings};
 use crate::egress::{EgressArgs, EgressSettings};
 use crate::pool::{PoolClass, parse_pool};
 use crate::provider::local::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
@@ -221,6 +222,10 @@ pub struct RawSettings {
     /// at shutdown.
     #[arg(long, env = "DELEGATE_POOL_KEEP_ON_EXIT")]
     pub pool_keep_on_exit: bool,
+    /// The callback listener's connection timeouts and cap
+    /// (`DELEGATE_CALLBACK_*`).
+    #[command(flatten)]
+    pub callback_conn: ConnArgs,
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
     pub proxmox: ProxmoxArgs,
@@ -322,6 +327,8 @@ pub struct Settings {
     pub proxmox: Option<ProxmoxSettings>,
     /// Resolved QEMU settings, with `DELEGATE_PROVIDER=qemu`.
     pub qemu: Option<QemuSettings>,
+    /// The callback listener's connection timeouts and cap.
+    pub callback_conn: ConnSettings,
     /// The egress gateway and the host's secrets.
     pub egress: EgressSettings,
 }
@@ -590,6 +597,7 @@ impl Settings {
             proxmox: None,
             qemu: None,
             egress: raw.egress.resolve(machine)?,
+            callback_conn: raw.callback_conn.resolve()?,
         })
     }
 }

@@ -135,6 +135,10 @@ pub async fn start_engine_with(
     provider: Arc<dyn Provider>,
     shutdown: CancellationToken,
 ) -> Result<Engine, EngineError> {
+    // Descriptor headroom first: the callback connections' cap follows
+    // from the limit, and the store needs descriptors too.
+    let nofile = crate::callback::conn::fds::raise_nofile_limit();
+    let conns = crate::callback::conn::Conns::new(settings.callback_conn, nofile);
     let store = Store::open(&settings.data_dir)?;
     // Take the lock before binding, so a second server on the same data
     // directory hears "already served by pid N", not "address in use".
@@ -210,6 +214,7 @@ pub async fn start_engine_with(
         tokio::spawn(crate::callback::serve(
             listener,
             manager.clone(),
+            conns.clone(),
             shutdown.clone(),
         )),
     )];
@@ -230,6 +235,7 @@ pub async fn start_engine_with(
             tokio::spawn(crate::callback::serve_unix(
                 l,
                 manager.clone(),
+                conns,
                 shutdown.clone(),
             )),
         ));

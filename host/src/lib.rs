@@ -14,6 +14,7 @@ pub mod egress;
 pub mod engine;
 pub mod jobs;
 pub mod mcp;
+pub mod memory;
 pub mod model;
 pub mod pool;
 pub mod provider;

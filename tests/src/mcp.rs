@@ -78,6 +78,8 @@ pub struct HostEnv {
     vars: Vec<(String, String)>,
     /// The uid and gid hosts run as, when not the test's own.
     run_as: Option<(u32, u32)>,
+    /// `RLIMIT_NOFILE` (soft and hard) hosts start under, through `prlimit`.
+    nofile: Option<u64>,
 }
 
 impl Default for HostEnv {
@@ -94,6 +96,7 @@ impl HostEnv {
             dir,
             vars: Vec::new(),
             run_as: None,
+            nofile: None,
         };
         let data = env.data_dir();
         env.set("DELEGATE_DATA_DIR", data.display().to_string());
@@ -134,7 +137,17 @@ impl HostEnv {
 
     /// `delegate-host ARGS` with this environment.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&bins().host);
+        let mut cmd = match self.nofile {
+            // prlimit execs the host: the pid stays the host's.
+            Some(n) => {
+                let mut c = tokio::process::Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(&bins().host);
+                c
+            }
+            None => tokio::process::Command::new(&bins().host),
+        };
         cmd.args(args);
         for (key, _) in std::env::vars() {
             if SETTING_PREFIXES.iter().any(|p| key.starts_with(p)) || key == "RUST_LOG" {
@@ -160,6 +173,14 @@ impl HostEnv {
         std::fs::create_dir_all(&data).expect("create the data directory");
         std::os::unix::fs::chown(&data, Some(uid), Some(gid)).expect("chown the data directory");
         self.run_as = Some((uid, gid));
+        self
+    }
+
+    /// Makes hosts started from this env run under an open-file limit of
+    /// `n` (soft and hard, as `ulimit -n` in a fresh shell), set by
+    /// util-linux's `prlimit`.
+    pub fn limit_open_files(&mut self, n: u64) -> &mut Self {
+        self.nofile = Some(n);
         self
     }
 

@@ -71,12 +71,19 @@ async fn json_body<T: DeserializeOwned>(
     limit: usize,
     what: &str,
 ) -> Result<T, GuestError> {
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| GuestError::TooLarge {
-            what: what.to_string(),
-            limit: limit as u64,
-        })?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+        if over {
+            GuestError::TooLarge {
+                what: what.to_string(),
+                limit: limit as u64,
+            }
+        } else {
+            // The body stalled past its timeout, or the client went away.
+            GuestError::BadRequest(format!("the {what} broke off: {e}"))
+        }
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| GuestError::BadRequest(format!("{what}: {e}")))
 }
 

@@ -9,6 +9,7 @@
 //! [`error::respond`].
 
 pub mod budget;
+pub mod conn;
 mod error;
 mod handlers;
 mod ops;
@@ -47,24 +48,36 @@ pub fn router(manager: JobManager) -> Router {
         .with_state(manager)
 }
 
-/// Serves the callback API on `listener` until `shutdown` is cancelled.
-/// Held control requests are answered at once then, so the shutdown never
+/// Serves the callback API on `listener` until `shutdown` is cancelled,
+/// under the connection rules of [`conn`] shared through `conns`. Held
+/// control requests are answered at once then, so the shutdown never
 /// waits out a long poll.
 pub async fn serve(
     listener: TcpListener,
     manager: JobManager,
+    conns: conn::Conns,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "callback API listening");
+        tracing::info!(%addr, cap = conns.cap(), "callback API listening");
     }
+    serve_on(listener, manager, conns, shutdown).await;
+    Ok(())
+}
+
+async fn serve_on<L: conn::Accept>(
+    listener: L,
+    manager: JobManager,
+    conns: conn::Conns,
+    shutdown: CancellationToken,
+) {
     let app = router(manager.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            manager.end_control_waits();
-        })
-        .await
+    let ending = shutdown.clone();
+    let answer_waits = async move {
+        ending.cancelled().await;
+        manager.end_control_waits();
+    };
+    tokio::join!(conn::serve(listener, app, conns, shutdown), answer_waits);
 }
 
 /// Serves `/healthz` and `/metrics` on `listener` until `shutdown` is
@@ -104,20 +117,17 @@ pub fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the callback API on a Unix socket until `shutdown` is cancelled.
+/// Serves the callback API on a Unix socket until `shutdown` is cancelled,
+/// under the same connection cap as the TCP listener (`conns`).
 pub async fn serve_unix(
     listener: UnixListener,
     manager: JobManager,
+    conns: conn::Conns,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(socket = ?addr.as_pathname(), "callback API listening");
     }
-    let app = router(manager.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            manager.end_control_waits();
-        })
-        .await
+    serve_on(listener, manager, conns, shutdown).await;
+    Ok(())
 }

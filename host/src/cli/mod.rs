@@ -174,7 +174,7 @@ pub enum Command {
         /// Only jobs in this state.
         #[arg(long, value_parser = StateParser)]
         status: Option<JobState>,
-        /// How many (1 to 200).
+        /// How many (1 to 1000).
         #[arg(long, default_value_t = 20, value_parser = page_size)]
         limit: usize,
         /// The cursor a previous page printed.

@@ -22,6 +22,8 @@ use super::exit::{self, CliError};
 /// Runs the server.
 pub async fn run(settings: Settings, http: Option<SocketAddr>) -> Result<u8, CliError> {
     let stop = CancellationToken::new();
+    // What a burst of calls or uploads freed goes back to the system.
+    tokio::spawn(crate::memory::watch(stop.clone()));
     match http {
         Some(addr) => serve_http(settings, addr, stop).await,
         None => serve_stdio(settings, stop).await,

@@ -144,6 +144,7 @@ impl Settings {
         if let Some(q) = &self.qemu {
             out.extend(q.describe());
         }
+        out.extend(self.callback_conn.describe());
         out.extend(self.egress.describe());
         out
     }

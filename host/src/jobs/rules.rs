@@ -93,6 +93,26 @@ pub fn request_cancel(
     Ok((store.get_job(id)?, changed))
 }
 
+/// Fails a live job whose VM its provider says is gone, with the
+/// provider's reason, as a lost guest. A guest that posted its result and
+/// then exited is not lost: a job with its result, or final already, is
+/// left as it is. Returns whether the job failed.
+pub fn vm_gone(store: &Store, id: &str, reason: &str, now: UnixMs) -> Result<bool, StoreError> {
+    store.with_job(id, now, |job| {
+        let view = job.view()?;
+        if view.has_result || view.state.is_final() {
+            return Ok(false);
+        }
+        step(
+            job,
+            view.state,
+            JobState::Failed,
+            Some((reason, ErrorKind::Lost)),
+        )?;
+        Ok(true)
+    })
+}
+
 /// Takes the guest's result. A live job becomes final with the result's
 /// state (a job still `provisioning` runs first: its guest evidently ran);
 /// a job that already ended keeps its state and takes the result only

@@ -102,7 +102,7 @@ pub struct ListArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "status_filter_schema")]
     pub status: Option<String>,
-    /// Page size (default 20, at most 200).
+    /// Page size (default 20, at most 1000).
     #[schemars(range(min = 1, max = MAX_LIST_LIMIT))]
     pub limit: Option<u32>,
     /// next_cursor from the previous page.

@@ -1,16 +1,21 @@
 //! Providers: where a job's VM comes from.
 //!
 //! One small trait: provision a VM for a job with its bootstrap, destroy it,
-//! list the VMs this host owns (for reconciliation after a restart), and say
-//! what isolation it gives. Everything else (placement, retries, clone
-//! strategy) stays inside each provider. Providers that keep warm pools
-//! (Proxmox) also prepare idle VMs, deliver a bootstrap to one later, list
-//! them apart from job VMs, and say which version of a template they clone;
-//! the others keep the defaults, which refuse.
+//! list the VMs this host owns (for reconciliation after a restart), say
+//! whether a job's VM is gone (so a lost guest is noticed at once, not when
+//! its heartbeat lease runs out), and say what isolation it gives.
+//! Everything else (placement, retries, clone strategy) stays inside each
+//! provider. Providers that keep warm pools (Proxmox) also prepare idle VMs,
+//! deliver a bootstrap to one later, list them apart from job VMs, and say
+//! which version of a template they clone; the others keep the defaults,
+//! which refuse.
 
+mod gone;
 pub mod local;
 pub mod proxmox;
 pub mod qemu;
+
+use std::time::Duration;
 
 use delegate_proto::Bootstrap;
 use serde::{Deserialize, Serialize};
@@ -199,6 +204,21 @@ pub trait Provider: Send + Sync + 'static {
 
     /// The VMs this host instance owns, for reconciliation.
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError>;
+
+    /// Whether the VM has ended on its own (its process exited, the machine
+    /// stopped or disappeared), with the reason in words for the job's
+    /// error, such as `the sandbox exited (killed by SIGKILL)`. `None` while
+    /// it runs or when the provider cannot tell; an error when asking
+    /// failed (the heartbeat lease still covers the job then).
+    async fn gone(&self, _vm: &VmRef) -> Result<Option<String>, ProviderError> {
+        Ok(None)
+    }
+
+    /// How often the engine asks [`Provider::gone`] about a live job's VM;
+    /// `None` (the default): never, the heartbeat lease alone tells.
+    fn gone_interval(&self) -> Option<Duration> {
+        None
+    }
 
     /// A Unix socket the callback API must also listen on, for guests that
     /// have no network (the local sandbox). The engine creates it.

@@ -183,12 +183,12 @@ fn usage_and_file_errors_exit_2_and_say_what_is_wrong() {
     assert!(nope.stderr.contains("nope.json"), "{nope}");
     assert!(!nope.stderr.to_lowercase().contains("job"), "{nope}");
 
-    for limit in ["0", "201", "many"] {
+    for limit in ["0", "1001", "many"] {
         let bad = env.run(&["list", "--limit", limit]);
         assert_eq!(bad.code, 2, "{bad}");
-        assert!(bad.stderr.contains("1 to 200"), "{bad}");
+        assert!(bad.stderr.contains("1 to 1000"), "{bad}");
     }
-    assert_eq!(env.run(&["list", "--limit", "200"]).code, 0);
+    assert_eq!(env.run(&["list", "--limit", "1000"]).code, 0);
     let cursor = env.run(&["list", "--cursor", "nonsense"]);
     assert_eq!(cursor.code, 2, "{cursor}");
     no_tool_names(&cursor);

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod callback_conns;
 mod callback_control;
 mod callback_memory;
 mod callback_security;
@@ -29,3 +30,4 @@ mod store_turns;
 mod systemd_unit;
 mod tool_schemas;
 mod turns;
+mod vm_gone;

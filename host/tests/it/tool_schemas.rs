@@ -160,7 +160,7 @@ fn example_arguments_are_judged_as_the_server_judges_them() {
         (name::LIST_JOBS, json!({}), true),
         (
             name::LIST_JOBS,
-            json!({"status": "running", "limit": 200}),
+            json!({"status": "running", "limit": 1000}),
             true,
         ),
         (
@@ -170,7 +170,7 @@ fn example_arguments_are_judged_as_the_server_judges_them() {
         ),
         (name::LIST_JOBS, json!({"status": "done"}), false),
         (name::LIST_JOBS, json!({"limit": 0}), false),
-        (name::LIST_JOBS, json!({"limit": 201}), false),
+        (name::LIST_JOBS, json!({"limit": 1001}), false),
         (
             name::WAIT_FOR_JOB,
             json!({"job_id": "x", "timeout_seconds": 30}),

@@ -396,6 +396,18 @@ impl PveSim {
         }
     }
 
+    /// The VM is deleted behind the host's back (by another tool or
+    /// person): powered off, then removed with its config.
+    pub fn delete_vm(&self, vmid: u32) -> bool {
+        match self.inner.lock().vms.remove(&vmid) {
+            Some(mut vm) => {
+                vm_ops::power_off(&mut vm);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// VMIDs that are not templates.
     pub fn guest_vmids(&self) -> Vec<u32> {
         self.inner

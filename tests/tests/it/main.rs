@@ -3,6 +3,7 @@
 
 mod cli_live;
 mod fault_restart;
+mod host_fds;
 mod mcp_cancel;
 mod mcp_cli;
 mod mcp_egress;

@@ -180,6 +180,35 @@ async fn a_vm_dying_mid_job_fails_the_job_and_is_cleaned_up() {
 }
 
 #[tokio::test]
+async fn a_vm_stopped_or_deleted_behind_the_hosts_back_fails_its_job_within_seconds() {
+    // A lease far longer than the wait below: only the provider's look at
+    // the VM can end these jobs in time.
+    let (sim, env) = start(
+        SimConfig::standard(),
+        &[("HEARTBEAT_THRESHOLD_SECONDS", "900")],
+    )
+    .await;
+    let client = connect(&env).await;
+    for (deleted, says) in [(false, "stopped"), (true, "no longer exists")] {
+        let id = client.submit(sleeper_manifest("pve-e2e-gone", 300)).await;
+        client.wait_state(&id, "running", LIMIT).await;
+        let vmid = sim.guest_vmids()[0];
+        if deleted {
+            assert!(sim.delete_vm(vmid));
+        } else {
+            assert!(sim.crash_vm(vmid));
+        }
+        let v = client.wait_final(&id, Duration::from_secs(60)).await;
+        assert_eq!(v["status"], "failed", "{v}");
+        let why = v["error"].as_str().unwrap_or_default();
+        assert!(why.contains(says), "{v}");
+        assert!(!why.contains("heartbeat lease"), "{v}");
+        assert_no_vm_left(&sim, &env).await;
+    }
+    client.close().await;
+}
+
+#[tokio::test]
 async fn a_burst_of_50_spreads_over_nodes_within_the_caps() {
     let (sim, env) = start(
         SimConfig::standard(),

@@ -12,10 +12,11 @@ use std::time::Duration;
 use delegate_proto::bootstrap::BOOTSTRAP_VERSION;
 use delegate_proto::outcome::ErrorKind;
 use delegate_proto::{Bootstrap, JobState, Lifecycle};
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, pool};
+use super::{Engine, gone, pool};
 use crate::clock::now_ms;
 use crate::jobs::state::Run;
 use crate::jobs::{resources, token};
@@ -309,8 +310,8 @@ enum Watched {
     GaveUp,
 }
 
-/// Waits until the job is final, ending it when its deadline passes or its
-/// heartbeat lease runs out.
+/// Waits until the job is final, ending it when its deadline passes, its
+/// heartbeat lease runs out or its provider says the VM is gone.
 async fn watch(
     engine: &Engine,
     id: &str,
@@ -321,6 +322,12 @@ async fn watch(
     // A guest gets a full lease from when this driver began watching, so a
     // host restart never counts its own downtime against the guest.
     let base = now_ms();
+    let vm = engine
+        .job(id)
+        .await
+        .ok()
+        .and_then(|r| r.vm.filter(|_| !r.vm_destroyed));
+    let mut gone = std::pin::pin!(gone::gone(engine, id, vm).fuse());
     loop {
         let rec = match engine.job(id).await {
             Ok(r) => r,
@@ -337,6 +344,13 @@ async fn watch(
         tokio::select! {
             _ = shutdown.cancelled() => return Watched::Done,
             _ = changed.notified() => continue,
+            reason = &mut gone => {
+                if !gone::fail(engine, id, &reason).await {
+                    give_up(engine, id, &rec, shutdown).await;
+                    return Watched::GaveUp;
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(instant_at(wake_at)) => {}
         }
         let now = now_ms();

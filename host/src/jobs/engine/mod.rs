@@ -1,11 +1,14 @@
 //! The engine: what runs jobs, in the one process that holds `host.lock`.
 //! The scheduler (`scheduler`), one driver per live job (`driver`),
-//! recovery after a restart (`recovery`) and the provider's VMs against the
-//! store (`reconcile`), follow-up turns in kept VMs (`turns`), all over one [`Engine`] value that always has its
+//! a lost VM noticed through its provider (`gone`), recovery after a
+//! restart (`recovery`), the provider's VMs against the store (`reconcile`),
+//! warm pools (`pool`) and follow-up turns in kept VMs (`turns`), all over
+//! one [`Engine`] value that always has its
 //! provider and its tasks. The manager facade holds it when there is one;
 //! nothing here knows the facade.
 
 mod driver;
+mod gone;
 mod pool;
 mod reconcile;
 mod recovery;

@@ -609,6 +609,27 @@ impl Provider for LocalProvider {
             })
     }
 
+    /// The sandbox's outermost process (`bwrap`, or the unsandboxed guest)
+    /// ended, or its directory was taken apart.
+    async fn gone(&self, vm: &VmRef) -> Result<Option<String>, ProviderError> {
+        if !is_sandbox_name(&vm.id) {
+            return Ok(None);
+        }
+        let paths = self.paths(&vm.id);
+        Ok(
+            crate::provider::gone::process_ended(&paths.dir, &paths.pid_file).then(|| {
+                format!(
+                    "the sandbox {} exited before its guest reported a result",
+                    vm.id
+                )
+            }),
+        )
+    }
+
+    fn gone_interval(&self) -> Option<Duration> {
+        Some(crate::provider::gone::PROCESS_GONE_INTERVAL)
+    }
+
     /// Every sandbox directory under this data directory, running or not.
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError> {
         let entries = match std::fs::read_dir(&self.root) {

@@ -25,7 +25,7 @@ fn destroy_err(vm: &VmRef, message: String) -> ProviderError {
 
 impl ProxmoxProvider {
     /// The node a VM is on now (its `VmRef` may predate a restart).
-    async fn locate(&self, vmid: u32) -> Result<Option<String>, ProviderError> {
+    pub(super) async fn locate(&self, vmid: u32) -> Result<Option<String>, ProviderError> {
         let res = self
             .client
             .resources(Some("vm"))

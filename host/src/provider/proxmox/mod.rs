@@ -4,13 +4,14 @@
 //! `settings` (+ `migrate`) turn flags and environment into
 //! [`ProxmoxSettings`]; `client` speaks the API; `placement` and `vmid`
 //! decide where and under which id a VM is made; `metadata` is what a VM
-//! carries so a restarted host finds it; `provider` and `cleanup` implement
+//! carries so a restarted host finds it; `provider`, `cleanup` and `liveness` implement
 //! the [`crate::provider::Provider`] trait; `doctor` checks a setup.
 
 pub mod cleanup;
 pub mod client;
 pub mod doctor;
 pub mod doctor_pool;
+mod liveness;
 pub mod metadata;
 pub mod migrate;
 pub mod placement;

@@ -593,4 +593,12 @@ impl Provider for ProxmoxProvider {
     async fn template_version(&self, template: &str) -> Result<String, ProviderError> {
         self.template_version_of(template).await
     }
+
+    async fn gone(&self, vm: &VmRef) -> Result<Option<String>, ProviderError> {
+        self.vm_gone(vm).await
+    }
+
+    fn gone_interval(&self) -> Option<Duration> {
+        Some(super::liveness::GONE_INTERVAL)
+    }
 }

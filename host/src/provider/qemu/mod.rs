@@ -624,6 +624,28 @@ impl Provider for QemuProvider {
     }
 
     /// Every VM directory under this data directory, running or not.
+    /// QEMU ended (the guest powered off, crashed, or QEMU was killed), or
+    /// the VM's directory was taken apart; the console's last lines say
+    /// which.
+    async fn gone(&self, vm: &VmRef) -> Result<Option<String>, ProviderError> {
+        if !is_vm_name(&vm.id) {
+            return Ok(None);
+        }
+        let dir = self.vm_dir(&vm.id);
+        if !crate::provider::gone::process_ended(&dir.dir, &dir.pid_file) {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "QEMU of VM {} exited before its guest reported a result; console:\n{}",
+            vm.id,
+            state::tail(&dir.console, boot::TAIL_LINES)
+        )))
+    }
+
+    fn gone_interval(&self) -> Option<Duration> {
+        Some(crate::provider::gone::PROCESS_GONE_INTERVAL)
+    }
+
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError> {
         let entries = match std::fs::read_dir(&self.vms) {
             Ok(e) => e,

@@ -152,7 +152,14 @@ impl LocalProvider {
         let identity =
             JobIdentity::for_host(nix::unistd::geteuid().as_raw(), opts.job_uid, opts.job_gid)
                 .map_err(ProviderError::Unavailable)?;
-        let system = system_entries();
+        let mut system = system_entries();
+        // Bound after the system's: a directory under /usr is then its own
+        // bind, harmless; one elsewhere (a home's npm prefix) becomes visible.
+        system.extend(
+            opts.readonly_dirs
+                .iter()
+                .map(|dir| argv::SystemEntry::ReadOnly(dir.clone())),
+        );
         let refusal = match &opts.bwrap {
             None => "bubblewrap (`bwrap`) was not found on PATH; install it (Debian: \
                      apt-get install bubblewrap)"

@@ -79,8 +79,12 @@ async fn real_claude_code_edits_a_repository_through_the_gateway_with_the_host_k
     let mut env = HostEnv::new();
     env.set("DELEGATE_REPO_ROOTS", roots.path().display().to_string());
     env.set("DELEGATE_EGRESS_LISTEN", "127.0.0.1:0");
-    // The mock stands in for api.anthropic.com on loopback.
+    // The mock stands in for api.anthropic.com on loopback, and the host's
+    // ceiling keeps everything else in: what the CLI tries beside the API
+    // (the `@anthropic` preset's api.anthropic.com:443 directly) is refused
+    // before any lookup, on a machine with DNS too.
     env.set("DELEGATE_EGRESS_ALLOW_PRIVATE", "127.0.0.0/8");
+    env.set("DELEGATE_EGRESS_ALLOW", format!("127.0.0.1:{}", api.port));
     env.set(
         "DELEGATE_ANTHROPIC_UPSTREAM",
         format!("http://127.0.0.1:{}", api.port),
@@ -100,7 +104,8 @@ async fn real_claude_code_edits_a_repository_through_the_gateway_with_the_host_k
             "agentType": "claude",
             "agent": {"command": claude.display().to_string(), "maxTurns": 4},
             "repo": {"path": repo.display().to_string()},
-            // Only the API; what else the CLI tries is refused at once.
+            // Only the API. The CLI's telemetry, error reports and update
+            // checks are off: nothing a job in a throwaway sandbox needs.
             "network": {"allow": ["@anthropic"]},
             "env": {
                 "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -180,6 +185,9 @@ async fn real_claude_code_edits_a_repository_through_the_gateway_with_the_host_k
         String::from_utf8_lossy(&out.stderr)
     );
     let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for r in records.iter().filter(|r| r["allowed"] == true) {
+        assert_eq!(r["port"], api.port, "only the mock is reached: {records:?}");
+    }
     assert!(
         records.iter().any(|r| r["via"] == "anthropic"
             && r["port"] == api.port

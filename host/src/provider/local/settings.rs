@@ -4,10 +4,25 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use super::argv::inside;
 use crate::resolve::{FileKind, Machine, SettingsError, absolute, invalid, parse_flag};
 
 /// The guest binary's file name.
 pub const GUEST_BIN_NAME: &str = "delegate-guest";
+
+/// Paths a sandbox has of its own, over which a read-only directory of the
+/// host would be hidden (or would hide the sandbox's): refused.
+const SANDBOX_OWN: &[&str] = &[
+    inside::WORKSPACE,
+    inside::HOME,
+    inside::TMP,
+    inside::LOGS,
+    "/run/delegate",
+    "/proc",
+    "/dev",
+    "/sys",
+    "/etc",
+];
 
 /// The guests' `PATH` when the host has none.
 const DEFAULT_GUEST_PATH: &str = "/usr/bin:/bin";
@@ -118,6 +133,15 @@ impl LocalArgs {
             .iter()
             .map(|dir| {
                 let dir = absolute("DELEGATE_LOCAL_READONLY_DIRS", dir, machine)?;
+                if let Some(own) = SANDBOX_OWN.iter().find(|own| dir.starts_with(own)) {
+                    return Err(invalid(
+                        "DELEGATE_LOCAL_READONLY_DIRS",
+                        format!(
+                            "{} is under {own}, which every sandbox has of its own",
+                            dir.display()
+                        ),
+                    ));
+                }
                 match machine.file_kind(&dir) {
                     Some(FileKind::Directory) => Ok(dir),
                     _ => Err(invalid(
@@ -215,6 +239,13 @@ mod tests {
         );
         m.dirs.insert("/opt/claude".into());
         let s = args.resolve(Path::new("/d"), &m).unwrap();
+        let own = LocalArgs {
+            local_readonly_dirs: vec!["/tmp/tools".into()],
+            ..LocalArgs::default()
+        };
+        m.dirs.insert("/tmp/tools".into());
+        let err = own.resolve(Path::new("/d"), &m).unwrap_err().to_string();
+        assert!(err.contains("/tmp/tools is under /tmp"), "{err}");
         assert_eq!(
             s.readonly_dirs,
             [PathBuf::from("/w/tools"), PathBuf::from("/opt/claude")]

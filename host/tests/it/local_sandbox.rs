@@ -372,10 +372,11 @@ async fn concurrent_sandboxes_each_have_their_own_job_cgroup() {
 async fn readonly_dirs_are_visible_in_the_sandbox_and_not_writable() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    // Outside the system directories, like an npm prefix in a home (and
-    // not under /tmp, which each sandbox has of its own); open to the job
-    // uid, which runs bwrap when the host is root.
-    let tools = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Outside the system directories, like an npm prefix in a home, and
+    // under /tmp, which each sandbox has of its own (a CI checkout in a
+    // temporary directory); open to the job uid, which runs bwrap when the
+    // host is root.
+    let tools = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let tool = tools.path().join("hello-tool");
     std::fs::write(&tool, "#!/bin/sh\necho tool ran\n").unwrap();

@@ -109,6 +109,8 @@ fn probe(
     let mut argv = vec![bwrap.as_os_str().to_owned()];
     argv.extend(argv::isolation_flags("probe"));
     argv.extend(argv::system_view(system));
+    // The extra directories too: one the job user cannot read fails here.
+    argv.extend(argv::extra_view(system));
     argv.extend(["--", "true"].map(std::ffi::OsString::from));
     let staged = Vec::new();
     let launch = Launch {
@@ -153,12 +155,10 @@ impl LocalProvider {
             JobIdentity::for_host(nix::unistd::geteuid().as_raw(), opts.job_uid, opts.job_gid)
                 .map_err(ProviderError::Unavailable)?;
         let mut system = system_entries();
-        // Bound after the system's: a directory under /usr is then its own
-        // bind, harmless; one elsewhere (a home's npm prefix) becomes visible.
         system.extend(
             opts.readonly_dirs
                 .iter()
-                .map(|dir| argv::SystemEntry::ReadOnly(dir.clone())),
+                .map(|dir| argv::SystemEntry::Extra(dir.clone())),
         );
         let refusal = match &opts.bwrap {
             None => "bubblewrap (`bwrap`) was not found on PATH; install it (Debian: \

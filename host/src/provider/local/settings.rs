@@ -10,12 +10,13 @@ use crate::resolve::{FileKind, Machine, SettingsError, absolute, invalid, parse_
 /// The guest binary's file name.
 pub const GUEST_BIN_NAME: &str = "delegate-guest";
 
-/// Paths a sandbox has of its own, over which a read-only directory of the
-/// host would be hidden (or would hide the sandbox's): refused.
+/// Paths a sandbox has of its own where a read-only directory of the host
+/// would be mixed into the job's files (its workspace, and so its patch;
+/// its home) or its system: refused. (Under `/tmp` is fine: the directory
+/// is bound inside the sandbox's own `/tmp`.)
 const SANDBOX_OWN: &[&str] = &[
     inside::WORKSPACE,
     inside::HOME,
-    inside::TMP,
     inside::LOGS,
     "/run/delegate",
     "/proc",
@@ -240,12 +241,15 @@ mod tests {
         m.dirs.insert("/opt/claude".into());
         let s = args.resolve(Path::new("/d"), &m).unwrap();
         let own = LocalArgs {
-            local_readonly_dirs: vec!["/tmp/tools".into()],
+            local_readonly_dirs: vec!["/workspace/tools".into()],
             ..LocalArgs::default()
         };
-        m.dirs.insert("/tmp/tools".into());
+        m.dirs.insert("/workspace/tools".into());
         let err = own.resolve(Path::new("/d"), &m).unwrap_err().to_string();
-        assert!(err.contains("/tmp/tools is under /tmp"), "{err}");
+        assert!(
+            err.contains("/workspace/tools is under /workspace"),
+            "{err}"
+        );
         assert_eq!(
             s.readonly_dirs,
             [PathBuf::from("/w/tools"), PathBuf::from("/opt/claude")]

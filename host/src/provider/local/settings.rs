@@ -132,25 +132,7 @@ impl LocalArgs {
         let readonly_dirs = self
             .local_readonly_dirs
             .iter()
-            .map(|dir| {
-                let dir = absolute("DELEGATE_LOCAL_READONLY_DIRS", dir, machine)?;
-                if let Some(own) = SANDBOX_OWN.iter().find(|own| dir.starts_with(own)) {
-                    return Err(invalid(
-                        "DELEGATE_LOCAL_READONLY_DIRS",
-                        format!(
-                            "{} is under {own}, which every sandbox has of its own",
-                            dir.display()
-                        ),
-                    ));
-                }
-                match machine.file_kind(&dir) {
-                    Some(FileKind::Directory) => Ok(dir),
-                    _ => Err(invalid(
-                        "DELEGATE_LOCAL_READONLY_DIRS",
-                        format!("{} is not a directory", dir.display()),
-                    )),
-                }
-            })
+            .map(|dir| readonly_dir(dir, machine))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(LocalSettings {
             guest_bin,
@@ -164,6 +146,27 @@ impl LocalArgs {
                 .unwrap_or_else(|| DEFAULT_GUEST_PATH.into()),
             readonly_dirs,
         })
+    }
+}
+
+/// One of `DELEGATE_LOCAL_READONLY_DIRS`: absolute, a directory, and not
+/// where the sandbox has its own.
+fn readonly_dir(dir: &Path, machine: &dyn Machine) -> Result<PathBuf, SettingsError> {
+    const SETTING: &str = "DELEGATE_LOCAL_READONLY_DIRS";
+    let dir = absolute(SETTING, dir, machine)?;
+    if let Some(own) = SANDBOX_OWN.iter().find(|own| dir.starts_with(own)) {
+        let why = format!(
+            "{} is under {own}, which every sandbox has of its own",
+            dir.display()
+        );
+        return Err(invalid(SETTING, why));
+    }
+    match machine.file_kind(&dir) {
+        Some(FileKind::Directory) => Ok(dir),
+        _ => Err(invalid(
+            SETTING,
+            format!("{} is not a directory", dir.display()),
+        )),
     }
 }
 

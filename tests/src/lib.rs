@@ -2,5 +2,6 @@
 
 pub mod bins;
 pub mod mcp;
+pub mod messages_api;
 pub mod pve_host;
 pub mod pve_sim;

@@ -652,3 +652,24 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// Asserts that no file under `dir` holds `secret` (a key the host
+/// keeps: the store, logs and artifacts must never have it).
+pub fn assert_not_in_files(dir: &Path, secret: &str) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "the secret is in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}

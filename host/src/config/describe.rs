@@ -120,6 +120,20 @@ impl Settings {
                     .map_or_else(|| "(none)".into(), |l| l.job_gid.to_string()),
             ),
             (
+                "DELEGATE_LOCAL_READONLY_DIRS",
+                self.local.as_ref().map_or_else(
+                    || "(none)".into(),
+                    |l| {
+                        let dirs: Vec<String> = l
+                            .readonly_dirs
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect();
+                        dirs.join(",")
+                    },
+                ),
+            ),
+            (
                 "DELEGATE_HTTP_TOKEN",
                 self.http_token
                     .as_ref()

@@ -367,3 +367,42 @@ async fn concurrent_sandboxes_each_have_their_own_job_cgroup() {
     }
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_dirs_are_visible_in_the_sandbox_and_not_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Outside the system directories, like an npm prefix in a home, and
+    // under /tmp, which each sandbox has of its own (a CI checkout in a
+    // temporary directory); open to the job uid, which runs bwrap when the
+    // host is root.
+    let tools = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = tools.path().join("hello-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho tool ran\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let local = LocalSettings {
+        readonly_dirs: vec![tools.path().to_path_buf()],
+        ..local_settings(dir.path())
+    };
+    let provider = Arc::new(LocalProvider::new(local.clone()).expect("user namespaces"));
+    let s = settings(dir.path(), |s| s.local = Some(local));
+    let host = Host::start(s, provider).await;
+    let m = host.manager().clone();
+    let task = format!(
+        "{tool}; touch {dir}/new 2>/dev/null && echo writable || echo read-only",
+        tool = tool.display(),
+        dir = tools.path().display()
+    );
+    let rec = m.submit(script(&task, &[])).await.unwrap();
+    let done = m
+        .wait(&rec.id, Duration::from_secs(60), |_| {})
+        .await
+        .unwrap();
+    let log = log_text(&m, &rec.id, LogSelector::Combined);
+    assert_eq!(done.state, JobState::Success, "{done:?}\nlog:\n{log}");
+    assert!(log.contains("tool ran"), "{log}");
+    assert!(log.contains("read-only"), "{log}");
+    assert!(!tools.path().join("new").exists());
+    host.stop().await;
+}

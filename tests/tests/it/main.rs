@@ -1,6 +1,7 @@
 //! End-to-end tests, one module per area, linked into one test binary; their
 //! support is this package's library (`delegate_tests`).
 
+mod claude_real;
 mod cli_live;
 mod fault_restart;
 mod host_fds;

@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use delegate_tests::mcp::{HostEnv, Revision, connect_stdio, text_of};
+use delegate_tests::mcp::{HostEnv, Revision, assert_not_in_files, connect_stdio, text_of};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,22 +110,7 @@ echo "direct=$(curl -s --noproxy '*' -m 5 -o /dev/null -w '%{{http_code}}' http:
     }
     client.close().await;
 
-    let mut stack = vec![env.data_dir()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap_or_default();
-                assert!(
-                    !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-                    "the secret is in {}",
-                    p.display()
-                );
-            }
-        }
-    }
+    assert_not_in_files(&env.data_dir(), SECRET);
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -239,24 +224,4 @@ echo "ps=$(ps -eo args | grep -c '[i]njected_only')""#
     }
     client.close().await;
     assert_not_in_files(&env.data_dir(), INJECTED);
-}
-
-/// No file under `dir` holds `secret`.
-fn assert_not_in_files(dir: &std::path::Path, secret: &str) {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap_or_default();
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "the secret is in {}",
-                    p.display()
-                );
-            }
-        }
-    }
 }

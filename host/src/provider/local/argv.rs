@@ -170,6 +170,10 @@ pub fn unsandboxed_guest_argv(guest: &Path, paths: &SandboxPaths) -> Vec<OsStrin
 pub enum SystemEntry {
     /// A directory or file, bound read-only at the same path.
     ReadOnly(PathBuf),
+    /// A directory the host's settings add (`DELEGATE_LOCAL_READONLY_DIRS`),
+    /// bound read-only at the same path after the sandbox's own
+    /// directories, so it shows even under the sandbox's `/tmp`.
+    Extra(PathBuf),
     /// A symlink (e.g. `/bin -> usr/bin` on merged-/usr systems), recreated.
     Symlink {
         /// Where it is.
@@ -264,6 +268,20 @@ pub fn system_view(system: &[SystemEntry]) -> Vec<OsString> {
             SystemEntry::Symlink { path, target } => {
                 a.extend(["--symlink".into(), target.into(), path.into()]);
             }
+            SystemEntry::Extra(_) => {}
+        }
+    }
+    a
+}
+
+/// The settings' extra directories, bound read-only; after the sandbox's
+/// own binds, or a host directory under `/tmp` would be hidden by the
+/// sandbox's `/tmp`.
+pub fn extra_view(system: &[SystemEntry]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    for entry in system {
+        if let SystemEntry::Extra(p) = entry {
+            a.extend(["--ro-bind".into(), p.into(), p.into()]);
         }
     }
     a
@@ -317,6 +335,7 @@ pub fn bwrap_argv(
     for (name, dest) in JOB_SUBDIRS {
         a.extend(["--bind".into(), src.job_root.join(name).into(), dest.into()]);
     }
+    a.extend(extra_view(system));
     data(&mut a, "0600", fds.bootstrap, inside::BOOTSTRAP);
     a.extend([
         "--ro-bind".into(),
@@ -362,6 +381,38 @@ mod tests {
             .filter(|(_, a)| **a == flag)
             .map(|(i, _)| t[i + 1..=i + n].to_vec())
             .collect()
+    }
+
+    #[test]
+    fn extra_directories_are_bound_after_the_sandboxs_own() {
+        let paths = SandboxPaths::new(Path::new("/d/sandboxes"), "sb-0123456789abcdef");
+        let src = Sources {
+            job_root: paths.job_root.clone(),
+            callback_dir: "/d/sandboxes/callback".into(),
+            guest: "/opt/delegate-guest".into(),
+        };
+        let fds = DataFds {
+            bootstrap: 10,
+            passwd: 11,
+            group: 12,
+            hosts: 13,
+        };
+        let system = [
+            SystemEntry::Extra("/tmp/ci/claude".into()),
+            SystemEntry::ReadOnly("/usr".into()),
+        ];
+        let argv = bwrap_argv(Path::new("bwrap"), "h", &system, &src, fds, None);
+        let t = text(&argv);
+        let at = |pair: [&str; 2]| t.windows(2).position(|w| w == pair).unwrap();
+        let tmp = paths.job_root.join("tmp");
+        let own_tmp = at([tmp.to_str().unwrap(), "/tmp"]);
+        let extra = at(["/tmp/ci/claude", "/tmp/ci/claude"]);
+        assert!(t[extra - 1] == "--ro-bind" && extra > own_tmp, "{t:?}");
+        assert!(at(["/usr", "/usr"]) < own_tmp);
+        assert!(
+            system_view(&system).len() == 3,
+            "the extra is not in the system view"
+        );
     }
 
     #[test]

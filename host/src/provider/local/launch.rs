@@ -341,7 +341,9 @@ mod tests {
         assert!(entries.contains(&SystemEntry::ReadOnly("/usr".into())));
         for e in &entries {
             let p = match e {
-                SystemEntry::ReadOnly(p) | SystemEntry::Symlink { path: p, .. } => p,
+                SystemEntry::ReadOnly(p)
+                | SystemEntry::Extra(p)
+                | SystemEntry::Symlink { path: p, .. } => p,
             };
             for never in [
                 "/home",

@@ -109,6 +109,8 @@ fn probe(
     let mut argv = vec![bwrap.as_os_str().to_owned()];
     argv.extend(argv::isolation_flags("probe"));
     argv.extend(argv::system_view(system));
+    // The extra directories too: one the job user cannot read fails here.
+    argv.extend(argv::extra_view(system));
     argv.extend(["--", "true"].map(std::ffi::OsString::from));
     let staged = Vec::new();
     let launch = Launch {
@@ -152,7 +154,12 @@ impl LocalProvider {
         let identity =
             JobIdentity::for_host(nix::unistd::geteuid().as_raw(), opts.job_uid, opts.job_gid)
                 .map_err(ProviderError::Unavailable)?;
-        let system = system_entries();
+        let mut system = system_entries();
+        system.extend(
+            opts.readonly_dirs
+                .iter()
+                .map(|dir| argv::SystemEntry::Extra(dir.clone())),
+        );
         let refusal = match &opts.bwrap {
             None => "bubblewrap (`bwrap`) was not found on PATH; install it (Debian: \
                      apt-get install bubblewrap)"

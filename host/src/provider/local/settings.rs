@@ -4,10 +4,26 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::resolve::{Machine, SettingsError, absolute, invalid, parse_flag};
+use super::argv::inside;
+use crate::resolve::{FileKind, Machine, SettingsError, absolute, invalid, parse_flag};
 
 /// The guest binary's file name.
 pub const GUEST_BIN_NAME: &str = "delegate-guest";
+
+/// Paths a sandbox has of its own where a read-only directory of the host
+/// would be mixed into the job's files (its workspace, and so its patch;
+/// its home) or its system: refused. (Under `/tmp` is fine: the directory
+/// is bound inside the sandbox's own `/tmp`.)
+const SANDBOX_OWN: &[&str] = &[
+    inside::WORKSPACE,
+    inside::HOME,
+    inside::LOGS,
+    "/run/delegate",
+    "/proc",
+    "/dev",
+    "/sys",
+    "/etc",
+];
 
 /// The guests' `PATH` when the host has none.
 const DEFAULT_GUEST_PATH: &str = "/usr/bin:/bin";
@@ -38,6 +54,11 @@ pub struct LocalArgs {
     /// Host gid the local sandbox runs jobs as when the host runs as root.
     #[arg(long, env = "DELEGATE_LOCAL_JOB_GID", default_value_t = DEFAULT_JOB_ID)]
     pub local_job_gid: u32,
+    /// Directories every sandbox sees read-only at the same path, beside
+    /// the system's (comma-separated): programs installed outside `/usr`,
+    /// such as Claude Code under an npm prefix in a home directory.
+    #[arg(long, env = "DELEGATE_LOCAL_READONLY_DIRS", value_delimiter = ',')]
+    pub local_readonly_dirs: Vec<PathBuf>,
 }
 
 /// The host uid and gid of jobs under a root host: `nobody`/`nogroup`.
@@ -52,6 +73,7 @@ impl Default for LocalArgs {
             local_unsandboxed: false,
             local_job_uid: DEFAULT_JOB_ID,
             local_job_gid: DEFAULT_JOB_ID,
+            local_readonly_dirs: Vec::new(),
         }
     }
 }
@@ -75,6 +97,8 @@ pub struct LocalSettings {
     /// The `PATH` guests run with: the host's, so an agent finds the same
     /// programs as the person who started the host.
     pub guest_path: OsString,
+    /// `DELEGATE_LOCAL_READONLY_DIRS`: absolute directories bound read-only.
+    pub readonly_dirs: Vec<PathBuf>,
 }
 
 impl LocalArgs {
@@ -105,6 +129,11 @@ impl LocalArgs {
                     )
                 })?,
         };
+        let readonly_dirs = self
+            .local_readonly_dirs
+            .iter()
+            .map(|dir| readonly_dir(dir, machine))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(LocalSettings {
             guest_bin,
             sandbox_root: data_dir.join("sandboxes"),
@@ -115,7 +144,29 @@ impl LocalArgs {
             guest_path: machine
                 .var_os("PATH")
                 .unwrap_or_else(|| DEFAULT_GUEST_PATH.into()),
+            readonly_dirs,
         })
+    }
+}
+
+/// One of `DELEGATE_LOCAL_READONLY_DIRS`: absolute, a directory, and not
+/// where the sandbox has its own.
+fn readonly_dir(dir: &Path, machine: &dyn Machine) -> Result<PathBuf, SettingsError> {
+    const SETTING: &str = "DELEGATE_LOCAL_READONLY_DIRS";
+    let dir = absolute(SETTING, dir, machine)?;
+    if let Some(own) = SANDBOX_OWN.iter().find(|own| dir.starts_with(own)) {
+        let why = format!(
+            "{} is under {own}, which every sandbox has of its own",
+            dir.display()
+        );
+        return Err(invalid(SETTING, why));
+    }
+    match machine.file_kind(&dir) {
+        Some(FileKind::Directory) => Ok(dir),
+        _ => Err(invalid(
+            SETTING,
+            format!("{} is not a directory", dir.display()),
+        )),
     }
 }
 
@@ -170,5 +221,41 @@ mod tests {
         assert_eq!(s.bwrap, None);
         assert!(s.allow_unsandboxed);
         assert_eq!(s.guest_path, "/usr/bin:/bin");
+    }
+
+    #[test]
+    fn readonly_dirs_must_be_directories_and_are_made_absolute() {
+        let args = LocalArgs {
+            local_readonly_dirs: vec!["tools".into(), "/opt/claude".into()],
+            ..LocalArgs::default()
+        };
+        let mut m = FixedMachine {
+            cwd: Some("/w".into()),
+            ..FixedMachine::default()
+        }
+        .with_executable("/usr/bin/delegate-guest")
+        .with_var("PATH", "/usr/bin");
+        m.dirs.insert("/w/tools".into());
+        let err = args.resolve(Path::new("/d"), &m).unwrap_err().to_string();
+        assert!(
+            err.starts_with("DELEGATE_LOCAL_READONLY_DIRS: /opt/claude is not a directory"),
+            "{err}"
+        );
+        m.dirs.insert("/opt/claude".into());
+        let s = args.resolve(Path::new("/d"), &m).unwrap();
+        let own = LocalArgs {
+            local_readonly_dirs: vec!["/workspace/tools".into()],
+            ..LocalArgs::default()
+        };
+        m.dirs.insert("/workspace/tools".into());
+        let err = own.resolve(Path::new("/d"), &m).unwrap_err().to_string();
+        assert!(
+            err.contains("/workspace/tools is under /workspace"),
+            "{err}"
+        );
+        assert_eq!(
+            s.readonly_dirs,
+            [PathBuf::from("/w/tools"), PathBuf::from("/opt/claude")]
+        );
     }
 }

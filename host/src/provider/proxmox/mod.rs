@@ -11,6 +11,7 @@
 pub mod cleanup;
 pub mod client;
 pub mod doctor;
+pub mod doctor_firewall;
 pub mod doctor_pool;
 pub mod firewall;
 pub mod metadata;

@@ -193,7 +193,11 @@ async fn auto_without_the_privilege_runs_the_job_and_says_egress_is_not_enforced
     );
 
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report.checks.iter().find(|c| c.name == "egress").unwrap();
+    let egress = report
+        .checks
+        .iter()
+        .find(|c| c.name == "egress firewall")
+        .unwrap();
     assert!(egress.ok, "{report}");
     assert!(egress.detail.contains("NOT enforced"), "{report}");
     assert!(egress.detail.contains("VM.Config.Network"), "{report}");
@@ -214,7 +218,11 @@ async fn required_without_the_privilege_fails_the_job_naming_the_privilege() {
 
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
     assert!(!report.ok(), "{report}");
-    let egress = report.checks.iter().find(|c| c.name == "egress").unwrap();
+    let egress = report
+        .checks
+        .iter()
+        .find(|c| c.name == "egress firewall")
+        .unwrap();
     assert!(!egress.ok, "{report}");
     assert!(
         report
@@ -231,7 +239,11 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
     let mut s = setup(&sim, FirewallMode::Auto, true);
     let p = proxmox_provider(s.clone());
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report.checks.iter().find(|c| c.name == "egress").unwrap();
+    let egress = report
+        .checks
+        .iter()
+        .find(|c| c.name == "egress firewall")
+        .unwrap();
     assert!(!egress.ok, "{report}");
     assert!(
         egress.detail.contains("datacenter firewall is disabled"),
@@ -240,7 +252,11 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
 
     sim.with(|c| c.cluster_firewall.insert("enable".into(), "1".into()));
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report.checks.iter().find(|c| c.name == "egress").unwrap();
+    let egress = report
+        .checks
+        .iter()
+        .find(|c| c.name == "egress firewall")
+        .unwrap();
     assert!(egress.ok, "{report}");
     assert!(
         egress.detail.contains("delegate firewalls each job VM"),
@@ -249,7 +265,11 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
 
     s.firewall.mode = FirewallMode::Off;
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report.checks.iter().find(|c| c.name == "egress").unwrap();
+    let egress = report
+        .checks
+        .iter()
+        .find(|c| c.name == "egress firewall")
+        .unwrap();
     assert!(
         egress.ok && egress.detail.contains("network layout"),
         "{report}"

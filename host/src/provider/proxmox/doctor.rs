@@ -347,7 +347,7 @@ pub async fn doctor_with(
     if let Some(m) = egress.missing {
         r.missing.push(m);
     }
-    r.push("egress", egress.ok, egress.detail);
+    r.push("egress firewall", egress.ok, egress.detail);
     r
 }
 

@@ -381,7 +381,15 @@ impl Settings {
                 settings.local = Some(raw.local.resolve(&settings.data_dir, machine)?);
             }
             ProviderKind::Proxmox => {
-                let px = raw.proxmox.resolve(machine)?;
+                let mut px = raw.proxmox.resolve(machine)?;
+                // The VM firewall lets guests reach the callback and gateway.
+                px.firewall.callback_url = Some(settings.callback_url.clone());
+                px.firewall.egress_url = settings.egress.url.clone().or_else(|| {
+                    settings
+                        .egress
+                        .listen
+                        .map(|l| settings.egress.url_for(&settings.callback_url, l))
+                });
                 // Jobs never reach the Proxmox API through the gateway.
                 settings
                     .egress

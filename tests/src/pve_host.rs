@@ -11,7 +11,7 @@ use delegate_host::engine::{Engine, start_engine_with};
 use delegate_host::pool::parse_pool;
 use delegate_host::provider::proxmox::settings::TlsSettings;
 use delegate_host::provider::proxmox::{
-    CloneMode, Credentials, ProxmoxProvider, ProxmoxSettings, PveClient,
+    CloneMode, Credentials, FirewallSettings, ProxmoxProvider, ProxmoxSettings, PveClient,
 };
 use delegate_host::resolve::Secret;
 use delegate_host::retry::RetryPolicy;
@@ -60,6 +60,7 @@ pub fn proxmox_settings(sim: &PveSim, instance: &str, clones_per_node: usize) ->
         max_clones_per_storage: 12,
         clone_lock_grace: Duration::from_secs(600),
         instance: instance.into(),
+        firewall: FirewallSettings::default(),
         origins: vec![],
     }
 }

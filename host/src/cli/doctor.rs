@@ -57,7 +57,7 @@ pub async fn report(settings: &Settings) -> (bool, String, serde_json::Value) {
                 .map(|m| json!({"path": m.path, "privilege": m.privilege, "why": m.why}))
                 .collect();
             let (space_ok, space_text, space_value) = checks(vec![
-                egress_check(settings, Confinement::NotByDelegate),
+                egress_check(settings, Confinement::ProxmoxFirewall),
                 data_dir_check(settings),
             ]);
             list.extend(
@@ -160,8 +160,9 @@ enum Confinement {
     SandboxLoopback,
     /// QEMU user networking with `restrict=on` and two forwards.
     QemuForwards,
-    /// Nothing delegate sets up (Proxmox: the network layout decides).
-    NotByDelegate,
+    /// Proxmox: the per-VM PVE firewall when the token may set it (the
+    /// provider's `egress firewall` check says), else the network layout.
+    ProxmoxFirewall,
     /// No confinement at all (unsandboxed local jobs).
     None,
 }
@@ -186,10 +187,11 @@ fn egress_check(settings: &Settings, how: Confinement) -> (&'static str, bool, S
         Confinement::QemuForwards => "enforced: QEMU user networking with restrict=on forwards \
              only 10.0.2.100:80 (callback) and 10.0.2.100:3128 (gateway)"
             .to_string(),
-        Confinement::NotByDelegate => format!(
-            "NOT enforced by delegate: no per-VM Proxmox firewall rules are set up, so the VMs' \
-             network must let them reach only this host's callback ({}) and gateway port {} \
-             (see packer/README.md); a VM that can route elsewhere can skip the proxy",
+        Confinement::ProxmoxFirewall => format!(
+            "enforced by each VM's PVE firewall where the `egress firewall` line says so; \
+             otherwise the VMs' network must let them reach only this host's callback ({}) and \
+             gateway port {} (see packer/README.md), or a VM that can route elsewhere can skip \
+             the proxy",
             settings.callback_url,
             listen.port()
         ),

@@ -71,6 +71,7 @@ async fn run(label: &'static str, timings: Timings, mode: CloneMode, jobs: usize
         max_clones_per_storage: 12,
         clone_lock_grace: Duration::from_secs(600),
         instance: "bench".into(),
+        firewall: delegate_host::provider::proxmox::FirewallSettings::default(),
         origins: vec![],
     };
     let client = PveClient::build(

@@ -9,9 +9,11 @@
 //! agent starts a real `delegate-guest` process, killed with the VM. Errors
 //! carry PVE's real messages (`tests/data/pve/errors.txt`). Faults can be
 //! injected: failed clones, lock timeouts, an agent that never comes up,
-//! offline nodes (595), task errors, slow tasks, a VM dying mid-job.
+//! offline nodes (595), task errors, slow tasks, a VM dying mid-job. VM
+//! firewalls (options and rules) are kept per VM so tests can assert them.
 
 pub mod agent;
+pub mod firewall;
 pub mod formats;
 pub mod guest;
 pub mod http;
@@ -31,7 +33,9 @@ use std::time::{Duration, Instant};
 
 pub use guest::GuestCommand;
 pub use perms::{Grant, Principal};
-pub use state::{BootstrapWrite, Cluster, Faults, Node, PveVersion, Storage, Timings, Vm};
+pub use state::{
+    BootstrapWrite, Cluster, Faults, Node, PveVersion, Storage, Timings, Vm, VmFirewall,
+};
 
 /// Where the provider writes the bootstrap, and the template's `.path` unit
 /// watches.
@@ -269,6 +273,8 @@ impl PveSim {
             clones_total: BTreeMap::new(),
             bootstrap_writes_started: 0,
             bootstraps: Vec::new(),
+            firewalls: BTreeMap::new(),
+            cluster_firewall: BTreeMap::new(),
         };
         for t in &cfg.templates {
             let root = dir.path().join(format!("vm-{}", t.vmid));

@@ -37,6 +37,7 @@ pub fn dispatch(
         ("GET", "/nodes/{node}/status") => node_status(sim, &p["node"]),
         ("GET", "/nodes/{node}/tasks/{upid}/status") => task_status(sim, &p["node"], &p["upid"]),
         ("GET", "/nodes/{node}/tasks/{upid}/log") => task_log(sim, p),
+        ("GET", "/cluster/firewall/options") => Ok(super::firewall::cluster_options(sim)),
         _ => vm_ops::dispatch(sim, who, method, template, p),
     }
 }

@@ -304,6 +304,20 @@ pub struct Cluster {
     pub bootstrap_writes_started: u64,
     /// Bootstraps written, in order.
     pub bootstraps: Vec<BootstrapWrite>,
+    /// Each VM's firewall (`/etc/pve/firewall/<vmid>.fw`), copied by a
+    /// clone and removed with the VM.
+    pub firewalls: BTreeMap<u32, VmFirewall>,
+    /// The datacenter firewall's options (`/etc/pve/firewall/cluster.fw`).
+    pub cluster_firewall: BTreeMap<String, String>,
+}
+
+/// A VM's firewall: options and rules, as the API was given them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmFirewall {
+    /// `enable`, `policy_in`, `policy_out`, `dhcp`, ...
+    pub options: BTreeMap<String, String>,
+    /// Rules in order (position 0 first), without `pos`.
+    pub rules: Vec<BTreeMap<String, String>>,
 }
 
 impl Cluster {

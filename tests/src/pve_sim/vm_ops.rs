@@ -54,6 +54,7 @@ pub fn dispatch(
             Ok(Value::Object(m))
         }
         ("PUT" | "POST", "/nodes/{node}/qemu/{vmid}/config") => {
+            network_privilege(who, id, p)?;
             set_config(sim, &node, id, p)?;
             Ok(Value::Null)
         }
@@ -70,6 +71,7 @@ pub fn dispatch(
             file_write(sim, &node, id, p)?;
             Ok(Value::Null)
         }
+        (_, t) if t.contains("/firewall") => super::firewall::dispatch(sim, method, template, p),
         (_, t) if t.contains("/agent") => {
             agent_ready(sim, &node, id)?;
             Ok(json!({"result": {}}))
@@ -81,6 +83,29 @@ pub fn dispatch(
             bare: false,
         }),
     }
+}
+
+/// PVE checks config keys beyond the endpoint's own check
+/// (`check_vm_modify_config_perm`): a NIC (`netN`) needs `VM.Config.Network`.
+fn network_privilege(who: &Principal, id: u32, p: &Params) -> Result<(), ApiError> {
+    let path = format!("/vms/{id}");
+    let touches_net = p.keys().any(|k| {
+        k.strip_prefix("net")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if touches_net && !who.has(&path, "VM.Config.Network") {
+        return Err(ApiError {
+            status: 403,
+            message: super::perms::Denied {
+                path,
+                privs: vec!["VM.Config.Network".into()],
+            }
+            .to_string(),
+            errors: BTreeMap::new(),
+            bare: false,
+        });
+    }
+    Ok(())
 }
 
 /// Numbers come back as JSON numbers where PVE's schema says integer.
@@ -253,6 +278,10 @@ fn clone(
     }
     let root = sim.root.join(format!("vm-{newid}"));
     let _ = std::fs::create_dir_all(&root);
+    // PVE copies the source's VM firewall config to the clone.
+    if let Some(fw) = c.firewalls.get(&src).cloned() {
+        c.firewalls.insert(newid, fw);
+    }
     c.vms.insert(
         newid,
         Vm {
@@ -609,6 +638,7 @@ fn destroy(sim: &Arc<SimInner>, who: &Principal, node: &str, id: u32) -> Result<
                 return Err(format!("VM {id} is locked (backup)"));
             }
             locked(vm)?;
+            c.firewalls.remove(&id);
             if let Some(mut vm) = c.vms.remove(&id) {
                 power_off(&mut vm);
                 let _ = std::fs::remove_dir_all(&vm.root);

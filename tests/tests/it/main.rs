@@ -19,6 +19,7 @@ mod mcp_tools;
 mod mcp_turns;
 mod pve_client;
 mod pve_e2e;
+mod pve_firewall;
 mod pve_pool;
 mod pve_provider;
 mod pve_smoke;

@@ -42,6 +42,7 @@ fn settings(sim: &PveSim, instance: &str) -> ProxmoxSettings {
         max_clones_per_storage: 8,
         clone_lock_grace: Duration::from_secs(60),
         instance: instance.into(),
+        firewall: delegate_host::provider::proxmox::FirewallSettings::default(),
         origins: vec![],
     }
 }

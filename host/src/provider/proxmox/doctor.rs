@@ -4,7 +4,8 @@
 //! or full), pool, storage and bridge, and the token's privileges from
 //! `/access/permissions` on every path a job touches, for the PVE version
 //! in use (PVE 9 splits the guest agent into `VM.GuestAgent.*`; PVE 8 checks
-//! `VM.Monitor`).
+//! `VM.Monitor`), and whether job VMs' egress is firewalled by delegate
+//! ([`super::doctor_firewall`]).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -342,6 +343,11 @@ pub async fn doctor_with(
             )
         },
     );
+    let egress = super::doctor_firewall::check(client, s, &perms).await;
+    if let Some(m) = egress.missing {
+        r.missing.push(m);
+    }
+    r.push("egress firewall", egress.ok, egress.detail);
     r
 }
 

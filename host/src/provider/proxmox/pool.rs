@@ -1,5 +1,5 @@
 //! Warm pools on Proxmox: an idle VM is made exactly as a job's VM is
-//! (clone, configure, start, wait for the guest agent) but carries a pool
+//! (clone, configure, firewall, start, wait for the guest agent) but carries a pool
 //! class in its metadata and the `delegate-pool` tag instead of a job; its
 //! guest waits for the bootstrap file as every template's `.path` unit
 //! does, and a claim writes that file with the agent's `file-write`. The
@@ -36,8 +36,10 @@ impl ProxmoxProvider {
             deadline_ms: i64::MAX,
             pool: Some(req.class.clone()),
         };
+        // No job yet: the firewall allows the host's configured URLs.
+        let targets = self.firewall_targets(None, None);
         let (vm, _, _) = self
-            .boot(&req.template, &meta, req.size, on_created)
+            .boot(&req.template, &meta, req.size, &targets, on_created)
             .await?;
         Ok(vm)
     }

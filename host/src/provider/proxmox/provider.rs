@@ -17,6 +17,7 @@ use delegate_proto::Bootstrap;
 
 use super::client::api::CloneOptions;
 use super::client::{FailureKind, Params, PveClient, PveError};
+use super::firewall::{self, FirewallMode, FirewallState, Target};
 use super::metadata::{self, VmMeta};
 use super::placement::{self, Slots, StorageFacts, TemplateCopy};
 use super::settings::{CloneMode, ProxmoxSettings};
@@ -69,6 +70,8 @@ pub struct ProxmoxProvider {
     pub(super) timeouts: TaskTimeouts,
     /// PVE major version, once seen.
     pub(super) major: Arc<std::sync::OnceLock<u32>>,
+    /// Whether the last VM's egress was firewalled.
+    pub(super) firewall: Arc<FirewallState>,
 }
 
 fn fail(stage: &str, e: &PveError) -> ProviderError {
@@ -121,6 +124,7 @@ impl ProxmoxProvider {
             settings: Arc::new(settings),
             timeouts: TaskTimeouts::default(),
             major: Arc::default(),
+            firewall: Arc::default(),
         }
     }
 
@@ -315,19 +319,111 @@ impl ProxmoxProvider {
             deadline_ms: req.deadline_ms,
             pool: None,
         };
-        let (vm, node, vmid) = self.boot(&template, &meta, req.size, on_created).await?;
+        let egress = req
+            .egress_url
+            .as_deref()
+            .or(req.bootstrap.egress_url.as_deref());
+        let targets = self.firewall_targets(Some(&req.bootstrap.callback_url), egress);
+        let (vm, node, vmid) = self
+            .boot(&template, &meta, req.size, &targets, on_created)
+            .await?;
         self.deliver(&node, vmid, &req.bootstrap).await?;
         Ok(vm)
     }
 
-    /// Clones `template` into a new VM carrying `meta`, configures, starts
-    /// it and waits for its guest agent: everything but the bootstrap. The
-    /// VM is named after `meta.job_id` (a job id, or a pool VM's own id).
+    /// What a VM's firewall lets through: the callback API and the egress
+    /// gateway, each given here or else by the settings.
+    pub(super) fn firewall_targets(
+        &self,
+        callback_url: Option<&str>,
+        egress_url: Option<&str>,
+    ) -> Vec<Target> {
+        let fw = &self.settings.firewall;
+        let callback = callback_url.or(fw.callback_url.as_deref());
+        let egress = egress_url.or(fw.egress_url.as_deref());
+        let mut out = Vec::new();
+        for t in [
+            callback.and_then(|u| firewall::target_of("callback", u)),
+            egress.and_then(|u| firewall::target_of("gateway", u)),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !out
+                .iter()
+                .any(|o: &Target| o.host == t.host && o.port == t.port)
+            {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Why egress is not enforced by delegate on this host's VMs, when the
+    /// last VM went without its firewall.
+    pub fn egress_unenforced(&self) -> Option<String> {
+        self.firewall.unenforced()
+    }
+
+    /// Firewalls a new VM per `DELEGATE_PROXMOX_FIREWALL`: `auto` carries
+    /// on without the privilege (saying so), `required` fails.
+    async fn apply_firewall(
+        &self,
+        node: &str,
+        vmid: u32,
+        targets: &[Target],
+    ) -> Result<(), ProviderError> {
+        let mode = self.settings.firewall.mode;
+        if mode == FirewallMode::Off {
+            return Ok(());
+        }
+        match firewall::apply(&self.client, node, vmid, targets).await {
+            Ok(()) => {
+                self.firewall.record(None);
+                Ok(())
+            }
+            Err(e) if mode == FirewallMode::Auto && (e.is_forbidden() || targets.is_empty()) => {
+                let why = format!(
+                    "egress is not enforced by delegate: {e}; VM {vmid} relies on the \
+                     network layout (grant {} or set DELEGATE_PROXMOX_FIREWALL=off)",
+                    firewall::PRIVILEGE
+                );
+                tracing::warn!(vmid, "{why}");
+                self.firewall.record(Some(why));
+                Ok(())
+            }
+            Err(e) => {
+                let retryable = match &e {
+                    firewall::FirewallError::Api { source, .. } => source.is_retryable(),
+                    _ => false,
+                };
+                let hint = if e.is_forbidden() {
+                    format!(
+                        " (DELEGATE_PROXMOX_FIREWALL=required: grant {} on /vms to {})",
+                        firewall::PRIVILEGE,
+                        self.client.principal()
+                    )
+                } else {
+                    String::new()
+                };
+                Err(ProviderError::Provision {
+                    message: format!("firewalling VM {vmid}: {e}{hint}"),
+                    retryable,
+                })
+            }
+        }
+    }
+
+    /// Clones `template` into a new VM carrying `meta`, configures and
+    /// firewalls it (allowing `targets`), starts it and waits for its guest
+    /// agent: everything but the bootstrap. The VM is named after
+    /// `meta.job_id` (a job id, or a pool VM's own id).
     pub(super) async fn boot(
         &self,
         template: &str,
         meta: &VmMeta,
         size: VmSize,
+        targets: &[Target],
         on_created: &(dyn Fn(VmRef) + Send + Sync),
     ) -> Result<(VmRef, String, u32), ProviderError> {
         let (placement, copy, linked, mut used) = self.place(template, size.memory_bytes).await?;
@@ -403,6 +499,7 @@ impl ProxmoxProvider {
         drop(placement.slot);
 
         self.configure(&node, vmid, meta, size).await?;
+        self.apply_firewall(&node, vmid, targets).await?;
         self.client
             .start_vm(&node, vmid, self.timeouts.power)
             .await
@@ -544,6 +641,14 @@ impl Provider for ProxmoxProvider {
 
     fn isolation(&self) -> Isolation {
         Isolation::Vm
+    }
+
+    fn describe(&self) -> String {
+        let base = self.isolation().describe().to_string();
+        match self.egress_unenforced() {
+            Some(why) => format!("{base}; {why}"),
+            None => base,
+        }
     }
 
     async fn provision(

@@ -10,6 +10,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::firewall::{FirewallMode, FirewallSettings};
 use super::migrate::{self, AdminConfig};
 use crate::resolve::{Machine, Secret, SettingsError, invalid, parse_flag};
 
@@ -142,6 +143,16 @@ pub struct ProxmoxArgs {
     /// default: the machine's host name.
     #[arg(long = "proxmox-instance", env = "PROXMOX_INSTANCE")]
     pub instance: Option<String>,
+    /// The per-VM egress firewall: `auto` (when the token has
+    /// VM.Config.Network, else a warning), `required` (fail without it) or
+    /// `off` (the network layout confines VMs).
+    #[arg(
+        long = "proxmox-firewall",
+        env = "DELEGATE_PROXMOX_FIREWALL",
+        value_enum,
+        default_value_t = FirewallMode::Auto
+    )]
+    pub firewall: FirewallMode,
 }
 
 /// How the client authenticates.
@@ -217,6 +228,9 @@ pub struct ProxmoxSettings {
     pub clone_lock_grace: Duration,
     /// This host's instance name as it appears in tags (lower-case).
     pub instance: String,
+    /// The per-VM egress firewall (the URLs are filled in by the host's
+    /// settings, which know the callback and gateway).
+    pub firewall: FirewallSettings,
     /// Where the URL and credentials came from, one sentence each, for the
     /// start-up log.
     pub origins: Vec<String>,
@@ -334,6 +348,10 @@ impl ProxmoxArgs {
             max_clones_per_storage: self.max_clones_per_storage,
             clone_lock_grace: Duration::from_secs(self.clone_lock_grace_seconds),
             instance,
+            firewall: FirewallSettings {
+                mode: self.firewall,
+                ..FirewallSettings::default()
+            },
             origins,
         })
     }

@@ -62,6 +62,10 @@ impl ProxmoxSettings {
             self.clone_lock_grace.as_secs().to_string(),
         ));
         out.push(("PROXMOX_INSTANCE", self.instance.clone()));
+        out.push((
+            "DELEGATE_PROXMOX_FIREWALL",
+            self.firewall.mode.as_str().into(),
+        ));
         out
     }
 

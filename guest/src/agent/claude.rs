@@ -67,7 +67,17 @@ pub fn invocation(m: &JobManifest) -> Invocation {
     Invocation {
         program: a.command.clone().unwrap_or_else(|| "claude".into()),
         args,
-        env_defaults: vec![("CLAUDE_CODE_MAX_RETRIES".into(), DEFAULT_MAX_RETRIES.into())],
+        env_defaults: vec![
+            ("CLAUDE_CODE_MAX_RETRIES".into(), DEFAULT_MAX_RETRIES.into()),
+            // No telemetry, error reports or self-update from a throwaway
+            // VM: through the gateway they would leave for Anthropic's hosts
+            // with the placeholder key, and they are no part of the job.
+            // The manifest's env may still set it to 0.
+            (
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+                "1".into(),
+            ),
+        ],
         label: match &a.claude_model {
             Some(model) => format!("claude ({model})"),
             None => "claude".into(),
@@ -234,7 +244,13 @@ mod tests {
         );
         assert_eq!(
             inv.env_defaults,
-            vec![("CLAUDE_CODE_MAX_RETRIES".to_string(), "2".to_string())]
+            vec![
+                ("CLAUDE_CODE_MAX_RETRIES".to_string(), "2".to_string()),
+                (
+                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_string(),
+                    "1".to_string()
+                )
+            ]
         );
     }
 

@@ -109,7 +109,6 @@ async fn real_claude_code_edits_a_repository_through_the_gateway_with_the_host_k
             // checks are off: nothing a job in a throwaway sandbox needs.
             "network": {"allow": ["@anthropic"]},
             "env": {
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
                 "DISABLE_AUTOUPDATER": "1",
                 "DISABLE_TELEMETRY": "1",
                 "DISABLE_ERROR_REPORTING": "1",

@@ -57,9 +57,9 @@ async def exercise(client: Client) -> None:
     tools = await client.list_tools()
     names = sorted(t.name for t in tools.tools)
     check(
-        "tools/list names the seven tools",
+        "tools/list names the nine tools",
         names
-        == ["cancel_job", "get_job_logs", "get_job_result", "get_job_status", "list_jobs", "submit_job", "wait_for_job"],
+        == ["cancel_job", "continue_job", "get_job_logs", "get_job_result", "get_job_status", "list_jobs", "release_job", "submit_job", "wait_for_job"],
         names,
     )
     check("every tool has an output schema", all(t.output_schema for t in tools.tools))

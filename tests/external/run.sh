@@ -151,7 +151,7 @@ json_check() {
 inspector_suite() {
   local tag="$1" out job
   if out="$(inspector --method tools/list)" && json_check tools <<<"$out" \
-      "len(d['tools']) == 7 and all('outputSchema' in t for t in d['tools']) and 'uint' not in json.dumps(d)"; then
+      "len(d['tools']) == 9 and all('outputSchema' in t for t in d['tools']) and 'uint' not in json.dumps(d)"; then
     pass "inspector $tag: tools/list"
   else
     fail "inspector $tag: tools/list"

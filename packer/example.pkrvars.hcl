@@ -9,7 +9,7 @@ proxmox_node     = "pve1"
 proxmox_pool     = "delegate"
 proxmox_storage  = "local-lvm"
 # The job bridge (README.md, network layout), not vmbr0: every clone keeps this NIC.
-proxmox_bridge   = "vmbr1"
+proxmox_bridge = "vmbr1"
 
 template_name = "delegate-debian-12"
 template_vmid = 9000

@@ -20,31 +20,12 @@ use delegate_host::provider::local::{LocalArgs, LocalProvider};
 use delegate_host::resolve::ProcessMachine;
 use delegate_proto::{JobManifest, JobState};
 
+use crate::support::git::git;
 use crate::support::harness::{Host, eventually, settings};
 
 const FAKE_CLAUDE: &str = include_str!("../../../tests/fixtures/fake-claude");
 /// The session id the fake `claude` reports on a fresh start.
 const FAKE_SESSION: &str = "4b2e1c9a-7d3f-4e8b-9a61-0c5d2f8e7b13";
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A committed repository that ignores `tools/`, where the fake `claude`
 /// goes, so only the agent's own changes make the patches.

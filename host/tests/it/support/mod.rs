@@ -2,6 +2,7 @@
 //! the host benchmark, which includes this module by path).
 
 pub mod fake;
+pub mod git;
 pub mod guest;
 pub mod harness;
 pub mod link;

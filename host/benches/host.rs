@@ -8,6 +8,8 @@
 //!
 //! `cargo bench -p delegate-host --bench host`
 
+mod common;
+
 #[path = "../tests/it/support/mod.rs"]
 #[expect(
     dead_code,
@@ -347,33 +349,7 @@ async fn post(b: Bootstrap, start: Instant) -> u64 {
 
 /// MCP over stdio against the real server on the same data directory.
 async fn mcp_figures(scratch: &Path, data: &Path, rows: &mut Vec<Row>) {
-    let bin = std::env::var("DELEGATE_HOST_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_delegate-host").to_string());
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("serve");
-    for (key, _) in std::env::vars() {
-        if [
-            "DELEGATE_",
-            "CALLBACK_",
-            "HEARTBEAT_",
-            "PROXMOX_",
-            "RUST_LOG",
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    // The local provider wants an executable guest; no job runs here.
-    let exe = std::env::current_exe().expect("bench executable");
-    cmd.env("DELEGATE_DATA_DIR", data)
-        .env("DELEGATE_PROVIDER", "local")
-        .env("DELEGATE_GUEST_BIN", exe)
-        .env("CALLBACK_HOST", "127.0.0.1")
-        .env("CALLBACK_PORT", "0")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+    let cmd = common::serve_command(data);
     let log = std::fs::File::create(scratch.join("serve.log")).expect("serve.log");
     let (transport, _) = TokioChildProcess::builder(cmd)
         .stderr(log)

@@ -17,6 +17,8 @@
 //! under `cargo test --all-targets`, a small pass only proves that every
 //! measurement still works).
 
+mod common;
+
 #[path = "../tests/it/support/mod.rs"]
 #[expect(
     dead_code,
@@ -163,33 +165,7 @@ async fn measure(
     data: &Path,
     scale: &Scale,
 ) -> Vec<(String, String, &'static str)> {
-    let bin = std::env::var("DELEGATE_HOST_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_delegate-host").to_string());
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("serve");
-    for (key, _) in std::env::vars() {
-        if [
-            "DELEGATE_",
-            "CALLBACK_",
-            "HEARTBEAT_",
-            "PROXMOX_",
-            "RUST_LOG",
-        ]
-        .iter()
-        .any(|p| key.starts_with(p))
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    // The local provider wants an executable guest; no job runs here.
-    let exe = std::env::current_exe().expect("bench executable");
-    cmd.env("DELEGATE_DATA_DIR", data)
-        .env("DELEGATE_PROVIDER", "local")
-        .env("DELEGATE_GUEST_BIN", exe)
-        .env("CALLBACK_HOST", "127.0.0.1")
-        .env("CALLBACK_PORT", "0")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true);
+    let cmd = common::serve_command(data);
     let log = std::fs::File::create(scratch.join("serve.log")).expect("serve.log");
     let (transport, _) = TokioChildProcess::builder(cmd)
         .stderr(log)

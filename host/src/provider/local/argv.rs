@@ -383,8 +383,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn extra_directories_are_bound_after_the_sandboxs_own() {
+    /// A sandbox's paths, sources and data fds as the tests below use them.
+    fn fixture() -> (SandboxPaths, Sources, DataFds) {
         let paths = SandboxPaths::new(Path::new("/d/sandboxes"), "sb-0123456789abcdef");
         let src = Sources {
             job_root: paths.job_root.clone(),
@@ -397,6 +397,12 @@ mod tests {
             group: 12,
             hosts: 13,
         };
+        (paths, src, fds)
+    }
+
+    #[test]
+    fn extra_directories_are_bound_after_the_sandboxs_own() {
+        let (paths, src, fds) = fixture();
         let system = [
             SystemEntry::Extra("/tmp/ci/claude".into()),
             SystemEntry::ReadOnly("/usr".into()),
@@ -417,18 +423,7 @@ mod tests {
 
     #[test]
     fn builds_the_sandboxed_guest_command() {
-        let paths = SandboxPaths::new(Path::new("/d/sandboxes"), "sb-0123456789abcdef");
-        let src = Sources {
-            job_root: paths.job_root.clone(),
-            callback_dir: "/d/sandboxes/callback".into(),
-            guest: "/opt/delegate-guest".into(),
-        };
-        let fds = DataFds {
-            bootstrap: 10,
-            passwd: 11,
-            group: 12,
-            hosts: 13,
-        };
+        let (_, src, fds) = fixture();
         let system = [
             SystemEntry::ReadOnly("/usr".into()),
             SystemEntry::Symlink {

@@ -8,6 +8,11 @@
 //!   large as allowed (target: at least twice as fast as the original
 //!   server's 6–7 ms in one call, so under 3 ms).
 //!
+//! The original report measured with the official Node MCP client; when
+//! Node and its SDK are found (`DELEGATE_NODE_MCP_SDK`, or where
+//! `tests/external/run.sh` installs it), the full listing is timed with
+//! that client too (`benches/node/list_all.mjs`), against the same server.
+//!
 //! The jobs are stored first by an engine in this process with the
 //! provider double of `tests/it/support` (each fails at provisioning, so it
 //! is final at once), then the server runs on that data directory. Prints
@@ -86,12 +91,72 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let rows = client_rt.block_on(measure(dir.path(), &data, scale));
+    let mut rows = client_rt.block_on(measure(dir.path(), &data, scale));
+    rows.extend(node_listing(&data, scale));
     println!("\n{:<62} {:>14}  target", "measure", "figure");
     println!("{}", "-".repeat(100));
     for (what, figure, target) in rows {
         println!("{what:<62} {figure:>14}  {target}");
     }
+}
+
+/// The Node SDK's directory, when installed.
+fn node_sdk() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("DELEGATE_NODE_MCP_SDK")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/external-clients/node/node_modules/@modelcontextprotocol/sdk")
+        });
+    dir.join("dist/esm/client/index.js")
+        .is_file()
+        .then_some(dir)
+}
+
+/// The full listing through the official Node MCP client, the original
+/// report's client, against a server started as `measure` starts it.
+fn node_listing(data: &Path, scale: &Scale) -> Vec<(String, String, &'static str)> {
+    let what = format!("list_jobs, all {} jobs, Node MCP client, p50", scale.jobs);
+    let Some(sdk) = node_sdk() else {
+        let why = "skipped: no @modelcontextprotocol/sdk (run tests/external/run.sh once, or set DELEGATE_NODE_MCP_SDK)";
+        return vec![(what, "-".into(), why)];
+    };
+    let serve = common::serve_command(data);
+    let serve = serve.as_std();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/node/list_all.mjs");
+    let mut node = std::process::Command::new("node");
+    node.arg(script)
+        .arg(sdk)
+        .arg(MAX_LIST_LIMIT.to_string())
+        .arg(scale.listings.to_string())
+        .arg("--")
+        .arg(serve.get_program())
+        .args(serve.get_args());
+    for (key, value) in serve.get_envs() {
+        match value {
+            Some(v) => node.env(key, v),
+            None => node.env_remove(key),
+        };
+    }
+    let out = match node.stderr(std::process::Stdio::inherit()).output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("node: {e}");
+            return vec![(what, "-".into(), "skipped: node did not start")];
+        }
+    };
+    assert!(out.status.success(), "node list_all.mjs: {}", out.status);
+    let figures: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(figures["jobs"], json!(scale.jobs), "{figures}");
+    let ms = |key: &str| format!("{:.2} ms", figures[key].as_f64().unwrap_or(f64::NAN));
+    vec![
+        (what, ms("p50_ms"), "< 3 ms (original, same client: 6-7 ms)"),
+        (
+            format!("  min (Node {})", figures["node"].as_str().unwrap_or("?")),
+            ms("min_ms"),
+            "",
+        ),
+    ]
 }
 
 /// Stores `n` final jobs.

@@ -32,6 +32,15 @@ pub fn structured<T: Serialize>(view: &T) -> ToolOutcome {
     Ok(CallToolResult::structured(value))
 }
 
+/// [`structured`] for an answer that is already JSON text and value
+/// (`list_jobs`, whose pages are built without copying every string).
+pub fn structured_parts(text: String, value: serde_json::Value) -> ToolOutcome {
+    let mut result = CallToolResult::structured(serde_json::Value::Null);
+    result.content = vec![ContentBlock::text(text)];
+    result.structured_content = Some(value);
+    Ok(result)
+}
+
 /// A tool error the model can read.
 pub fn tool_error(message: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message.into())])
@@ -160,7 +169,9 @@ pub fn list(jobs: &JobManager, arguments: Option<JsonObject>) -> ToolOutcome {
     let page = jobs
         .list(status, limit, a.cursor.as_deref())
         .map_err(job_error)?;
-    structured(&list_view(jobs, page))
+    let view = list_view(jobs, page);
+    let text = serde_json::to_string(&view).map_err(|e| format!("internal error: {e}"))?;
+    structured_parts(text, view.into_json())
 }
 
 /// A page of jobs as `list_jobs` shows it (also `list --json`): persistent

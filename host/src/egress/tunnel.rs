@@ -1,12 +1,13 @@
 //! `CONNECT host:port`: after the job and the destination are admitted, a
 //! byte tunnel the gateway does not read (TLS stays end to end). Logged
-//! when it closes, with the bytes each way.
+//! when it closes, with the bytes each way. A tunnel keeps its connection
+//! busy (counted, never closed for a new one) and is closed only when
+//! nothing crossed it either way for the tunnel idle timeout.
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional_with_sizes};
 use tokio::net::{TcpStream, UnixStream};
@@ -14,7 +15,8 @@ use tokio::net::{TcpStream, UnixStream};
 use super::inject::{self, Intercept};
 use super::log::{self, ConnRecord, Via};
 use super::settings::Injection;
-use super::{Body, Shared, admit, open, text};
+use super::{Body, Req, Shared, admit, open, text};
+use crate::net::conn::{Busy, Held, Tracked};
 
 /// Buffer per direction: large enough that a bulk download is not held
 /// back by copying 8 KiB at a time.
@@ -23,13 +25,13 @@ const BUF: usize = 256 * 1024;
 /// Copies both ways until both sides are done: bytes (job → destination,
 /// destination → job). hyper hands back the accepted stream when asked by
 /// its type, so a bulk transfer copies between two plain sockets instead of
-/// through hyper's boxed I/O.
+/// through hyper's boxed I/O (still counted, for the idle timeout).
 async fn pump(upgraded: Upgraded, upstream: &mut TcpStream) -> std::io::Result<(u64, u64)> {
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    let upgraded = match upgraded.downcast::<TokioIo<Tracked<TcpStream>>>() {
         Ok(parts) => return copy_plain(parts.io.into_inner(), &parts.read_buf, upstream).await,
         Err(u) => u,
     };
-    let upgraded = match upgraded.downcast::<TokioIo<UnixStream>>() {
+    let upgraded = match upgraded.downcast::<TokioIo<Tracked<UnixStream>>>() {
         Ok(parts) => return copy_plain(parts.io.into_inner(), &parts.read_buf, upstream).await,
         Err(u) => u,
     };
@@ -49,7 +51,26 @@ async fn copy_plain<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((sent + early.len() as u64, received))
 }
 
-pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+/// The connection `req` came on, marked busy for a tunnel's life.
+fn busy(req: &Req) -> Option<Busy> {
+    req.extensions().get::<Held>().and_then(Held::busy)
+}
+
+/// Resolves when `busy`'s connection was quiet for its busy timeout, with
+/// what the log says then.
+pub(super) async fn quiet(busy: &Option<Busy>) -> String {
+    let Some(b) = busy else {
+        return std::future::pending().await;
+    };
+    b.quiet().await;
+    format!(
+        "closed: nothing crossed the tunnel either way for {} s \
+         (DELEGATE_EGRESS_TUNNEL_IDLE_TIMEOUT_SECONDS)",
+        b.timeout().unwrap_or_default().as_secs()
+    )
+}
+
+pub(super) async fn handle(shared: Arc<Shared>, req: Req) -> Response<Body> {
     let Some((host, port)) = req
         .uri()
         .authority()
@@ -64,23 +85,41 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     if let Some(injection) = inject::injection_for(&shared.settings, &host) {
         return intercept(shared.clone(), req, host, port, injection.clone()).await;
     }
-    let (job, mut upstream) = match open(&shared, req.headers(), &host, port, Via::Connect).await {
+    let (job, upstream) = match open(&shared, req.headers(), &host, port, Via::Connect).await {
         Ok(pair) => pair,
         Err(refusal) => return refusal,
     };
+    let busy = busy(&req);
     tokio::spawn(async move {
         let mut record = ConnRecord::now(&host, port, Via::Connect);
         record.allowed = true;
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => match pump(upgraded, &mut upstream).await {
-                Ok((sent, received)) => {
-                    record.sent = sent;
-                    record.received = received;
-                }
-                Err(e) => record.reason = Some(format!("tunnel ended: {e}")),
-            },
-            Err(e) => record.reason = Some(format!("the client never took the tunnel: {e}")),
+        let super::Upstream {
+            stream: mut upstream,
+            counted,
+        } = upstream;
+        let tunnel = async {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => match pump(upgraded, &mut upstream).await {
+                    Ok((sent, received)) => {
+                        record.sent = sent;
+                        record.received = received;
+                    }
+                    Err(e) => record.reason = Some(format!("tunnel ended: {e}")),
+                },
+                Err(e) => record.reason = Some(format!("the client never took the tunnel: {e}")),
+            }
+        };
+        let closed = tokio::select! {
+            () = tunnel => None,
+            why = quiet(&busy) => Some(why),
+        };
+        if let Some(why) = closed {
+            tracing::info!(job = %job.id, host, port, "egress tunnel {why}");
+            record.reason = Some(why);
         }
+        // The upstream socket is closed before the job's count drops.
+        drop(upstream);
+        drop((counted, busy));
         log::append(&shared.store, &job.id, &record).await;
     });
     Response::new(Body::default())
@@ -90,7 +129,7 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
 /// like any other, then read by `inject` instead of tunnelled.
 async fn intercept(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    req: Req,
     host: String,
     port: u16,
     injection: Injection,
@@ -122,12 +161,20 @@ async fn intercept(
         injection,
         tls,
     };
+    let busy = busy(&req);
     tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => it.serve(upgraded).await,
-            Err(e) => {
-                tracing::debug!(error = %e, "egress gateway: the client never took the tunnel")
+        let job = it.job_id.clone();
+        let served = async {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => it.serve(upgraded).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "egress gateway: the client never took the tunnel")
+                }
             }
+        };
+        tokio::select! {
+            () = served => {}
+            why = quiet(&busy) => tracing::info!(job, "egress interception {why}"),
         }
     });
     Response::new(Body::default())

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use delegate_host::callback::conn::ConnSettings;
 use delegate_host::config::Settings;
+use delegate_host::net::conn::ConnSettings;
 use delegate_proto::JobState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

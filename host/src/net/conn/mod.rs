@@ -1,51 +1,63 @@
-//! The callback listeners' connections, served by this module rather than
-//! `axum::serve`, which holds a connection for as long as its client
-//! likes and retries a failing `accept` once a second forever. Here:
+//! A service's listeners' connections, served by this module rather than
+//! `axum::serve`, which holds a connection for as long as its client likes
+//! and retries a failing `accept` once a second forever. The callback API,
+//! the egress gateway and MCP over HTTP each serve through it, each with its
+//! own [`ConnSettings`] and cap. Here:
 //!
 //! - each connection has a watchdog ([`activity`]): a request head must be
 //!   complete within the header timeout of its first byte, and a
 //!   connection that sends and receives nothing between requests is closed
 //!   after the idle timeout; a request being answered (a held control
-//!   request too) is never cut by them;
+//!   request, an SSE stream, a tunnel) is cut only by the busy timeout,
+//!   where the service sets one;
 //! - a request body that stalls longer than the body timeout between two
 //!   pieces ends the request (tower-http's `TimeoutBody`);
-//! - the TCP and Unix listeners share one cap ([`registry`]), derived from
-//!   the open-file limit ([`fds`]); at the cap a new connection closes the
-//!   oldest idle one and waits until it is gone, or is closed at once when
-//!   every held connection is answering a request;
+//! - a service's TCP and Unix listeners share one cap ([`registry`]), its
+//!   share of what the open-file limit leaves ([`fds`]); at the cap a new
+//!   connection closes the oldest idle one and waits until it is gone, or
+//!   is closed at once when every held connection is answering a request;
 //! - an `accept` that fails (out of descriptors) closes the oldest idle
 //!   connection and backs off, up to a second, logging at most every
 //!   [`WARN_EVERY`].
 //!
 //! None of this needs a token, so none of it may: every rule holds for a
-//! client that never authenticates.
+//! client that never authenticates. A request can reach its connection
+//! through [`Held`] (the egress gateway keeps a tunnel's connection counted
+//! and busy with it).
 
 mod activity;
+mod answering;
 pub mod fds;
 mod registry;
 pub mod settings;
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use tower_http::timeout::TimeoutBody;
 
+pub use activity::Tracked;
+pub use answering::Answering;
 pub use registry::Registry;
-pub use settings::{ConnArgs, ConnSettings};
+pub use settings::{Answered, ConnSettings};
 
-use activity::Tracked;
+use activity::InFlight;
 use registry::Slot;
+
+/// A request's body as services get it: stalls are cut.
+pub type RequestBody = TimeoutBody<Incoming>;
 
 /// The first wait after a failed `accept`; it doubles up to
 /// [`ACCEPT_BACKOFF_MAX`] while `accept` keeps failing.
@@ -54,30 +66,37 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// At most one warning this often while `accept` fails.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
-/// The connection settings and the one registry every callback listener
-/// shares. Cheap to clone.
+/// One service's connection settings and the one registry its listeners
+/// share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Conns {
+    /// The service, for the log.
+    name: &'static str,
     settings: ConnSettings,
     registry: Arc<Registry>,
 }
 
 impl Conns {
-    /// `settings` with the cap lowered to what an open-file limit of
-    /// `nofile` leaves ([`fds::connection_cap`]).
-    pub fn new(settings: ConnSettings, nofile: u64) -> Conns {
-        let cap = fds::connection_cap(settings.max_connections, nofile);
+    /// The service `name` under `settings`, holding at most `cap`
+    /// connections (its share of the open-file limit, [`fds`]); `setting`
+    /// names its cap's variable for the log.
+    pub fn new(
+        name: &'static str,
+        setting: &'static str,
+        settings: ConnSettings,
+        cap: usize,
+    ) -> Conns {
         if cap < settings.max_connections {
             tracing::info!(
                 cap,
                 wanted = settings.max_connections,
-                nofile,
-                "callback connections capped by the open-file limit"
+                "{name} connections capped by the open-file limit ({setting})"
             );
         }
         Conns {
+            name,
             settings,
-            registry: Registry::new(cap),
+            registry: Registry::new(cap, name, setting),
         }
     }
 
@@ -92,7 +111,7 @@ impl Conns {
     }
 }
 
-/// A listener the callback API accepts connections on.
+/// A listener a service accepts connections on.
 pub trait Accept: Send + 'static {
     /// A connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
@@ -105,7 +124,7 @@ impl Accept for TcpListener {
 
     async fn accept_io(&self) -> std::io::Result<Self::Io> {
         let (stream, _) = self.accept().await?;
-        // Small JSON answers go out at once rather than after Nagle's wait.
+        // Small answers go out at once rather than after Nagle's wait.
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -119,6 +138,60 @@ impl Accept for UnixListener {
     }
 }
 
+/// The connection a request came on, in the request's extensions. It does
+/// not keep the connection counted by itself (a service that keeps its
+/// requests' extensions must not hold connections that are gone).
+#[derive(Debug, Clone)]
+pub struct Held {
+    slot: Weak<Slot>,
+    busy_timeout: Option<Duration>,
+}
+
+/// A connection kept counted and busy (never idle-closed nor closed for a
+/// new one) until dropped, even after the HTTP connection handed its socket
+/// over (a `CONNECT` tunnel).
+#[derive(Debug)]
+pub struct Busy {
+    slot: Arc<Slot>,
+    _answering: InFlight,
+    busy_timeout: Option<Duration>,
+}
+
+impl Held {
+    /// Marks the connection busy; `None` when it is already gone.
+    pub fn busy(&self) -> Option<Busy> {
+        let slot = self.slot.upgrade()?;
+        Some(Busy {
+            _answering: slot.activity.begin(),
+            slot,
+            busy_timeout: self.busy_timeout,
+        })
+    }
+}
+
+impl Busy {
+    /// Resolves once nothing was sent either way for the busy timeout (the
+    /// bytes counted are the socket's, also after a hand-over); never
+    /// without one.
+    pub async fn quiet(&self) {
+        let Some(d) = self.busy_timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let at = self.slot.activity.quiet_after(d);
+            if at <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// The busy timeout, for what a service says when it ends a quiet one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.busy_timeout
+    }
+}
+
 /// Errors of one connection that `accept` reports; the listener is fine.
 fn per_connection(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -129,8 +202,20 @@ fn per_connection(e: &std::io::Error) -> bool {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets the
-/// connections finish their requests (idle ones close at once).
-pub async fn serve<L: Accept>(listener: L, app: Router, conns: Conns, shutdown: CancellationToken) {
+/// connections finish their requests (idle ones close at once). Upgrades
+/// (`CONNECT`) are handed to the service's `hyper::upgrade::on`.
+pub async fn serve<L, S, B>(listener: L, app: S, conns: Conns, shutdown: CancellationToken)
+where
+    L: Accept,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tracker = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut warned: Option<Instant> = None;
@@ -148,10 +233,11 @@ pub async fn serve<L: Accept>(listener: L, app: Router, conns: Conns, shutdown: 
                 };
                 tracker.spawn(connection(
                     io,
-                    slot,
+                    Arc::new(slot),
                     app.clone(),
                     conns.settings,
                     shutdown.clone(),
+                    conns.name,
                 ));
             }
             Err(e) if per_connection(&e) => {}
@@ -164,7 +250,8 @@ pub async fn serve<L: Accept>(listener: L, app: Router, conns: Conns, shutdown: 
                         error = %e,
                         shed_an_idle_connection = shed,
                         held = conns.registry.len(),
-                        "accepting a callback connection failed; backing off"
+                        "accepting a {} connection failed; backing off",
+                        conns.name
                     );
                 }
                 tokio::select! {
@@ -179,30 +266,49 @@ pub async fn serve<L: Accept>(listener: L, app: Router, conns: Conns, shutdown: 
     tracker.wait().await;
 }
 
-/// One connection: HTTP/1 (all a guest speaks) under its watchdog.
-async fn connection<IO>(
+/// One connection: HTTP/1 (all guests and MCP clients speak) under its
+/// watchdog.
+async fn connection<IO, S, B>(
     io: IO,
-    slot: Slot,
-    app: Router,
+    slot: Arc<Slot>,
+    app: S,
     settings: ConnSettings,
     shutdown: CancellationToken,
+    name: &'static str,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = slot.activity.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let held = Held {
+        slot: Arc::downgrade(&slot),
+        busy_timeout: settings.busy_timeout,
+    };
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let answering = activity.begin();
-        let req =
-            req.map(|body| axum::body::Body::new(TimeoutBody::new(settings.body_timeout, body)));
+        let mut req = req.map(|body| TimeoutBody::new(settings.body_timeout, body));
+        req.extensions_mut().insert(held.clone());
         let app = app.clone();
         async move {
-            let response = app.oneshot(req).await;
-            drop(answering);
-            response
+            let response = app.oneshot(req).await?;
+            let answering = match settings.answered {
+                Answered::AtHead => None,
+                Answered::AtBodyEnd => Some(answering),
+            };
+            Ok::<_, Infallible>(response.map(|body| Answering::new(body, answering)))
         }
     });
     let io = TokioIo::new(Tracked::new(io, slot.activity.clone()));
-    let conn = http1::Builder::new().serve_connection(io, service);
+    let conn = http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     loop {
@@ -210,18 +316,18 @@ async fn connection<IO>(
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "callback connection ended");
+                    tracing::debug!(error = %e, "{name} connection ended");
                 }
                 return;
             }
             _ = slot.activity.changed.notified() => {}
             _ = slot.activity.evict.cancelled() => {
-                tracing::debug!("idle callback connection closed for a new one");
+                tracing::debug!("idle {name} connection closed for a new one");
                 return;
             }
             _ = sleep_until(deadline) => {
                 if slot.activity.deadline(&settings).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!("callback connection closed: idle or a head too slow");
+                    tracing::debug!("{name} connection closed: idle, quiet or a head too slow");
                     return;
                 }
             }

@@ -146,7 +146,7 @@ fn listener_conns(settings: &Settings) -> (Conns, Conns, Conns) {
     );
     (
         Conns::new(
-            "callback",
+            "callback API",
             "DELEGATE_CALLBACK_MAX_CONNECTIONS",
             settings.callback_conn,
             caps[0],
@@ -158,7 +158,7 @@ fn listener_conns(settings: &Settings) -> (Conns, Conns, Conns) {
             caps[1],
         ),
         Conns::new(
-            "MCP HTTP",
+            "MCP HTTP server",
             "DELEGATE_HTTP_MAX_CONNECTIONS",
             settings.http_conn,
             caps[2],

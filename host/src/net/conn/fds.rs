@@ -9,8 +9,9 @@
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Descriptors always left to the rest of the host (the store, logs,
-/// spawning sandboxes or QEMU, the egress gateway, MCP over HTTP), or a
-/// quarter of the limit when that is more.
+/// spawning sandboxes or QEMU, the listeners themselves and the refusals
+/// they answer over their caps), or a quarter of the limit when that is
+/// more.
 const RESERVE: u64 = 128;
 /// The limit never lowers the cap below this, however low it is.
 const MIN_CAP: usize = 8;

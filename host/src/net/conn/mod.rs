@@ -15,7 +15,8 @@
 //! - a service's TCP and Unix listeners share one cap ([`registry`]), its
 //!   share of what the open-file limit leaves ([`fds`]); at the cap a new
 //!   connection closes the oldest idle one and waits until it is gone, or
-//!   is closed at once when every held connection is answering a request;
+//!   is refused when every held connection is answering a request (with a
+//!   503 and the reason, [`refuse`]);
 //! - an `accept` that fails (out of descriptors) closes the oldest idle
 //!   connection and backs off, up to a second, logging at most every
 //!   [`WARN_EVERY`].
@@ -28,6 +29,7 @@
 mod activity;
 mod answering;
 pub mod fds;
+mod refuse;
 mod registry;
 pub mod settings;
 
@@ -42,6 +44,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,6 +77,10 @@ pub struct Conns {
     name: &'static str,
     settings: ConnSettings,
     registry: Arc<Registry>,
+    /// Refusals being answered ([`refuse::AT_ONCE`]).
+    refusing: Arc<Semaphore>,
+    /// What a refused client is told.
+    refusal: Arc<str>,
 }
 
 impl Conns {
@@ -93,10 +100,18 @@ impl Conns {
                 "{name} connections capped by the open-file limit ({setting})"
             );
         }
+        let registry = Registry::new(cap, name, setting);
+        let refusal = format!(
+            "the {name} holds its cap of {} connections and every one is busy \
+             ({setting}); try again shortly",
+            registry.cap()
+        );
         Conns {
             name,
             settings,
-            registry: Registry::new(cap, name, setting),
+            registry,
+            refusing: Arc::new(Semaphore::new(refuse::AT_ONCE)),
+            refusal: refusal.into(),
         }
     }
 
@@ -227,8 +242,18 @@ where
         match accepted {
             Ok(io) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                // Over the cap with every connection busy: closed at once.
+                // Over the cap with every connection busy: told so, or
+                // closed at once when too many are being told.
                 let Some(slot) = conns.registry.admit().await else {
+                    tracing::debug!("{} connection refused at the cap", conns.name);
+                    if let Ok(permit) = conns.refusing.clone().try_acquire_owned() {
+                        tracker.spawn(refuse::answer(
+                            io,
+                            permit,
+                            conns.settings.header_timeout,
+                            conns.refusal.clone(),
+                        ));
+                    }
                     continue;
                 };
                 tracker.spawn(connection(

@@ -320,7 +320,7 @@ pub(crate) async fn failed(
 }
 
 /// Logs a job's connection beyond its cap and answers 429 with the reason.
-async fn over_cap(
+pub(crate) async fn over_cap(
     shared: &Shared,
     job_id: &str,
     host: &str,

@@ -1,7 +1,8 @@
 //! The per-job cap on upstream connections (`DELEGATE_EGRESS_MAX_CONNECTIONS_PER_JOB`):
 //! every tunnel and forwarded request holds a [`JobConn`] for as long as
-//! its upstream socket is open, so one job cannot take every descriptor
-//! and connection the gateway has while others wait.
+//! its upstream socket is open (an intercepted tunnel one more for the
+//! job's side, which has no upstream of its own), so one job cannot take
+//! every descriptor and connection the gateway has while others wait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

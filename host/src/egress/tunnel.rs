@@ -15,7 +15,7 @@ use tokio::net::{TcpStream, UnixStream};
 use super::inject::{self, Intercept};
 use super::log::{self, ConnRecord, Via};
 use super::settings::Injection;
-use super::{Body, Req, Shared, admit, open, text};
+use super::{Body, Req, Shared, admit, open, over_cap, text};
 use crate::net::conn::{Busy, Held, Tracked};
 
 /// Buffer per direction: large enough that a bulk download is not held
@@ -138,6 +138,12 @@ async fn intercept(
         Ok(j) => j,
         Err(refusal) => return refusal,
     };
+    // The job's side of the interception is a connection of its own (its
+    // requests' upstream connections count too, in `connect`).
+    let counted = match shared.jobs.take(&job.id) {
+        Ok(c) => c,
+        Err(over) => return over_cap(&shared, &job.id, &host, port, Via::Inject, over).await,
+    };
     let tls = match shared
         .settings
         .ca
@@ -176,6 +182,7 @@ async fn intercept(
             () = served => {}
             why = quiet(&busy) => tracing::info!(job, "egress interception {why}"),
         }
+        drop((counted, busy));
     });
     Response::new(Body::default())
 }

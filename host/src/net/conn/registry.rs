@@ -3,7 +3,7 @@
 //! oldest idle one (no request being answered): idle sockets, which anyone
 //! who reaches the port can open without a token, can then never lock a
 //! guest out. Only when every held connection is answering a request is
-//! the new one closed at once.
+//! the new one refused.
 //!
 //! A connection counts until its task has dropped its socket, not from the
 //! moment it is told to close: otherwise a burst of new sockets outruns

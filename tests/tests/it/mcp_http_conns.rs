@@ -1,6 +1,7 @@
 //! `serve --http`'s connection rules, with the real server and real MCP
-//! clients on 127.0.0.1 (`DELEGATE_HTTP_IDLE_TIMEOUT_SECONDS=2`): idle
-//! sockets are closed, and with a small cap many of them neither stay held
+//! clients on 127.0.0.1 (`DELEGATE_HTTP_IDLE_TIMEOUT_SECONDS=2`): a head
+//! sent one byte a second is cut (after the fixed 10 s), idle sockets are
+//! closed, and with a small cap many of them neither stay held
 //! nor stop a client's calls; a tool call whose SSE answer is quiet for
 //! longer than the idle timeout, and a session's standing SSE stream, are
 //! not cut by it.
@@ -9,13 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use delegate_tests::mcp::{HostEnv, HttpHost, Revision, hello_manifest};
+use delegate_tests::sockets::{CLOSE_WITHIN, closed_by_server, send_slowly};
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const LIMIT: Duration = Duration::from_secs(90);
-/// A generous bound on every wait for the server to close a socket.
-const CLOSE_WITHIN: Duration = Duration::from_secs(30);
 /// The idle timeout the tests set, and a wait well past it.
 const IDLE_SECONDS: &str = "2";
 const PAST_IDLE: Duration = Duration::from_secs(6);
@@ -25,21 +24,6 @@ const LEGACY: &str = "2025-06-18";
 async fn start(env: &mut HostEnv) -> HttpHost {
     env.set("DELEGATE_HTTP_IDLE_TIMEOUT_SECONDS", IDLE_SECONDS);
     HttpHost::start(env).await
-}
-
-/// Reads until the server closes the socket; whether it did within `limit`.
-async fn closed_by_server(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(limit, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 async fn silent(server: &HttpHost, n: usize) -> Vec<TcpStream> {
@@ -81,6 +65,26 @@ async fn idle_sockets_are_closed_and_under_a_small_cap_do_not_stop_a_client() {
     let done = client.wait_final(&id, LIMIT).await;
     assert_eq!(done["status"], "success", "{done}\n{}", env.log());
     client.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_sent_one_byte_a_second_is_cut() {
+    let mut env = HostEnv::new();
+    let server = start(&mut env).await;
+    // Longer than the header timeout takes at a byte a second.
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\nx-padding: {}\r\n\r\n",
+        server.authority(),
+        "a".repeat(32)
+    );
+    let mut s = TcpStream::connect(server.authority()).await.unwrap();
+    let (sent, cut) = send_slowly(&mut s, head.as_bytes()).await;
+    assert!(
+        cut,
+        "the slow client kept its connection ({sent} bytes sent)"
+    );
+    assert!(sent < head.len(), "the head was never complete");
     server.stop().await;
 }
 

@@ -59,6 +59,9 @@ impl CallbackConnArgs {
             )?,
             busy_timeout: None,
             answered: Answered::AtHead,
+            // Held control requests are answered at shutdown; uploads
+            // under way may finish.
+            shutdown_grace: None,
             max_connections: cap(
                 "DELEGATE_CALLBACK_MAX_CONNECTIONS",
                 self.callback_max_connections,

@@ -47,6 +47,8 @@ impl HttpConnArgs {
             )?,
             busy_timeout: Some(BUSY_TIMEOUT),
             answered: Answered::AtBodyEnd,
+            // rmcp ends its streams at shutdown.
+            shutdown_grace: None,
             max_connections: cap("DELEGATE_HTTP_MAX_CONNECTIONS", self.http_max_connections)?,
         })
     }

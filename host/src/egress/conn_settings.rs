@@ -83,6 +83,9 @@ impl EgressConnArgs {
                 )?,
                 busy_timeout: Some(tunnel),
                 answered: Answered::AtBodyEnd,
+                // Tunnels and transfers end with the host, as they always
+                // did; the job's client reconnects to the next one.
+                shutdown_grace: Some(std::time::Duration::ZERO),
                 max_connections: cap(
                     "DELEGATE_EGRESS_MAX_CONNECTIONS",
                     self.egress_max_connections,

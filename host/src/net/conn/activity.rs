@@ -222,6 +222,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             busy_timeout: None,
             answered: super::super::settings::Answered::AtHead,
+            shutdown_grace: None,
             max_connections: 4,
         }
     }

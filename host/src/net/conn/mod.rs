@@ -217,7 +217,8 @@ fn per_connection(e: &std::io::Error) -> bool {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets the
-/// connections finish their requests (idle ones close at once). Upgrades
+/// connections finish their requests within the shutdown grace (idle ones
+/// close at once). Upgrades
 /// (`CONNECT`) are handed to the service's `hyper::upgrade::on`.
 pub async fn serve<L, S, B>(listener: L, app: S, conns: Conns, shutdown: CancellationToken)
 where
@@ -336,6 +337,7 @@ async fn connection<IO, S, B>(
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    let mut grace_ends: Option<Instant> = None;
     loop {
         let deadline = slot.activity.deadline(&settings);
         tokio::select! {
@@ -358,7 +360,12 @@ async fn connection<IO, S, B>(
             }
             _ = shutdown.cancelled(), if !closing => {
                 closing = true;
+                grace_ends = settings.shutdown_grace.map(|g| Instant::now() + g);
                 conn.as_mut().graceful_shutdown();
+            }
+            _ = sleep_until(grace_ends), if grace_ends.is_some() => {
+                tracing::debug!("{name} connection closed: shutting down");
+                return;
             }
         }
     }

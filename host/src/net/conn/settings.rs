@@ -36,6 +36,9 @@ pub struct ConnSettings {
     pub busy_timeout: Option<Duration>,
     /// When a request counts as answered.
     pub answered: Answered,
+    /// At shutdown, how long requests being answered may take to finish;
+    /// `None`: as long as they need (the service ends them itself).
+    pub shutdown_grace: Option<Duration>,
     /// Most connections held at once, before the open-file limit's say.
     pub max_connections: usize,
 }

@@ -5,6 +5,7 @@
 //! nothing crossed it either way for the tunnel idle timeout.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use hyper::upgrade::Upgraded;
 use hyper::{Response, StatusCode};
@@ -13,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional_with_si
 use tokio::net::{TcpStream, UnixStream};
 
 use super::inject::{self, Intercept};
+use super::io::{Counted, Counters};
 use super::log::{self, ConnRecord, Via};
 use super::settings::Injection;
 use super::{Body, Req, Shared, admit, open, over_cap, text};
@@ -22,11 +24,15 @@ use crate::net::conn::{Busy, Held, Tracked};
 /// back by copying 8 KiB at a time.
 const BUF: usize = 256 * 1024;
 
-/// Copies both ways until both sides are done: bytes (job → destination,
-/// destination → job). hyper hands back the accepted stream when asked by
-/// its type, so a bulk transfer copies between two plain sockets instead of
-/// through hyper's boxed I/O (still counted, for the idle timeout).
-async fn pump(upgraded: Upgraded, upstream: &mut TcpStream) -> std::io::Result<(u64, u64)> {
+/// Copies both ways until both sides are done. hyper hands back the
+/// accepted stream when asked by its type, so a bulk transfer copies
+/// between two plain sockets instead of through hyper's boxed I/O (still
+/// tracked, for the idle timeout). The bytes are counted by `upstream`, so
+/// a tunnel closed while quiet is logged with them too.
+async fn pump<U>(upgraded: Upgraded, upstream: &mut U) -> std::io::Result<()>
+where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let upgraded = match upgraded.downcast::<TokioIo<Tracked<TcpStream>>>() {
         Ok(parts) => return copy_plain(parts.io.into_inner(), &parts.read_buf, upstream).await,
         Err(u) => u,
@@ -36,19 +42,20 @@ async fn pump(upgraded: Upgraded, upstream: &mut TcpStream) -> std::io::Result<(
         Err(u) => u,
     };
     let mut client = TokioIo::new(upgraded);
-    copy_bidirectional_with_sizes(&mut client, upstream, BUF, BUF).await
+    copy_bidirectional_with_sizes(&mut client, upstream, BUF, BUF).await?;
+    Ok(())
 }
 
 /// `early` is what the client sent right after its `CONNECT` head, already
 /// read by hyper: it goes first.
-async fn copy_plain<S: AsyncRead + AsyncWrite + Unpin>(
-    mut client: S,
-    early: &[u8],
-    upstream: &mut TcpStream,
-) -> std::io::Result<(u64, u64)> {
+async fn copy_plain<S, U>(mut client: S, early: &[u8], upstream: &mut U) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     upstream.write_all(early).await?;
-    let (sent, received) = copy_bidirectional_with_sizes(&mut client, upstream, BUF, BUF).await?;
-    Ok((sent + early.len() as u64, received))
+    copy_bidirectional_with_sizes(&mut client, upstream, BUF, BUF).await?;
+    Ok(())
 }
 
 /// The connection `req` came on, marked busy for a tunnel's life.
@@ -93,30 +100,27 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Req) -> Response<Body> {
     tokio::spawn(async move {
         let mut record = ConnRecord::now(&host, port, Via::Connect);
         record.allowed = true;
-        let super::Upstream {
-            stream: mut upstream,
-            counted,
-        } = upstream;
+        let super::Upstream { stream, counted } = upstream;
+        let bytes = Arc::new(Counters::default());
+        let mut upstream = Counted::new(stream, bytes.clone());
         let tunnel = async {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => match pump(upgraded, &mut upstream).await {
-                    Ok((sent, received)) => {
-                        record.sent = sent;
-                        record.received = received;
-                    }
-                    Err(e) => record.reason = Some(format!("tunnel ended: {e}")),
-                },
-                Err(e) => record.reason = Some(format!("the client never took the tunnel: {e}")),
+                Ok(upgraded) => pump(upgraded, &mut upstream)
+                    .await
+                    .err()
+                    .map(|e| format!("tunnel ended: {e}")),
+                Err(e) => Some(format!("the client never took the tunnel: {e}")),
             }
         };
-        let closed = tokio::select! {
-            () = tunnel => None,
-            why = quiet(&busy) => Some(why),
+        record.reason = tokio::select! {
+            why = tunnel => why,
+            why = quiet(&busy) => {
+                tracing::info!(job = %job.id, host, port, "egress tunnel {why}");
+                Some(why)
+            }
         };
-        if let Some(why) = closed {
-            tracing::info!(job = %job.id, host, port, "egress tunnel {why}");
-            record.reason = Some(why);
-        }
+        record.sent = bytes.sent.load(Ordering::Relaxed);
+        record.received = bytes.received.load(Ordering::Relaxed);
         // The upstream socket is closed before the job's count drops.
         drop(upstream);
         drop((counted, busy));

@@ -19,6 +19,7 @@ mod builder;
 mod describe;
 pub mod example;
 pub mod file;
+pub mod http_conn;
 pub mod layers;
 pub mod table;
 
@@ -28,8 +29,9 @@ use std::time::Duration;
 
 use delegate_proto::size::parse_size;
 
-use crate::callback::conn::{ConnArgs, ConnSettings};
+use crate::callback::settings::CallbackConnArgs;
 use crate::egress::{EgressArgs, EgressSettings};
+use crate::net::conn::ConnSettings;
 use crate::pool::{PoolClass, parse_pool};
 use crate::provider::local::{GUEST_BIN_NAME, LocalArgs, LocalSettings};
 use crate::provider::proxmox::{ProxmoxArgs, ProxmoxSettings};
@@ -225,7 +227,10 @@ pub struct RawSettings {
     /// The callback listener's connection timeouts and cap
     /// (`DELEGATE_CALLBACK_*`).
     #[command(flatten)]
-    pub callback_conn: ConnArgs,
+    pub callback_conn: CallbackConnArgs,
+    /// `serve --http`'s connection timeout and cap (`DELEGATE_HTTP_*`).
+    #[command(flatten)]
+    pub http_conn: http_conn::HttpConnArgs,
     /// Proxmox provider settings (`PROXMOX_*`).
     #[command(flatten)]
     pub proxmox: ProxmoxArgs,
@@ -329,6 +334,8 @@ pub struct Settings {
     pub qemu: Option<QemuSettings>,
     /// The callback listener's connection timeouts and cap.
     pub callback_conn: ConnSettings,
+    /// `serve --http`'s connection timeouts and cap.
+    pub http_conn: ConnSettings,
     /// The egress gateway and the host's secrets.
     pub egress: EgressSettings,
 }
@@ -606,6 +613,7 @@ impl Settings {
             qemu: None,
             egress: raw.egress.resolve(machine)?,
             callback_conn: raw.callback_conn.resolve()?,
+            http_conn: raw.http_conn.resolve()?,
         })
     }
 }

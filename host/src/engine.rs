@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ProviderKind, Settings, derive_callback_url};
 use crate::jobs::{JobError, JobManager};
+use crate::net::conn::Conns;
+use crate::net::conn::fds::{self, Want};
 use crate::provider::local::LocalProvider;
 use crate::provider::proxmox::ProxmoxProvider;
 use crate::provider::{Provider, ProviderError};
@@ -72,6 +74,9 @@ pub struct Engine {
     pub metrics_addr: Option<SocketAddr>,
     /// Where the egress gateway listens, when the host runs one.
     pub egress_addr: Option<SocketAddr>,
+    /// The connections `serve --http` may hold: its share of the open-file
+    /// limit beside the callback API's and the gateway's.
+    pub http_conns: Conns,
     shutdown: CancellationToken,
     /// The callback API's server, then the operator's, if any.
     servers: Vec<(&'static str, JoinHandle<std::io::Result<()>>)>,
@@ -111,6 +116,56 @@ pub fn build_provider(settings: &Settings) -> Result<Arc<dyn Provider>, EngineEr
     })
 }
 
+/// Raises the open-file limit and shares what it leaves among the
+/// listeners: the callback API's, the egress gateway's (two descriptors a
+/// connection, the job's and the upstream's; nothing without a gateway)
+/// and `serve --http`'s.
+fn listener_conns(settings: &Settings) -> (Conns, Conns, Conns) {
+    let nofile = fds::raise_nofile_limit();
+    let egress = settings.egress.conns.conn;
+    let caps = fds::connection_caps(
+        nofile,
+        &[
+            Want {
+                connections: settings.callback_conn.max_connections,
+                fds_each: 1,
+            },
+            Want {
+                connections: if settings.egress.listen.is_some() {
+                    egress.max_connections
+                } else {
+                    0
+                },
+                fds_each: 2,
+            },
+            Want {
+                connections: settings.http_conn.max_connections,
+                fds_each: 1,
+            },
+        ],
+    );
+    (
+        Conns::new(
+            "callback API",
+            "DELEGATE_CALLBACK_MAX_CONNECTIONS",
+            settings.callback_conn,
+            caps[0],
+        ),
+        Conns::new(
+            "egress gateway",
+            "DELEGATE_EGRESS_MAX_CONNECTIONS",
+            egress,
+            caps[1],
+        ),
+        Conns::new(
+            "MCP HTTP server",
+            "DELEGATE_HTTP_MAX_CONNECTIONS",
+            settings.http_conn,
+            caps[2],
+        ),
+    )
+}
+
 /// Opens the store, builds the provider from the settings, starts the job
 /// manager and serves the callback API; everything stops when `shutdown`
 /// is cancelled (then call [`Engine::wait`]).
@@ -135,10 +190,9 @@ pub async fn start_engine_with(
     provider: Arc<dyn Provider>,
     shutdown: CancellationToken,
 ) -> Result<Engine, EngineError> {
-    // Descriptor headroom first: the callback connections' cap follows
-    // from the limit, and the store needs descriptors too.
-    let nofile = crate::callback::conn::fds::raise_nofile_limit();
-    let conns = crate::callback::conn::Conns::new(settings.callback_conn, nofile);
+    // Descriptor headroom first: the listeners' caps follow from the
+    // limit, and the store needs descriptors too.
+    let (conns, egress_conns, http_conns) = listener_conns(&settings);
     let store = Store::open(&settings.data_dir)?;
     // Take the lock before binding, so a second server on the same data
     // directory hears "already served by pid N", not "address in use".
@@ -208,7 +262,14 @@ pub async fn start_engine_with(
     let manager =
         JobManager::start_locked(Arc::new(settings), store, lock, provider, shutdown.clone())
             .await?;
-    let gateway = gateway.map(|g| g.serve(egress_settings, gateway_store, shutdown.clone()));
+    let gateway = gateway.map(|g| {
+        g.serve(
+            egress_settings,
+            gateway_store,
+            egress_conns,
+            shutdown.clone(),
+        )
+    });
     let mut servers = vec![(
         "callback API",
         tokio::spawn(crate::callback::serve(
@@ -245,6 +306,7 @@ pub async fn start_engine_with(
         callback_addr,
         metrics_addr,
         egress_addr,
+        http_conns,
         shutdown,
         servers,
         gateway,

@@ -4,7 +4,8 @@
 //! `callback` (the API guests report to) → `mcp` (what clients talk to);
 //! `egress` (the gateway jobs' traffic leaves through) starts beside `callback`.
 //! `resolve` (the machine settings are read from, their error, secrets)
-//! sits below both `config` and `provider`; `retry` is the one backoff policy.
+//! sits below both `config` and `provider`; `retry` is the one backoff policy;
+//! `net` serves the listeners' connections (timeouts, caps, descriptors).
 
 pub mod callback;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod jobs;
 pub mod mcp;
 pub mod memory;
 pub mod model;
+pub mod net;
 pub mod pool;
 pub mod provider;
 pub mod repo;

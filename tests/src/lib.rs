@@ -5,3 +5,4 @@ pub mod mcp;
 pub mod messages_api;
 pub mod pve_host;
 pub mod pve_sim;
+pub mod sockets;

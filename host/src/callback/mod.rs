@@ -9,11 +9,11 @@
 //! [`error::respond`].
 
 pub mod budget;
-pub mod conn;
 mod error;
 mod handlers;
 mod ops;
 mod repo;
+pub mod settings;
 mod turns;
 
 use axum::Router;
@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobManager;
+use crate::net::conn;
 
 pub use error::respond;
 pub use ops::ops_router;
@@ -49,7 +50,7 @@ pub fn router(manager: JobManager) -> Router {
 }
 
 /// Serves the callback API on `listener` until `shutdown` is cancelled,
-/// under the connection rules of [`conn`] shared through `conns`. Held
+/// under the connection rules of [`crate::net::conn`] shared through `conns`. Held
 /// control requests are answered at once then, so the shutdown never
 /// waits out a long poll.
 pub async fn serve(

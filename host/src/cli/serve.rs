@@ -53,7 +53,14 @@ async fn serve_http(
             mcp::http::MCP_PATH
         ));
     }
-    let served = mcp::http::serve(listener, engine.manager.clone(), guard, stop.clone()).await;
+    let served = mcp::http::serve(
+        listener,
+        engine.manager.clone(),
+        guard,
+        engine.http_conns.clone(),
+        stop.clone(),
+    )
+    .await;
     signals.abort();
     engine.stop().await;
     served.map_err(mcp::ServeError::from)?;

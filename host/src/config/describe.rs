@@ -158,7 +158,8 @@ impl Settings {
         if let Some(q) = &self.qemu {
             out.extend(q.describe());
         }
-        out.extend(self.callback_conn.describe());
+        out.extend(crate::callback::settings::describe(&self.callback_conn));
+        out.extend(super::http_conn::describe(&self.http_conn));
         out.extend(self.egress.describe());
         out
     }

@@ -8,22 +8,21 @@
 use std::sync::Arc;
 
 use delegate_proto::AgentType;
-use hyper::body::Incoming;
 use hyper::header::HeaderValue;
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Response, StatusCode, Uri};
 
 use super::forward::{send, strip_hop_by_hop};
 use super::log::{ConnRecord, Via};
 use super::secrets::AnthropicCredential;
 use super::upstream;
-use super::{Body, Shared, auth, connect, deny, failed, text};
+use super::{Body, Req, Shared, Upstream, auth, connect, deny, failed, text};
 
 /// The path prefix of the endpoint.
 pub(super) const PREFIX: &str = "/anthropic";
 /// The beta flag the API needs for OAuth tokens.
 const OAUTH_BETA: &str = "oauth-2025-04-20";
 
-pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(shared: Arc<Shared>, req: Req) -> Response<Body> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let creds = auth::parse_placeholder(header("x-api-key"), header("authorization"));
     let Some((id, token)) = creds else {
@@ -45,7 +44,10 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             .to_string();
         return deny(&shared, &job.id, &up.host, up.port, Via::Anthropic, why).await;
     };
-    let tcp = match connect(&shared, &job.id, &up.host, up.port, Via::Anthropic).await {
+    let Upstream {
+        stream: tcp,
+        counted,
+    } = match connect(&shared, &job.id, &up.host, up.port, Via::Anthropic).await {
         Ok(s) => s,
         Err(refusal) => return refusal,
     };
@@ -107,10 +109,10 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
 
     let record = ConnRecord::now(&up.host, up.port, Via::Anthropic);
     if !up.tls {
-        return send(shared, job.id, record, tcp, req).await;
+        return send(shared, job.id, record, (tcp, counted), req).await;
     }
     match upstream::tls(&shared, &up.host, tcp).await {
-        Ok(tls) => send(shared, job.id, record, tls, req).await,
+        Ok(tls) => send(shared, job.id, record, (tls, counted), req).await,
         Err(why) => failed(&shared, &job.id, record, why).await,
     }
 }

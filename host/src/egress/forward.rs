@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -14,7 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::io::{Counted, Counters};
 use super::log::{self, ConnRecord, Via};
-use super::{Body, Shared, open, text};
+use super::quota::JobConn;
+use super::{Body, Req, Shared, Upstream, open, text};
 
 /// Hop-by-hop headers a proxy must not pass on (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -28,7 +29,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(shared: Arc<Shared>, req: Req) -> Response<Body> {
     let uri = req.uri().clone();
     if uri.scheme_str() != Some("http") {
         return text(
@@ -43,15 +44,16 @@ pub(super) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         return text(StatusCode::BAD_REQUEST, "the request URL has no host");
     };
     let port = uri.port_u16().unwrap_or(80);
-    let (job, stream) = match open(&shared, req.headers(), &host, port, Via::Http).await {
-        Ok(pair) => pair,
-        Err(refusal) => return refusal,
-    };
+    let (job, Upstream { stream, counted }) =
+        match open(&shared, req.headers(), &host, port, Via::Http).await {
+            Ok(pair) => pair,
+            Err(refusal) => return refusal,
+        };
     let mut req = req;
     strip_hop_by_hop(req.headers_mut());
     *req.uri_mut() = origin_form(&uri);
     let record = ConnRecord::now(&host, port, Via::Http);
-    send(shared, job.id, record, stream, req).await
+    send(shared, job.id, record, (stream, counted), req).await
 }
 
 /// Removes hop-by-hop headers, including those `Connection` names.
@@ -77,17 +79,20 @@ pub(super) fn origin_form(uri: &Uri) -> Uri {
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-/// Sends `req` over `stream` (counted), returns the response streamed,
-/// and logs `record` when the upstream connection closes.
-pub(super) async fn send<S>(
+/// Sends `req` over `stream` (its bytes counted; held against the job's
+/// cap by `counted` until it closes), returns the response streamed, and
+/// logs `record` when the upstream connection closes.
+pub(super) async fn send<S, B>(
     shared: Arc<Shared>,
     job_id: String,
     mut record: ConnRecord,
-    stream: S,
-    req: Request<Incoming>,
+    (stream, counted): (S, JobConn),
+    req: Request<B>,
 ) -> Response<Body>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let counters = Arc::new(Counters::default());
     let io = TokioIo::new(Counted::new(stream, counters.clone()));
@@ -102,6 +107,7 @@ where
         if let Err(e) = conn.await {
             record.reason = Some(format!("upstream connection: {e}"));
         }
+        drop(counted);
         record.sent = counters.sent.load(std::sync::atomic::Ordering::Relaxed);
         record.received = counters.received.load(std::sync::atomic::Ordering::Relaxed);
         log::append(&shared_log.store, &job, &record).await;

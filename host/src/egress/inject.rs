@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use super::forward::{origin_form, send, strip_hop_by_hop};
 use super::log::{ConnRecord, Via};
 use super::settings::{EgressSettings, Injection};
-use super::{Body, Shared, connect, failed, text, upstream};
+use super::{Body, Shared, Upstream, connect, failed, text, upstream};
 
 /// The injection configured for `host`, if any.
 pub(super) fn injection_for<'a>(settings: &'a EgressSettings, host: &str) -> Option<&'a Injection> {
@@ -84,7 +84,10 @@ impl Intercept {
             );
         };
         value.set_sensitive(true);
-        let tcp = match connect(
+        let Upstream {
+            stream: tcp,
+            counted,
+        } = match connect(
             &self.shared,
             &self.job_id,
             &self.host,
@@ -108,7 +111,17 @@ impl Intercept {
         *req.uri_mut() = uri;
         let record = ConnRecord::now(&self.host, self.port, Via::Inject);
         match upstream::tls(&self.shared, &self.host, tcp).await {
-            Ok(tls) => send(self.shared.clone(), self.job_id.clone(), record, tls, req).await,
+            Ok(tls) => {
+                let upstream = (tls, counted);
+                send(
+                    self.shared.clone(),
+                    self.job_id.clone(),
+                    record,
+                    upstream,
+                    req,
+                )
+                .await
+            }
             Err(why) => failed(&self.shared, &self.job_id, record, why).await,
         }
     }

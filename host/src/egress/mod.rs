@@ -12,17 +12,26 @@
 //! enters the VM. Every connection, allowed or denied, is appended to the
 //! job's connection log (`log`).
 //!
+//! Connections are served by [`crate::net::conn`] under the gateway's own
+//! timeouts and cap (`conn_settings`): a head must come in time, a
+//! connection without a tunnel may not sit idle, a tunnel only not quiet
+//! for too long, and at the cap the oldest idle connection goes. Each job
+//! holds at most its share of upstream connections (`quota`), so one job
+//! cannot starve the others.
+//!
 //! The chain: `settings`/`secrets`/`resolver` ← `policy` ← `upstream` ←
 //! `tunnel`/`forward`/`anthropic` ← this module's listener.
 
 mod anthropic;
 mod auth;
 pub mod ca;
+pub mod conn_settings;
 mod forward;
 mod inject;
 mod io;
 pub mod log;
 pub mod policy;
+mod quota;
 pub mod resolver;
 pub mod secrets;
 pub mod settings;
@@ -36,14 +45,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::conn::{self, Conns, RequestBody};
 use crate::store::Store;
 
 pub use policy::check_manifest;
@@ -52,6 +60,8 @@ pub use spec::spec_for;
 
 /// Response bodies: fixed text or a streamed upstream body.
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+/// A request as the gateway's listeners hand it over.
+pub(crate) type Req = Request<RequestBody>;
 
 /// What every connection handler shares.
 pub(crate) struct Shared {
@@ -61,6 +71,8 @@ pub(crate) struct Shared {
     own: Vec<IpAddr>,
     /// TLS for the connections the gateway makes itself.
     client_tls: Arc<rustls::ClientConfig>,
+    /// Upstream connections held per job.
+    jobs: Arc<quota::JobConns>,
 }
 
 /// The gateway's listeners, bound before the engine starts so the guests'
@@ -123,11 +135,12 @@ pub async fn bind(
 }
 
 impl BoundGateway {
-    /// Serves until `shutdown` is cancelled.
+    /// Serves until `shutdown` is cancelled, every listener under `conns`.
     pub fn serve(
         self,
         settings: Arc<EgressSettings>,
         store: Store,
+        conns: Conns,
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         let mut own = upstream::own_addresses();
@@ -137,17 +150,31 @@ impl BoundGateway {
                     own.extend(addrs.iter().map(SocketAddr::ip));
                 }
             }
+            let jobs = quota::JobConns::new(settings.conns.per_job);
             let shared = Arc::new(Shared {
                 settings,
                 store,
                 own,
                 client_tls: self.client_tls,
+                jobs,
             });
+            let app = tower::service_fn(move |req| handle(shared.clone(), req));
+            tracing::info!(addr = %self.addr, cap = conns.cap(), "egress gateway listening");
             let mut loops = tokio::task::JoinSet::new();
-            loops.spawn(accept_loop(self.tcp, shared.clone(), shutdown.clone()));
+            loops.spawn(conn::serve(
+                self.tcp,
+                app.clone(),
+                conns.clone(),
+                shutdown.clone(),
+            ));
             let mut paths = Vec::new();
             for (unix, path) in self.unix {
-                loops.spawn(accept_loop(unix, shared.clone(), shutdown.clone()));
+                loops.spawn(conn::serve(
+                    unix,
+                    app.clone(),
+                    conns.clone(),
+                    shutdown.clone(),
+                ));
                 paths.push(path);
             }
             while loops.join_next().await.is_some() {}
@@ -158,61 +185,7 @@ impl BoundGateway {
     }
 }
 
-/// Listeners of either kind.
-trait Accept {
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn next(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
-}
-
-impl Accept for TcpListener {
-    type Stream = tokio::net::TcpStream;
-    async fn next(&self) -> std::io::Result<Self::Stream> {
-        let (s, _) = self.accept().await?;
-        let _ = s.set_nodelay(true);
-        Ok(s)
-    }
-}
-
-impl Accept for UnixListener {
-    type Stream = tokio::net::UnixStream;
-    async fn next(&self) -> std::io::Result<Self::Stream> {
-        Ok(self.accept().await?.0)
-    }
-}
-
-async fn accept_loop<L: Accept>(listener: L, shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => return,
-            s = listener.next() => s,
-        };
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors and the like: wait instead of spinning.
-                tracing::warn!(error = %e, "egress gateway: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::select! {
-                () = stop.cancelled() => {}
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(error = %e, "egress gateway: connection ended");
-                },
-            }
-        });
-    }
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(shared: Arc<Shared>, req: Req) -> Result<Response<Body>, Infallible> {
     Ok(if req.method() == Method::CONNECT {
         tunnel::handle(shared, req).await
     } else if req.uri().scheme().is_some() {
@@ -296,24 +269,35 @@ pub(crate) async fn open(
     host: &str,
     port: u16,
     via: log::Via,
-) -> Result<(auth::JobIdentity, tokio::net::TcpStream), Response<Body>> {
+) -> Result<(auth::JobIdentity, Upstream), Response<Body>> {
     let job = admit(shared, headers, host, port, via).await?;
-    let stream = connect(shared, &job.id, host, port, via).await?;
-    Ok((job, stream))
+    let upstream = connect(shared, &job.id, host, port, via).await?;
+    Ok((job, upstream))
 }
 
-/// A connection to `host:port` for an admitted job: a destination whose
-/// addresses the policy refuses is denied (403), one that cannot be
-/// reached fails (502); both are logged.
+/// An upstream connection, counted against its job's cap while held.
+pub(crate) struct Upstream {
+    pub stream: TcpStream,
+    pub counted: quota::JobConn,
+}
+
+/// A connection to `host:port` for an admitted job: a job holding its cap
+/// of connections is refused (429), a destination whose addresses the
+/// policy refuses is denied (403), one that cannot be reached fails (502);
+/// each is logged.
 pub(crate) async fn connect(
     shared: &Shared,
     job_id: &str,
     host: &str,
     port: u16,
     via: log::Via,
-) -> Result<tokio::net::TcpStream, Response<Body>> {
+) -> Result<Upstream, Response<Body>> {
+    let counted = match shared.jobs.take(job_id) {
+        Ok(c) => c,
+        Err(over) => return Err(over_cap(shared, job_id, host, port, via, over).await),
+    };
     match upstream::connect(shared, host, port).await {
-        Ok(s) => Ok(s),
+        Ok(stream) => Ok(Upstream { stream, counted }),
         Err(e @ upstream::ConnectError::Denied(_)) => {
             Err(deny(shared, job_id, host, port, via, e.reason().to_string()).await)
         }
@@ -333,6 +317,29 @@ pub(crate) async fn failed(
     record.reason = Some(why.clone());
     log::append(&shared.store, job_id, &record).await;
     text(StatusCode::BAD_GATEWAY, &why)
+}
+
+/// Logs a job's connection beyond its cap and answers 429 with the reason.
+pub(crate) async fn over_cap(
+    shared: &Shared,
+    job_id: &str,
+    host: &str,
+    port: u16,
+    via: log::Via,
+    over: quota::OverCap,
+) -> Response<Body> {
+    let why = over.to_string();
+    let mut record = log::ConnRecord::now(host, port, via);
+    record.reason = Some(why.clone());
+    log::append(&shared.store, job_id, &record).await;
+    tracing::warn!(
+        job = job_id,
+        host,
+        port,
+        cap = over.cap,
+        "egress refused: the job holds its connection cap"
+    );
+    text(StatusCode::TOO_MANY_REQUESTS, &why)
 }
 
 /// Logs a refusal and answers 403 with the reason.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use delegate_proto::network::Pattern;
 use ipnet::IpNet;
 
+use super::conn_settings::{EgressConnArgs, EgressConns};
 use super::resolver::{Resolve, SystemResolver};
 use super::secrets::HostSecrets;
 use crate::resolve::{Machine, SettingsError, absolute, invalid};
@@ -92,6 +93,9 @@ pub struct EgressArgs {
     /// the Anthropic API): a private registry's CA, or a test's.
     #[arg(long, env = "DELEGATE_EGRESS_UPSTREAM_CA")]
     pub egress_upstream_ca: Option<PathBuf>,
+    /// The gateway's connection timeouts and caps.
+    #[command(flatten)]
+    pub conns: EgressConnArgs,
 }
 
 /// A credential the gateway adds for one host (`DELEGATE_EGRESS_INJECT`).
@@ -146,6 +150,8 @@ pub struct EgressSettings {
     pub upstream_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// The gateway's CA, made at start when there are injections.
     pub ca: Option<Arc<super::ca::InjectCa>>,
+    /// Connection timeouts and caps.
+    pub conns: EgressConns,
 }
 
 impl EgressArgs {
@@ -243,6 +249,7 @@ impl EgressArgs {
             injections,
             upstream_roots,
             ca: None,
+            conns: self.conns.resolve()?,
         })
     }
 }
@@ -395,7 +402,7 @@ impl EgressSettings {
         let none = || "(none)".to_string();
         let list = |ps: &[Pattern]| ps.iter().map(show).collect::<Vec<_>>().join(",");
         let up = &self.anthropic_upstream;
-        vec![
+        let mut out = vec![
             (
                 "DELEGATE_EGRESS_LISTEN",
                 self.listen.map_or_else(none, |a| a.to_string()),
@@ -449,7 +456,9 @@ impl EgressSettings {
                     up.port
                 ),
             ),
-        ]
+        ];
+        out.extend(self.conns.describe());
+        out
     }
 
     /// The URL guests are told once the gateway is bound at `bound`: the

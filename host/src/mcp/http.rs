@@ -1,5 +1,7 @@
 //! MCP over streamable HTTP: rmcp's service at `/mcp` behind the [`Guard`].
 //!
+//! Connections are served by [`crate::net::conn`] (`DELEGATE_HTTP_*`):
+//! header and idle timeouts and a cap, none of which cuts an SSE stream.
 //! Sessions (legacy revisions) live in memory; 2026-07-28 requests are
 //! served statelessly by rmcp. Host and Origin are checked by the guard, the
 //! one place that decides, so rmcp's own copies of those checks are turned
@@ -17,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::JobManager;
+use crate::net::conn::{self, Conns};
 
 use super::guard::{Guard, Refusal};
 use super::limits::{MAX_MANIFEST_BYTES, MAX_MESSAGE_BYTES};
@@ -25,11 +28,13 @@ use super::server::DelegateServer;
 /// The path MCP is served at.
 pub const MCP_PATH: &str = "/mcp";
 
-/// Serves MCP on `listener` until `shutdown` is cancelled.
+/// Serves MCP on `listener` until `shutdown` is cancelled, under the
+/// connection rules and cap of `conns` (`DELEGATE_HTTP_*`).
 pub async fn serve(
     listener: TcpListener,
     jobs: JobManager,
     guard: Guard,
+    conns: Conns,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let config = StreamableHttpServerConfig::default()
@@ -46,9 +51,10 @@ pub async fn serve(
     let router = axum::Router::new()
         .nest_service(MCP_PATH, service)
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), gate));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // rmcp ends its streams when `shutdown` is cancelled, so the graceful
+    // end of the connections does not wait on them.
+    conn::serve(listener, router, conns, shutdown).await;
+    Ok(())
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

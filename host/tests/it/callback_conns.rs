@@ -8,21 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use delegate_host::callback::conn::ConnSettings;
 use delegate_host::config::Settings;
+use delegate_host::net::conn::ConnSettings;
 use delegate_proto::JobState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::support::fake::FakeProvider;
 use crate::support::harness::{Host, settings};
 use crate::support::local::{local_host, quiet_script};
-
-/// A generous bound on every wait for the server to close a socket.
-const CLOSE_WITHIN: Duration = Duration::from_secs(30);
-/// Longer than any test: a timeout set to this never fires in one.
-const NEVER: Duration = Duration::from_secs(3600);
+use crate::support::sockets::{CLOSE_WITHIN, NEVER, closed_by_server, send_slowly, silent};
 
 fn conn_settings(s: &mut Settings, f: impl FnOnce(&mut ConnSettings)) {
     f(&mut s.callback_conn);
@@ -31,22 +26,6 @@ fn conn_settings(s: &mut Settings, f: impl FnOnce(&mut ConnSettings)) {
 async fn fake_host(dir: &std::path::Path, f: impl FnOnce(&mut ConnSettings)) -> Host {
     let s = settings(dir, |s| conn_settings(s, f));
     Host::start(s, Arc::new(FakeProvider::new())).await
-}
-
-/// Reads until the server closes the socket (end of file or an error);
-/// whether it did within `limit`.
-async fn closed_by_server(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(limit, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,26 +43,7 @@ async fn a_head_sent_one_byte_a_second_is_cut_after_the_header_timeout() {
     let mut s = TcpStream::connect(("127.0.0.1", host.port()))
         .await
         .unwrap();
-    let (mut sent, mut cut) = (0, false);
-    let until = Instant::now() + CLOSE_WITHIN;
-    let mut buf = [0u8; 256];
-    while Instant::now() < until && sent < head.len() {
-        tokio::select! {
-            r = s.read(&mut buf) => {
-                if matches!(r, Ok(0) | Err(_)) {
-                    cut = true;
-                    break;
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if s.write_all(&head.as_bytes()[sent..sent + 1]).await.is_err() {
-                    cut = true;
-                    break;
-                }
-                sent += 1;
-            }
-        }
-    }
+    let (sent, cut) = send_slowly(&mut s, head.as_bytes()).await;
     assert!(
         cut,
         "the slow client kept its connection ({sent} bytes sent)"
@@ -100,14 +60,7 @@ async fn idle_connections_new_or_kept_alive_are_closed_after_the_idle_timeout() 
         c.header_timeout = NEVER;
     })
     .await;
-    let mut silent = Vec::new();
-    for _ in 0..20 {
-        silent.push(
-            TcpStream::connect(("127.0.0.1", host.port()))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut silent = silent(host.port(), 20).await;
     // One request answered on a kept-alive connection, then silence.
     let mut kept = TcpStream::connect(("127.0.0.1", host.port()))
         .await
@@ -149,14 +102,7 @@ async fn with_a_low_cap_idle_sockets_are_shed_and_a_real_job_still_completes() {
         conn_settings(s, |c| c.max_connections = CAP);
     })
     .await;
-    let mut idle = Vec::new();
-    for _ in 0..IDLE {
-        idle.push(
-            TcpStream::connect(("127.0.0.1", host.port()))
-                .await
-                .unwrap(),
-        );
-    }
+    let mut idle = silent(host.port(), IDLE).await;
     // All but the cap are closed by the server: at once or for a newer one.
     let mut closed = 0;
     for s in idle.iter_mut() {
@@ -166,14 +112,7 @@ async fn with_a_low_cap_idle_sockets_are_shed_and_a_real_job_still_completes() {
     }
     assert!(closed >= IDLE - CAP, "only {closed} of {IDLE} closed");
     // New idle sockets fill the cap again just before the job starts.
-    let mut fresh = Vec::new();
-    for _ in 0..CAP {
-        fresh.push(
-            TcpStream::connect(("127.0.0.1", host.port()))
-                .await
-                .unwrap(),
-        );
-    }
+    let fresh = silent(host.port(), CAP).await;
     let m = host.manager().clone();
     let rec = m
         .submit(quiet_script("echo done > /workspace/out.txt"))

@@ -10,28 +10,12 @@ use std::sync::Arc;
 use delegate_host::egress::log::{self, ConnRecord, Via};
 use delegate_proto::api::{self, JobSpec, PROTOCOL_HEADER};
 use delegate_proto::network::EgressSpec;
-use delegate_proto::{Bootstrap, JobManifest, JobState};
 use serde_json::json;
 
-use crate::support::fake::{FakeProvider, template_for};
-use crate::support::harness::{Host, eventually, settings, until_state};
-use crate::support::origin::{API_KEY, GITHUB, gateway_settings};
+use crate::support::fake::FakeProvider;
+use crate::support::harness::{Host, eventually, settings};
+use crate::support::origin::{API_KEY, GITHUB, gateway_settings, hanging, running};
 use crate::support::origin::{Origin, Reply, drain, get_over, send_get, tunnel};
-
-/// A job that stays running (the fake guest's `hang`) with `extra` fields.
-fn hanging(agent: &str, extra: serde_json::Value) -> JobManifest {
-    let mut v = json!({"task": "hang", "agentType": agent, "vmTemplate": template_for("hang")});
-    v.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    JobManifest::from_value(v).unwrap()
-}
-
-async fn running(host: &Host, fake: &FakeProvider, m: JobManifest) -> Bootstrap {
-    let id = host.manager().submit(m).await.unwrap().id;
-    until_state(host.manager(), &id, JobState::Running, 10).await;
-    fake.bootstrap(&id).unwrap()
-}
 
 async fn log_of(host: &Host, id: &str, n: usize) -> Vec<ConnRecord> {
     eventually(10, &format!("{n} egress records"), || async {

@@ -11,6 +11,7 @@ mod cancel_latency;
 mod cli_habits;
 mod config_file;
 mod disk_full;
+mod egress_conns;
 mod egress_gateway;
 mod guest_flood;
 mod job_limits;

@@ -1,9 +1,9 @@
 //! Descriptor headroom, with the real `delegate-host serve` started under
 //! an open-file limit of 256 (soft and hard, as after `ulimit -n 256`):
-//! 300 idle sockets on its callback port, opened by someone without a
-//! token, neither make `accept` fail in a loop nor the next job fail to
-//! provision with "Too many open files"; the host's own limit stays what
-//! it was given.
+//! 300 idle sockets on its callback port, or on its egress gateway's,
+//! opened by someone without a token, neither make `accept` fail in a loop
+//! nor the next job fail to provision with "Too many open files"; the
+//! host's own limit stays what it was given.
 
 use std::time::Duration;
 
@@ -21,13 +21,11 @@ fn open_file_limit(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-#[tokio::test]
-async fn three_hundred_idle_sockets_under_ulimit_256_do_not_fail_the_next_job() {
-    let mut env = HostEnv::new();
-    let port = free_port();
-    env.set("CALLBACK_PORT", port.to_string())
-        .limit_open_files(NOFILE);
-    let client = connect_stdio(&env, Revision::Current).await;
+/// Starts the server under `env` limited to [`NOFILE`] descriptors, opens
+/// [`IDLE`] idle sockets to `port` and runs two jobs to success.
+async fn idle_sockets_do_not_fail_the_next_job(env: &mut HostEnv, port: u16) {
+    env.limit_open_files(NOFILE);
+    let client = connect_stdio(env, Revision::Current).await;
     let pid = client.server_pid.expect("the server pid");
     assert_eq!(open_file_limit(pid), Some(NOFILE), "{}", env.log());
     let mut idle = Vec::with_capacity(IDLE);
@@ -54,4 +52,20 @@ async fn three_hundred_idle_sockets_under_ulimit_256_do_not_fail_the_next_job() 
     assert!(!log.contains("Too many open files"), "{log}");
     drop(idle);
     client.close().await;
+}
+
+#[tokio::test]
+async fn three_hundred_idle_sockets_under_ulimit_256_do_not_fail_the_next_job() {
+    let mut env = HostEnv::new();
+    let port = free_port();
+    env.set("CALLBACK_PORT", port.to_string());
+    idle_sockets_do_not_fail_the_next_job(&mut env, port).await;
+}
+
+#[tokio::test]
+async fn three_hundred_idle_sockets_on_the_gateway_under_ulimit_256_do_not_fail_the_next_job() {
+    let mut env = HostEnv::new();
+    let port = free_port();
+    env.set("DELEGATE_EGRESS_LISTEN", format!("127.0.0.1:{port}"));
+    idle_sockets_do_not_fail_the_next_job(&mut env, port).await;
 }

@@ -9,6 +9,7 @@ mod mcp_cancel;
 mod mcp_cli;
 mod mcp_egress;
 mod mcp_http;
+mod mcp_http_conns;
 mod mcp_jobs;
 mod mcp_limits;
 mod mcp_notify;

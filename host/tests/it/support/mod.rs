@@ -8,6 +8,7 @@ pub mod harness;
 pub mod link;
 pub mod local;
 pub mod origin;
+pub mod sockets;
 pub mod tar;
 pub mod tls_origin;
 pub mod wire;

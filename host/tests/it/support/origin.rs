@@ -14,6 +14,11 @@ use delegate_host::resolve::FixedMachine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::fake::{FakeProvider, template_for};
+use super::harness::{Host, until_state};
+use delegate_proto::{Bootstrap, JobManifest, JobState};
+use serde_json::json;
+
 /// The host's Anthropic key in gateway tests (never to be seen by a job).
 pub const API_KEY: &str = "sk-ant-api03-host-only-9f8e7d";
 /// The host's `github` secret in gateway tests.
@@ -212,4 +217,20 @@ pub async fn get_over(s: &mut TcpStream, host: &str) -> Vec<u8> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
     out
+}
+
+/// A job (for the fake provider) that stays running (the fake guest's `hang`) with `extra` fields.
+pub fn hanging(agent: &str, extra: serde_json::Value) -> JobManifest {
+    let mut v = json!({"task": "hang", "agentType": agent, "vmTemplate": template_for("hang")});
+    v.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    JobManifest::from_value(v).unwrap()
+}
+
+/// Submits `m` and waits until it runs: the bootstrap its guest got.
+pub async fn running(host: &Host, fake: &FakeProvider, m: JobManifest) -> Bootstrap {
+    let id = host.manager().submit(m).await.unwrap().id;
+    until_state(host.manager(), &id, JobState::Running, 10).await;
+    fake.bootstrap(&id).unwrap()
 }

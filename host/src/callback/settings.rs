@@ -1,16 +1,12 @@
-//! The callback listener's connection settings: how long a connection may
-//! take to send a request's head, how long a body may stall between two
-//! pieces, how long a connection may wait idle for its next request, and
-//! how many connections are held at once. Parsed by clap like every
-//! setting ([`ConnArgs`]), resolved into [`ConnSettings`].
+//! The callback listener's connection settings (`DELEGATE_CALLBACK_*`),
+//! resolved into the rules [`crate::net::conn`] serves it under.
 
-use std::time::Duration;
-
-use crate::resolve::{SettingsError, invalid};
+use crate::net::conn::settings::{Answered, ConnSettings, cap, seconds};
+use crate::resolve::SettingsError;
 
 /// The connection settings as given (flags and variables alike).
 #[derive(Debug, Clone, clap::Args)]
-pub struct ConnArgs {
+pub struct CallbackConnArgs {
     /// Seconds a callback connection has to send a whole request head once
     /// its first byte came (slow clients are cut).
     #[arg(
@@ -43,83 +39,67 @@ pub struct ConnArgs {
     pub callback_max_connections: usize,
 }
 
-/// The connection settings, checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnSettings {
-    /// From a request head's first byte to its end.
-    pub header_timeout: Duration,
-    /// Longest stall between two pieces of a request body.
-    pub body_timeout: Duration,
-    /// Longest wait for the next request on an idle connection.
-    pub idle_timeout: Duration,
-    /// Most connections held at once, before the open-file limit's say.
-    pub max_connections: usize,
-}
-
-impl ConnArgs {
-    /// Checks the settings: every timeout and the cap at least 1.
+impl CallbackConnArgs {
+    /// Checks the settings: every timeout and the cap at least 1. A held
+    /// control request is quiet by design, so busy connections have no
+    /// timeout; answers are small, so a request is answered at its head.
     pub fn resolve(&self) -> Result<ConnSettings, SettingsError> {
-        let secs = |setting: &'static str, n: u64| {
-            if n == 0 {
-                Err(invalid(setting, "must be at least 1 second"))
-            } else {
-                Ok(Duration::from_secs(n))
-            }
-        };
-        if self.callback_max_connections == 0 {
-            return Err(invalid(
-                "DELEGATE_CALLBACK_MAX_CONNECTIONS",
-                "must be at least 1",
-            ));
-        }
         Ok(ConnSettings {
-            header_timeout: secs(
+            header_timeout: seconds(
                 "DELEGATE_CALLBACK_HEADER_TIMEOUT_SECONDS",
                 self.callback_header_timeout_seconds,
             )?,
-            body_timeout: secs(
+            body_timeout: seconds(
                 "DELEGATE_CALLBACK_BODY_TIMEOUT_SECONDS",
                 self.callback_body_timeout_seconds,
             )?,
-            idle_timeout: secs(
+            idle_timeout: seconds(
                 "DELEGATE_CALLBACK_IDLE_TIMEOUT_SECONDS",
                 self.callback_idle_timeout_seconds,
             )?,
-            max_connections: self.callback_max_connections,
+            busy_timeout: None,
+            answered: Answered::AtHead,
+            // Held control requests are answered at shutdown; uploads
+            // under way may finish.
+            shutdown_grace: None,
+            max_connections: cap(
+                "DELEGATE_CALLBACK_MAX_CONNECTIONS",
+                self.callback_max_connections,
+            )?,
         })
     }
 }
 
-impl ConnSettings {
-    /// `(variable, value)` pairs for `delegate-host config`.
-    pub fn describe(&self) -> Vec<(&'static str, String)> {
-        vec![
-            (
-                "DELEGATE_CALLBACK_HEADER_TIMEOUT_SECONDS",
-                self.header_timeout.as_secs().to_string(),
-            ),
-            (
-                "DELEGATE_CALLBACK_BODY_TIMEOUT_SECONDS",
-                self.body_timeout.as_secs().to_string(),
-            ),
-            (
-                "DELEGATE_CALLBACK_IDLE_TIMEOUT_SECONDS",
-                self.idle_timeout.as_secs().to_string(),
-            ),
-            (
-                "DELEGATE_CALLBACK_MAX_CONNECTIONS",
-                self.max_connections.to_string(),
-            ),
-        ]
-    }
+/// `(variable, value)` pairs for `delegate-host config`.
+pub fn describe(s: &ConnSettings) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "DELEGATE_CALLBACK_HEADER_TIMEOUT_SECONDS",
+            s.header_timeout.as_secs().to_string(),
+        ),
+        (
+            "DELEGATE_CALLBACK_BODY_TIMEOUT_SECONDS",
+            s.body_timeout.as_secs().to_string(),
+        ),
+        (
+            "DELEGATE_CALLBACK_IDLE_TIMEOUT_SECONDS",
+            s.idle_timeout.as_secs().to_string(),
+        ),
+        (
+            "DELEGATE_CALLBACK_MAX_CONNECTIONS",
+            s.max_connections.to_string(),
+        ),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    fn args() -> ConnArgs {
-        ConnArgs {
+    fn args() -> CallbackConnArgs {
+        CallbackConnArgs {
             callback_header_timeout_seconds: 10,
             callback_body_timeout_seconds: 30,
             callback_idle_timeout_seconds: 60,
@@ -139,6 +119,6 @@ mod tests {
         assert!(e.contains("DELEGATE_CALLBACK_MAX_CONNECTIONS"), "{e}");
         let s = args().resolve().unwrap();
         assert_eq!(s.header_timeout, Duration::from_secs(10));
-        assert_eq!(s.describe().len(), 4);
+        assert_eq!(describe(&s).len(), 4);
     }
 }

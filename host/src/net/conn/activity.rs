@@ -3,11 +3,12 @@
 //! one, and when the next one's first byte came. [`Tracked`] sees the
 //! bytes; the service marks requests with [`Activity::begin`].
 //!
-//! The rules, checked only while no request is being answered (a held
-//! control request or a handler at work is never cut here; bodies have
-//! their own stall timeout): a head must be complete within the header
-//! timeout of its first byte, and a connection with nothing sent either
-//! way is closed after the idle timeout.
+//! The rules: while no request is being answered, a head must be complete
+//! within the header timeout of its first byte, and a connection with
+//! nothing sent either way is closed after the idle timeout. While one is
+//! (a held control request, a handler at work, a stream or a tunnel), only
+//! the busy timeout applies, where the listener sets one: nothing sent
+//! either way for that long. Request bodies have their own stall timeout.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub struct Activity {
 }
 
 /// Ends a request when dropped.
+#[derive(Debug)]
 pub struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
@@ -118,21 +120,25 @@ impl Activity {
         }
     }
 
+    /// When nothing will have been sent either way for `d`, if nothing is.
+    pub fn quiet_after(&self, d: std::time::Duration) -> Instant {
+        self.at(self.last_seen.load(Ordering::Acquire), d)
+    }
+
+    fn at(&self, ms: u64, d: std::time::Duration) -> Instant {
+        self.opened + std::time::Duration::from_millis(ms) + d
+    }
+
     /// When the watchdog must close the connection if nothing changes:
-    /// `None` while a request is being answered.
+    /// while a request is being answered, the busy timeout's (`None`
+    /// without one).
     pub fn deadline(&self, limits: &ConnSettings) -> Option<Instant> {
         if !self.is_idle() {
-            return None;
+            return limits.busy_timeout.map(|d| self.quiet_after(d));
         }
-        let at = |ms: u64, d: std::time::Duration| {
-            self.opened + std::time::Duration::from_millis(ms) + d
-        };
         match self.head_began.load(Ordering::Acquire) {
-            NONE => Some(at(
-                self.last_seen.load(Ordering::Acquire),
-                limits.idle_timeout,
-            )),
-            began => Some(at(began, limits.header_timeout)),
+            NONE => Some(self.quiet_after(limits.idle_timeout)),
+            began => Some(self.at(began, limits.header_timeout)),
         }
     }
 }
@@ -145,6 +151,7 @@ pub struct Tracked<IO> {
 }
 
 impl<IO> Tracked<IO> {
+    /// `io`, its bytes counted into `activity`.
     pub fn new(io: IO, activity: Arc<Activity>) -> Self {
         Tracked { io, activity }
     }
@@ -213,6 +220,9 @@ mod tests {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            busy_timeout: None,
+            answered: super::super::settings::Answered::AtHead,
+            shutdown_grace: None,
             max_connections: 4,
         }
     }
@@ -244,5 +254,17 @@ mod tests {
         );
         a.last_seen.store(200_000, Ordering::Release);
         assert_eq!(a.deadline(&limits()), at(260), "bytes written count too");
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_has_only_the_busy_timeout_counted_from_its_last_byte() {
+        let a = Activity::new();
+        let mut l = limits();
+        l.busy_timeout = Some(Duration::from_secs(300));
+        let _req = a.begin();
+        a.read_at(10, 100_000);
+        assert_eq!(a.deadline(&l), Some(a.opened + Duration::from_secs(400)));
+        a.read_at(10, 500_000);
+        assert_eq!(a.deadline(&l), Some(a.opened + Duration::from_secs(800)));
     }
 }

@@ -1,9 +1,9 @@
-//! The connections the callback listeners hold, under one cap shared by
-//! the TCP and the Unix listener. At the cap a new connection closes the
+//! The connections one service's listeners hold, under one cap shared by
+//! its TCP and Unix listeners. At the cap a new connection closes the
 //! oldest idle one (no request being answered): idle sockets, which anyone
 //! who reaches the port can open without a token, can then never lock a
 //! guest out. Only when every held connection is answering a request is
-//! the new one closed at once.
+//! the new one refused.
 //!
 //! A connection counts until its task has dropped its socket, not from the
 //! moment it is told to close: otherwise a burst of new sockets outruns
@@ -23,6 +23,9 @@ use super::activity::Activity;
 #[derive(Debug)]
 pub struct Registry {
     cap: usize,
+    /// The service, and the setting of its cap, for the log.
+    name: &'static str,
+    setting: &'static str,
     held: Mutex<Held>,
     /// Whether reaching the cap was logged (once per process).
     warned: AtomicBool,
@@ -57,10 +60,13 @@ impl Drop for Slot {
 }
 
 impl Registry {
-    /// A registry holding at most `cap` connections.
-    pub fn new(cap: usize) -> Arc<Registry> {
+    /// A registry holding at most `cap` connections of the service `name`,
+    /// whose cap is the setting `setting`.
+    pub fn new(cap: usize, name: &'static str, setting: &'static str) -> Arc<Registry> {
         Arc::new(Registry {
             cap: cap.max(1),
+            name,
+            setting,
             held: Mutex::new(Held::default()),
             warned: AtomicBool::new(false),
             freed: Notify::new(),
@@ -104,8 +110,10 @@ impl Registry {
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         cap = self.cap,
-                        "callback connections at their cap: the oldest idle ones are closed \
-                         (DELEGATE_CALLBACK_MAX_CONNECTIONS, RLIMIT_NOFILE)"
+                        "{} connections at their cap: the oldest idle ones are closed \
+                         ({}, RLIMIT_NOFILE)",
+                        self.name,
+                        self.setting
                     );
                 }
                 if !Self::closing(&held) && !Self::evict_oldest_idle(&held) {
@@ -162,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn at_the_cap_the_oldest_idle_connection_goes_and_busy_ones_stay() {
-        let r = Registry::new(2);
+        let r = Registry::new(2, "test", "TEST_MAX");
         let a = r.admit().await.unwrap();
         let b = r.admit().await.unwrap();
         let busy = a.activity.begin();

@@ -1,5 +1,6 @@
 //! Test doubles and helpers shared by the end-to-end tests.
 
+pub mod bench;
 pub mod bins;
 pub mod git;
 pub mod mcp;

@@ -36,19 +36,29 @@ pub fn real_guest() -> GuestCommand {
     }
 }
 
+/// The simulator's own API token.
+pub fn sim_token() -> Credentials {
+    Credentials::Token {
+        id: pve_sim::TOKEN_ID.into(),
+        secret: Secret::new(pve_sim::TOKEN_SECRET),
+    }
+}
+
+/// TLS that trusts the simulator by its certificate's fingerprint.
+pub fn sim_tls(sim: &PveSim) -> TlsSettings {
+    TlsSettings {
+        fingerprints: vec![sim.fingerprint],
+        ..TlsSettings::default()
+    }
+}
+
 /// Proxmox settings for the simulator: linked clones on Ceph, VMIDs
 /// 90000-90999, at most `clones_per_node` clones at once per node.
 pub fn proxmox_settings(sim: &PveSim, instance: &str, clones_per_node: usize) -> ProxmoxSettings {
     ProxmoxSettings {
         url: sim.url.clone(),
-        credentials: Credentials::Token {
-            id: pve_sim::TOKEN_ID.into(),
-            secret: Secret::new(pve_sim::TOKEN_SECRET),
-        },
-        tls: TlsSettings {
-            fingerprints: vec![sim.fingerprint],
-            ..TlsSettings::default()
-        },
+        credentials: sim_token(),
+        tls: sim_tls(sim),
         nodes: None,
         pool: Some("delegate".into()),
         storage: Some("ceph".into()),
@@ -65,13 +75,18 @@ pub fn proxmox_settings(sim: &PveSim, instance: &str, clones_per_node: usize) ->
     }
 }
 
-/// The provider over `settings`.
+/// The provider over `settings`, with the default retry policy.
 pub fn proxmox_provider(settings: ProxmoxSettings) -> ProxmoxProvider {
+    proxmox_provider_with(settings, RetryPolicy::default())
+}
+
+/// The provider over `settings`, its client retrying by `retry`.
+pub fn proxmox_provider_with(settings: ProxmoxSettings, retry: RetryPolicy) -> ProxmoxProvider {
     let client = PveClient::build(
         &settings.url,
         settings.credentials.clone(),
         &settings.tls,
-        RetryPolicy::default(),
+        retry,
     )
     .expect("a client for the simulator");
     ProxmoxProvider::with_client(client, settings)
@@ -95,7 +110,12 @@ pub fn host_settings(data_dir: &Path, pool: &str, jobs: usize) -> Settings {
 
 /// Starts an engine with `settings` on the simulator.
 pub async fn start(sim: &PveSim, instance: &str, settings: Settings) -> Engine {
-    let provider = proxmox_provider(proxmox_settings(sim, instance, 4));
+    start_with(proxmox_settings(sim, instance, 4), settings).await
+}
+
+/// Starts an engine with `settings` on the provider over `proxmox`.
+pub async fn start_with(proxmox: ProxmoxSettings, settings: Settings) -> Engine {
+    let provider = proxmox_provider(proxmox);
     start_engine_with(settings, Arc::new(provider), CancellationToken::new())
         .await
         .expect("engine")

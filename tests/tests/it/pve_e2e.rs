@@ -9,33 +9,18 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use delegate_tests::bins::bins;
 use delegate_tests::mcp::{
     Client, HostEnv, Revision, connect_stdio, free_port, hello_manifest, marker, pids_with,
     sleeper_manifest,
 };
-use delegate_tests::pve_sim::{self, GuestCommand, PveSim, SimConfig};
+use delegate_tests::pve_host::real_guest;
+use delegate_tests::pve_sim::{self, PveSim, SimConfig};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(180);
 
-fn guest() -> GuestCommand {
-    GuestCommand {
-        program: bins().guest.clone(),
-        args: vec![
-            "boot".into(),
-            "--bootstrap".into(),
-            "{bootstrap}".into(),
-            "--workspace".into(),
-            "{root}/workspace".into(),
-            "--no-drop-privileges".into(),
-        ],
-        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
-    }
-}
-
 async fn start(mut cfg: SimConfig, extra: &[(&str, &str)]) -> (PveSim, HostEnv) {
-    cfg.guest = Some(guest());
+    cfg.guest = Some(real_guest());
     let sim = PveSim::start(cfg).await.unwrap();
     let mut env = HostEnv::new();
     let port = free_port();

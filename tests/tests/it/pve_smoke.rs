@@ -13,12 +13,12 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use delegate_host::provider::proxmox::client::{Params, PveClient};
-use delegate_host::provider::proxmox::settings::{Credentials, TlsSettings};
+use delegate_host::provider::proxmox::settings::Credentials;
 use delegate_host::resolve::Secret;
 use delegate_host::retry::RetryPolicy;
-use delegate_tests::bins::bins;
 use delegate_tests::mcp::{HostEnv, Revision, connect_stdio, free_port};
-use delegate_tests::pve_sim::{self, Grant, GuestCommand, PveSim, SimConfig};
+use delegate_tests::pve_host::{real_guest, sim_tls};
+use delegate_tests::pve_sim::{self, Grant, PveSim, SimConfig};
 
 /// The template the README's grants cover: on `local-lvm`, NIC on `vmbr1`.
 const TEMPLATE: u32 = 9001;
@@ -72,28 +72,13 @@ fn readme_grants(user: &str) -> Vec<Grant> {
     grants
 }
 
-fn guest() -> GuestCommand {
-    GuestCommand {
-        program: bins().guest.clone(),
-        args: vec![
-            "boot".into(),
-            "--bootstrap".into(),
-            "{bootstrap}".into(),
-            "--workspace".into(),
-            "{root}/workspace".into(),
-            "--no-drop-privileges".into(),
-        ],
-        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
-    }
-}
-
 /// The simulator with the template as a clone build leaves it, the host's
 /// token with README step 3's privileges, and the host's settings as step 7
 /// sets them (the URL with `/api2/json`, which Packer needs and the host
 /// accepts).
 async fn start(template: &str) -> (PveSim, HostEnv) {
     let mut cfg = SimConfig::standard();
-    cfg.guest = Some(guest());
+    cfg.guest = Some(real_guest());
     cfg.grants = Some(readme_grants("delegate@pve"));
     for t in &mut cfg.templates {
         t.bridge = "vmbr1".into();
@@ -167,10 +152,7 @@ async fn set_dhcp_with_the_build_token(sim: &PveSim) {
             id: BUILD_TOKEN.into(),
             secret: Secret::new("build-secret"),
         },
-        &TlsSettings {
-            fingerprints: vec![sim.fingerprint],
-            ..TlsSettings::default()
-        },
+        &sim_tls(sim),
         RetryPolicy::new(2, Duration::from_millis(5), Duration::from_millis(20)),
     )
     .unwrap();

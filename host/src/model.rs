@@ -62,6 +62,9 @@ pub struct JobRecord {
     pub turn: u32,
     /// For a persistent job's first turn: when its kept VM was released.
     pub released_at: Option<UnixMs>,
+    /// What the provider could not do for the job's VM that the host's
+    /// settings ask for (egress not enforced, say), for its status.
+    pub warnings: Vec<String>,
 }
 
 impl JobRecord {

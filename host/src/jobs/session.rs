@@ -138,6 +138,7 @@ mod tests {
             session_id: (turn > 1).then(|| "t1".into()),
             turn,
             released_at: None,
+            warnings: Vec::new(),
             vm_start: None,
         }
     }

@@ -5,14 +5,21 @@
 //! failed provisioning; doctor says which confinement holds.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
+use delegate_host::engine::Engine;
+use delegate_host::mcp::calls::status_view;
 use delegate_host::provider::proxmox::doctor::doctor_with;
 use delegate_host::provider::proxmox::{FirewallMode, ProxmoxProvider, ProxmoxSettings};
 use delegate_host::provider::{IdleRequest, Provider, ProvisionRequest, VmRef, VmSize};
 use delegate_host::resolve::Secret;
-use delegate_proto::Bootstrap;
-use delegate_tests::pve_host::{proxmox_provider, proxmox_settings};
+use delegate_host::views::StatusView;
+use delegate_proto::{Bootstrap, JobManifest, JobState};
+use delegate_tests::pve_host::{
+    host_settings, proxmox_provider, proxmox_settings, real_guest, start_with,
+};
 use delegate_tests::pve_sim::{self, Grant, PveSim, SimConfig, VmFirewall};
+use serde_json::json;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const CALLBACK: &str = "http://127.0.0.1:8765";
@@ -274,4 +281,95 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
         egress.ok && egress.detail.contains("network layout"),
         "{report}"
     );
+}
+
+/// Runs `manifest` on `engine` to its end; its status then.
+async fn run_to_end(engine: &Engine, manifest: serde_json::Value) -> StatusView {
+    let m = &engine.manager;
+    let id = m
+        .submit(JobManifest::from_value(manifest).unwrap())
+        .await
+        .unwrap()
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rec = m.get(&id).unwrap();
+        if rec.state.is_final() {
+            assert_eq!(rec.state, JobState::Success, "{:?}", rec.error);
+            return status_view(m, &rec);
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_vm_went_unfirewalled_says_so_in_its_own_status() {
+    let mut cfg = SimConfig::standard();
+    cfg.guest = Some(real_guest());
+    let sim = PveSim::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let class = "delegate-template:1c1g8g";
+    let engine = start_with(
+        setup(&sim, FirewallMode::Auto, false),
+        host_settings(dir.path(), &format!("{class}=1"), 2),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine
+        .manager
+        .pool_stats()
+        .get(class)
+        .map_or(0, |s| s.ready)
+        < 1
+    {
+        assert!(Instant::now() < deadline, "the pool never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let unenforced = |s: &StatusView| {
+        assert_eq!(s.warnings.len(), 1, "{s:?}");
+        let w = &s.warnings[0];
+        assert!(
+            w.contains("egress is not enforced") && w.contains("VM.Config.Network"),
+            "{w}"
+        );
+    };
+
+    // A warm VM from the pool, and one cloned for the job (another size).
+    let warm = run_to_end(&engine, json!({"task": "echo warm", "agentType": "script"})).await;
+    assert_eq!(
+        warm.vm.as_ref().and_then(|v| v.start.as_deref()),
+        Some("warm")
+    );
+    unenforced(&warm);
+    let cold = run_to_end(
+        &engine,
+        json!({"task": "echo cold", "agentType": "script", "resources": {"cpu": 2}}),
+    )
+    .await;
+    assert_eq!(
+        cold.vm.as_ref().and_then(|v| v.start.as_deref()),
+        Some("cold")
+    );
+    unenforced(&cold);
+    // The JSON the MCP tool and `status --json` give carries it.
+    let json = serde_json::to_value(&cold).unwrap();
+    assert_eq!(json["warnings"][0], cold.warnings[0], "{json}");
+
+    // Once the token may, the next job's VM is firewalled: no warning.
+    setup(&sim, FirewallMode::Auto, true);
+    let fine = run_to_end(
+        &engine,
+        json!({"task": "echo fine", "agentType": "script", "resources": {"cpu": 2}}),
+    )
+    .await;
+    assert!(fine.warnings.is_empty(), "{fine:?}");
+    assert!(
+        serde_json::to_value(&fine)
+            .unwrap()
+            .get("warnings")
+            .is_none(),
+        "no warnings, no field"
+    );
+    engine.stop().await;
 }

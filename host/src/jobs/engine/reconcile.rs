@@ -160,6 +160,7 @@ mod tests {
             session_id: None,
             turn: 1,
             released_at: None,
+            warnings: Vec::new(),
         }
     }
 

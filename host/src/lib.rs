@@ -4,12 +4,14 @@
 //! `callback` (the API guests report to) → `mcp` (what clients talk to);
 //! `egress` (the gateway jobs' traffic leaves through) starts beside `callback`.
 //! `resolve` (the machine settings are read from, their error, secrets)
-//! sits below both `config` and `provider`; `retry` is the one backoff policy.
+//! sits below both `config` and `provider`; `retry` is the one backoff policy;
+//! `counted` (a stream that reports its bytes) serves `callback` and `egress`.
 
 pub mod callback;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod counted;
 pub mod egress;
 pub mod engine;
 pub mod jobs;

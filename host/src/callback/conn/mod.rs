@@ -44,8 +44,9 @@ use tower_http::timeout::TimeoutBody;
 pub use registry::Registry;
 pub use settings::{ConnArgs, ConnSettings};
 
-use activity::Tracked;
 use registry::Slot;
+
+use crate::counted::Counted;
 
 /// The first wait after a failed `accept`; it doubles up to
 /// [`ACCEPT_BACKOFF_MAX`] while `accept` keeps failing.
@@ -201,7 +202,7 @@ async fn connection<IO>(
             response
         }
     });
-    let io = TokioIo::new(Tracked::new(io, slot.activity.clone()));
+    let io = TokioIo::new(Counted::new(io, slot.activity.clone()));
     let conn = http1::Builder::new().serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;

@@ -1,6 +1,7 @@
-//! An engine in this process on the PVE simulator: the Proxmox provider
-//! with settings for the simulator, and VMs that run the real
-//! `delegate-guest boot`. Shared by the warm-pool tests and benchmarks.
+//! delegate-host on the PVE simulator: an engine in this process (the
+//! Proxmox provider with settings for the simulator), or the environment
+//! of a `delegate-host` process; VMs that run the real `delegate-guest
+//! boot`. Shared by the Proxmox tests and benchmarks.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use delegate_host::retry::RetryPolicy;
 use tokio_util::sync::CancellationToken;
 
 use crate::bins::bins;
+use crate::mcp::HostEnv;
 use crate::pve_sim::{self, GuestCommand, PveSim};
 
 /// The real runner, as the template's `.path` unit starts it.
@@ -90,6 +92,27 @@ pub fn proxmox_provider_with(settings: ProxmoxSettings, retry: RetryPolicy) -> P
     )
     .expect("a client for the simulator");
     ProxmoxProvider::with_client(client, settings)
+}
+
+/// The environment of a `delegate-host` process on the simulator: the
+/// simulator's token and fingerprint, pool `delegate`, instance
+/// `instance`, 1 GiB VMs of `delegate-template`, the callback API on
+/// loopback port `port`.
+pub fn serve_env(sim: &PveSim, instance: &str, port: u16) -> HostEnv {
+    let mut env = HostEnv::new();
+    env.set("DELEGATE_PROVIDER", "proxmox")
+        .set("PROXMOX_URL", sim.url.clone())
+        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
+        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
+        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
+        .set("PROXMOX_POOL", "delegate")
+        .set("PROXMOX_INSTANCE", instance)
+        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
+        .set("DEFAULT_VM_TEMPLATE", "delegate-template")
+        .set("DEFAULT_MEMORY", "1G")
+        .set("CALLBACK_PORT", port.to_string())
+        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"));
+    env
 }
 
 /// Host settings for jobs of 1 CPU, 1 GiB memory and 8 GiB disk on

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use delegate_host::engine::Engine;
 use delegate_host::mcp::calls::status_view;
-use delegate_host::provider::proxmox::doctor::doctor_with;
+use delegate_host::provider::proxmox::doctor::{Check, DoctorReport, doctor_with};
 use delegate_host::provider::proxmox::{FirewallMode, ProxmoxProvider, ProxmoxSettings};
 use delegate_host::provider::{IdleRequest, Provider, ProvisionRequest, VmRef, VmSize};
 use delegate_host::resolve::Secret;
@@ -74,6 +74,15 @@ fn setup(sim: &PveSim, mode: FirewallMode, network_privilege: bool) -> ProxmoxSe
     s.firewall.callback_url = Some(CALLBACK.into());
     s.firewall.egress_url = Some(GATEWAY.into());
     s
+}
+
+/// Doctor's `egress firewall` line.
+fn egress_check(report: &DoctorReport) -> &Check {
+    report
+        .checks
+        .iter()
+        .find(|c| c.name == "egress firewall")
+        .unwrap_or_else(|| panic!("no egress firewall line: {report}"))
 }
 
 async fn provision(p: &ProxmoxProvider, job: &str) -> Result<VmRef, String> {
@@ -200,11 +209,7 @@ async fn auto_without_the_privilege_runs_the_job_and_says_egress_is_not_enforced
     );
 
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(egress.ok, "{report}");
     assert!(egress.detail.contains("NOT enforced"), "{report}");
     assert!(egress.detail.contains("VM.Config.Network"), "{report}");
@@ -225,11 +230,7 @@ async fn required_without_the_privilege_fails_the_job_naming_the_privilege() {
 
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
     assert!(!report.ok(), "{report}");
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(!egress.ok, "{report}");
     assert!(
         report
@@ -246,11 +247,7 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
     let mut s = setup(&sim, FirewallMode::Auto, true);
     let p = proxmox_provider(s.clone());
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(!egress.ok, "{report}");
     assert!(
         egress.detail.contains("datacenter firewall is disabled"),
@@ -259,11 +256,7 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
 
     sim.with(|c| c.cluster_firewall.insert("enable".into(), "1".into()));
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(egress.ok, "{report}");
     assert!(
         egress.detail.contains("delegate firewalls each job VM"),
@@ -272,11 +265,7 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
 
     s.firewall.mode = FirewallMode::Off;
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(
         egress.ok && egress.detail.contains("network layout"),
         "{report}"

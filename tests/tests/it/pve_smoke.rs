@@ -17,8 +17,8 @@ use delegate_host::provider::proxmox::settings::Credentials;
 use delegate_host::resolve::Secret;
 use delegate_host::retry::RetryPolicy;
 use delegate_tests::mcp::{HostEnv, Revision, connect_stdio, free_port};
-use delegate_tests::pve_host::{real_guest, sim_tls};
-use delegate_tests::pve_sim::{self, Grant, PveSim, SimConfig};
+use delegate_tests::pve_host::{real_guest, serve_env, sim_tls};
+use delegate_tests::pve_sim::{Grant, PveSim, SimConfig};
 
 /// The template the README's grants cover: on `local-lvm`, NIC on `vmbr1`.
 const TEMPLATE: u32 = 9001;
@@ -89,22 +89,11 @@ async fn start(template: &str) -> (PveSim, HostEnv) {
         t.config.insert("ide0".into(), CLOUD_INIT_DRIVE.into());
         t.config.remove("ipconfig0");
     });
-    let mut env = HostEnv::new();
-    let port = free_port();
-    env.set("DELEGATE_PROVIDER", "proxmox")
-        .set("PROXMOX_URL", format!("{}/api2/json", sim.url))
-        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
-        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
-        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
-        .set("PROXMOX_POOL", "delegate")
+    let mut env = serve_env(&sim, "smoke", free_port());
+    env.set("PROXMOX_URL", format!("{}/api2/json", sim.url))
         .set("PROXMOX_STORAGE", "local-lvm")
         .set("PROXMOX_BRIDGE", "vmbr1")
-        .set("PROXMOX_INSTANCE", "smoke")
-        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
         .set("DEFAULT_VM_TEMPLATE", template)
-        .set("DEFAULT_MEMORY", "1G")
-        .set("CALLBACK_PORT", port.to_string())
-        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"))
         .set("RUST_LOG", "warn");
     (sim, env)
 }

@@ -74,6 +74,40 @@ impl JobRecord {
     }
 }
 
+#[cfg(test)]
+impl JobRecord {
+    /// Job `id` in `state` running `manifest` and nothing else known yet,
+    /// for unit tests to fill in what they test.
+    pub(crate) fn blank(id: &str, state: JobState, manifest: JobManifest) -> Self {
+        JobRecord {
+            id: id.into(),
+            state,
+            manifest,
+            phase: None,
+            progress: None,
+            message: None,
+            error: None,
+            error_kind: None,
+            created_at: 0,
+            started_at: None,
+            completed_at: None,
+            deadline_at: 0,
+            last_event_at: None,
+            highest_seq: 0,
+            vm: None,
+            isolation: Isolation::Vm,
+            vm_destroyed: false,
+            vm_start: None,
+            result: None,
+            artifacts: Vec::new(),
+            session_id: None,
+            turn: 1,
+            released_at: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// How a job's VM came to be, for its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmStart {

@@ -511,6 +511,42 @@ impl Client {
         }
     }
 
+    /// Job `job_id`'s `stream` log (`stdout`, `stderr`, `combined`) from
+    /// byte `cursor` on, read until the job is final and all of it is read.
+    pub async fn log_from(&self, job_id: &str, stream: &str, mut cursor: u64) -> String {
+        let mut text = String::new();
+        loop {
+            let v = self
+                .ok(
+                    "get_job_logs",
+                    json!({"job_id": job_id, "stream": stream, "cursor": cursor}),
+                )
+                .await;
+            text.push_str(v["data"].as_str().expect("the log's data"));
+            cursor = v["next_cursor"].as_u64().expect("the log's next cursor");
+            if v["complete"] == true {
+                return text;
+            }
+        }
+    }
+
+    /// Kills the stdio server the hard way (SIGKILL) and waits until it is
+    /// gone (exited or a zombie).
+    pub async fn kill_server(self, limit: Duration) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+
+        let pid = self.server_pid.expect("the stdio server's pid");
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill the server");
+        eventually("the killed server is gone", limit, || {
+            kill(Pid::from_raw(pid as i32), None).is_err()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true)
+        })
+        .await;
+    }
+
     /// Closes the session (and, over stdio, lets the host exit).
     pub async fn close(self) {
         let _ = self.service.cancel().await;

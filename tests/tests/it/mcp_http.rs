@@ -156,25 +156,13 @@ async fn logs_resume_from_a_cursor_after_reconnecting() {
         )
         .await;
     let mut text = part["data"].as_str().unwrap().to_string();
-    let mut cursor = part["next_cursor"].as_u64().unwrap();
+    let cursor = part["next_cursor"].as_u64().unwrap();
     assert_eq!(cursor, 100);
     first.close().await;
 
     // Another connection, in the other revision, carries on from the cursor.
     let second = server.connect(Revision::Current).await;
-    loop {
-        let v = second
-            .ok(
-                "get_job_logs",
-                json!({"job_id": id, "stream": "stdout", "cursor": cursor}),
-            )
-            .await;
-        text.push_str(v["data"].as_str().unwrap());
-        cursor = v["next_cursor"].as_u64().unwrap();
-        if v["complete"] == true {
-            break;
-        }
-    }
+    text.push_str(&second.log_from(&id, "stdout", cursor).await);
     let expected: String = (1..=200).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text, expected);
     second.close().await;

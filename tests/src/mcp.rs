@@ -162,6 +162,19 @@ impl HostEnv {
         cmd
     }
 
+    /// Runs `delegate-host args` to its end (at most 180 s) with no
+    /// stdin: its exit status and output.
+    pub async fn output(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        tokio::time::timeout(Duration::from_secs(180), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("delegate-host {args:?} did not finish"))
+            .expect("run delegate-host")
+    }
+
     /// Makes hosts started from this env run as `uid`/`gid` (the test must
     /// be root): the data directory becomes theirs and the scratch
     /// directory traversable, as for a host run by an ordinary user.

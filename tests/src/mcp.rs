@@ -575,6 +575,16 @@ pub fn text_of(r: &CallToolResult) -> String {
         .join("\n")
 }
 
+/// A streaming script job that writes a line every half second for 20 s.
+pub fn ticking_manifest() -> Value {
+    json!({
+        "task": "for i in $(seq 1 40); do echo tick $i; sleep 0.5; done",
+        "agentType": "script",
+        "statusMode": "streaming",
+        "timeout": 120
+    })
+}
+
 /// A script job that prints `lines` lines, leaves `out/result.txt`, and
 /// streams its output.
 pub fn hello_manifest(lines: usize) -> Value {

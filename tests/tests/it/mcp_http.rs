@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use delegate_tests::mcp::{HostEnv, HttpHost, Revision, hello_manifest};
+use delegate_tests::mcp::{HostEnv, HttpHost, Revision, hello_manifest, ticking_manifest};
 use reqwest::StatusCode;
 use rmcp::model::{
     ReadResourceRequestParams, ResourceContents, ServerNotification, SubscribeRequestParams,
@@ -169,15 +169,6 @@ async fn logs_resume_from_a_cursor_after_reconnecting() {
     server.stop().await;
 }
 
-fn ticking() -> serde_json::Value {
-    json!({
-        "task": "for i in $(seq 1 40); do echo tick $i; sleep 0.5; done",
-        "agentType": "script",
-        "statusMode": "streaming",
-        "timeout": 120
-    })
-}
-
 #[tokio::test]
 #[allow(deprecated)] // resources/subscribe is the legacy revisions' API, tested on purpose
 async fn resource_updates_over_http_in_both_revisions() {
@@ -186,7 +177,7 @@ async fn resource_updates_over_http_in_both_revisions() {
 
     // Legacy: a session, resources/subscribe, updates on the session's stream.
     let legacy = server.connect(Revision::Legacy).await;
-    let id = legacy.submit(ticking()).await;
+    let id = legacy.submit(ticking_manifest()).await;
     let uri = format!("delegate://jobs/{id}/log");
     legacy
         .service

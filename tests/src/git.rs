@@ -1,5 +1,7 @@
 //! git for tests that make repositories, with nothing from the
-//! developer's configuration.
+//! developer's configuration. The host's integration tests include this
+//! file by path (`host/tests/it/support/mod.rs`): std only, no crate
+//! of the tests crate's own.
 
 use std::path::Path;
 use std::process::Command;

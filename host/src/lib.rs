@@ -5,12 +5,14 @@
 //! `egress` (the gateway jobs' traffic leaves through) starts beside `callback`.
 //! `resolve` (the machine settings are read from, their error, secrets)
 //! sits below both `config` and `provider`; `retry` is the one backoff policy;
-//! `net` serves the listeners' connections (timeouts, caps, descriptors).
+//! `net` serves the listeners' connections (timeouts, caps, descriptors);
+//! `counted` (a stream that reports its bytes) serves `net` and `egress`.
 
 pub mod callback;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod counted;
 pub mod egress;
 pub mod engine;
 pub mod jobs;

@@ -62,12 +62,49 @@ pub struct JobRecord {
     pub turn: u32,
     /// For a persistent job's first turn: when its kept VM was released.
     pub released_at: Option<UnixMs>,
+    /// What the provider could not do for the job's VM that the host's
+    /// settings ask for (egress not enforced, say), for its status.
+    pub warnings: Vec<String>,
 }
 
 impl JobRecord {
     /// The id of the session this job belongs to: its first job's.
     pub fn session(&self) -> &str {
         self.session_id.as_deref().unwrap_or(&self.id)
+    }
+}
+
+#[cfg(test)]
+impl JobRecord {
+    /// Job `id` in `state` running `manifest` and nothing else known yet,
+    /// for unit tests to fill in what they test.
+    pub(crate) fn blank(id: &str, state: JobState, manifest: JobManifest) -> Self {
+        JobRecord {
+            id: id.into(),
+            state,
+            manifest,
+            phase: None,
+            progress: None,
+            message: None,
+            error: None,
+            error_kind: None,
+            created_at: 0,
+            started_at: None,
+            completed_at: None,
+            deadline_at: 0,
+            last_event_at: None,
+            highest_seq: 0,
+            vm: None,
+            isolation: Isolation::Vm,
+            vm_destroyed: false,
+            vm_start: None,
+            result: None,
+            artifacts: Vec::new(),
+            session_id: None,
+            turn: 1,
+            released_at: None,
+            warnings: Vec::new(),
+        }
     }
 }
 

@@ -16,6 +16,39 @@ fn with(patch: Value) -> Value {
     v
 }
 
+/// The base manifest with `field` set to `value`.
+fn with_field(field: &str, value: Value) -> Value {
+    let mut v = base();
+    v[field] = value;
+    v
+}
+
+/// The base manifest with one input file, `entry`.
+fn with_file(entry: Value) -> Value {
+    with_field("files", json!([entry]))
+}
+
+/// The base manifest with one empty input file at `path`.
+fn with_file_at(path: &str) -> Value {
+    with_file(json!({"path": path, "content": ""}))
+}
+
+/// Asserts that `manifest` is refused at `field` by a rule that says `rule`.
+fn assert_refused(manifest: &Value, field: &str, rule: &str) {
+    let err = JobManifest::from_value(manifest.clone())
+        .expect_err(&format!("{manifest} should be refused"));
+    assert_eq!(err.field, field, "{manifest}: {err}");
+    assert!(
+        err.rule.contains(rule),
+        "{manifest}: rule {:?} lacks {rule:?}",
+        err.rule
+    );
+    assert!(
+        err.to_string().contains(field),
+        "message names the field: {err}"
+    );
+}
+
 #[test]
 fn original_server_example_parses_unchanged() {
     // The shape of the original TypeScript server's JobManifest, every field.
@@ -62,8 +95,8 @@ fn valid_variants_parse() {
         with(
             json!({"agentType": "custom", "agent": {"command": "/bin/echo", "args": ["a; rm -rf /", "$(x)"]}}),
         ),
-        with(json!({"files": [{"path": "src/main.py", "content": "", "mode": 493}]})),
-        with(json!({"files": [{"path": "./bin/run", "content": "eA==", "mode": "0755"}]})),
+        with_file(json!({"path": "src/main.py", "content": "", "mode": 493})),
+        with_file(json!({"path": "./bin/run", "content": "eA==", "mode": "0755"})),
         with(json!({"resources": {"cpu": 128, "memory": "512M"}})),
         with(json!({"timeout": 604800})),
         with(json!({"artifacts": ["out/**", "/workspace/*.log", "report-?.txt"]})),
@@ -116,68 +149,58 @@ fn validation_table_names_field_and_rule() {
             "agent.maxTurns",
             "at least 1",
         ),
+        (with_file_at("../etc/passwd"), "files[0].path", "'..'"),
+        (with_file_at("a/../../b"), "files[0].path", "'..'"),
         (
-            with(json!({"files": [{"path": "../etc/passwd", "content": ""}]})),
-            "files[0].path",
-            "'..'",
-        ),
-        (
-            with(json!({"files": [{"path": "a/../../b", "content": ""}]})),
-            "files[0].path",
-            "'..'",
-        ),
-        (
-            with(json!({"files": [{"path": "/etc/passwd", "content": ""}]})),
+            with_file_at("/etc/passwd"),
             "files[0].path",
             "absolute outside /workspace",
         ),
         (
-            with(json!({"files": [{"path": "/workspacex/a", "content": ""}]})),
+            with_file_at("/workspacex/a"),
             "files[0].path",
             "absolute outside /workspace",
         ),
         (
-            with(json!({"files": [{"path": "/workspace", "content": ""}]})),
+            with_file_at("/workspace"),
             "files[0].path",
             "absolute outside",
         ),
         (
-            with(json!({"files": [{"path": "/workspace/", "content": ""}]})),
+            with_file_at("/workspace/"),
             "files[0].path",
             "does not name anything",
         ),
+        (with_file_at(""), "files[0].path", "does not name anything"),
+        (with_file_at("a\\b"), "files[0].path", "separator"),
         (
-            with(json!({"files": [{"path": "", "content": ""}]})),
-            "files[0].path",
-            "does not name anything",
-        ),
-        (
-            with(json!({"files": [{"path": "a\\b", "content": ""}]})),
-            "files[0].path",
-            "separator",
-        ),
-        (
-            with(json!({"files": [{"path": "a", "content": "!!!"}]})),
+            with_file(json!({"path": "a", "content": "!!!"})),
             "files[0].content",
             "not valid base64",
         ),
         (
-            with(json!({"files": [{"path": "a", "content": ""}, {"path": "./a", "content": ""}]})),
+            with_field(
+                "files",
+                json!([{"path": "a", "content": ""}, {"path": "./a", "content": ""}]),
+            ),
             "files[1].path",
             "given twice",
         ),
         (
-            with(json!({"files": [{"path": "a", "content": ""}, {"path": "a/b", "content": ""}]})),
+            with_field(
+                "files",
+                json!([{"path": "a", "content": ""}, {"path": "a/b", "content": ""}]),
+            ),
             "files[0].path",
             "both a file and the directory",
         ),
         (
-            with(json!({"files": [{"path": "a", "content": "", "mode": 2541}]})),
+            with_file(json!({"path": "a", "content": "", "mode": 2541})),
             "files[0].mode",
             "no setuid",
         ),
         (
-            with(json!({"files": [{"path": "a", "content": "", "mode": "rwx"}]})),
+            with_file(json!({"path": "a", "content": "", "mode": "rwx"})),
             "files[0].mode",
             "octal",
         ),
@@ -280,24 +303,13 @@ fn validation_table_names_field_and_rule() {
             "model name",
         ),
         (
-            with(json!({"files": [{"path": "a", "content": "", "extra": 1}]})),
+            with_file(json!({"path": "a", "content": "", "extra": 1})),
             "files[0].extra",
             "unknown field `extra`",
         ),
     ];
     for (manifest, field, rule) in cases {
-        let err = JobManifest::from_value(manifest.clone())
-            .expect_err(&format!("{manifest} should be refused"));
-        assert_eq!(err.field, field, "{manifest}: {err}");
-        assert!(
-            err.rule.contains(rule),
-            "{manifest}: rule {:?} lacks {rule:?}",
-            err.rule
-        );
-        assert!(
-            err.to_string().contains(field),
-            "message names the field: {err}"
-        );
+        assert_refused(&manifest, field, rule);
     }
 }
 
@@ -339,17 +351,17 @@ fn garbage_json_is_an_error_not_a_panic() {
 fn repository_text_files_and_budget_rules_name_their_fields() {
     let cases = [
         (
-            with(json!({"files": [{"path": "a", "content": "aGk=", "text": "hi"}]})),
+            with_file(json!({"path": "a", "content": "aGk=", "text": "hi"})),
             "files[0].content",
             "not both",
         ),
         (
-            with(json!({"files": [{"path": "a"}]})),
+            with_file(json!({"path": "a"})),
             "files[0].content",
             "content (base64) or text",
         ),
         (
-            with(json!({"files": [{"path": "a", "text": "nul\u{0}"}]})),
+            with_file(json!({"path": "a", "text": "nul\u{0}"})),
             "files[0].text",
             "NUL",
         ),
@@ -415,14 +427,7 @@ fn repository_text_files_and_budget_rules_name_their_fields() {
         ),
     ];
     for (manifest, field, rule) in cases {
-        let err = JobManifest::from_value(manifest.clone())
-            .expect_err(&format!("{manifest} should be refused"));
-        assert_eq!(err.field, field, "{manifest}: {err}");
-        assert!(
-            err.rule.contains(rule),
-            "{manifest}: {:?} lacks {rule:?}",
-            err.rule
-        );
+        assert_refused(&manifest, field, rule);
     }
     let ok = JobManifest::from_value(with(json!({
         "files": [{"path": "a.txt", "text": "plain ünïcode\n"}],

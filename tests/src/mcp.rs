@@ -162,6 +162,19 @@ impl HostEnv {
         cmd
     }
 
+    /// Runs `delegate-host args` to its end (at most 180 s) with no
+    /// stdin: its exit status and output.
+    pub async fn output(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        tokio::time::timeout(Duration::from_secs(180), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("delegate-host {args:?} did not finish"))
+            .expect("run delegate-host")
+    }
+
     /// Makes hosts started from this env run as `uid`/`gid` (the test must
     /// be root): the data directory becomes theirs and the scratch
     /// directory traversable, as for a host run by an ordinary user.
@@ -511,6 +524,42 @@ impl Client {
         }
     }
 
+    /// Job `job_id`'s `stream` log (`stdout`, `stderr`, `combined`) from
+    /// byte `cursor` on, read until the job is final and all of it is read.
+    pub async fn log_from(&self, job_id: &str, stream: &str, mut cursor: u64) -> String {
+        let mut text = String::new();
+        loop {
+            let v = self
+                .ok(
+                    "get_job_logs",
+                    json!({"job_id": job_id, "stream": stream, "cursor": cursor}),
+                )
+                .await;
+            text.push_str(v["data"].as_str().expect("the log's data"));
+            cursor = v["next_cursor"].as_u64().expect("the log's next cursor");
+            if v["complete"] == true {
+                return text;
+            }
+        }
+    }
+
+    /// Kills the stdio server the hard way (SIGKILL) and waits until it is
+    /// gone (exited or a zombie).
+    pub async fn kill_server(self, limit: Duration) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+
+        let pid = self.server_pid.expect("the stdio server's pid");
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill the server");
+        eventually("the killed server is gone", limit, || {
+            kill(Pid::from_raw(pid as i32), None).is_err()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true)
+        })
+        .await;
+    }
+
     /// Closes the session (and, over stdio, lets the host exit).
     pub async fn close(self) {
         let _ = self.service.cancel().await;
@@ -524,6 +573,16 @@ pub fn text_of(r: &CallToolResult) -> String {
         .filter_map(|c| c.as_text().map(|t| t.text.clone()))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A streaming script job that writes a line every half second for 20 s.
+pub fn ticking_manifest() -> Value {
+    json!({
+        "task": "for i in $(seq 1 40); do echo tick $i; sleep 0.5; done",
+        "agentType": "script",
+        "statusMode": "streaming",
+        "timeout": 120
+    })
 }
 
 /// A script job that prints `lines` lines, leaves `out/result.txt`, and

@@ -1,6 +1,7 @@
-//! An engine in this process on the PVE simulator: the Proxmox provider
-//! with settings for the simulator, and VMs that run the real
-//! `delegate-guest boot`. Shared by the warm-pool tests and benchmarks.
+//! delegate-host on the PVE simulator: an engine in this process (the
+//! Proxmox provider with settings for the simulator), or the environment
+//! of a `delegate-host` process; VMs that run the real `delegate-guest
+//! boot`. Shared by the Proxmox tests and benchmarks.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use delegate_host::retry::RetryPolicy;
 use tokio_util::sync::CancellationToken;
 
 use crate::bins::bins;
+use crate::mcp::HostEnv;
 use crate::pve_sim::{self, GuestCommand, PveSim};
 
 /// The real runner, as the template's `.path` unit starts it.
@@ -36,19 +38,29 @@ pub fn real_guest() -> GuestCommand {
     }
 }
 
+/// The simulator's own API token.
+pub fn sim_token() -> Credentials {
+    Credentials::Token {
+        id: pve_sim::TOKEN_ID.into(),
+        secret: Secret::new(pve_sim::TOKEN_SECRET),
+    }
+}
+
+/// TLS that trusts the simulator by its certificate's fingerprint.
+pub fn sim_tls(sim: &PveSim) -> TlsSettings {
+    TlsSettings {
+        fingerprints: vec![sim.fingerprint],
+        ..TlsSettings::default()
+    }
+}
+
 /// Proxmox settings for the simulator: linked clones on Ceph, VMIDs
 /// 90000-90999, at most `clones_per_node` clones at once per node.
 pub fn proxmox_settings(sim: &PveSim, instance: &str, clones_per_node: usize) -> ProxmoxSettings {
     ProxmoxSettings {
         url: sim.url.clone(),
-        credentials: Credentials::Token {
-            id: pve_sim::TOKEN_ID.into(),
-            secret: Secret::new(pve_sim::TOKEN_SECRET),
-        },
-        tls: TlsSettings {
-            fingerprints: vec![sim.fingerprint],
-            ..TlsSettings::default()
-        },
+        credentials: sim_token(),
+        tls: sim_tls(sim),
         nodes: None,
         pool: Some("delegate".into()),
         storage: Some("ceph".into()),
@@ -65,16 +77,42 @@ pub fn proxmox_settings(sim: &PveSim, instance: &str, clones_per_node: usize) ->
     }
 }
 
-/// The provider over `settings`.
+/// The provider over `settings`, with the default retry policy.
 pub fn proxmox_provider(settings: ProxmoxSettings) -> ProxmoxProvider {
+    proxmox_provider_with(settings, RetryPolicy::default())
+}
+
+/// The provider over `settings`, its client retrying by `retry`.
+pub fn proxmox_provider_with(settings: ProxmoxSettings, retry: RetryPolicy) -> ProxmoxProvider {
     let client = PveClient::build(
         &settings.url,
         settings.credentials.clone(),
         &settings.tls,
-        RetryPolicy::default(),
+        retry,
     )
     .expect("a client for the simulator");
     ProxmoxProvider::with_client(client, settings)
+}
+
+/// The environment of a `delegate-host` process on the simulator: the
+/// simulator's token and fingerprint, pool `delegate`, instance
+/// `instance`, 1 GiB VMs of `delegate-template`, the callback API on
+/// loopback port `port`.
+pub fn serve_env(sim: &PveSim, instance: &str, port: u16) -> HostEnv {
+    let mut env = HostEnv::new();
+    env.set("DELEGATE_PROVIDER", "proxmox")
+        .set("PROXMOX_URL", sim.url.clone())
+        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
+        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
+        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
+        .set("PROXMOX_POOL", "delegate")
+        .set("PROXMOX_INSTANCE", instance)
+        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
+        .set("DEFAULT_VM_TEMPLATE", "delegate-template")
+        .set("DEFAULT_MEMORY", "1G")
+        .set("CALLBACK_PORT", port.to_string())
+        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"));
+    env
 }
 
 /// Host settings for jobs of 1 CPU, 1 GiB memory and 8 GiB disk on
@@ -95,7 +133,12 @@ pub fn host_settings(data_dir: &Path, pool: &str, jobs: usize) -> Settings {
 
 /// Starts an engine with `settings` on the simulator.
 pub async fn start(sim: &PveSim, instance: &str, settings: Settings) -> Engine {
-    let provider = proxmox_provider(proxmox_settings(sim, instance, 4));
+    start_with(proxmox_settings(sim, instance, 4), settings).await
+}
+
+/// Starts an engine with `settings` on the provider over `proxmox`.
+pub async fn start_with(proxmox: ProxmoxSettings, settings: Settings) -> Engine {
+    let provider = proxmox_provider(proxmox);
     start_engine_with(settings, Arc::new(provider), CancellationToken::new())
         .await
         .expect("engine")

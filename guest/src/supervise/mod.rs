@@ -23,6 +23,7 @@
 pub mod cgroup;
 mod mountview;
 pub mod procfs;
+mod raw;
 pub mod reaper;
 pub mod rlimit;
 pub mod spawn;

@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use libc::c_long;
+use super::raw::sys;
 
 /// A top-level entry of the host's `/` and where it goes in the new root.
 #[derive(Debug)]
@@ -145,22 +145,6 @@ impl MountView {
             sys(libc::SYS_chdir, c"/workspace".as_ptr() as usize, 0, 0, 0)?;
         }
         Ok(())
-    }
-}
-
-/// Raw system call returning `Err(errno)` on failure.
-///
-/// # Safety
-/// The arguments must be valid for the call.
-unsafe fn sys(num: c_long, a: usize, b: usize, c: usize, d: usize) -> Result<c_long, i32> {
-    // SAFETY: forwarded to the caller.
-    let r = unsafe { libc::syscall(num, a, b, c, d) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO))
-    } else {
-        Ok(r)
     }
 }
 

@@ -23,6 +23,7 @@ use std::path::Path;
 use tokio::sync::oneshot;
 
 use super::mountview::MountView;
+use super::raw::sys;
 use super::reaper::{ExitStatus, Reaper};
 use super::rlimit::Limits;
 use super::user::RunUser;
@@ -334,22 +335,6 @@ fn create_child(p: &Prepared, cgroup_fd: Option<RawFd>) -> std::io::Result<i32> 
         0 => unsafe { child_main(p, cgroup_fd.is_some()) },
         pid if pid > 0 => Ok(pid),
         _ => Err(std::io::Error::last_os_error()),
-    }
-}
-
-/// Raw system call returning `Err(errno)` on failure.
-///
-/// # Safety
-/// The arguments must be valid for the call.
-unsafe fn sys(num: c_long, a: usize, b: usize, c: usize, d: usize) -> Result<c_long, i32> {
-    // SAFETY: forwarded to the caller.
-    let r = unsafe { libc::syscall(num, a, b, c, d) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO))
-    } else {
-        Ok(r)
     }
 }
 

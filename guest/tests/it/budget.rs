@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::support::runner::{Job, fake_claude, tempdir};
+use crate::support::runner::{Job, fake_claude, recorded_argv, tempdir};
 
 /// A directory the fake (running as the unprivileged job user) can write.
 fn writable_dir() -> tempfile::TempDir {
@@ -30,12 +30,7 @@ fn the_budget_reaches_claude_and_a_budget_stop_is_reported_with_its_cost() {
     });
     let f = Job::new(&m).run();
     f.expect_code(1);
-    let argv: Vec<String> = std::fs::read(&record)
-        .unwrap()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8(a.to_vec()).unwrap())
-        .collect();
+    let argv = recorded_argv(&record);
     let at = argv
         .iter()
         .position(|a| a == "--max-budget-usd")

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::runner::{Job, fake_claude, is_root, tempdir};
+use crate::support::runner::{Job, fake_claude, is_root, recorded_argv, tempdir};
 
 const KEY: &str = "sk-ant-api03-test-KEY-0123456789";
 
@@ -208,12 +208,7 @@ fn claude_is_found_on_path_and_gets_the_documented_argv() {
     });
     let f = Job::new(&m).run();
     f.expect_code(0);
-    let argv: Vec<String> = std::fs::read(&record)
-        .unwrap()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8(a.to_vec()).unwrap())
-        .collect();
+    let argv = recorded_argv(&record);
     assert_eq!(
         argv,
         [

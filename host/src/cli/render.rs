@@ -96,6 +96,9 @@ pub fn status(v: &StatusView, now: DateTime<Utc>) -> String {
         ),
         None => line("isolation", &v.isolation.description),
     }
+    for w in &v.warnings {
+        line("warning", w);
+    }
     if let Some(r) = &v.recent_output {
         for (name, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
             if !text.is_empty() {
@@ -293,6 +296,48 @@ mod tests {
             completed_at: None,
             session: None,
         }
+    }
+
+    #[test]
+    fn a_status_shows_each_warning_on_its_own_line() {
+        let now = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut view = StatusView {
+            job_id: "a1".into(),
+            status: JobState::Running,
+            finished: false,
+            phase: None,
+            progress: None,
+            message: None,
+            error: None,
+            error_kind: None,
+            agent_type: "script".into(),
+            task: "echo hi".into(),
+            created_at: "2026-03-01T11:58:00.000Z".into(),
+            started_at: None,
+            completed_at: None,
+            deadline_at: "2026-03-01T13:00:00.000Z".into(),
+            heartbeat_age_seconds: None,
+            vm: None,
+            isolation: crate::views::IsolationView {
+                kind: "vm".into(),
+                description: "virtual machine".into(),
+                accelerator: None,
+            },
+            warnings: Vec::new(),
+            recent_output: None,
+            egress: None,
+            session: None,
+        };
+        assert!(!status(&view, now).contains("warning"));
+        view.warnings = vec!["egress is not enforced by delegate: why".into()];
+        let text = status(&view, now);
+        assert!(
+            text.lines()
+                .any(|l| l == "warning     egress is not enforced by delegate: why"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,10 +12,11 @@ use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::io::{Counted, Counters};
+use super::io::Counters;
 use super::log::{self, ConnRecord, Via};
 use super::quota::JobConn;
 use super::{Body, Req, Shared, Upstream, open, text};
+use crate::counted::Counted;
 
 /// Hop-by-hop headers a proxy must not pass on (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[

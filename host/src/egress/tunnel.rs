@@ -14,10 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional_with_si
 use tokio::net::{TcpStream, UnixStream};
 
 use super::inject::{self, Intercept};
-use super::io::{Counted, Counters};
+use super::io::Counters;
 use super::log::{self, ConnRecord, Via};
 use super::settings::Injection;
 use super::{Body, Req, Shared, admit, open, over_cap, text};
+use crate::counted::Counted;
 use crate::net::conn::{Busy, Held, Tracked};
 
 /// Buffer per direction: large enough that a bulk download is not held

@@ -108,37 +108,21 @@ mod tests {
     const TTL: Duration = Duration::from_secs(60);
 
     fn rec(turn: u32, state: JobState, completed_at: Option<UnixMs>) -> JobRecord {
+        let manifest = JobManifest::from_value(serde_json::json!({
+            "task": "t", "agentType": "script", "lifecycle": "persistent"
+        }))
+        .unwrap();
         JobRecord {
-            id: format!("t{turn}"),
-            state,
-            manifest: JobManifest::from_value(serde_json::json!({
-                "task": "t", "agentType": "script", "lifecycle": "persistent"
-            }))
-            .unwrap(),
-            phase: None,
-            progress: None,
-            message: None,
-            error: None,
-            error_kind: None,
-            created_at: 0,
-            started_at: None,
             completed_at,
-            deadline_at: 0,
-            last_event_at: None,
-            highest_seq: 0,
             vm: (turn == 1).then(|| VmRef {
                 provider: "local".into(),
                 id: "vm".into(),
                 node: None,
             }),
             isolation: Isolation::ProcessSandbox,
-            vm_destroyed: false,
-            result: None,
-            artifacts: Vec::new(),
             session_id: (turn > 1).then(|| "t1".into()),
             turn,
-            released_at: None,
-            vm_start: None,
+            ..JobRecord::blank(&format!("t{turn}"), state, manifest)
         }
     }
 

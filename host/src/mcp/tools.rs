@@ -75,8 +75,8 @@ fn build() -> Vec<Tool> {
         Tool::new(
             name::GET_JOB_STATUS,
             "A job's state (pending, provisioning, running, success, failed, timeout, cancelled), \
-             phase, progress, message, error, timestamps, heartbeat age, VM and isolation, the \
-             last lines of its output, and egress counts with the last denied destinations (add \
+             phase, progress, message, error, timestamps, heartbeat age, VM and isolation, \
+             warnings (such as egress not enforced on its VM), the last lines of its output, and egress counts with the last denied destinations (add \
              those to network.allow if the job needs them). Returns at once.",
             schema::input::<JobArgs>(),
         )

@@ -198,6 +198,16 @@ pub trait Provider: Send + Sync + 'static {
         on_created: &(dyn Fn(VmRef) + Send + Sync),
     ) -> Result<VmRef, ProviderError>;
 
+    /// What the provider could not do for `vm` that the host's settings
+    /// ask for, in words for the status of the job that runs in it
+    /// (Proxmox with `DELEGATE_PROXMOX_FIREWALL=auto` and no
+    /// `VM.Config.Network`: egress not enforced). Asked once the VM has its
+    /// job, whether it was cloned for it or taken from a warm pool.
+    fn warnings(&self, vm: &VmRef) -> Vec<String> {
+        let _ = vm;
+        Vec::new()
+    }
+
     /// Stops and deletes the VM. Idempotent: destroying a VM that is gone
     /// succeeds.
     async fn destroy(&self, vm: &VmRef) -> Result<(), ProviderError>;

@@ -53,10 +53,20 @@ pub enum RepoError {
 
 /// Runs `git -C dir args` and returns its stdout.
 pub(crate) fn git(dir: &std::path::Path, args: &[&str]) -> Result<Vec<u8>, RepoError> {
+    git_with_env(dir, args, &[])
+}
+
+/// [`git`] with `env` added to its environment.
+pub(crate) fn git_with_env(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Vec<u8>, RepoError> {
     let out = std::process::Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| RepoError::Git {

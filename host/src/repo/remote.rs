@@ -5,7 +5,6 @@
 //! nothing of them reaches the VM (the delivered `origin` is the bare URL).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
@@ -121,25 +120,12 @@ fn run(dir: &Path, args: &[&str]) -> Result<Vec<u8>, RepoError> {
 
 /// [`run`] with its own list of allowed protocols.
 fn run_with(dir: &Path, args: &[&str], protocols: &str) -> Result<Vec<u8>, RepoError> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_ALLOW_PROTOCOL", protocols)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| RepoError::Git {
-            args: args.join(" "),
-            dir: dir.display().to_string(),
-            message: format!("cannot run git: {e}"),
-        })?;
-    if !out.status.success() {
-        return Err(RepoError::Git {
-            args: args.join(" "),
-            dir: dir.display().to_string(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(out.stdout)
+    super::git_with_env(
+        dir,
+        args,
+        &[
+            ("GIT_ALLOW_PROTOCOL", protocols),
+            ("GIT_TERMINAL_PROMPT", "0"),
+        ],
+    )
 }

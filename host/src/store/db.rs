@@ -109,6 +109,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN start_kind TEXT;
     ALTER TABLE jobs ADD COLUMN start_ms INTEGER;
     "#,
+    // 4: what the provider could not do for a job's VM (a JSON array of
+    // sentences), for its status.
+    r#"
+    ALTER TABLE jobs ADD COLUMN warnings TEXT;
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -249,6 +249,23 @@ impl Store {
         )
     }
 
+    /// Records what the provider could not do for the job's VM.
+    pub fn set_warnings(&self, id: &str, warnings: &[String]) -> Result<(), StoreError> {
+        let text = (!warnings.is_empty())
+            .then(|| serde_json::to_string(warnings))
+            .transpose()
+            .map_err(|e| StoreError::Decode {
+                job_id: id.to_string(),
+                field: "warnings",
+                message: e.to_string(),
+            })?;
+        self.update(
+            id,
+            "UPDATE jobs SET warnings = ?2 WHERE id = ?1",
+            params![id, text],
+        )
+    }
+
     /// Records that provisioning finished (the guest has its bootstrap).
     pub fn mark_provisioned(&self, id: &str, now: UnixMs) -> Result<(), StoreError> {
         self.update(

@@ -14,7 +14,7 @@ use crate::provider::{Isolation, VmRef};
 /// The columns [`record`] reads, in order.
 pub const RECORD_COLUMNS: &str = "id, state, manifest, phase, progress, message, error, \
     error_kind, created_at, started_at, completed_at, deadline_at, last_event_at, highest_seq, \
-    vm_provider, vm_id, vm_node, isolation, vm_destroyed, result, session_id, turn, released_at, start_kind, start_ms";
+    vm_provider, vm_id, vm_node, isolation, vm_destroyed, result, session_id, turn, released_at, start_kind, start_ms, warnings";
 
 /// A row of [`RECORD_COLUMNS`] before decoding, so decode errors can name
 /// the job and column instead of surfacing as SQLite errors.
@@ -44,6 +44,7 @@ pub struct RawRecord {
     released_at: Option<i64>,
     start_kind: Option<String>,
     start_ms: Option<i64>,
+    warnings: Option<String>,
 }
 
 /// Reads a row selected with [`RECORD_COLUMNS`].
@@ -74,6 +75,7 @@ pub fn raw(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
         released_at: row.get(22)?,
         start_kind: row.get(23)?,
         start_ms: row.get(24)?,
+        warnings: row.get(25)?,
     })
 }
 
@@ -173,6 +175,12 @@ impl RawRecord {
             session_id: self.session_id,
             turn: self.turn.clamp(1, u32::MAX as i64) as u32,
             released_at: self.released_at,
+            warnings: self
+                .warnings
+                .as_deref()
+                .map(|w| decode_json::<Vec<String>>(&id, "warnings", w))
+                .transpose()?
+                .unwrap_or_default(),
             id,
         })
     }

@@ -160,6 +160,11 @@ pub struct StatusView {
     pub vm: Option<VmView>,
     /// What isolates the job.
     pub isolation: IsolationView,
+    /// What the host could not do for the job's VM that its settings ask
+    /// for, such as enforcing egress (a Proxmox token without the firewall
+    /// privilege under `DELEGATE_PROXMOX_FIREWALL=auto`); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The last lines of output, when there is any.
     pub recent_output: Option<RecentOutput>,
     /// Connections through the egress gateway, for a job with a network
@@ -208,6 +213,7 @@ impl StatusView {
                 start_seconds: record.vm_start.map(|s| s.ms as f64 / 1000.0),
             }),
             isolation: IsolationView::of(record.isolation),
+            warnings: record.warnings.iter().map(|w| clean(w)).collect(),
             recent_output: recent
                 .filter(|r| !r.stdout.is_empty() || !r.stderr.is_empty())
                 .map(|r| RecentOutput {

@@ -9,9 +9,10 @@ use delegate_proto::JobState;
 use delegate_proto::api::{self, ControlAction, ControlAnswer};
 use reqwest::{Method, StatusCode};
 
-use crate::callback_security::{Guest, code, setup};
+use crate::callback_security::{code, setup};
+use crate::support::guest::GuestClient;
 
-impl Guest {
+impl GuestClient {
     async fn control(&self, wait_secs: u64) -> reqwest::Response {
         self.req(Method::GET, api::control_path(&self.job_id, wait_secs))
             .send()
@@ -46,7 +47,7 @@ async fn a_held_request_hears_a_cancel_at_once() {
     );
 
     let held = tokio::spawn({
-        let g = Guest::clone_of(g);
+        let g = g.clone();
         async move {
             let r = g.control(api::MAX_CONTROL_WAIT_SECS).await;
             (answer(r).await, Instant::now())
@@ -98,8 +99,8 @@ async fn one_held_request_per_job_and_none_past_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let (host, guests) = setup(dir.path(), 2, |_| {}).await;
     let (a, b) = (&guests[0], &guests[1]);
-    let hold = |g: &Guest| {
-        let g = Guest::clone_of(g);
+    let hold = |g: &GuestClient| {
+        let g = g.clone();
         tokio::spawn(async move {
             let r = g.control(api::MAX_CONTROL_WAIT_SECS).await;
             (answer(r).await, Instant::now())

@@ -3,89 +3,21 @@
 //! duplicate and out-of-order event batches, late results, unsafe
 //! archives, `/healthz` and `/metrics` (on their own listener only). The
 //! test plays the guest with the bootstrap the provider double received.
-//! `callback_control` uses its guest and set-up.
+//! `callback_control` uses its set-up.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_host::model::LogSelector;
 use delegate_proto::api::{self, ApiError, PROTOCOL_HEADER};
-use delegate_proto::event::{Event, EventBatch, EventKind, EventsAck, LogChunk, Phase};
-use delegate_proto::{Bootstrap, JobState, LogStream, ResultStatus};
+use delegate_proto::event::{Event, EventKind, EventsAck, LogChunk, Phase};
+use delegate_proto::{JobState, LogStream, ResultStatus};
 use reqwest::{Method, StatusCode};
 
-use crate::support::fake::FakeProvider;
-use crate::support::harness::{Host, eventually, job, settings, until_state};
+use crate::support::guest::{GuestClient, host_with_silent_jobs};
+use crate::support::harness::{Host, eventually};
 use crate::support::tar::{Entry, tar_gz};
-use crate::support::wire::result;
 
 const ARTIFACT_CAP: u64 = 64 * 1024;
-
-pub(crate) struct Guest {
-    http: reqwest::Client,
-    base: String,
-    pub(crate) job_id: String,
-    pub(crate) token: String,
-}
-
-impl Guest {
-    fn new(host: &Host, b: &Bootstrap) -> Guest {
-        Guest {
-            http: reqwest::Client::new(),
-            base: host.base_url(),
-            job_id: b.job_id.clone(),
-            token: b.token.clone(),
-        }
-    }
-
-    /// Another guest of the same job, for requests on other tasks.
-    pub(crate) fn clone_of(g: &Guest) -> Guest {
-        Guest {
-            http: g.http.clone(),
-            base: g.base.clone(),
-            job_id: g.job_id.clone(),
-            token: g.token.clone(),
-        }
-    }
-
-    pub(crate) fn req(&self, method: Method, path: String) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header(PROTOCOL_HEADER, "1")
-    }
-
-    pub(crate) async fn manifest(&self) -> reqwest::Response {
-        self.req(Method::GET, api::manifest_path(&self.job_id))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub(crate) async fn events(&self, events: Vec<Event>) -> reqwest::Response {
-        self.req(Method::POST, api::events_path(&self.job_id))
-            .json(&EventBatch { events })
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub(crate) async fn result(&self, status: ResultStatus) -> reqwest::Response {
-        self.req(Method::POST, api::result_path(&self.job_id))
-            .json(&result(status))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn artifacts(&self, body: Vec<u8>) -> reqwest::Response {
-        self.req(Method::PUT, api::artifacts_path(&self.job_id))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
-}
 
 pub(crate) fn log(seq: u64, offset: u64, text: &str) -> Event {
     Event {
@@ -104,35 +36,18 @@ pub(crate) async fn code(resp: reqwest::Response) -> (StatusCode, String) {
     (status, body.code)
 }
 
-/// A host with the test as the guest of `n` silent jobs.
+/// A host with the test as the guest of `n` silent jobs, artifacts
+/// capped at [`ARTIFACT_CAP`].
 pub(crate) async fn setup(
     dir: &std::path::Path,
     n: usize,
     tweak: impl FnOnce(&mut delegate_host::config::Settings),
-) -> (Host, Vec<Guest>) {
-    let fake = FakeProvider::new();
-    let s = settings(dir, |s| {
+) -> (Host, Vec<GuestClient>) {
+    let (host, _fake, guests) = host_with_silent_jobs(dir, n, |s| {
         s.max_artifact_bytes = ARTIFACT_CAP;
-        s.max_running = 8;
-        s.max_provisioning = 8;
         tweak(s);
-    });
-    let host = Host::start(s, Arc::new(fake.clone())).await;
-    let mut guests = Vec::new();
-    for _ in 0..n {
-        let id = host.manager().submit(job("silent")).await.unwrap().id;
-        let b = eventually(20, "a bootstrap", || async { fake.bootstrap(&id) }).await;
-        until_state(host.manager(), &id, JobState::Provisioning, 20).await;
-        eventually(20, "provisioning done", || async {
-            host.manager()
-                .store()
-                .is_provisioned(&id)
-                .unwrap()
-                .then_some(())
-        })
-        .await;
-        guests.push(Guest::new(&host, &b));
-    }
+    })
+    .await;
     (host, guests)
 }
 
@@ -154,7 +69,7 @@ async fn tokens_are_checked_per_job_on_every_route() {
         let cases = [
             ("no token", None),
             ("wrong token", Some("0".repeat(64))),
-            ("another job's token", Some(b.token.clone())),
+            ("another job's token", Some(b.token().to_string())),
             ("not bearer", Some(String::new())),
         ];
         for (what, token) in cases {
@@ -163,7 +78,9 @@ async fn tokens_are_checked_per_job_on_every_route() {
                 .header(PROTOCOL_HEADER, "1")
                 .body("{}");
             match (what, &token) {
-                ("not bearer", _) => rb = rb.header("authorization", format!("Basic {}", a.token)),
+                ("not bearer", _) => {
+                    rb = rb.header("authorization", format!("Basic {}", a.token()))
+                }
                 (_, Some(t)) => rb = rb.bearer_auth(t),
                 _ => {}
             }
@@ -176,7 +93,7 @@ async fn tokens_are_checked_per_job_on_every_route() {
     for id in ["00000000-0000-0000-0000-000000000000", "..%2F..%2Fetc"] {
         let resp = http
             .get(format!("{}/v1/jobs/{id}/manifest", host.base_url()))
-            .bearer_auth(&a.token)
+            .bearer_auth(a.token())
             .header(PROTOCOL_HEADER, "1")
             .send()
             .await
@@ -191,7 +108,7 @@ async fn tokens_are_checked_per_job_on_every_route() {
                 host.base_url(),
                 api::manifest_path(&a.job_id)
             ))
-            .bearer_auth(&a.token);
+            .bearer_auth(a.token());
         if let Some(v) = version {
             rb = rb.header(PROTOCOL_HEADER, v);
         }
@@ -444,7 +361,7 @@ async fn every_route_caps_its_body() {
         ("POST", api::result_path(id), api::MAX_RESULT_BODY + 1),
         ("PUT", api::artifacts_path(id), ARTIFACT_CAP as usize + 1),
     ] {
-        let status = raw_status(&host, method, &path, &g.token, len).await;
+        let status = raw_status(&host, method, &path, g.token(), len).await;
         assert_eq!(status, 413, "{method} {path}");
     }
     // Streamed without a length: refused once the cap is passed.

@@ -4,18 +4,77 @@
 //! `DELEGATE_EGRESS_ALLOW_PRIVATE` would). The test plays the job with the
 //! bootstrap the provider double received.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use delegate_host::config::Settings;
+
 use delegate_host::egress::log::{self, ConnRecord, Via};
+use delegate_proto::Bootstrap;
 use delegate_proto::api::{self, JobSpec, PROTOCOL_HEADER};
 use delegate_proto::network::EgressSpec;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::support::fake::FakeProvider;
 use crate::support::harness::{Host, eventually, settings};
 use crate::support::origin::{API_KEY, GITHUB, gateway_settings, hanging, running};
 use crate::support::origin::{Origin, Reply, drain, get_over, send_get, tunnel};
+
+/// A host with the egress gateway, on the fake provider.
+struct Gateway {
+    host: Host,
+    fake: Arc<FakeProvider>,
+    /// The gateway's TCP address.
+    addr: SocketAddr,
+}
+
+impl Gateway {
+    async fn start(settings: Settings) -> Gateway {
+        let fake = Arc::new(FakeProvider::new());
+        let host = Host::start(settings, fake.clone()).await;
+        let addr = host.engine.as_ref().unwrap().egress_addr.unwrap();
+        Gateway { host, fake, addr }
+    }
+
+    /// Submits a [`hanging`] job and waits until it runs: the bootstrap
+    /// the fake provider received, which the test then plays the job with.
+    async fn run(&self, agent: &str, extra: serde_json::Value) -> Bootstrap {
+        running(&self.host, &self.fake, hanging(agent, extra)).await
+    }
+
+    /// What the guest of job `b` is told (`GET manifest`).
+    async fn job_spec(&self, b: &Bootstrap) -> JobSpec {
+        reqwest::Client::new()
+            .get(format!(
+                "{}{}",
+                self.host.base_url(),
+                api::manifest_path(&b.job_id)
+            ))
+            .bearer_auth(&b.token)
+            .header(PROTOCOL_HEADER, "1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Writes `request` to `s` and reads until the other side closes: the
+/// answer as text, and how the read ended (a TLS peer may close without
+/// `close_notify`, which is an error after a whole answer).
+async fn exchange(
+    s: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    request: &[u8],
+) -> (String, std::io::Result<usize>) {
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let read = s.read_to_end(&mut out).await;
+    (String::from_utf8_lossy(&out).into_owned(), read)
+}
 
 async fn log_of(host: &Host, id: &str, n: usize) -> Vec<ConnRecord> {
     eventually(10, &format!("{n} egress records"), || async {
@@ -29,18 +88,14 @@ async fn log_of(host: &Host, id: &str, n: usize) -> Vec<ConnRecord> {
 async fn allowed_hosts_are_reached_and_everything_else_refused_and_logged() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(Reply::Text("text/plain", "hello from origin".into())).await;
-    let fake = Arc::new(FakeProvider::new());
-    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
-    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
-    let b = running(
-        &host,
-        &fake,
-        hanging(
+    let g = Gateway::start(gateway_settings(dir.path(), 1)).await;
+    let (host, gw) = (&g.host, g.addr);
+    let b = g
+        .run(
             "script",
             json!({"network": {"allow": ["allowed.test", "internal.test"]}}),
-        ),
-    )
-    .await;
+        )
+        .await;
     let creds = Some((b.job_id.as_str(), b.token.as_str()));
     let allowed = format!("allowed.test:{}", origin.port());
 
@@ -93,7 +148,7 @@ async fn allowed_hosts_are_reached_and_everything_else_refused_and_logged() {
     let wrong = "0".repeat(64);
     assert_eq!(tunnel(gw, &allowed, Some((&b.job_id, &wrong))).await.0, 407);
 
-    let records = log_of(&host, &b.job_id, 4).await;
+    let records = log_of(host, &b.job_id, 4).await;
     let connect = records
         .iter()
         .find(|r| r.allowed && r.via == Via::Connect)
@@ -120,32 +175,26 @@ async fn allowed_hosts_are_reached_and_everything_else_refused_and_logged() {
     );
     let egress = status.egress.expect("status shows egress");
     assert_eq!((egress.allowed, egress.denied), (2, 2));
-    host.stop().await;
+    g.host.stop().await;
 }
 
 #[tokio::test]
 async fn a_job_without_policy_reaches_nothing_and_ends_its_access_when_final() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(Reply::Text("text/plain", "x".into())).await;
-    let fake = Arc::new(FakeProvider::new());
-    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
-    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
-    let b = running(&host, &fake, hanging("script", json!({}))).await;
+    let g = Gateway::start(gateway_settings(dir.path(), 1)).await;
+    let (host, gw) = (&g.host, g.addr);
+    let b = g.run("script", json!({})).await;
     let target = format!("allowed.test:{}", origin.port());
     let (status, text, _) = tunnel(gw, &target, Some((&b.job_id, &b.token))).await;
     assert_eq!(status, 403);
     assert!(text.contains("no network policy"), "{text}");
     assert!(origin.seen().is_empty());
-    let records = log_of(&host, &b.job_id, 1).await;
+    let records = log_of(host, &b.job_id, 1).await;
     assert!(!records[0].allowed);
 
     // A job with a policy loses the gateway once it is final.
-    let b = running(
-        &host,
-        &fake,
-        hanging("script", json!({"network": {"allow": ["*"]}})),
-    )
-    .await;
+    let b = g.run("script", json!({"network": {"allow": ["*"]}})).await;
     host.manager().cancel(&b.job_id).await.unwrap();
     eventually(10, "the job to be final", || async {
         host.manager()
@@ -158,7 +207,7 @@ async fn a_job_without_policy_reaches_nothing_and_ends_its_access_when_final() {
         tunnel(gw, &target, Some((&b.job_id, &b.token))).await.0,
         407
     );
-    host.stop().await;
+    g.host.stop().await;
 }
 
 #[tokio::test]
@@ -169,32 +218,15 @@ async fn claude_jobs_get_the_host_key_injected_and_never_see_it() {
         r#"{"type":"message","content":[{"type":"text","text":"hi"}]}"#.into(),
     ))
     .await;
-    let fake = Arc::new(FakeProvider::new());
-    let host = Host::start(gateway_settings(dir.path(), api.port()), fake.clone()).await;
-    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
-    let b = running(
-        &host,
-        &fake,
-        hanging("claude", json!({"secretEnv": {"GITHUB_TOKEN": "github"}})),
-    )
-    .await;
+    let g = Gateway::start(gateway_settings(dir.path(), api.port())).await;
+    let (host, gw) = (&g.host, g.addr);
+    let b = g
+        .run("claude", json!({"secretEnv": {"GITHUB_TOKEN": "github"}}))
+        .await;
 
     // What the guest is told: the endpoint, a placeholder, the named secret.
     let http = reqwest::Client::new();
-    let spec: JobSpec = http
-        .get(format!(
-            "{}{}",
-            host.base_url(),
-            api::manifest_path(&b.job_id)
-        ))
-        .bearer_auth(&b.token)
-        .header(PROTOCOL_HEADER, "1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = g.job_spec(&b).await;
     let egress = spec.egress.clone().unwrap();
     assert_eq!(
         egress.anthropic_base_url.as_deref(),
@@ -246,11 +278,11 @@ async fn claude_jobs_get_the_host_key_injected_and_never_see_it() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(api.seen().len(), 1);
-    let records = log_of(&host, &b.job_id, 1).await;
+    let records = log_of(host, &b.job_id, 1).await;
     assert!(records[0].allowed && records[0].via == Via::Anthropic);
 
     // A script job gets no injection even with valid credentials.
-    let s = running(&host, &fake, hanging("script", json!({}))).await;
+    let s = g.run("script", json!({})).await;
     let r = http
         .post(format!("http://{gw}/anthropic/v1/messages"))
         .header(
@@ -264,7 +296,7 @@ async fn claude_jobs_get_the_host_key_injected_and_never_see_it() {
     assert_eq!(api.seen().len(), 1);
 
     // Neither secret is anywhere in the store: database, logs, anything.
-    host.stop().await;
+    g.host.stop().await;
     for entry in walk(dir.path()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         for secret in [API_KEY, GITHUB] {
@@ -280,9 +312,8 @@ async fn claude_jobs_get_the_host_key_injected_and_never_see_it() {
 #[tokio::test]
 async fn manifests_needing_what_the_host_lacks_are_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = Arc::new(FakeProvider::new());
-    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
-    let m = host.manager();
+    let g = Gateway::start(gateway_settings(dir.path(), 1)).await;
+    let m = g.host.manager();
     let err = m
         .submit(hanging("script", json!({"secretEnv": {"T": "nope"}})))
         .await
@@ -297,7 +328,7 @@ async fn manifests_needing_what_the_host_lacks_are_refused_naming_the_field() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("network.allow[0]"), "{err}");
-    host.stop().await;
+    g.host.stop().await;
 
     // Without a gateway, a network policy cannot be honoured.
     let dir = tempfile::tempdir().unwrap();
@@ -332,15 +363,11 @@ async fn a_download_through_the_tunnel_arrives_whole_and_is_counted() {
     const LEN: u64 = 4 << 20;
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::start(Reply::Bytes(LEN)).await;
-    let fake = Arc::new(FakeProvider::new());
-    let host = Host::start(gateway_settings(dir.path(), 1), fake.clone()).await;
-    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
-    let b = running(
-        &host,
-        &fake,
-        hanging("script", json!({"network": {"allow": ["allowed.test"]}})),
-    )
-    .await;
+    let g = Gateway::start(gateway_settings(dir.path(), 1)).await;
+    let (host, gw) = (&g.host, g.addr);
+    let b = g
+        .run("script", json!({"network": {"allow": ["allowed.test"]}}))
+        .await;
     let target = format!("allowed.test:{}", origin.port());
     let (status, _, mut s) = tunnel(gw, &target, Some((&b.job_id, &b.token))).await;
     assert_eq!(status, 200);
@@ -350,28 +377,22 @@ async fn a_download_through_the_tunnel_arrives_whole_and_is_counted() {
     // The body and a short head, all of it, and the log counted the same.
     let head = received - LEN;
     assert!((60..300).contains(&head), "{received} bytes for {LEN}");
-    let records = log_of(&host, &b.job_id, 1).await;
+    let records = log_of(host, &b.job_id, 1).await;
     assert_eq!(records[0].received, received);
-    host.stop().await;
+    g.host.stop().await;
 }
 
 #[tokio::test]
 async fn the_gateway_also_answers_on_its_unix_socket() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("egress.sock");
     let origin = Origin::start(Reply::Text("text/plain", "via the socket".into())).await;
-    let fake = Arc::new(FakeProvider::new());
     let mut s = gateway_settings(&dir.path().join("data"), 1);
     s.egress.socket = Some(socket.clone());
-    let host = Host::start(s, fake.clone()).await;
-    let b = running(
-        &host,
-        &fake,
-        hanging("script", json!({"network": {"allow": ["allowed.test"]}})),
-    )
-    .await;
+    let g = Gateway::start(s).await;
+    let b = g
+        .run("script", json!({"network": {"allow": ["allowed.test"]}}))
+        .await;
     let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
     let target = format!("allowed.test:{}", origin.port());
     let auth = crate::support::origin::proxy_auth(&b.job_id, &b.token);
@@ -379,13 +400,11 @@ async fn the_gateway_also_answers_on_its_unix_socket() {
         "CONNECT {target} HTTP/1.1\r\nhost: {target}\r\nproxy-authorization: {auth}\r\n\r\n\
          GET / HTTP/1.1\r\nhost: allowed.test\r\nconnection: close\r\n\r\n"
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out);
+    let (text, read) = exchange(&mut s, req.as_bytes()).await;
+    read.unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("via the socket"), "{text}");
-    host.stop().await;
+    g.host.stop().await;
     assert!(!socket.exists(), "the socket is removed at shutdown");
 }
 
@@ -414,8 +433,6 @@ async fn tls_over(
 
 #[tokio::test]
 async fn injection_hosts_get_the_credential_over_tls_the_gateway_terminates() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use crate::support::tls_origin::TlsOrigin;
     use delegate_host::egress::settings::Injection;
 
@@ -434,32 +451,15 @@ async fn injection_hosts_get_the_credential_over_tls_the_gateway_terminates() {
         })
         .collect();
     s.egress.upstream_roots = vec![secure.ca.clone()];
-    let fake = Arc::new(FakeProvider::new());
-    let host = Host::start(s, fake.clone()).await;
-    let gw = host.engine.as_ref().unwrap().egress_addr.unwrap();
-    let b = running(
-        &host,
-        &fake,
-        hanging(
+    let g = Gateway::start(s).await;
+    let (host, gw) = (&g.host, g.addr);
+    let b = g
+        .run(
             "script",
             json!({"network": {"allow": ["secure.test", "mitm.test"]}}),
-        ),
-    )
-    .await;
-    let spec: JobSpec = reqwest::Client::new()
-        .get(format!(
-            "{}{}",
-            host.base_url(),
-            api::manifest_path(&b.job_id)
-        ))
-        .bearer_auth(&b.token)
-        .header(PROTOCOL_HEADER, "1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )
+        .await;
+    let spec = g.job_spec(&b).await;
     let ca_pem = spec.egress.unwrap().ca_pem.expect("the gateway's CA");
     assert!(!ca_pem.contains("PRIVATE KEY"));
     let key =
@@ -473,14 +473,11 @@ async fn injection_hosts_get_the_credential_over_tls_the_gateway_terminates() {
     let (status, _, s) = tunnel(gw, &format!("secure.test:{}", secure.port), creds).await;
     assert_eq!(status, 200);
     let mut tls = tls_over(s, &ca_pem, "secure.test").await;
-    tls.write_all(
+    let (out, _) = exchange(
+        &mut tls,
         b"GET /repo HTTP/1.1\r\nhost: secure.test\r\nauthorization: Bearer from-the-job\r\nconnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out).await;
-    let out = String::from_utf8_lossy(&out);
+    .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("secure hello"), "{out}");
     let seen = secure.seen();
@@ -501,17 +498,16 @@ async fn injection_hosts_get_the_credential_over_tls_the_gateway_terminates() {
     let (status, _, s) = tunnel(gw, &format!("mitm.test:{}", mitm.port), creds).await;
     assert_eq!(status, 200);
     let mut tls = tls_over(s, &ca_pem, "mitm.test").await;
-    tls.write_all(b"GET / HTTP/1.1\r\nhost: mitm.test\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out).await;
-    let out = String::from_utf8_lossy(&out);
+    let (out, _) = exchange(
+        &mut tls,
+        b"GET / HTTP/1.1\r\nhost: mitm.test\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
     assert!(out.contains("TLS to mitm.test"), "{out}");
     assert!(mitm.seen().is_empty());
 
-    let records = log_of(&host, &b.job_id, 2).await;
+    let records = log_of(host, &b.job_id, 2).await;
     assert!(records.iter().all(|r| r.via == Via::Inject), "{records:?}");
     assert!(records.iter().any(|r| r.allowed && r.host == "secure.test"));
     assert!(
@@ -519,5 +515,5 @@ async fn injection_hosts_get_the_credential_over_tls_the_gateway_terminates() {
             |r| r.host == "mitm.test" && r.reason.as_deref().is_some_and(|w| w.contains("TLS"))
         )
     );
-    host.stop().await;
+    g.host.stop().await;
 }

@@ -16,13 +16,12 @@ use std::time::Duration;
 use delegate_host::cli::apply::{self, ApplyArgs};
 use delegate_host::config::Settings;
 use delegate_host::jobs::{JobError, JobManager};
-use delegate_host::provider::local::{LocalArgs, LocalProvider};
-use delegate_host::resolve::ProcessMachine;
 use delegate_host::store::Store;
 use delegate_proto::{JobManifest, JobState};
 
 use crate::support::git::git;
-use crate::support::harness::{Host, settings};
+use crate::support::harness::Host;
+use crate::support::local::local_host;
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -58,15 +57,7 @@ fn make_repo(root: &Path) -> PathBuf {
 }
 
 async fn host_with_roots(dir: &Path, roots: Vec<PathBuf>) -> Host {
-    let local = LocalArgs::default()
-        .resolve(dir, &ProcessMachine)
-        .expect("delegate-guest must be built first: cargo build -p delegate-guest");
-    let provider = Arc::new(LocalProvider::new(local.clone()).expect("user namespaces"));
-    let s = settings(dir, |s| {
-        s.local = Some(local);
-        s.repo_roots = roots;
-    });
-    Host::start(s, provider).await
+    local_host(dir, |s| s.repo_roots = roots).await
 }
 
 fn repo_job(repo: &Path, script: &str) -> JobManifest {

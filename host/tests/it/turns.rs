@@ -9,19 +9,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use delegate_host::config::Settings;
 use delegate_host::jobs::session::Keep;
 use delegate_host::jobs::{JobError, JobManager};
 use delegate_host::model::JobRecord;
-use delegate_host::provider::local::{LocalArgs, LocalProvider};
-use delegate_host::resolve::ProcessMachine;
 use delegate_proto::{JobManifest, JobState};
 
-use crate::support::git::git;
-use crate::support::harness::{Host, eventually, settings};
+use crate::support::git::{git, new_repo};
+use crate::support::harness::{Host, eventually};
+use crate::support::local::local_host;
 
 const FAKE_CLAUDE: &str = include_str!("../../../tests/fixtures/fake-claude");
 /// The session id the fake `claude` reports on a fresh start.
@@ -31,26 +29,20 @@ const FAKE_SESSION: &str = "4b2e1c9a-7d3f-4e8b-9a61-0c5d2f8e7b13";
 /// goes, so only the agent's own changes make the patches.
 fn make_repo(root: &Path) -> PathBuf {
     let repo = root.join("project");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "# project\n").unwrap();
-    std::fs::write(repo.join(".gitignore"), "tools/\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "base"]);
+    new_repo(
+        &repo,
+        &[("README.md", "# project\n"), (".gitignore", "tools/\n")],
+        "base",
+    );
     repo
 }
 
 async fn host(dir: &Path, tweak: impl FnOnce(&mut Settings)) -> Host {
-    let local = LocalArgs::default()
-        .resolve(dir, &ProcessMachine)
-        .expect("delegate-guest must be built first: cargo build -p delegate-guest");
-    let provider = Arc::new(LocalProvider::new(local.clone()).expect("user namespaces"));
-    let s = settings(dir, |s| {
-        s.local = Some(local);
+    local_host(dir, |s| {
         s.repo_roots = vec![dir.to_path_buf()];
         tweak(s);
-    });
-    Host::start(s, provider).await
+    })
+    .await
 }
 
 fn claude_job(repo: &Path) -> JobManifest {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use delegate_proto::{JobManifest, JobState};
+use delegate_tests::bench::percentile;
 use delegate_tests::pve_host::{self, host_settings, real_guest};
 use delegate_tests::pve_sim::{PveSim, SimConfig, Timings};
 
@@ -69,12 +70,6 @@ fn real_timings() -> Timings {
         request_latency: Duration::from_millis(5),
         file_write: Duration::from_millis(100),
     }
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
 
 struct Outcome {

@@ -6,21 +6,13 @@
 //!
 //! `cargo run --release -p delegate-tests --bin pve-bench [-- JOBS]`
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use delegate_host::config::Settings;
-use delegate_host::engine::start_engine_with;
-use delegate_host::provider::proxmox::settings::TlsSettings;
-use delegate_host::provider::proxmox::{
-    CloneMode, Credentials, ProxmoxProvider, ProxmoxSettings, PveClient,
-};
-use delegate_host::resolve::Secret;
-use delegate_host::retry::RetryPolicy;
+use delegate_host::provider::proxmox::CloneMode;
 use delegate_proto::{JobManifest, JobState};
-use delegate_tests::bins::bins;
-use delegate_tests::pve_sim::{self, GuestCommand, PveSim, SimConfig, Timings};
-use tokio_util::sync::CancellationToken;
+use delegate_tests::bench::percentile;
+use delegate_tests::pve_host::{self, host_settings, proxmox_settings, real_guest};
+use delegate_tests::pve_sim::{PveSim, SimConfig, Timings};
 
 struct Run {
     label: &'static str,
@@ -28,72 +20,15 @@ struct Run {
     wall_ms: f64,
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
-}
-
 async fn run(label: &'static str, timings: Timings, mode: CloneMode, jobs: usize) -> Run {
     let mut cfg = SimConfig::standard();
     cfg.timings = timings;
-    cfg.guest = Some(GuestCommand {
-        program: bins().guest.clone(),
-        args: vec![
-            "boot".into(),
-            "--bootstrap".into(),
-            "{bootstrap}".into(),
-            "--workspace".into(),
-            "{root}/workspace".into(),
-            "--no-drop-privileges".into(),
-        ],
-        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
-    });
+    cfg.guest = Some(real_guest());
     let sim = PveSim::start(cfg).await.expect("simulator");
-    let px = ProxmoxSettings {
-        url: sim.url.clone(),
-        credentials: Credentials::Token {
-            id: pve_sim::TOKEN_ID.into(),
-            secret: Secret::new(pve_sim::TOKEN_SECRET),
-        },
-        tls: TlsSettings {
-            fingerprints: vec![sim.fingerprint],
-            ..TlsSettings::default()
-        },
-        nodes: None,
-        pool: Some("delegate".into()),
-        storage: Some("ceph".into()),
-        bridge: None,
-        vmid_range: 90000..=90999,
-        clone: mode,
-        agent_wait: Duration::from_secs(120),
-        max_clones_per_node: 4,
-        max_clones_per_storage: 12,
-        clone_lock_grace: Duration::from_secs(600),
-        instance: "bench".into(),
-        firewall: delegate_host::provider::proxmox::FirewallSettings::default(),
-        origins: vec![],
-    };
-    let client = PveClient::build(
-        &px.url,
-        px.credentials.clone(),
-        &px.tls,
-        RetryPolicy::default(),
-    )
-    .expect("client");
-    let provider = ProxmoxProvider::with_client(client, px);
+    let mut px = proxmox_settings(&sim, "bench", 4);
+    px.clone = mode;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = Settings::builder(dir.path()).build().expect("settings");
-    settings.default_vm_template = Some("delegate-template".into());
-    settings.default_cpu = 1;
-    settings.default_memory = 1 << 30;
-    settings.default_disk = 8 << 30;
-    settings.max_running = jobs;
-    settings.max_provisioning = jobs;
-    let shutdown = CancellationToken::new();
-    let engine = start_engine_with(settings, Arc::new(provider), shutdown.clone())
-        .await
-        .expect("engine");
+    let engine = pve_host::start_with(px, host_settings(dir.path(), "", jobs)).await;
     let manifest: JobManifest = serde_json::from_value(serde_json::json!({
         "task": "sleep 30", "agentType": "script", "timeout": 600
     }))

@@ -156,8 +156,7 @@ fn serve(
 
     {
         let mut cluster = sim.lock();
-        if cluster.faults.server_errors > 0 {
-            cluster.faults.server_errors -= 1;
+        if super::state::take_fault(&mut cluster.faults.server_errors) {
             return Err(ApiError::bare(500, "Internal Server Error"));
         }
     }

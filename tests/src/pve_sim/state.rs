@@ -357,4 +357,21 @@ impl Cluster {
             .filter(|v| v.node == node)
             .ok_or_else(|| Self::missing_config(node, vmid))
     }
+
+    /// The VM wherever it is now (a task's work, which runs after its
+    /// request), or PVE's error.
+    pub fn vm_mut(&mut self, vmid: u32) -> Result<&mut Vm, String> {
+        self.vms
+            .get_mut(&vmid)
+            .ok_or_else(|| Self::missing_config("?", vmid))
+    }
+}
+
+/// Uses up one of the next-N faults of `count`: true when there was one.
+pub fn take_fault(count: &mut u32) -> bool {
+    let left = *count > 0;
+    if left {
+        *count -= 1;
+    }
+    left
 }

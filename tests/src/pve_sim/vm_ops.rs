@@ -13,7 +13,7 @@ use super::SimInner;
 use super::agent::{agent_ready, file_write};
 use super::http::ApiError;
 use super::perms::Principal;
-use super::state::{Cluster, Vm, is_disk_key};
+use super::state::{Cluster, Vm, is_disk_key, take_fault};
 use super::tasks::{self, TaskSpec};
 
 type Params = BTreeMap<String, String>;
@@ -304,12 +304,7 @@ fn clone(
     *peak = (*peak).max(now);
     *c.clones_total.entry(target.clone()).or_default() += 1;
 
-    let fail = if c.faults.clone_failures > 0 {
-        c.faults.clone_failures -= 1;
-        true
-    } else {
-        false
-    };
+    let fail = take_fault(&mut c.faults.clone_failures);
     let hang = c.faults.clone_hangs;
     let delay = if full {
         c.timings.full_clone
@@ -359,14 +354,12 @@ fn clone(
 
 fn set_config(sim: &SimInner, node: &str, id: u32, p: &Params) -> Result<(), ApiError> {
     let mut c = sim.lock();
-    if c.faults.config_lock_timeouts > 0 {
-        c.faults.config_lock_timeouts -= 1;
+    if take_fault(&mut c.faults.config_lock_timeouts) {
         return Err(ApiError::die(format!(
             "can't lock file '/var/lock/qemu-server/lock-{id}.conf' - got timeout"
         )));
     }
-    if c.faults.cfs_lock_timeouts > 0 {
-        c.faults.cfs_lock_timeouts -= 1;
+    if take_fault(&mut c.faults.cfs_lock_timeouts) {
         return Err(ApiError::die(
             "cfs-lock 'file-qemu_server' error: got lock request timeout",
         ));
@@ -468,20 +461,16 @@ fn resize(
         return Err(ApiError::die("shrinking disks is not supported"));
     }
     let delay = c.timings.resize;
-    let upid = tasks::spawn(
+    let upid = vm_task(
         sim,
         &mut c,
-        TaskSpec {
-            node,
-            kind: "resize",
-            id: &id.to_string(),
-            user: &who.id,
-        },
+        who,
+        node,
+        "resize",
+        id,
         delay,
         move |c: &mut Cluster, _| {
-            let Some(vm) = c.vms.get_mut(&id) else {
-                return Err(Cluster::missing_config("?", id));
-            };
+            let vm = c.vm_mut(id)?;
             let Some(entry) = vm.config.get_mut(&disk) else {
                 return Err(format!("disk '{disk}' does not exist"));
             };
@@ -521,33 +510,48 @@ fn status(sim: &SimInner, node: &str, id: u32) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// Starts a task of `kind` on VM `id` for `who`, whose `work` runs after
+/// `delay`: its UPID.
+#[allow(clippy::too_many_arguments)]
+fn vm_task<F>(
+    sim: &Arc<SimInner>,
+    c: &mut Cluster,
+    who: &Principal,
+    node: &str,
+    kind: &str,
+    id: u32,
+    delay: std::time::Duration,
+    work: F,
+) -> String
+where
+    F: FnOnce(&mut Cluster, &SimInner) -> Result<Vec<String>, String> + Send + 'static,
+{
+    let spec = TaskSpec {
+        node,
+        kind,
+        id: &id.to_string(),
+        user: &who.id,
+    };
+    tasks::spawn(sim, c, spec, delay, work)
+}
+
 fn start(sim: &Arc<SimInner>, who: &Principal, node: &str, id: u32) -> Result<Value, ApiError> {
     let mut c = sim.lock();
     c.vm_on(node, id)?;
     let delay = c.timings.start;
     let boot = c.timings.agent_boot;
-    let fail = if c.faults.start_failures > 0 {
-        c.faults.start_failures -= 1;
-        true
-    } else {
-        false
-    };
-    let upid = tasks::spawn(
+    let fail = take_fault(&mut c.faults.start_failures);
+    let upid = vm_task(
         sim,
         &mut c,
-        TaskSpec {
-            node,
-            kind: "qmstart",
-            id: &id.to_string(),
-            user: &who.id,
-        },
+        who,
+        node,
+        "qmstart",
+        id,
         delay,
         move |c: &mut Cluster, _| {
             let never = c.faults.agent_never_ready;
-            let vm = c
-                .vms
-                .get_mut(&id)
-                .ok_or_else(|| Cluster::missing_config("?", id))?;
+            let vm = c.vm_mut(id)?;
             if vm.is_template() {
                 return Err("you can't start a vm if it's a template".into());
             }
@@ -581,21 +585,16 @@ fn stop(sim: &Arc<SimInner>, who: &Principal, node: &str, id: u32) -> Result<Val
     let mut c = sim.lock();
     c.vm_on(node, id)?;
     let delay = c.timings.stop;
-    let upid = tasks::spawn(
+    let upid = vm_task(
         sim,
         &mut c,
-        TaskSpec {
-            node,
-            kind: "qmstop",
-            id: &id.to_string(),
-            user: &who.id,
-        },
+        who,
+        node,
+        "qmstop",
+        id,
         delay,
         move |c: &mut Cluster, _| {
-            let vm = c
-                .vms
-                .get_mut(&id)
-                .ok_or_else(|| Cluster::missing_config("?", id))?;
+            let vm = c.vm_mut(id)?;
             locked(vm)?;
             power_off(vm);
             Ok(vec![])
@@ -613,21 +612,14 @@ fn destroy(sim: &Arc<SimInner>, who: &Principal, node: &str, id: u32) -> Result<
         )));
     }
     let delay = c.timings.destroy;
-    let fail_locked = if c.faults.destroy_lock_failures > 0 {
-        c.faults.destroy_lock_failures -= 1;
-        true
-    } else {
-        false
-    };
-    let upid = tasks::spawn(
+    let fail_locked = take_fault(&mut c.faults.destroy_lock_failures);
+    let upid = vm_task(
         sim,
         &mut c,
-        TaskSpec {
-            node,
-            kind: "qmdestroy",
-            id: &id.to_string(),
-            user: &who.id,
-        },
+        who,
+        node,
+        "qmdestroy",
+        id,
         delay,
         move |c: &mut Cluster, _| {
             let vm = c

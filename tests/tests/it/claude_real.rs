@@ -12,9 +12,9 @@
 //! `target/claude-code`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use delegate_tests::git::new_repo;
 use delegate_tests::mcp::{HostEnv, Revision, assert_not_in_files, connect_stdio, text_of};
 use delegate_tests::messages_api::{self, MessagesApi};
 use serde_json::{Value, json};
@@ -43,26 +43,6 @@ fn claude_bin() -> PathBuf {
     })
 }
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_claude_code_edits_a_repository_through_the_gateway_with_the_host_key() {
     let started = Instant::now();
@@ -71,11 +51,7 @@ async fn real_claude_code_edits_a_repository_through_the_gateway_with_the_host_k
 
     let roots = tempfile::tempdir().unwrap();
     let repo = roots.path().join("project");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "# project\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "base"]);
+    new_repo(&repo, &[("README.md", "# project\n")], "base");
 
     let mut env = HostEnv::new();
     env.set("DELEGATE_REPO_ROOTS", roots.path().display().to_string());

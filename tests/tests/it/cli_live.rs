@@ -7,23 +7,12 @@
 //! pseudo-terminal (`script`).
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use delegate_tests::bins::bins;
 use delegate_tests::mcp::{HostEnv, HttpHost, write_file};
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-async fn run(env: &HostEnv, args: &[&str]) -> Output {
-    let mut cmd = env.command(args);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    tokio::time::timeout(Duration::from_secs(180), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("delegate-host {args:?} did not finish"))
-        .expect("run delegate-host")
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -148,11 +137,11 @@ async fn a_default_mode_job_shows_its_output_while_it_runs() {
     let mut env = quiet_env();
     let server = HttpHost::start(&mut env).await;
     let m = manifest(&env, "echo early; echo problem >&2; sleep 60");
-    let out = run(&env, &["submit", m.to_str().unwrap(), "-q"]).await;
+    let out = env.output(&["submit", m.to_str().unwrap(), "-q"]).await;
     let id = text(&out.stdout).trim().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = text(&run(&env, &["status", &id]).await.stdout);
+        let status = text(&env.output(&["status", &id]).await.stdout);
         if status.contains("status      running") && status.contains("  | early") {
             assert!(status.contains("  | problem"), "{status}");
             assert!(
@@ -166,7 +155,7 @@ async fn a_default_mode_job_shows_its_output_while_it_runs() {
     }
     // stdout and stderr are separate pipes: the combined log has both
     // lines, in the order the guest read them.
-    let logs = run(&env, &["logs", &id]).await;
+    let logs = env.output(&["logs", &id]).await;
     assert_eq!(sorted_lines(&text(&logs.stdout)), ["early", "problem"]);
     // The follower sees the end when another command cancels the job.
     let follow = env
@@ -177,7 +166,7 @@ async fn a_default_mode_job_shows_its_output_while_it_runs() {
         .spawn()
         .expect("logs --follow");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(run(&env, &["cancel", &id]).await.status.code(), Some(0));
+    assert_eq!(env.output(&["cancel", &id]).await.status.code(), Some(0));
     let followed = tokio::time::timeout(Duration::from_secs(60), follow.wait_with_output())
         .await
         .expect("logs --follow did not end")
@@ -202,33 +191,33 @@ async fn without_an_engine_follow_says_so_and_status_and_list_show_it() {
     let env = quiet_env();
     let m = manifest(&env, "echo never");
     let id = text(
-        &run(&env, &["submit", m.to_str().unwrap(), "-q"])
+        &env.output(&["submit", m.to_str().unwrap(), "-q"])
             .await
             .stdout,
     )
     .trim()
     .to_string();
     let started = Instant::now();
-    let follow = run(&env, &["logs", &id, "--follow"]).await;
+    let follow = env.output(&["logs", &id, "--follow"]).await;
     let stderr = text(&follow.stderr);
     assert!(started.elapsed() < Duration::from_secs(20), "{stderr}");
     assert_eq!(follow.status.code(), Some(6), "{stderr}");
     assert!(stderr.contains("nothing runs it"), "{stderr}");
     assert!(stderr.contains("delegate-host serve"), "{stderr}");
 
-    let status = text(&run(&env, &["status", &id]).await.stdout);
+    let status = text(&env.output(&["status", &id]).await.stdout);
     assert!(status.contains("engine      not running"), "{status}");
-    let list = run(&env, &["list"]).await;
+    let list = env.output(&["list"]).await;
     assert!(
         text(&list.stderr).contains("no engine is running"),
         "{}",
         text(&list.stderr)
     );
     // Once final, nothing is waiting for an engine.
-    assert_eq!(run(&env, &["cancel", &id]).await.status.code(), Some(0));
-    let status = text(&run(&env, &["status", &id]).await.stdout);
+    assert_eq!(env.output(&["cancel", &id]).await.status.code(), Some(0));
+    let status = text(&env.output(&["status", &id]).await.stdout);
     assert!(!status.contains("not running"), "{status}");
-    let list = run(&env, &["list"]).await;
+    let list = env.output(&["list"]).await;
     assert!(
         !text(&list.stderr).contains("no engine"),
         "{}",

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use delegate_tests::mcp::{
     Client, HostEnv, Revision, connect_stdio, eventually, free_port, sandbox_pids,
 };
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -70,39 +68,6 @@ impl Plan {
             .collect::<Vec<u8>>();
         format!("{:x}", Sha256::digest(&body))
     }
-}
-
-/// Reads a whole log of a final job by cursor.
-async fn whole_log(client: &Client, id: &str, stream: &str) -> String {
-    let mut cursor = 0u64;
-    let mut out = String::new();
-    loop {
-        let v = client
-            .ok(
-                "get_job_logs",
-                json!({"job_id": id, "stream": stream, "cursor": cursor}),
-            )
-            .await;
-        out.push_str(v["data"].as_str().unwrap_or_default());
-        cursor = v["next_cursor"].as_u64().expect("next_cursor");
-        if v["complete"] == true {
-            return out;
-        }
-    }
-}
-
-/// Kills the stdio server the hard way and waits until it is gone.
-async fn kill_server(client: Client) {
-    let pid = client.server_pid.expect("the stdio server's pid");
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill the server");
-    eventually("the killed server is gone", LIMIT, || {
-        kill(Pid::from_raw(pid as i32), None).is_err()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z "))
-                .unwrap_or(true)
-    })
-    .await;
-    drop(client);
 }
 
 /// The sandboxes the local provider keeps under the data directory now.
@@ -227,7 +192,7 @@ async fn jobs_survive_the_host_killed_at_random_points() {
             *at_kill.entry(place).or_default() += 1;
         }
         seen_sandboxes.extend(sandbox_names(&data));
-        kill_server(client).await;
+        client.kill_server(LIMIT).await;
         kills += 1;
         // Sometimes the host stays down a while, as a real crash would.
         if rng.u8(..4) == 0 {
@@ -246,12 +211,12 @@ async fn jobs_survive_the_host_killed_at_random_points() {
         let result = client.ok("get_job_result", json!({"job_id": id})).await;
         assert_eq!(result["status"], "success", "job {i} {id}: {result}");
         assert_eq!(
-            whole_log(&client, id, "stdout").await,
+            client.log_from(id, "stdout", 0).await,
             plan.stdout(i),
             "job {i}"
         );
         assert_eq!(
-            whole_log(&client, id, "stderr").await,
+            client.log_from(id, "stderr", 0).await,
             format!("done-{i}\n"),
             "job {i}"
         );

@@ -5,8 +5,6 @@
 //! running server, and settings printed with secrets masked.
 
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
-use std::time::Duration;
 
 use delegate_tests::mcp::{HostEnv, HttpHost, TEST_TOKEN, write_file};
 
@@ -14,17 +12,6 @@ fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name)
-}
-
-async fn run(env: &HostEnv, args: &[&str]) -> Output {
-    let mut cmd = env.command(args);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    tokio::time::timeout(Duration::from_secs(180), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("delegate-host {args:?} did not finish"))
-        .expect("run delegate-host")
 }
 
 fn text(b: &[u8]) -> String {
@@ -38,7 +25,9 @@ async fn readme_first_command_runs_the_hello_example_end_to_end() {
     // a port another run might hold, the derived URL follows the bind.
     env.set("RUST_LOG", "warn");
     let hello = example("hello.json");
-    let out = run(&env, &["submit", hello.to_str().unwrap(), "--wait"]).await;
+    let out = env
+        .output(&["submit", hello.to_str().unwrap(), "--wait"])
+        .await;
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
         out.status.code(),
@@ -57,7 +46,7 @@ async fn readme_first_command_runs_the_hello_example_end_to_end() {
         .nth(1)
         .expect("job id in the submit message")
         .to_string();
-    let status = run(&env, &["status", &id]).await;
+    let status = env.output(&["status", &id]).await;
     assert_eq!(status.status.code(), Some(0));
     assert!(
         text(&status.stdout).contains("success"),
@@ -66,16 +55,16 @@ async fn readme_first_command_runs_the_hello_example_end_to_end() {
     );
     assert!(text(&status.stdout).contains("not a VM"));
     // The one-shot engine destroyed the job's sandbox before it stopped.
-    let status = run(&env, &["status", &id, "--json"]).await;
+    let status = env.output(&["status", &id, "--json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
     assert_eq!(v["vm"]["destroyed"], true, "{v}");
-    let logs = run(&env, &["logs", &id, "--stream", "stdout"]).await;
+    let logs = env.output(&["logs", &id, "--stream", "stdout"]).await;
     assert!(
         text(&logs.stdout).starts_with("hello from"),
         "{}",
         text(&logs.stdout)
     );
-    let json = run(&env, &["result", &id, "--json"]).await;
+    let json = env.output(&["result", &id, "--json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("result --json");
     assert_eq!(v["status"], "success");
     assert_eq!(v["artifacts"][0]["path"], "out/hello.txt");
@@ -89,7 +78,7 @@ async fn without_a_server_jobs_queue_and_can_be_cancelled() {
         "m.json",
         r#"{"task": "echo queued", "agentType": "script"}"#,
     );
-    let out = run(&env, &["submit", manifest.to_str().unwrap()]).await;
+    let out = env.output(&["submit", manifest.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 36, "the id alone on stdout: {id:?}");
@@ -99,12 +88,12 @@ async fn without_a_server_jobs_queue_and_can_be_cancelled() {
         text(&out.stderr)
     );
 
-    let status = run(&env, &["status", &id, "--json"]).await;
+    let status = env.output(&["status", &id, "--json"]).await;
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(v["status"], "pending");
-    let list = run(&env, &["list", "--status", "pending"]).await;
+    let list = env.output(&["list", "--status", "pending"]).await;
     assert!(text(&list.stdout).contains(&id), "{}", text(&list.stdout));
-    let early = run(&env, &["result", &id]).await;
+    let early = env.output(&["result", &id]).await;
     assert_eq!(
         early.status.code(),
         Some(6),
@@ -112,31 +101,33 @@ async fn without_a_server_jobs_queue_and_can_be_cancelled() {
         text(&early.stderr)
     );
 
-    let cancel = run(&env, &["cancel", &id]).await;
+    let cancel = env.output(&["cancel", &id]).await;
     assert_eq!(cancel.status.code(), Some(0));
     assert!(
         text(&cancel.stdout).contains("cancelled"),
         "{}",
         text(&cancel.stdout)
     );
-    let result = run(&env, &["result", &id]).await;
+    let result = env.output(&["result", &id]).await;
     assert_eq!(result.status.code(), Some(130), "{}", text(&result.stdout));
 
-    let bad = run(&env, &["list", "--status", "done"]).await;
+    let bad = env.output(&["list", "--status", "done"]).await;
     assert_eq!(bad.status.code(), Some(2));
     assert!(
         text(&bad.stderr).contains("unknown job status"),
         "{}",
         text(&bad.stderr)
     );
-    let missing = run(&env, &["status", "00000000-0000-4000-8000-000000000000"]).await;
+    let missing = env
+        .output(&["status", "00000000-0000-4000-8000-000000000000"])
+        .await;
     assert_eq!(missing.status.code(), Some(4));
     let invalid = write_file(
         env.dir.path(),
         "bad.json",
         r#"{"task": "x", "agentType": "robot"}"#,
     );
-    let refused = run(&env, &["submit", invalid.to_str().unwrap()]).await;
+    let refused = env.output(&["submit", invalid.to_str().unwrap()]).await;
     assert_eq!(refused.status.code(), Some(5));
     assert!(
         text(&refused.stderr).contains("agentType"),
@@ -152,7 +143,7 @@ async fn beside_a_running_server() {
 
     // A second HTTP server on the same data directory is refused, naming
     // the process in the way (a stdio server shares it instead).
-    let second = run(&env, &["serve", "--http", "127.0.0.1:0"]).await;
+    let second = env.output(&["serve", "--http", "127.0.0.1:0"]).await;
     assert_eq!(second.status.code(), Some(3), "{}", text(&second.stderr));
     assert!(
         text(&second.stderr).contains("pid"),
@@ -166,20 +157,18 @@ async fn beside_a_running_server() {
         "m.json",
         r#"{"task": "for i in 1 2 3; do echo n$i; sleep 0.3; done", "agentType": "script", "statusMode": "streaming"}"#,
     );
-    let out = run(&env, &["submit", manifest.to_str().unwrap()]).await;
+    let out = env.output(&["submit", manifest.to_str().unwrap()]).await;
     let id = text(&out.stdout).trim().to_string();
     assert!(
         !text(&out.stderr).contains("no server"),
         "{}",
         text(&out.stderr)
     );
-    let follow = run(&env, &["logs", &id, "--follow"]).await;
+    let follow = env.output(&["logs", &id, "--follow"]).await;
     assert_eq!(text(&follow.stdout), "n1\nn2\nn3\n");
-    let waited = run(
-        &env,
-        &["submit", manifest.to_str().unwrap(), "--wait", "--json"],
-    )
-    .await;
+    let waited = env
+        .output(&["submit", manifest.to_str().unwrap(), "--wait", "--json"])
+        .await;
     assert_eq!(waited.status.code(), Some(0), "{}", text(&waited.stderr));
     server.stop().await;
 }
@@ -188,13 +177,13 @@ async fn beside_a_running_server() {
 async fn config_masks_the_http_token() {
     let mut env = HostEnv::new();
     env.set("DELEGATE_HTTP_TOKEN", TEST_TOKEN);
-    let out = run(&env, &["config"]).await;
+    let out = env.output(&["config"]).await;
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout.contains("DELEGATE_PROVIDER=local"), "{stdout}");
     assert!(stdout.contains("DELEGATE_HTTP_TOKEN="), "{stdout}");
     assert!(!stdout.contains(TEST_TOKEN), "the token leaked: {stdout}");
-    let doctor = run(&env, &["doctor"]).await;
+    let doctor = env.output(&["doctor"]).await;
     assert_eq!(doctor.status.code(), Some(0), "{}", text(&doctor.stdout));
     assert!(
         text(&doctor.stdout).contains("not a VM"),
@@ -208,12 +197,12 @@ async fn config_masks_the_http_token() {
     );
     // With a gateway, doctor says what keeps the sandbox's jobs behind it.
     env.set("DELEGATE_EGRESS_LISTEN", "127.0.0.1:0");
-    let doctor = text(&run(&env, &["doctor"]).await.stdout);
+    let doctor = text(&env.output(&["doctor"]).await.stdout);
     assert!(
         doctor.contains("[ok] egress: enforced: a sandbox has only its own loopback"),
         "{doctor}"
     );
     env.set("DELEGATE_WAIT_MAX_SECONDS", "forever");
-    let bad = run(&env, &["config"]).await;
+    let bad = env.output(&["config"]).await;
     assert_eq!(bad.status.code(), Some(2));
 }

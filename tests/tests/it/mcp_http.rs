@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use delegate_tests::mcp::{HostEnv, HttpHost, Revision, hello_manifest};
+use delegate_tests::mcp::{HostEnv, HttpHost, Revision, hello_manifest, ticking_manifest};
 use reqwest::StatusCode;
 use rmcp::model::{
     ReadResourceRequestParams, ResourceContents, ServerNotification, SubscribeRequestParams,
@@ -156,38 +156,17 @@ async fn logs_resume_from_a_cursor_after_reconnecting() {
         )
         .await;
     let mut text = part["data"].as_str().unwrap().to_string();
-    let mut cursor = part["next_cursor"].as_u64().unwrap();
+    let cursor = part["next_cursor"].as_u64().unwrap();
     assert_eq!(cursor, 100);
     first.close().await;
 
     // Another connection, in the other revision, carries on from the cursor.
     let second = server.connect(Revision::Current).await;
-    loop {
-        let v = second
-            .ok(
-                "get_job_logs",
-                json!({"job_id": id, "stream": "stdout", "cursor": cursor}),
-            )
-            .await;
-        text.push_str(v["data"].as_str().unwrap());
-        cursor = v["next_cursor"].as_u64().unwrap();
-        if v["complete"] == true {
-            break;
-        }
-    }
+    text.push_str(&second.log_from(&id, "stdout", cursor).await);
     let expected: String = (1..=200).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text, expected);
     second.close().await;
     server.stop().await;
-}
-
-fn ticking() -> serde_json::Value {
-    json!({
-        "task": "for i in $(seq 1 40); do echo tick $i; sleep 0.5; done",
-        "agentType": "script",
-        "statusMode": "streaming",
-        "timeout": 120
-    })
 }
 
 #[tokio::test]
@@ -198,7 +177,7 @@ async fn resource_updates_over_http_in_both_revisions() {
 
     // Legacy: a session, resources/subscribe, updates on the session's stream.
     let legacy = server.connect(Revision::Legacy).await;
-    let id = legacy.submit(ticking()).await;
+    let id = legacy.submit(ticking_manifest()).await;
     let uri = format!("delegate://jobs/{id}/log");
     legacy
         .service

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use delegate_tests::mcp::{
     ClientOpts, HostEnv, Revision, connect_stdio, eventually, marker, pids_with, sleeper_manifest,
+    ticking_manifest,
 };
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, GetTaskParams,
@@ -17,16 +18,6 @@ use rmcp::model::{
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// A job that writes a line every half second for a while.
-fn ticking_manifest() -> serde_json::Value {
-    json!({
-        "task": "for i in $(seq 1 40); do echo tick $i; sleep 0.5; done",
-        "agentType": "script",
-        "statusMode": "streaming",
-        "timeout": 120
-    })
-}
 
 #[tokio::test]
 #[allow(deprecated)] // resources/subscribe is the legacy revisions' API, tested on purpose

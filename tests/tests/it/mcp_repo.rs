@@ -3,46 +3,28 @@
 //! read the patch from get_job_result (inline) and as a resource, then take
 //! it with `delegate-host apply`.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use delegate_tests::git::new_repo;
 use delegate_tests::mcp::{HostEnv, Revision, connect_stdio};
 use rmcp::model::{ReadResourceRequestParams, ResourceContents};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .unwrap();
-    assert!(ok.success(), "git {args:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_delegates_a_fix_and_applies_the_patch() {
     let roots = tempfile::tempdir().unwrap();
     let repo = roots.path().join("project");
-    std::fs::create_dir_all(repo.join("src")).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("src/calc.sh"), "add() { echo $(( $1 - $2 )); }\n").unwrap();
-    std::fs::write(
-        repo.join("test.sh"),
-        ". src/calc.sh\n[ \"$(add 2 3)\" = 5 ]\n",
-    )
-    .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "buggy"]);
+    new_repo(
+        &repo,
+        &[
+            ("src/calc.sh", "add() { echo $(( $1 - $2 )); }\n"),
+            ("test.sh", ". src/calc.sh\n[ \"$(add 2 3)\" = 5 ]\n"),
+        ],
+        "buggy",
+    );
 
     let mut env = HostEnv::new();
     env.set("DELEGATE_REPO_ROOTS", roots.path().display().to_string());

@@ -45,34 +45,13 @@ async fn a_killed_server_restarts_and_the_job_finishes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(text.starts_with("step 1\n"), "{text}");
-    let pid = first.server_pid.expect("the stdio server's pid");
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill the server");
-    eventually("the killed server is gone", LIMIT, || {
-        kill(Pid::from_raw(pid as i32), None).is_err()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.contains(") Z "))
-                .unwrap_or(true)
-    })
-    .await;
-    drop(first);
+    first.kill_server(LIMIT).await;
 
     // A new server on the same data directory carries on with the job.
     let second = connect_stdio(&env, Revision::Current).await;
     let done = second.wait_final(&id, LIMIT).await;
     assert_eq!(done["status"], "success", "{done}\n{}", env.log());
-    loop {
-        let v = second
-            .ok(
-                "get_job_logs",
-                json!({"job_id": id, "stream": "stdout", "cursor": cursor}),
-            )
-            .await;
-        text.push_str(v["data"].as_str().unwrap());
-        cursor = v["next_cursor"].as_u64().unwrap();
-        if v["complete"] == true {
-            break;
-        }
-    }
+    text.push_str(&second.log_from(&id, "stdout", cursor).await);
     let expected: String = (1..=12).map(|i| format!("step {i}\n")).collect();
     assert_eq!(text, expected);
     second.close().await;

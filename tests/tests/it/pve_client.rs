@@ -10,28 +10,15 @@ use delegate_host::provider::proxmox::client::{FailureKind, Params, PveClient};
 use delegate_host::provider::proxmox::settings::{Credentials, TlsSettings};
 use delegate_host::resolve::Secret;
 use delegate_host::retry::RetryPolicy;
+use delegate_tests::pve_host::{sim_tls, sim_token};
 use delegate_tests::pve_sim::{self, Grant, PveSim, PveVersion, SimConfig};
 
 fn fast_retry() -> RetryPolicy {
     RetryPolicy::new(4, Duration::from_millis(5), Duration::from_millis(20))
 }
 
-fn token() -> Credentials {
-    Credentials::Token {
-        id: pve_sim::TOKEN_ID.into(),
-        secret: Secret::new(pve_sim::TOKEN_SECRET),
-    }
-}
-
-fn pinned(sim: &PveSim) -> TlsSettings {
-    TlsSettings {
-        fingerprints: vec![sim.fingerprint],
-        ..TlsSettings::default()
-    }
-}
-
 fn client(sim: &PveSim) -> PveClient {
-    PveClient::build(&sim.url, token(), &pinned(sim), fast_retry()).unwrap()
+    PveClient::build(&sim.url, sim_token(), &sim_tls(sim), fast_retry()).unwrap()
 }
 
 #[tokio::test]
@@ -45,10 +32,10 @@ async fn tls_trust_by_fingerprint_ca_file_or_explicit_insecure() {
         ca_pem: Some(sim.ca_pem.clone().into_bytes()),
         ..TlsSettings::default()
     };
-    let c = PveClient::build(&sim.url, token(), &ca, fast_retry()).unwrap();
+    let c = PveClient::build(&sim.url, sim_token(), &ca, fast_retry()).unwrap();
     assert_eq!(c.nodes().await.unwrap().len(), 3);
     // Neither: the system roots do not know the cluster CA.
-    let c = PveClient::build(&sim.url, token(), &TlsSettings::default(), fast_retry()).unwrap();
+    let c = PveClient::build(&sim.url, sim_token(), &TlsSettings::default(), fast_retry()).unwrap();
     let err = c.version().await.unwrap_err();
     assert!(matches!(err, PveError::Transport { .. }), "{err}");
     // A wrong pin fails, naming the certificate's real fingerprint.
@@ -56,7 +43,7 @@ async fn tls_trust_by_fingerprint_ca_file_or_explicit_insecure() {
         fingerprints: vec![[7u8; 32]],
         ..TlsSettings::default()
     };
-    let c = PveClient::build(&sim.url, token(), &wrong, fast_retry()).unwrap();
+    let c = PveClient::build(&sim.url, sim_token(), &wrong, fast_retry()).unwrap();
     let err = c.version().await.unwrap_err();
     let chain = format!("{:?}", anyhow_chain(&err));
     assert!(chain.contains(&sim.fingerprint_text()), "{chain}");
@@ -65,7 +52,7 @@ async fn tls_trust_by_fingerprint_ca_file_or_explicit_insecure() {
         insecure: true,
         ..TlsSettings::default()
     };
-    let c = PveClient::build(&sim.url, token(), &insecure, fast_retry()).unwrap();
+    let c = PveClient::build(&sim.url, sim_token(), &insecure, fast_retry()).unwrap();
     c.version().await.unwrap();
 }
 
@@ -86,7 +73,7 @@ async fn wrong_token_is_unauthorized_without_retry() {
         id: pve_sim::TOKEN_ID.into(),
         secret: Secret::new("00000000-0000-0000-0000-000000000000"),
     };
-    let c = PveClient::build(&sim.url, bad, &pinned(&sim), fast_retry()).unwrap();
+    let c = PveClient::build(&sim.url, bad, &sim_tls(&sim), fast_retry()).unwrap();
     let before = sim.requests();
     let err = c.nodes().await.unwrap_err();
     assert_eq!(err.kind(), FailureKind::Auth);
@@ -101,7 +88,7 @@ async fn ticket_login_csrf_and_renewal() {
         user: pve_sim::USER.into(),
         password: Secret::new(pve_sim::PASSWORD),
     };
-    let c = PveClient::build(&sim.url, creds, &pinned(&sim), fast_retry()).unwrap();
+    let c = PveClient::build(&sim.url, creds, &sim_tls(&sim), fast_retry()).unwrap();
     assert_eq!(c.nodes().await.unwrap().len(), 3);
     // A write needs the CSRF token: clone the template and change its config.
     let upid = c
@@ -129,7 +116,7 @@ async fn ticket_login_csrf_and_renewal() {
         user: pve_sim::USER.into(),
         password: Secret::new("nope"),
     };
-    let c = PveClient::build(&sim.url, wrong, &pinned(&sim), fast_retry()).unwrap();
+    let c = PveClient::build(&sim.url, wrong, &sim_tls(&sim), fast_retry()).unwrap();
     let err = c.nodes().await.unwrap_err();
     assert_eq!(err.kind(), FailureKind::Auth, "{err}");
 }
@@ -304,7 +291,7 @@ async fn guest_agent_privileges_follow_the_version() {
             id: "mon@pve!t".into(),
             secret: Secret::new("s-1"),
         },
-        &pinned(&sim),
+        &sim_tls(&sim),
         fast_retry(),
     )
     .unwrap();
@@ -337,7 +324,7 @@ async fn guest_agent_privileges_follow_the_version() {
             id: "mon@pve!t".into(),
             secret: Secret::new("s-1"),
         },
-        &pinned(&sim8),
+        &sim_tls(&sim8),
         fast_retry(),
     )
     .unwrap();

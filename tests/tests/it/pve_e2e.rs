@@ -9,49 +9,21 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use delegate_tests::bins::bins;
 use delegate_tests::mcp::{
     Client, HostEnv, Revision, connect_stdio, free_port, hello_manifest, marker, pids_with,
     sleeper_manifest,
 };
-use delegate_tests::pve_sim::{self, GuestCommand, PveSim, SimConfig};
+use delegate_tests::pve_host::{real_guest, serve_env};
+use delegate_tests::pve_sim::{PveSim, SimConfig};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(180);
 
-fn guest() -> GuestCommand {
-    GuestCommand {
-        program: bins().guest.clone(),
-        args: vec![
-            "boot".into(),
-            "--bootstrap".into(),
-            "{bootstrap}".into(),
-            "--workspace".into(),
-            "{root}/workspace".into(),
-            "--no-drop-privileges".into(),
-        ],
-        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
-    }
-}
-
 async fn start(mut cfg: SimConfig, extra: &[(&str, &str)]) -> (PveSim, HostEnv) {
-    cfg.guest = Some(guest());
+    cfg.guest = Some(real_guest());
     let sim = PveSim::start(cfg).await.unwrap();
-    let mut env = HostEnv::new();
-    let port = free_port();
-    env.set("DELEGATE_PROVIDER", "proxmox")
-        .set("PROXMOX_URL", sim.url.clone())
-        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
-        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
-        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
-        .set("PROXMOX_POOL", "delegate")
-        .set("PROXMOX_INSTANCE", "e2e")
-        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
-        .set("DEFAULT_VM_TEMPLATE", "delegate-template")
-        .set("DEFAULT_MEMORY", "1G")
-        .set("CALLBACK_PORT", port.to_string())
-        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"))
-        .set("CLEANUP_INTERVAL_SECONDS", "2");
+    let mut env = serve_env(&sim, "e2e", free_port());
+    env.set("CLEANUP_INTERVAL_SECONDS", "2");
     for (k, v) in extra {
         env.set(k, *v);
     }

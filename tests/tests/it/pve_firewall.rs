@@ -5,14 +5,21 @@
 //! failed provisioning; doctor says which confinement holds.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use delegate_host::provider::proxmox::doctor::doctor_with;
+use delegate_host::engine::Engine;
+use delegate_host::mcp::calls::status_view;
+use delegate_host::provider::proxmox::doctor::{Check, DoctorReport, doctor_with};
 use delegate_host::provider::proxmox::{FirewallMode, ProxmoxProvider, ProxmoxSettings};
 use delegate_host::provider::{IdleRequest, Provider, ProvisionRequest, VmRef, VmSize};
 use delegate_host::resolve::Secret;
-use delegate_proto::Bootstrap;
-use delegate_tests::pve_host::{proxmox_provider, proxmox_settings};
+use delegate_host::views::StatusView;
+use delegate_proto::{Bootstrap, JobManifest, JobState};
+use delegate_tests::pve_host::{
+    host_settings, proxmox_provider, proxmox_settings, real_guest, start_with,
+};
 use delegate_tests::pve_sim::{self, Grant, PveSim, SimConfig, VmFirewall};
+use serde_json::json;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const CALLBACK: &str = "http://127.0.0.1:8765";
@@ -67,6 +74,15 @@ fn setup(sim: &PveSim, mode: FirewallMode, network_privilege: bool) -> ProxmoxSe
     s.firewall.callback_url = Some(CALLBACK.into());
     s.firewall.egress_url = Some(GATEWAY.into());
     s
+}
+
+/// Doctor's `egress firewall` line.
+fn egress_check(report: &DoctorReport) -> &Check {
+    report
+        .checks
+        .iter()
+        .find(|c| c.name == "egress firewall")
+        .unwrap_or_else(|| panic!("no egress firewall line: {report}"))
 }
 
 async fn provision(p: &ProxmoxProvider, job: &str) -> Result<VmRef, String> {
@@ -193,11 +209,7 @@ async fn auto_without_the_privilege_runs_the_job_and_says_egress_is_not_enforced
     );
 
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(egress.ok, "{report}");
     assert!(egress.detail.contains("NOT enforced"), "{report}");
     assert!(egress.detail.contains("VM.Config.Network"), "{report}");
@@ -218,11 +230,7 @@ async fn required_without_the_privilege_fails_the_job_naming_the_privilege() {
 
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
     assert!(!report.ok(), "{report}");
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(!egress.ok, "{report}");
     assert!(
         report
@@ -239,11 +247,7 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
     let mut s = setup(&sim, FirewallMode::Auto, true);
     let p = proxmox_provider(s.clone());
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(!egress.ok, "{report}");
     assert!(
         egress.detail.contains("datacenter firewall is disabled"),
@@ -252,11 +256,7 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
 
     sim.with(|c| c.cluster_firewall.insert("enable".into(), "1".into()));
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(egress.ok, "{report}");
     assert!(
         egress.detail.contains("delegate firewalls each job VM"),
@@ -265,13 +265,100 @@ async fn doctor_says_the_datacenter_firewall_must_be_on_for_vm_rules_to_hold() {
 
     s.firewall.mode = FirewallMode::Off;
     let report = doctor_with(p.client(), &s, Some("delegate-template")).await;
-    let egress = report
-        .checks
-        .iter()
-        .find(|c| c.name == "egress firewall")
-        .unwrap();
+    let egress = egress_check(&report);
     assert!(
         egress.ok && egress.detail.contains("network layout"),
         "{report}"
     );
+}
+
+/// Runs `manifest` on `engine` to its end; its status then.
+async fn run_to_end(engine: &Engine, manifest: serde_json::Value) -> StatusView {
+    let m = &engine.manager;
+    let id = m
+        .submit(JobManifest::from_value(manifest).unwrap())
+        .await
+        .unwrap()
+        .id;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rec = m.get(&id).unwrap();
+        if rec.state.is_final() {
+            assert_eq!(rec.state, JobState::Success, "{:?}", rec.error);
+            return status_view(m, &rec);
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_vm_went_unfirewalled_says_so_in_its_own_status() {
+    let mut cfg = SimConfig::standard();
+    cfg.guest = Some(real_guest());
+    let sim = PveSim::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let class = "delegate-template:1c1g8g";
+    let engine = start_with(
+        setup(&sim, FirewallMode::Auto, false),
+        host_settings(dir.path(), &format!("{class}=1"), 2),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine
+        .manager
+        .pool_stats()
+        .get(class)
+        .map_or(0, |s| s.ready)
+        < 1
+    {
+        assert!(Instant::now() < deadline, "the pool never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let unenforced = |s: &StatusView| {
+        assert_eq!(s.warnings.len(), 1, "{s:?}");
+        let w = &s.warnings[0];
+        assert!(
+            w.contains("egress is not enforced") && w.contains("VM.Config.Network"),
+            "{w}"
+        );
+    };
+
+    // A warm VM from the pool, and one cloned for the job (another size).
+    let warm = run_to_end(&engine, json!({"task": "echo warm", "agentType": "script"})).await;
+    assert_eq!(
+        warm.vm.as_ref().and_then(|v| v.start.as_deref()),
+        Some("warm")
+    );
+    unenforced(&warm);
+    let cold = run_to_end(
+        &engine,
+        json!({"task": "echo cold", "agentType": "script", "resources": {"cpu": 2}}),
+    )
+    .await;
+    assert_eq!(
+        cold.vm.as_ref().and_then(|v| v.start.as_deref()),
+        Some("cold")
+    );
+    unenforced(&cold);
+    // The JSON the MCP tool and `status --json` give carries it.
+    let json = serde_json::to_value(&cold).unwrap();
+    assert_eq!(json["warnings"][0], cold.warnings[0], "{json}");
+
+    // Once the token may, the next job's VM is firewalled: no warning.
+    setup(&sim, FirewallMode::Auto, true);
+    let fine = run_to_end(
+        &engine,
+        json!({"task": "echo fine", "agentType": "script", "resources": {"cpu": 2}}),
+    )
+    .await;
+    assert!(fine.warnings.is_empty(), "{fine:?}");
+    assert!(
+        serde_json::to_value(&fine)
+            .unwrap()
+            .get("warnings")
+            .is_none(),
+        "no warnings, no field"
+    );
+    engine.stop().await;
 }

@@ -12,8 +12,8 @@ use delegate_host::engine::Engine;
 use delegate_host::model::PoolVmState;
 use delegate_proto::{JobManifest, JobState};
 use delegate_tests::mcp::{Client, HostEnv, Revision, connect_stdio, free_port};
-use delegate_tests::pve_host::{self, host_settings, real_guest};
-use delegate_tests::pve_sim::{self, PveSim, SimConfig, Timings};
+use delegate_tests::pve_host::{self, host_settings, real_guest, serve_env};
+use delegate_tests::pve_sim::{PveSim, SimConfig, Timings};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -295,22 +295,10 @@ enum Step {
 }
 
 fn host_env(sim: &PveSim, port: u16, pool: &str) -> HostEnv {
-    let mut env = HostEnv::new();
-    env.set("DELEGATE_PROVIDER", "proxmox")
-        .set("PROXMOX_URL", sim.url.clone())
-        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
-        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
-        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
-        .set("PROXMOX_POOL", "delegate")
-        .set("PROXMOX_INSTANCE", "pool-crash")
-        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
-        .set("DEFAULT_VM_TEMPLATE", "delegate-template")
-        .set("DEFAULT_CPU", "1")
-        .set("DEFAULT_MEMORY", "1G")
+    let mut env = serve_env(sim, "pool-crash", port);
+    env.set("DEFAULT_CPU", "1")
         .set("DEFAULT_DISK", "8G")
         .set("DELEGATE_POOL", pool)
-        .set("CALLBACK_PORT", port.to_string())
-        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"))
         .set("CLEANUP_INTERVAL_SECONDS", "1");
     env
 }

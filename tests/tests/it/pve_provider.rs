@@ -8,49 +8,32 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use delegate_host::provider::proxmox::settings::TlsSettings;
-use delegate_host::provider::proxmox::{
-    CloneMode, Credentials, ProxmoxProvider, ProxmoxSettings, PveClient,
-};
+use delegate_host::provider::proxmox::{CloneMode, Credentials, ProxmoxProvider, ProxmoxSettings};
 use delegate_host::provider::{Provider, ProvisionRequest, VmRef, VmSize};
 use delegate_host::resolve::Secret;
 use delegate_host::retry::RetryPolicy;
 use delegate_proto::Bootstrap;
-use delegate_tests::pve_sim::{self, GuestCommand, PveSim, PveVersion, SimConfig};
+use delegate_tests::pve_host::{proxmox_provider_with, proxmox_settings};
+use delegate_tests::pve_sim::{GuestCommand, PveSim, PveVersion, SimConfig};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
+/// The shared simulator settings with this file's own placement: no
+/// storage for full clones, bridge vmbr0, two clones per node, eight per
+/// storage, and shorter waits.
 fn settings(sim: &PveSim, instance: &str) -> ProxmoxSettings {
-    ProxmoxSettings {
-        url: sim.url.clone(),
-        credentials: Credentials::Token {
-            id: pve_sim::TOKEN_ID.into(),
-            secret: Secret::new(pve_sim::TOKEN_SECRET),
-        },
-        tls: TlsSettings {
-            fingerprints: vec![sim.fingerprint],
-            ..TlsSettings::default()
-        },
-        nodes: None,
-        pool: Some("delegate".into()),
-        storage: None,
-        bridge: Some("vmbr0".into()),
-        vmid_range: 90000..=90999,
-        clone: CloneMode::Auto,
-        agent_wait: Duration::from_secs(30),
-        max_clones_per_node: 2,
-        max_clones_per_storage: 8,
-        clone_lock_grace: Duration::from_secs(60),
-        instance: instance.into(),
-        firewall: delegate_host::provider::proxmox::FirewallSettings::default(),
-        origins: vec![],
-    }
+    let mut s = proxmox_settings(sim, instance, 2);
+    s.storage = None;
+    s.bridge = Some("vmbr0".into());
+    s.agent_wait = Duration::from_secs(30);
+    s.max_clones_per_storage = 8;
+    s.clone_lock_grace = Duration::from_secs(60);
+    s
 }
 
 fn provider(_sim: &PveSim, s: ProxmoxSettings) -> ProxmoxProvider {
     let retry = RetryPolicy::new(5, Duration::from_millis(20), Duration::from_millis(200));
-    let client = PveClient::build(&s.url, s.credentials.clone(), &s.tls, retry).unwrap();
-    ProxmoxProvider::with_client(client, s)
+    proxmox_provider_with(s, retry)
 }
 
 /// The VM "runs" a shell that records its bootstrap and waits.

@@ -13,12 +13,12 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use delegate_host::provider::proxmox::client::{Params, PveClient};
-use delegate_host::provider::proxmox::settings::{Credentials, TlsSettings};
+use delegate_host::provider::proxmox::settings::Credentials;
 use delegate_host::resolve::Secret;
 use delegate_host::retry::RetryPolicy;
-use delegate_tests::bins::bins;
 use delegate_tests::mcp::{HostEnv, Revision, connect_stdio, free_port};
-use delegate_tests::pve_sim::{self, Grant, GuestCommand, PveSim, SimConfig};
+use delegate_tests::pve_host::{real_guest, serve_env, sim_tls};
+use delegate_tests::pve_sim::{Grant, PveSim, SimConfig};
 
 /// The template the README's grants cover: on `local-lvm`, NIC on `vmbr1`.
 const TEMPLATE: u32 = 9001;
@@ -72,28 +72,13 @@ fn readme_grants(user: &str) -> Vec<Grant> {
     grants
 }
 
-fn guest() -> GuestCommand {
-    GuestCommand {
-        program: bins().guest.clone(),
-        args: vec![
-            "boot".into(),
-            "--bootstrap".into(),
-            "{bootstrap}".into(),
-            "--workspace".into(),
-            "{root}/workspace".into(),
-            "--no-drop-privileges".into(),
-        ],
-        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
-    }
-}
-
 /// The simulator with the template as a clone build leaves it, the host's
 /// token with README step 3's privileges, and the host's settings as step 7
 /// sets them (the URL with `/api2/json`, which Packer needs and the host
 /// accepts).
 async fn start(template: &str) -> (PveSim, HostEnv) {
     let mut cfg = SimConfig::standard();
-    cfg.guest = Some(guest());
+    cfg.guest = Some(real_guest());
     cfg.grants = Some(readme_grants("delegate@pve"));
     for t in &mut cfg.templates {
         t.bridge = "vmbr1".into();
@@ -104,22 +89,11 @@ async fn start(template: &str) -> (PveSim, HostEnv) {
         t.config.insert("ide0".into(), CLOUD_INIT_DRIVE.into());
         t.config.remove("ipconfig0");
     });
-    let mut env = HostEnv::new();
-    let port = free_port();
-    env.set("DELEGATE_PROVIDER", "proxmox")
-        .set("PROXMOX_URL", format!("{}/api2/json", sim.url))
-        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
-        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
-        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
-        .set("PROXMOX_POOL", "delegate")
+    let mut env = serve_env(&sim, "smoke", free_port());
+    env.set("PROXMOX_URL", format!("{}/api2/json", sim.url))
         .set("PROXMOX_STORAGE", "local-lvm")
         .set("PROXMOX_BRIDGE", "vmbr1")
-        .set("PROXMOX_INSTANCE", "smoke")
-        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
         .set("DEFAULT_VM_TEMPLATE", template)
-        .set("DEFAULT_MEMORY", "1G")
-        .set("CALLBACK_PORT", port.to_string())
-        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"))
         .set("RUST_LOG", "warn");
     (sim, env)
 }
@@ -167,10 +141,7 @@ async fn set_dhcp_with_the_build_token(sim: &PveSim) {
             id: BUILD_TOKEN.into(),
             secret: Secret::new("build-secret"),
         },
-        &TlsSettings {
-            fingerprints: vec![sim.fingerprint],
-            ..TlsSettings::default()
-        },
+        &sim_tls(sim),
         RetryPolicy::new(2, Duration::from_millis(5), Duration::from_millis(20)),
     )
     .unwrap();

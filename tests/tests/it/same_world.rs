@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use delegate_tests::bins::bins;
 use delegate_tests::mcp::{HostEnv, Revision, connect_stdio};
-use delegate_tests::pve_sim::{self, GuestCommand, PveSim, SimConfig};
+use delegate_tests::pve_host::{real_guest, serve_env};
+use delegate_tests::pve_sim::{PveSim, SimConfig};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -61,39 +62,14 @@ async fn in_the_local_sandbox() -> String {
 
 async fn in_a_simulated_proxmox_vm() -> String {
     let mut cfg = SimConfig::standard();
-    cfg.guest = Some(GuestCommand {
-        program: bins().guest.clone(),
-        args: [
-            "boot",
-            "--bootstrap",
-            "{bootstrap}",
-            "--workspace",
-            "{root}/workspace",
-            "--no-drop-privileges",
-        ]
-        .map(String::from)
-        .to_vec(),
-        env: vec![("DELEGATE_GUEST_NO_CGROUP".into(), "1".into())],
-    });
+    cfg.guest = Some(real_guest());
     let sim = PveSim::start(cfg).await.unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut env = HostEnv::new();
-    env.set("DELEGATE_PROVIDER", "proxmox")
-        .set("PROXMOX_URL", sim.url.clone())
-        .set("PROXMOX_TOKEN_ID", pve_sim::TOKEN_ID)
-        .set("PROXMOX_TOKEN_SECRET", pve_sim::TOKEN_SECRET)
-        .set("PROXMOX_FINGERPRINT", sim.fingerprint_text())
-        .set("PROXMOX_POOL", "delegate")
-        .set("PROXMOX_INSTANCE", "same-world")
-        .set("PROXMOX_AGENT_WAIT_SECONDS", "60")
-        .set("DEFAULT_VM_TEMPLATE", "delegate-template")
-        .set("DEFAULT_MEMORY", "1G")
-        .set("CALLBACK_PORT", port.to_string())
-        .set("CALLBACK_URL", format!("http://127.0.0.1:{port}"));
+    let env = serve_env(&sim, "same-world", port);
     let out = through_a_host(&env).await;
     drop(sim);
     out

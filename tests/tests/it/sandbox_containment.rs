@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use delegate_tests::mcp::{Client, HostEnv, Revision, connect_stdio, marker, pids_with};
+use delegate_tests::mcp::{HostEnv, Revision, connect_stdio, marker, pids_with};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -41,25 +41,6 @@ impl Target {
             }
         });
         Target { port, accepted }
-    }
-}
-
-/// The whole stdout log of a job.
-async fn stdout_of(client: &Client, id: &str) -> String {
-    let mut text = String::new();
-    let mut cursor = 0;
-    loop {
-        let v = client
-            .ok(
-                "get_job_logs",
-                json!({"job_id": id, "stream": "stdout", "cursor": cursor}),
-            )
-            .await;
-        text.push_str(v["data"].as_str().unwrap_or_default());
-        cursor = v["next_cursor"].as_u64().unwrap();
-        if v["complete"] == true {
-            return text;
-        }
     }
 }
 
@@ -171,7 +152,7 @@ async fn attacker_beside_victim(mut env: HostEnv) {
         }))
         .await;
     let done = client.wait_final(&attacker, LIMIT).await;
-    let out = stdout_of(&client, &attacker).await;
+    let out = client.log_from(&attacker, "stdout", 0).await;
     assert_eq!(done["status"], "success", "{done}\n{out}\n{}", env.log());
     assert!(out.contains("probes-done"), "{out}");
     let leaks: Vec<&str> = out.lines().filter(|l| l.starts_with("LEAK")).collect();
@@ -190,7 +171,7 @@ async fn attacker_beside_victim(mut env: HostEnv) {
     assert_eq!(std::fs::read_dir(&canary).unwrap().count(), 0);
 
     let done = client.wait_final(&victim, LIMIT).await;
-    let out = stdout_of(&client, &victim).await;
+    let out = client.log_from(&victim, "stdout", 0).await;
     assert_eq!(done["status"], "success", "{done}\n{out}\n{}", env.log());
     assert_eq!(out, "victim-out\nvictim-done\n");
     let result = client.ok("get_job_result", json!({"job_id": victim})).await;

@@ -22,6 +22,17 @@ pub fn fake_claude() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/fake-claude")
 }
 
+/// The argv the fake `claude` recorded in `path` (its
+/// `FAKE_CLAUDE_RECORD`: arguments NUL-separated).
+pub fn recorded_argv(path: &Path) -> Vec<String> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8(a.to_vec()).expect("a UTF-8 argument"))
+        .collect()
+}
+
 /// A temporary directory the agent's user (`nobody` when tests run as
 /// root) can traverse.
 pub fn tempdir() -> tempfile::TempDir {

@@ -256,9 +256,14 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
                 let now = now_ms();
                 let took_ms = started.elapsed().as_millis() as u64;
                 let (jid, created) = (id.to_string(), vm.clone());
+                let warnings = provider.warnings(&vm);
+                for w in &warnings {
+                    tracing::warn!(job_id = id, vm = %vm.id, "{w}");
+                }
                 let saved = engine
                     .store(move |s| {
                         s.set_vm(&jid, &created, isolation)?;
+                        s.set_warnings(&jid, &warnings)?;
                         s.mark_provisioned(&jid, now)?;
                         s.set_vm_start(&jid, warm, took_ms)
                     })

@@ -114,7 +114,6 @@ mod tests {
     use delegate_proto::{JobManifest, JobState};
 
     use super::*;
-    use crate::provider::Isolation;
 
     fn vm(id: &str) -> VmRef {
         VmRef {
@@ -133,33 +132,14 @@ mod tests {
     }
 
     fn job(state: JobState, recorded: Option<&str>, destroyed: bool) -> JobRecord {
+        let manifest =
+            JobManifest::from_value(serde_json::json!({"task": "t", "agentType": "script"}))
+                .unwrap();
         JobRecord {
-            id: "j".into(),
-            state,
-            manifest: JobManifest::from_value(
-                serde_json::json!({"task": "t", "agentType": "script"}),
-            )
-            .unwrap(),
-            phase: None,
-            progress: None,
-            message: None,
-            error: None,
-            error_kind: None,
-            created_at: 0,
-            started_at: None,
-            completed_at: None,
             deadline_at: 1_000_000,
-            last_event_at: None,
-            highest_seq: 0,
             vm: recorded.map(vm),
-            isolation: Isolation::Vm,
             vm_destroyed: destroyed,
-            vm_start: None,
-            result: None,
-            artifacts: Vec::new(),
-            session_id: None,
-            turn: 1,
-            released_at: None,
+            ..JobRecord::blank("j", state, manifest)
         }
     }
 

@@ -16,9 +16,21 @@ use crate::store::StoreError;
 /// Readies turn `id` for its session's guest, which fetches it with its
 /// next `GET turns/next`. Idempotent (a restart may attach again).
 pub(super) async fn attach(engine: &Engine, id: &str, session_id: &str) {
+    // The turn runs in the session's VM: what its status warns of holds
+    // for the turn too.
+    let warnings = match engine.job(session_id).await {
+        Ok(first) => first.warnings,
+        Err(e) => {
+            tracing::warn!(job_id = id, session = session_id, error = %e, "cannot read the session's first job");
+            Vec::new()
+        }
+    };
     let jid = id.to_string();
     if let Err(e) = engine
-        .store(move |s| s.mark_provisioned(&jid, now_ms()))
+        .store(move |s| {
+            s.set_warnings(&jid, &warnings)?;
+            s.mark_provisioned(&jid, now_ms())
+        })
         .await
     {
         tracing::error!(job_id = id, error = %e, "cannot mark the turn ready");

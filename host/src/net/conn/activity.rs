@@ -1,6 +1,7 @@
 //! What one connection is doing, as its watchdog needs to know it: how many
 //! of its requests are being answered, since when it waits for the next
-//! one, and when the next one's first byte came. [`Tracked`] sees the
+//! one, and when the next one's first byte came. Its socket, wrapped in
+//! [`Tracked`] (a [`crate::counted::Counted`]), reports the
 //! bytes; the service marks requests with [`Activity::begin`].
 //!
 //! The rules: while no request is being answered, a head must be complete
@@ -10,15 +11,14 @@
 //! the busy timeout applies, where the listener sets one: nothing sent
 //! either way for that long. Request bodies have their own stall timeout.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::counted::{Counted, Tally};
 
 use super::settings::ConnSettings;
 
@@ -93,10 +93,6 @@ impl Activity {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
-    fn read(&self, n: usize) {
-        self.read_at(n, self.now_ms());
-    }
-
     /// `n` bytes read `now` milliseconds after the connection opened.
     fn read_at(&self, n: usize, now: u64) {
         if n == 0 {
@@ -111,12 +107,6 @@ impl Activity {
         {
             // The watchdog's deadline is now the head's.
             self.changed.notify_one();
-        }
-    }
-
-    fn wrote(&self, n: usize) {
-        if n > 0 {
-            self.touch();
         }
     }
 
@@ -144,69 +134,18 @@ impl Activity {
 }
 
 /// A socket whose bytes are counted into its connection's [`Activity`].
-#[derive(Debug)]
-pub struct Tracked<IO> {
-    io: IO,
-    activity: Arc<Activity>,
-}
+pub type Tracked<IO> = Counted<IO, Activity>;
 
-impl<IO> Tracked<IO> {
-    /// `io`, its bytes counted into `activity`.
-    pub fn new(io: IO, activity: Arc<Activity>) -> Self {
-        Tracked { io, activity }
+/// The socket's bytes, as [`Counted`] sees them.
+impl Tally for Activity {
+    fn read(&self, n: usize) {
+        self.read_at(n, self.now_ms());
     }
-}
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let out = Pin::new(&mut self.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = out {
-            self.activity.read(buf.filled().len() - before);
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            self.touch();
         }
-        out
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let out = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = out {
-            self.activity.wrote(n);
-        }
-        out
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let out = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = out {
-            self.activity.wrote(n);
-        }
-        out
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

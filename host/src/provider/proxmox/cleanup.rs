@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::client::FailureKind;
+use super::client::wire::Resource;
 use super::metadata;
 use super::provider::{ProxmoxProvider, vm_ref};
 use crate::clock::now_ms;
@@ -24,16 +25,20 @@ fn destroy_err(vm: &VmRef, message: String) -> ProviderError {
 }
 
 impl ProxmoxProvider {
-    /// The node a VM is on now (its `VmRef` may predate a restart).
-    pub(super) async fn locate(&self, vmid: u32) -> Result<Option<String>, ProviderError> {
-        let res = self
-            .client
+    /// The cluster's VMs (templates included), with `context` on failure.
+    pub(super) async fn list_vms(&self, context: &str) -> Result<Vec<Resource>, ProviderError> {
+        self.client
             .resources(Some("vm"))
             .await
             .map_err(|e| ProviderError::Other {
-                context: "listing VMs".into(),
+                context: context.into(),
                 source: Box::new(e),
-            })?;
+            })
+    }
+
+    /// The node a VM is on now (its `VmRef` may predate a restart).
+    pub(super) async fn locate(&self, vmid: u32) -> Result<Option<String>, ProviderError> {
+        let res = self.list_vms("listing VMs").await?;
         Ok(res
             .into_iter()
             .find(|r| r.vmid == Some(u64::from(vmid)) && r.kind == "qemu")
@@ -183,14 +188,7 @@ impl ProxmoxProvider {
     pub(super) async fn scan(
         &self,
     ) -> Result<Vec<(OwnedVm, Option<metadata::VmMeta>, bool)>, ProviderError> {
-        let res = self
-            .client
-            .resources(Some("vm"))
-            .await
-            .map_err(|e| ProviderError::Other {
-                context: "listing VMs for reconciliation".into(),
-                source: Box::new(e),
-            })?;
+        let res = self.list_vms("listing VMs for reconciliation").await?;
         let tag = self.settings.instance_tag();
         let mut out = Vec::new();
         for r in res.iter().filter(|r| r.kind == "qemu" && !r.template) {
@@ -267,14 +265,7 @@ impl ProxmoxProvider {
     /// VMs of ours still locked by a clone for longer than the grace.
     pub async fn stuck_clones(&self) -> Result<Vec<VmRef>, ProviderError> {
         let owned = self.owned_vms().await?;
-        let res = self
-            .client
-            .resources(Some("vm"))
-            .await
-            .map_err(|e| ProviderError::Other {
-                context: "listing VMs".into(),
-                source: Box::new(e),
-            })?;
+        let res = self.list_vms("listing VMs").await?;
         let mut out = Vec::new();
         for o in owned {
             let locked = res.iter().any(|r| {

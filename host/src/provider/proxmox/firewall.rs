@@ -15,6 +15,7 @@
 //! VM rules only take effect when the datacenter firewall
 //! (`/cluster/firewall/options` `enable`) is on; `doctor` checks that.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -337,19 +338,46 @@ pub async fn apply(
     Ok(())
 }
 
-/// Whether delegate enforces egress on this host's VMs, as last seen.
+/// Whether delegate enforces egress on this host's VMs: as last seen (for
+/// the provider's description) and per VM (for the status of the job that
+/// runs in it, pool VMs included).
 #[derive(Debug, Default)]
-pub struct FirewallState(Mutex<Option<String>>);
+pub struct FirewallState(Mutex<Seen>);
+
+#[derive(Debug, Default)]
+struct Seen {
+    last: Option<String>,
+    unenforced: HashMap<u32, String>,
+}
 
 impl FirewallState {
-    /// Remembers why the last VM went unfirewalled (`None`: it was firewalled).
-    pub fn record(&self, unenforced: Option<String>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = unenforced;
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers why VM `vmid` went unfirewalled (`None`: it was firewalled).
+    pub fn record(&self, vmid: u32, unenforced: Option<String>) {
+        let mut seen = self.seen();
+        match &unenforced {
+            Some(why) => seen.unenforced.insert(vmid, why.clone()),
+            None => seen.unenforced.remove(&vmid),
+        };
+        seen.last = unenforced;
     }
 
     /// Why egress is not enforced, when the last VM went unfirewalled.
     pub fn unenforced(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.seen().last.clone()
+    }
+
+    /// Why egress is not enforced for VM `vmid`, when it went unfirewalled.
+    pub fn unenforced_for(&self, vmid: u32) -> Option<String> {
+        self.seen().unenforced.get(&vmid).cloned()
+    }
+
+    /// Forgets VM `vmid` (destroyed).
+    pub fn forget(&self, vmid: u32) {
+        self.seen().unenforced.remove(&vmid);
     }
 }
 

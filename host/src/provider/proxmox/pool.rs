@@ -7,7 +7,6 @@
 //! template rebuilt under the same name (new VMID) or edited (new digest)
 //! makes pooled clones of the old one stale.
 
-use super::client::wire::Resource;
 use super::metadata::VmMeta;
 use super::placement;
 use super::provider::ProxmoxProvider;
@@ -78,11 +77,9 @@ impl ProxmoxProvider {
         &self,
         template: &str,
     ) -> Result<String, ProviderError> {
-        let res: Vec<Resource> = self
-            .client
-            .resources(Some("vm"))
-            .await
-            .map_err(|e| other("listing VMs for the template's version".into(), e))?;
+        let res = self
+            .list_vms("listing VMs for the template's version")
+            .await?;
         let mut copies = placement::find_templates(&res, template);
         if copies.is_empty() {
             return Err(ProviderError::Provision {

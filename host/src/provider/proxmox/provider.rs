@@ -379,7 +379,7 @@ impl ProxmoxProvider {
         }
         match firewall::apply(&self.client, node, vmid, targets).await {
             Ok(()) => {
-                self.firewall.record(None);
+                self.firewall.record(vmid, None);
                 Ok(())
             }
             Err(e) if mode == FirewallMode::Auto && (e.is_forbidden() || targets.is_empty()) => {
@@ -389,7 +389,7 @@ impl ProxmoxProvider {
                     firewall::PRIVILEGE
                 );
                 tracing::warn!(vmid, "{why}");
-                self.firewall.record(Some(why));
+                self.firewall.record(vmid, Some(why));
                 Ok(())
             }
             Err(e) => {
@@ -660,7 +660,20 @@ impl Provider for ProxmoxProvider {
     }
 
     async fn destroy(&self, vm: &VmRef) -> Result<(), ProviderError> {
-        self.destroy_vm(vm).await
+        self.destroy_vm(vm).await?;
+        if let Ok(vmid) = vm.id.parse() {
+            self.firewall.forget(vmid);
+        }
+        Ok(())
+    }
+
+    fn warnings(&self, vm: &VmRef) -> Vec<String> {
+        vm.id
+            .parse()
+            .ok()
+            .and_then(|vmid| self.firewall.unenforced_for(vmid))
+            .into_iter()
+            .collect()
     }
 
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError> {

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use delegate_host::config::Settings;
 use delegate_proto::api::{self, ApiError, PROTOCOL_HEADER};
 use delegate_proto::event::{Event, EventBatch};
-use delegate_proto::{Bootstrap, JobState};
-use reqwest::StatusCode;
+use delegate_proto::{Bootstrap, JobState, ResultStatus};
+use reqwest::{Method, StatusCode};
 
 use super::fake::FakeProvider;
 use super::harness::{Host, eventually, job, settings, until_state};
+use super::wire::result;
 
-/// One job's guest.
+/// One job's guest (a clone is another client of the same job, for
+/// requests on other tasks).
+#[derive(Clone)]
 pub struct GuestClient {
     http: reqwest::Client,
     base: String,
@@ -38,14 +41,54 @@ impl GuestClient {
         &self.token
     }
 
+    /// A request to `path` as the guest: its token, the protocol header.
+    pub fn req(&self, method: Method, path: String) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header(PROTOCOL_HEADER, "1")
+    }
+
+    /// `GET manifest`.
+    pub async fn manifest(&self) -> reqwest::Response {
+        self.req(Method::GET, api::manifest_path(&self.job_id))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST events` with `events`.
+    pub async fn events(&self, events: Vec<Event>) -> reqwest::Response {
+        self.req(Method::POST, api::events_path(&self.job_id))
+            .json(&EventBatch { events })
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST result` with a result of `status`.
+    pub async fn result(&self, status: ResultStatus) -> reqwest::Response {
+        self.req(Method::POST, api::result_path(&self.job_id))
+            .json(&result(status))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `PUT artifacts` with `body`.
+    pub async fn artifacts(&self, body: Vec<u8>) -> reqwest::Response {
+        self.req(Method::PUT, api::artifacts_path(&self.job_id))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `POST events` with a JSON body; the status and the error message
     /// (the acknowledgement's JSON on success).
     pub async fn post_events_json(&self, body: &serde_json::Value) -> (StatusCode, String) {
         let resp = self
-            .http
-            .post(format!("{}{}", self.base, api::events_path(&self.job_id)))
-            .bearer_auth(&self.token)
-            .header(PROTOCOL_HEADER, "1")
+            .req(Method::POST, api::events_path(&self.job_id))
             .json(body)
             .send()
             .await

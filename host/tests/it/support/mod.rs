@@ -2,6 +2,8 @@
 //! the host benchmark, which includes this module by path).
 
 pub mod fake;
+// The end-to-end tests' git helper: one copy for both test crates.
+#[path = "../../../../tests/src/git.rs"]
 pub mod git;
 pub mod guest;
 pub mod harness;

@@ -33,7 +33,8 @@ pub(in crate::jobs::engine) async fn claim(
     size: VmSize,
     bootstrap: &Bootstrap,
 ) -> Claim {
-    let Some(class) = pool.class_for(template, size) else {
+    let template = engine.provider.pool_template(template);
+    let Some(class) = pool.class_for(template.as_deref(), size) else {
         return Claim::NoClass;
     };
     let key = class.key();

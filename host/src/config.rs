@@ -643,8 +643,8 @@ fn qemu_guest_candidates(local: &LocalArgs, machine: &dyn Machine) -> Vec<PathBu
 }
 
 /// This machine's memory (`MemTotal` in `/proc/meminfo`): the most a
-/// local sandbox can be given.
-fn machine_memory(machine: &dyn Machine) -> Option<u64> {
+/// local sandbox can be given, and what `doctor` weighs warm pools against.
+pub(crate) fn machine_memory(machine: &dyn Machine) -> Option<u64> {
     let text = machine.read(Path::new("/proc/meminfo")).ok()?;
     let text = String::from_utf8_lossy(&text);
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;

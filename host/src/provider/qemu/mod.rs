@@ -101,6 +101,7 @@ impl QemuProvider {
     pub fn new(settings: QemuSettings) -> Result<Self, ProviderError> {
         let vms = settings.state_dir.join("vms");
         private_dir(&vms)?;
+        remove_stale_staging(&vms);
         let (initramfs, accel) = prepare(&settings)?;
         tracing::info!(
             accel = accel.accel.as_str(),
@@ -313,7 +314,7 @@ impl QemuProvider {
         name: &str,
         fill: impl FnOnce(&VmDir) -> Result<(), ProviderError>,
     ) -> Result<VmDir, ProviderError> {
-        let staging = self.vm_dir(&format!(".new-{name}"));
+        let staging = self.vm_dir(&format!("{STAGING_PREFIX}{name}"));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&staging.dir)
@@ -442,6 +443,30 @@ impl QemuProvider {
             ));
         }
         Ok(())
+    }
+}
+
+/// What a VM directory is called until it is whole.
+const STAGING_PREFIX: &str = ".new-";
+/// A staging directory older than this was left by a process that died
+/// between making and renaming it (no QEMU ever ran in it).
+const STAGING_STALE: Duration = Duration::from_secs(60);
+
+/// Removes staging directories left by a crash. Only old ones: another
+/// process on this data directory (`doctor` beside a server) may be making
+/// a VM right now.
+fn remove_stale_staging(vms: &Path) {
+    let Ok(entries) = std::fs::read_dir(vms) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STAGING_STALE));
+        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) && stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

@@ -263,13 +263,17 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Hands a bootstrap to an idle pool VM made by
-    /// [`Provider::prepare_idle`]: the job then runs in it.
+    /// [`Provider::prepare_idle`]: the job then runs in it. `egress_url`
+    /// is the job's, as in [`ProvisionRequest::egress_url`]; a provider
+    /// that fixed the VM's way to the gateway at boot refuses a VM whose
+    /// way leads elsewhere.
     async fn deliver_bootstrap(
         &self,
         vm: &VmRef,
         bootstrap: &Bootstrap,
+        egress_url: Option<&str>,
     ) -> Result<(), ProviderError> {
-        let _ = (vm, bootstrap);
+        let _ = (vm, bootstrap, egress_url);
         Err(ProviderError::Unavailable(format!(
             "the {} provider keeps no warm pool",
             self.name()

@@ -587,17 +587,12 @@ pub fn guest_egress(
         message: format!("egress gateway URL {url}: {why}"),
         retryable: false,
     })?;
-    guest.egress_url = Some(guest_egress_url());
-    Ok(Some(target))
-}
-
-/// Where a VM reaches its forward to the egress gateway.
-fn guest_egress_url() -> String {
-    format!(
+    guest.egress_url = Some(format!(
         "http://{}:{}",
         argv::CALLBACK_GUEST_ADDR,
         argv::EGRESS_GUEST_PORT
-    )
+    ));
+    Ok(Some(target))
 }
 
 const NOT_HTTP: &str = "only plain http:// can be forwarded";
@@ -797,8 +792,9 @@ impl Provider for QemuProvider {
         &self,
         vm: &VmRef,
         bootstrap: &Bootstrap,
+        egress_url: Option<&str>,
     ) -> Result<(), ProviderError> {
-        self.deliver_to(vm, bootstrap).await
+        self.deliver_to(vm, bootstrap, egress_url).await
     }
 
     async fn list_idle(&self) -> Result<Vec<IdleVm>, ProviderError> {

@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::state::{self, VmDir, is_vm_name};
-use super::{NAME, QemuProvider, boot, forward_target, guest_bootstrap, other, qmp};
+use super::{NAME, QemuProvider, boot, forward_target, guest_bootstrap, guest_egress, other, qmp};
 use crate::clock::now_ms;
 use crate::provider::local::process::write_private;
 use crate::provider::{IdleRequest, IdleVm, ProviderError, VmRef};
@@ -67,6 +67,26 @@ impl PoolMark {
     fn read(dir: &VmDir) -> Option<PoolMark> {
         let bytes = std::fs::read(&dir.pool_file).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Whether the VM's forwards, fixed when it booted, lead where a job's
+    /// VM would lead now (`HOST:PORT`s): a forward to an old port may reach
+    /// whatever listens there since.
+    fn check_forwards(&self, callback: &str, egress: Option<&str>) -> Result<(), String> {
+        if self.callback != callback {
+            return Err(format!(
+                "it forwards to the callback API at {}, the job's is at {callback}",
+                self.callback
+            ));
+        }
+        if self.egress.as_deref() != egress {
+            return Err(format!(
+                "it forwards to the egress gateway at {}, the job's is at {}",
+                self.egress.as_deref().unwrap_or("nothing"),
+                egress.unwrap_or("nothing")
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -161,6 +181,7 @@ impl QemuProvider {
         &self,
         vm: &VmRef,
         bootstrap: &Bootstrap,
+        egress_url: Option<&str>,
     ) -> Result<(), ProviderError> {
         if !is_vm_name(&vm.id) {
             return Err(refuse(format!("{:?} is not a qemu VM name", vm.id)));
@@ -168,16 +189,12 @@ impl QemuProvider {
         let dir = self.vm_dir(&vm.id);
         let mark = PoolMark::read(&dir)
             .ok_or_else(|| refuse(format!("VM {} is not a pool VM of this host", vm.id)))?;
-        let (mut guest, target) = guest_bootstrap(bootstrap)?;
-        if target != mark.callback {
-            return Err(refuse(format!(
-                "pool VM {} forwards to the callback API at {}, the job's is {target}",
-                vm.id, mark.callback
-            )));
-        }
-        if mark.egress.is_some() {
-            guest.egress_url = Some(super::guest_egress_url());
-        }
+        // The bootstrap as a cold VM's guest would get it, and the
+        // forwards that VM would have been given.
+        let (mut guest, callback) = guest_bootstrap(bootstrap)?;
+        let egress = guest_egress(&mut guest, egress_url)?;
+        mark.check_forwards(&callback, egress.as_deref())
+            .map_err(|why| refuse(format!("pool VM {}: {why}", vm.id)))?;
         let line = PoolDelivery {
             now_ms: now_ms(),
             bootstrap: guest,
@@ -264,4 +281,41 @@ async fn hand_over(dir: &VmDir, line: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_vm_serves_only_jobs_whose_forwards_it_has() {
+        let mark = PoolMark {
+            class: "micro:1c512m64m".into(),
+            created_ms: 0,
+            callback: "127.0.0.1:8765".into(),
+            egress: Some("127.0.0.1:8766".into()),
+        };
+        assert!(
+            mark.check_forwards("127.0.0.1:8765", Some("127.0.0.1:8766"))
+                .is_ok()
+        );
+        let err = mark
+            .check_forwards("127.0.0.1:9000", Some("127.0.0.1:8766"))
+            .unwrap_err();
+        assert!(err.contains("callback API at 127.0.0.1:8765"), "{err}");
+        let err = mark
+            .check_forwards("127.0.0.1:8765", Some("127.0.0.1:9001"))
+            .unwrap_err();
+        assert!(err.contains("egress gateway"), "{err}");
+        assert!(mark.check_forwards("127.0.0.1:8765", None).is_err());
+        let bare = PoolMark {
+            egress: None,
+            ..mark
+        };
+        assert!(bare.check_forwards("127.0.0.1:8765", None).is_ok());
+        assert!(
+            bare.check_forwards("127.0.0.1:8765", Some("127.0.0.1:8766"))
+                .is_err()
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use delegate_proto::outcome::{ErrorKind, ResultLine};
 use delegate_proto::{JobManifest, JobResult, Lifecycle, ManifestError, ResultStatus};
 
-use crate::callback::{CallbackClient, CallbackOptions, find_bootstrap};
+use crate::callback::{CallbackClient, CallbackError, CallbackOptions, find_bootstrap, pool_port};
 use crate::caller::{CallerEnv, lent_note};
 use crate::cli::{BootArgs, Cli, Command, RunArgs};
 use crate::run::run_job;
@@ -107,7 +107,17 @@ fn connect(
 }
 
 async fn boot(args: BootArgs) -> u8 {
-    let (bootstrap, source) = match find_bootstrap(args.bootstrap.as_deref()) {
+    let found = match find_bootstrap(args.bootstrap.as_deref()) {
+        // A pooled VM has no bootstrap until a job claims it: wait on its port.
+        Err(CallbackError::NoBootstrap { tried }) if args.bootstrap.is_none() => {
+            match pool_port::find() {
+                Some(port) => pool_port::wait(port).await,
+                None => Err(CallbackError::NoBootstrap { tried }),
+            }
+        }
+        other => other,
+    };
+    let (bootstrap, source) = match found {
         Ok(found) => found,
         Err(e) => {
             crate::say!("delegate-guest: no bootstrap: {e}");

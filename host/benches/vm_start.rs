@@ -1,9 +1,11 @@
 //! VM start benchmark (issue 10): submit-to-running and submit-to-success
 //! of an `echo hi` script job on the qemu provider's micro VM (KVM when the
-//! bounded probe passes, else TCG: the figures say which) and on the local
-//! sandbox, through the real engine in this process; and the host memory
-//! of one idle VM (QEMU's resident set, beside the RAM the VM was given).
-//! Prints figures next to the targets; timing never fails the run.
+//! bounded probe passes, else TCG: the figures say which), cold and taken
+//! from a warm pool (issue 13), and on the local sandbox, through the real
+//! engine in this process; the host memory of one idle VM (QEMU's
+//! resident set, beside the RAM the VM was given) and the CPU a paused
+//! pool VM uses. Prints figures next to the targets; timing never fails
+//! the run.
 //!
 //! Needs what the qemu tests need (QEMU, a kernel, a static guest):
 //! `cargo build --release -p delegate-guest --target x86_64-unknown-linux-musl`,
@@ -21,6 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use delegate_host::jobs::JobManager;
+use delegate_host::model::PoolVmState;
+use delegate_host::pool::parse_pool;
 use delegate_host::provider::Provider;
 use delegate_host::provider::local::{LocalArgs, LocalProvider};
 use delegate_host::provider::qemu::{AccelChoice, QemuArgs, QemuContext, QemuProvider};
@@ -60,26 +64,93 @@ fn echo_hi(task: &str) -> JobManifest {
 async fn timings(m: &JobManager) -> Vec<(Duration, Duration)> {
     let mut out = Vec::new();
     for _ in 0..runs() {
-        let start = Instant::now();
-        let id = m.submit(echo_hi("echo hi")).await.expect("submit").id;
-        let mut running = None;
-        loop {
-            let r = m.get(&id).expect("job");
-            if running.is_none()
-                && r.state != JobState::Pending
-                && r.state != JobState::Provisioning
-            {
-                running = Some(start.elapsed());
-            }
-            if r.state.is_final() {
-                assert_eq!(r.state, JobState::Success, "{r:?}");
-                out.push((running.unwrap_or(start.elapsed()), start.elapsed()));
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        out.push(time_one(m).await.1);
     }
     out
+}
+
+/// One job's id, submit-to-running and submit-to-success.
+async fn time_one(m: &JobManager) -> (String, (Duration, Duration)) {
+    let start = Instant::now();
+    let id = m.submit(echo_hi("echo hi")).await.expect("submit").id;
+    let mut running = None;
+    loop {
+        let r = m.get(&id).expect("job");
+        if running.is_none() && r.state != JobState::Pending && r.state != JobState::Provisioning {
+            running = Some(start.elapsed());
+        }
+        if r.state.is_final() {
+            assert_eq!(r.state, JobState::Success, "{r:?}");
+            return (id, (running.unwrap_or(start.elapsed()), start.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The pool's ready VMs.
+fn ready_pool_vms(m: &JobManager) -> Vec<String> {
+    m.store()
+        .pool_list()
+        .expect("pool rows")
+        .into_iter()
+        .filter(|r| r.state == PoolVmState::Ready)
+        .map(|r| r.vm.id)
+        .collect()
+}
+
+/// A process's CPU time (user and system) in ms: /proc counts in USER_HZ,
+/// 100 per second.
+fn cpu_ms(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces) in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 10)
+        })
+        .unwrap_or(0)
+}
+
+fn qemu_pid(qemu: &QemuProvider, vm: &str) -> u32 {
+    std::fs::read_to_string(qemu.vm_dir(vm).pid_file)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The same jobs on a host with a pool of one micro VM of their size: each
+/// waits until the pool holds a ready VM, so every job starts warm. Also
+/// the CPU the paused VM used over 3 s.
+async fn pooled(dir: &Path, qemu: Arc<QemuProvider>) -> (Vec<(Duration, Duration)>, u64) {
+    let s = settings(dir, |s| {
+        s.pool = parse_pool("micro:1c512m64m=1").expect("pool");
+    });
+    let host = Host::start(s, qemu.clone()).await;
+    let m = host.manager().clone();
+    let mut out = Vec::new();
+    let mut idle_cpu = 0;
+    for i in 0..runs() {
+        let ready = eventually(300, "a ready pool VM", || async {
+            ready_pool_vms(&m).into_iter().next()
+        })
+        .await;
+        if i == 0 {
+            let pid = qemu_pid(&qemu, &ready);
+            let before = cpu_ms(pid);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            idle_cpu = cpu_ms(pid).saturating_sub(before);
+        }
+        let (id, t) = time_one(&m).await;
+        out.push(t);
+        assert!(
+            m.get(&id).expect("job").vm_start.is_some_and(|s| s.warm),
+            "the job took the pool VM"
+        );
+    }
+    host.stop().await;
+    (out, idle_cpu)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -202,6 +273,7 @@ async fn run() {
     })
     .await;
     host.stop().await;
+    let (pooled_t, idle_cpu) = pooled(&qemu_dir.join("pooled"), qemu.clone()).await;
 
     if runs() == 1 {
         println!("smoke run (under `cargo test`): figures are not measurements");
@@ -212,7 +284,12 @@ async fn run() {
         &format!("micro VM, {}", accel.accel.as_str().to_uppercase()),
         &qemu_t,
     );
+    summary(
+        &format!("pooled micro VM, {}", accel.accel.as_str().to_uppercase()),
+        &pooled_t,
+    );
     println!("  accelerator: {}", accel.reason);
+    println!("  a paused pool VM's QEMU used {idle_cpu} ms of CPU in 3 s (target: about 0)");
     println!("  targets: micro VM submit->running < 1.5 s with KVM, < 15 s under TCG");
     let m = |kib: u64| kib as f64 / 1024.0;
     println!(

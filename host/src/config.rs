@@ -214,7 +214,8 @@ pub struct RawSettings {
     #[arg(long, env = "DELEGATE_MAX_RESOURCE_BYTES", default_value = "4M")]
     pub max_resource_bytes: String,
     /// Warm pools of idle VMs, `TEMPLATE:SIZE=COUNT,...` such as
-    /// `delegate-template:2c4g20g=3` (proxmox only; unset: none).
+    /// `delegate-template:2c4g20g=3` (proxmox and qemu, whose template is
+    /// `micro`; unset: none).
     #[arg(long = "pool", env = "DELEGATE_POOL")]
     pub warm_pool: Option<String>,
     /// An idle pool VM older than this is replaced (seconds, or `30m`, `2h`).
@@ -650,8 +651,8 @@ fn qemu_guest_candidates(local: &LocalArgs, machine: &dyn Machine) -> Vec<PathBu
 }
 
 /// This machine's memory (`MemTotal` in `/proc/meminfo`): the most a
-/// local sandbox can be given.
-fn machine_memory(machine: &dyn Machine) -> Option<u64> {
+/// local sandbox can be given, and what `doctor` weighs warm pools against.
+pub(crate) fn machine_memory(machine: &dyn Machine) -> Option<u64> {
     let text = machine.read(Path::new("/proc/meminfo")).ok()?;
     let text = String::from_utf8_lossy(&text);
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -701,14 +702,36 @@ fn pool_classes(
 ) -> Result<Vec<PoolClass>, SettingsError> {
     let classes =
         parse_pool(text.unwrap_or("")).map_err(|e| invalid("DELEGATE_POOL", e.to_string()))?;
-    if !classes.is_empty() && provider != ProviderKind::Proxmox {
-        return Err(invalid(
-            "DELEGATE_POOL",
-            format!(
-                "warm pools need DELEGATE_PROVIDER=proxmox; the {} provider keeps no idle VMs",
-                provider.as_str()
-            ),
-        ));
+    match provider {
+        _ if classes.is_empty() => {}
+        ProviderKind::Proxmox => {}
+        ProviderKind::Qemu => {
+            // The qemu provider pools micro VMs only: a disk image's own
+            // init would need the pool's bootstrap port too.
+            let micro = crate::provider::qemu::MICRO_TEMPLATE;
+            if let Some(c) = classes.iter().find(|c| c.template != micro) {
+                return Err(invalid(
+                    "DELEGATE_POOL",
+                    format!(
+                        "{}: the qemu provider pools micro VMs only; name the class \
+                         {micro}:{} (a job without vmTemplate, or with vmTemplate {micro}, \
+                         takes them)",
+                        c.key(),
+                        c.size_text
+                    ),
+                ));
+            }
+        }
+        ProviderKind::Local => {
+            return Err(invalid(
+                "DELEGATE_POOL",
+                format!(
+                    "warm pools need DELEGATE_PROVIDER=proxmox or qemu; the {} provider \
+                     keeps no idle VMs",
+                    provider.as_str()
+                ),
+            ));
+        }
     }
     Ok(classes)
 }

@@ -1,6 +1,9 @@
 //! Finding the bootstrap a provider left for this VM, in order: an explicit
 //! file, `/run/delegate/bootstrap.json`, QEMU's fw_cfg entry
-//! `opt/delegate/bootstrap`, the SMBIOS system serial.
+//! `opt/delegate/bootstrap`, the SMBIOS system serial. A pooled `qemu` VM
+//! has none of them and waits on a virtio-serial port instead
+//! (`pool_port.rs`), which `delegate-guest boot` turns to when this search
+//! finds nothing.
 //!
 //! Bootstrap files hold the job's only credential, so a file is refused when
 //! group or others have any permission on it (`mode & 0o077`), or when it is
@@ -47,6 +50,8 @@ pub enum BootstrapSource {
     FwCfg,
     /// The SMBIOS system serial number.
     Smbios,
+    /// The virtio-serial port of a pooled VM (its device).
+    PoolPort(PathBuf),
 }
 
 impl std::fmt::Display for BootstrapSource {
@@ -55,6 +60,7 @@ impl std::fmt::Display for BootstrapSource {
             BootstrapSource::File(p) => write!(f, "{}", p.display()),
             BootstrapSource::FwCfg => f.write_str("QEMU fw_cfg opt/delegate/bootstrap"),
             BootstrapSource::Smbios => f.write_str("SMBIOS serial"),
+            BootstrapSource::PoolPort(p) => write!(f, "pool port {}", p.display()),
         }
     }
 }

@@ -61,6 +61,7 @@ mod control;
 mod error;
 mod http;
 mod options;
+pub mod pool_port;
 mod repo;
 mod turns;
 mod uplink;

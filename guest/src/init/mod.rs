@@ -5,7 +5,8 @@
 //! read-only over virtio-9p under an overlay in memory, gives the job fresh
 //! `/proc`, `/sys`, `/dev`, `/tmp`, `/run` and a `/workspace` tmpfs sized by
 //! the job's disk, brings up the network, moves into the new root and runs
-//! `delegate-guest boot` there (which finds its bootstrap in QEMU's fw_cfg).
+//! `delegate-guest boot` there (which finds its bootstrap in QEMU's fw_cfg,
+//! or in a pooled VM waits for it on a virtio-serial port).
 //! When that ends, everything left is killed and the VM powers off, so
 //! QEMU exits. Whatever fails, the VM powers off with the reason on the
 //! console, which the host quotes in the job's error.

@@ -147,10 +147,21 @@ fn qemu_checks(settings: &Settings) -> Vec<(&'static str, bool, String)> {
             false,
             "no settings (DELEGATE_QEMU_*)".into(),
         )],
-        Some(qemu) => crate::provider::qemu::doctor::run(qemu)
-            .into_iter()
-            .map(|c| (c.name, c.ok, c.detail))
-            .collect(),
+        Some(qemu) => {
+            let mut checks = crate::provider::qemu::doctor::run(qemu);
+            if !settings.pool.is_empty() {
+                let total = crate::config::machine_memory(&crate::resolve::ProcessMachine);
+                checks.push(crate::provider::qemu::doctor::pools(
+                    qemu,
+                    &settings.pool,
+                    total,
+                ));
+            }
+            checks
+                .into_iter()
+                .map(|c| (c.name, c.ok, c.detail))
+                .collect()
+        }
     }
 }
 

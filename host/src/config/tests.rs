@@ -375,6 +375,31 @@ fn warm_pools_are_parsed_for_proxmox_only() {
 }
 
 #[test]
+fn qemu_pools_micro_vms_only() {
+    let micro = super::pool_classes(Some("micro:1c512m2g=2"), ProviderKind::Qemu).unwrap();
+    assert_eq!(micro[0].key(), "micro:1c512m2g");
+    let err = super::pool_classes(
+        Some("micro:1c512m2g=1,ubuntu:1c512m2g=1"),
+        ProviderKind::Qemu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("ubuntu:1c512m2g") && err.contains("micro:1c512m2g"),
+        "{err}"
+    );
+    let err = super::pool_classes(Some("micro:1c512m2g=1"), ProviderKind::Local)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("qemu"), "{err}");
+    assert!(
+        super::pool_classes(None, ProviderKind::Local)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
 fn auto_is_the_default_and_picks_the_sandbox_without_kvm() {
     let dir = tempfile::tempdir().unwrap();
     let guest = fake_guest(dir.path());

@@ -5,7 +5,7 @@
 //! whether a job's VM is gone (so a lost guest is noticed at once, not when
 //! its heartbeat lease runs out), and say what isolation it gives.
 //! Everything else (placement, retries, clone strategy) stays inside each
-//! provider. Providers that keep warm pools (Proxmox) also prepare idle VMs,
+//! provider. Providers that keep warm pools (Proxmox, QEMU) also prepare idle VMs,
 //! deliver a bootstrap to one later, list them apart from job VMs, and say
 //! which version of a template they clone; the others keep the defaults,
 //! which refuse.
@@ -120,6 +120,12 @@ pub struct IdleRequest {
     pub template: String,
     /// The VM's size.
     pub size: VmSize,
+    /// The host's callback API as every job's bootstrap names it
+    /// (`CALLBACK_URL`): a provider that fixes the VM's way out when it
+    /// starts (qemu's forwards) sets it up for this address.
+    pub callback_url: String,
+    /// The host's egress gateway, as in [`ProvisionRequest::egress_url`].
+    pub egress_url: Option<String>,
 }
 
 /// An idle pool VM the provider found that carries this host's marks.
@@ -242,6 +248,14 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// The template name a job of `template` (its `vmTemplate` or the
+    /// default, `None` for neither) takes pool VMs of: the name itself,
+    /// except where a provider has a name for what it boots without one
+    /// (qemu's `micro`).
+    fn pool_template(&self, template: Option<&str>) -> Option<String> {
+        template.map(str::to_string)
+    }
+
     /// Creates and starts a VM for a warm pool and returns once its guest
     /// waits for a bootstrap. Marks it as an idle pool VM of this host, so
     /// [`Provider::list_idle`] finds it and [`Provider::list_owned`] does
@@ -259,13 +273,17 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Hands a bootstrap to an idle pool VM made by
-    /// [`Provider::prepare_idle`]: the job then runs in it.
+    /// [`Provider::prepare_idle`]: the job then runs in it. `egress_url`
+    /// is the job's, as in [`ProvisionRequest::egress_url`]; a provider
+    /// that fixed the VM's way to the gateway at boot refuses a VM whose
+    /// way leads elsewhere.
     async fn deliver_bootstrap(
         &self,
         vm: &VmRef,
         bootstrap: &Bootstrap,
+        egress_url: Option<&str>,
     ) -> Result<(), ProviderError> {
-        let _ = (vm, bootstrap);
+        let _ = (vm, bootstrap, egress_url);
         Err(ProviderError::Unavailable(format!(
             "the {} provider keeps no warm pool",
             self.name()

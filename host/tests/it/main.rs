@@ -21,6 +21,7 @@ mod local_sandbox;
 mod manager_lifecycle;
 mod manager_restart;
 mod qemu_image;
+mod qemu_pool;
 mod qemu_vm;
 mod release_archive;
 mod repo_patch;

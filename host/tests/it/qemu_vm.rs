@@ -39,7 +39,7 @@ pub(crate) fn static_guest() -> PathBuf {
     p
 }
 
-fn provider(dir: &Path) -> Arc<QemuProvider> {
+pub(crate) fn provider(dir: &Path) -> Arc<QemuProvider> {
     let args = QemuArgs {
         guest: Some(static_guest()),
         // CI machines have no working KVM; the probe has its own test.
@@ -88,7 +88,7 @@ pub(crate) fn log_text(m: &JobManager, id: &str, which: LogSelector) -> String {
 
 /// Processes whose command line mentions `needle` (QEMU runs with paths
 /// under the test's directory; relays name the guest and the port).
-fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+pub(crate) fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -108,6 +108,17 @@ fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
 /// The job's VM is destroyed: no QEMU process runs for it, its directory
 /// is gone, and no relay of this host is left.
 pub(crate) async fn assert_nothing_left(host: &Host, dir: &Path, id: &str) {
+    assert_vm_gone(host, dir, id).await;
+    let relay = format!("relay 127.0.0.1:{}", host.port());
+    eventually(30, "no relay process of this host", || async {
+        processes_mentioning(&relay).is_empty().then_some(())
+    })
+    .await;
+}
+
+/// The job's VM is destroyed: no QEMU process runs for it and its
+/// directory is gone (other VMs of the host may run).
+pub(crate) async fn assert_vm_gone(host: &Host, dir: &Path, id: &str) {
     let m = host.manager();
     eventually(60, "the VM to be destroyed", || async {
         m.get(id).unwrap().vm_destroyed.then_some(())
@@ -121,11 +132,6 @@ pub(crate) async fn assert_nothing_left(host: &Host, dir: &Path, id: &str) {
     })
     .await;
     assert!(!vm_dir.exists(), "{} removed", vm_dir.display());
-    let relay = format!("relay 127.0.0.1:{}", host.port());
-    eventually(30, "no relay process of this host", || async {
-        processes_mentioning(&relay).is_empty().then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

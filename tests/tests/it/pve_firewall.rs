@@ -176,6 +176,8 @@ async fn a_pool_vm_is_firewalled_when_it_boots() {
                 class: "delegate-template:1c1g8g".into(),
                 template: "delegate-template".into(),
                 size: size(),
+                callback_url: CALLBACK.into(),
+                egress_url: None,
             },
             &|_| {},
         )

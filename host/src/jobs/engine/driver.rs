@@ -223,13 +223,10 @@ async fn provision(engine: &Engine, id: &str, stop: &CancellationToken) {
         tracing::info!(job_id = id, attempt, "provisioning");
         // A pool VM if one fits and is ready, else a cold start.
         let start = async {
-            if let Some(pool) = &engine.pool {
-                let (template, size) = (req.template.as_deref(), req.size);
-                if let pool::Claim::Hit(vm) =
-                    pool::claim(engine, pool, id, template, size, &req.bootstrap).await
-                {
-                    return Ok((vm, true));
-                }
+            if let Some(pool) = &engine.pool
+                && let pool::Claim::Hit(vm) = pool::claim(engine, pool, &req).await
+            {
+                return Ok((vm, true));
             }
             provider
                 .provision(req, &on_created)

@@ -700,7 +700,10 @@ impl Provider for ProxmoxProvider {
         &self,
         vm: &VmRef,
         bootstrap: &Bootstrap,
+        _egress_url: Option<&str>,
     ) -> Result<(), ProviderError> {
+        // The VM's firewall lets it reach the host's configured gateway,
+        // whichever job runs in it.
         self.deliver_to(vm, bootstrap).await
     }
 

@@ -16,7 +16,7 @@ pub const CALLBACK_GUEST_PORT: u16 = 80;
 pub const EGRESS_GUEST_PORT: u16 = 3128;
 /// fw_cfg entry the guest reads its bootstrap from.
 pub const BOOTSTRAP_FW_CFG: &str = "opt/delegate/bootstrap";
-use delegate_proto::microvm::ROOT_TAG;
+use delegate_proto::microvm::{POOL_PORT, ROOT_TAG};
 
 /// TCG's translation cache in MiB (see [`build`]).
 pub const TCG_TB_MIB: u32 = 16;
@@ -41,8 +41,13 @@ pub struct VmSpec {
     /// What the VM may reach: `None` for no network at all (the KVM
     /// probe), else the relay command run per connection.
     pub network: Option<Network>,
-    /// The bootstrap file for fw_cfg (`None` in the KVM probe).
+    /// The bootstrap file for fw_cfg (`None` in the KVM probe and in a
+    /// pool VM, which has no job yet).
     pub bootstrap: Option<PathBuf>,
+    /// A pool VM's bootstrap channel: the Unix socket QEMU listens on for
+    /// the host, the other end of the VM's virtio-serial port
+    /// [`POOL_PORT`].
+    pub pool_port: Option<PathBuf>,
     /// The QMP socket (`None` in the KVM probe).
     pub qmp: Option<PathBuf>,
     /// Export the machine's root read-only over virtio-9p.
@@ -270,6 +275,22 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
             format!("name={BOOTSTRAP_FW_CFG},file={}", path_opt(b)),
         ]);
     }
+    if let Some(sock) = &spec.pool_port {
+        // server=on,wait=off: QEMU listens and the VM runs without a host
+        // end; the host connects when a job claims the VM. The socket sits
+        // in the VM's 0700 directory, so only this user reaches it.
+        a.extend([
+            "-device".into(),
+            "virtio-serial-pci,id=pool".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=poolport,path={},server=on,wait=off",
+                path_opt(sock)
+            ),
+            "-device".into(),
+            format!("virtserialport,bus=pool.0,chardev=poolport,name={POOL_PORT}"),
+        ]);
+    }
     if let Some(q) = &spec.qmp {
         a.extend([
             "-qmp".into(),
@@ -304,6 +325,7 @@ mod tests {
                 egress: None,
             }),
             bootstrap: Some("/d/qemu/vms/vm-1/bootstrap.json".into()),
+            pool_port: None,
             qmp: Some("/d/qemu/vms/vm-1/qmp.sock".into()),
             share_root: true,
             workspace_disk: Some("/d/qemu/vms/vm-1/workspace.img".into()),
@@ -400,6 +422,32 @@ mod tests {
         s.boot = Boot::Firmware;
         let argv = text(&build(&s).unwrap());
         assert!(after(&argv, "-kernel").is_empty(), "its own boot loader");
+    }
+
+    #[test]
+    fn a_pool_vm_has_a_bootstrap_port_and_no_fw_cfg_entry() {
+        let mut s = spec();
+        s.bootstrap = None;
+        s.pool_port = Some("/d/qemu/vms/vm-1/pool,port.sock".into());
+        let argv = text(&build(&s).unwrap());
+        assert!(after(&argv, "-fw_cfg").is_empty());
+        assert_eq!(
+            after(&argv, "-chardev")[1],
+            "socket,id=poolport,path=/d/qemu/vms/vm-1/pool,,port.sock,server=on,wait=off"
+        );
+        let devices = after(&argv, "-device");
+        assert!(
+            devices.contains(&"virtio-serial-pci,id=pool"),
+            "{devices:?}"
+        );
+        assert!(
+            devices.contains(
+                &"virtserialport,bus=pool.0,chardev=poolport,name=org.delegate.bootstrap"
+            ),
+            "{devices:?}"
+        );
+        let append = after(&argv, "-append")[0];
+        assert!(!append.contains("bootstrap"), "{append}");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! `delegate-host doctor` for the qemu provider: QEMU and its 9p support,
 //! the kernel and its modules, the static guest, `/dev/kvm`, the disk
-//! images when any are configured, and the accelerator the provider would
-//! use (after the same bounded KVM probe, or its kept outcome).
+//! images when any are configured, the accelerator the provider would
+//! use (after the same bounded KVM probe, or its kept outcome), and
+//! whether warm pools can fill.
 
 use std::process::Command;
 
 use super::image::ImageBoot;
 use super::settings::{AccelChoice, QemuSettings};
 use super::{QemuProvider, modules};
+use crate::pool::PoolClass;
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +121,45 @@ pub fn run(settings: &QemuSettings) -> Vec<Check> {
     checks
 }
 
+/// Whether `DELEGATE_POOL` can ever fill here: a pool VM waits for its
+/// bootstrap on a virtio-serial port, so the kernel needs `virtio_console`
+/// (a module or built in); and every pool VM, paused, keeps its memory on
+/// this machine (`mem_total`: its `MemTotal`, when known).
+pub fn pools(settings: &QemuSettings, classes: &[PoolClass], mem_total: Option<u64>) -> Check {
+    check(
+        "warm pools",
+        pools_fit(&settings.kernel.modules, classes, mem_total),
+    )
+}
+
+fn pools_fit(
+    module_dir: &std::path::Path,
+    classes: &[PoolClass],
+    mem_total: Option<u64>,
+) -> Result<String, String> {
+    modules::resolve(module_dir, &["virtio_console"], &[]).map_err(|e| {
+        format!("pool VMs get their bootstrap over virtio-serial, and {e}; they can never start")
+    })?;
+    let vms: usize = classes.iter().map(|c| c.target).sum();
+    let memory: u64 = classes
+        .iter()
+        .map(|c| c.size.memory_bytes.saturating_mul(c.target as u64))
+        .sum();
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    match mem_total {
+        Some(total) if memory > total => Err(format!(
+            "{vms} pool VMs ask for {:.1} GiB, more than this machine's {:.1} GiB: they can \
+             never all be ready; shrink DELEGATE_POOL",
+            gib(memory),
+            gib(total)
+        )),
+        _ => Ok(format!(
+            "{vms} pool VMs, {:.1} GiB of memory held while they wait",
+            gib(memory)
+        )),
+    }
+}
+
 /// `/dev/kvm`: without it VMs run under TCG, which is a failure only when
 /// KVM was demanded.
 fn kvm_device(settings: &QemuSettings) -> Check {
@@ -187,4 +228,33 @@ fn images(settings: &QemuSettings) -> Result<String, String> {
         _ => "booted by their own boot loader".into(),
     };
     Ok(format!("{}; {boot}", described.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::parse_pool;
+
+    #[test]
+    fn pools_need_virtio_console_and_fit_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let dep = dir.path().join("modules.dep");
+        std::fs::write(&dep, "kernel/drivers/char/virtio_console.ko.xz:\n").unwrap();
+        let classes = parse_pool("micro:1c1g2g=2,micro:2c2g4g=1").unwrap();
+        let gib = 1u64 << 30;
+        let ok = pools_fit(dir.path(), &classes, Some(8 * gib)).unwrap();
+        assert!(ok.contains("3 pool VMs, 4.0 GiB"), "{ok}");
+        assert!(pools_fit(dir.path(), &classes, None).is_ok());
+        let err = pools_fit(dir.path(), &classes, Some(3 * gib)).unwrap_err();
+        assert!(err.contains("never all be ready"), "{err}");
+        std::fs::write(&dep, "kernel/drivers/net/virtio_net.ko:\n").unwrap();
+        let err = pools_fit(dir.path(), &classes, Some(8 * gib)).unwrap_err();
+        assert!(err.contains("virtio_console"), "{err}");
+        std::fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/char/virtio_console.ko\n",
+        )
+        .unwrap();
+        assert!(pools_fit(dir.path(), &classes, Some(8 * gib)).is_ok());
+    }
 }

@@ -20,6 +20,9 @@
 //! directory under `<data dir>/qemu/vms/` ([`state`]) with its pid file,
 //! QMP socket and console, so a restarted host finds and destroys it.
 //! Destroying is QMP `quit`, then SIGKILL.
+//!
+//! Warm pools ([`pool`]): micro VMs booted without a job and paused, which
+//! get their bootstrap over a virtio-serial port when a job claims one.
 
 mod argv;
 mod boot;
@@ -31,6 +34,7 @@ mod initramfs;
 mod kernel;
 mod kvm;
 mod modules;
+mod pool;
 mod qmp;
 mod settings;
 mod state;
@@ -43,11 +47,15 @@ use std::time::Duration;
 use delegate_proto::Bootstrap;
 
 use crate::provider::local::process::{Recorded, wait_gone, write_private};
-use crate::provider::{Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef};
+use crate::provider::{
+    IdleRequest, IdleVm, Isolation, OwnedVm, Provider, ProviderError, ProvisionRequest, VmRef,
+    VmSize,
+};
 
 pub use image::{ImageBoot, Images};
 pub use kernel::Kernel;
 pub use kvm::{Accel, AccelDecision};
+pub use pool::MICRO_TEMPLATE;
 pub use settings::{AccelChoice, QemuArgs, QemuContext, QemuSettings, QemuSettingsError};
 pub use state::{VmDir, is_vm_name};
 
@@ -65,6 +73,8 @@ pub struct QemuProvider {
     accel: AccelDecision,
     initramfs: PathBuf,
     vms: PathBuf,
+    /// What micro VMs boot, for the pool's template version.
+    boot_digest: String,
 }
 
 fn other(
@@ -91,6 +101,7 @@ impl QemuProvider {
     pub fn new(settings: QemuSettings) -> Result<Self, ProviderError> {
         let vms = settings.state_dir.join("vms");
         private_dir(&vms)?;
+        remove_stale_staging(&vms);
         let (initramfs, accel) = prepare(&settings)?;
         tracing::info!(
             accel = accel.accel.as_str(),
@@ -98,6 +109,7 @@ impl QemuProvider {
             kernel = %settings.kernel.image.display(),
             "qemu provider ready"
         );
+        let boot_digest = pool::boot_digest(&initramfs, accel.accel.as_str(), &settings.hide)?;
         if settings.mkfs.is_none() {
             tracing::warn!(
                 "mkfs.ext4 (e2fsprogs) not found: each VM's /workspace is a tmpfs in its memory"
@@ -108,6 +120,7 @@ impl QemuProvider {
             accel,
             initramfs,
             vms,
+            boot_digest,
         })
     }
 
@@ -145,6 +158,19 @@ impl QemuProvider {
         VmDir::new(&self.vms, name)
     }
 
+    /// What QEMU says VM `name` is doing (`running`, `paused`), over QMP
+    /// (diagnostics and tests).
+    pub async fn vm_status(&self, name: &str) -> Result<String, String> {
+        if !is_vm_name(name) {
+            return Err(format!("{name:?} is not a qemu VM name"));
+        }
+        let answer = qmp::query(&self.vm_dir(name).qmp, "query-status", QUIT_WAIT).await?;
+        answer["status"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("QMP query-status answered {answer}"))
+    }
+
     /// The workspace disk of `bytes`, when `mkfs.ext4` is there.
     async fn workspace_disk(
         &self,
@@ -166,14 +192,14 @@ impl QemuProvider {
     fn spec(
         &self,
         vm: &VmDir,
-        req: &ProvisionRequest,
+        size: VmSize,
         target: String,
         egress: Option<String>,
         workspace_disk: Option<PathBuf>,
     ) -> argv::VmSpec {
         let mut params = vec![match &workspace_disk {
             Some(_) => "delegate.workspace_disk".to_string(),
-            None => format!("delegate.workspace_size={}", req.size.disk_bytes),
+            None => format!("delegate.workspace_size={}", size.disk_bytes),
         }];
         for path in &self.settings.hide {
             let p = path.to_string_lossy();
@@ -188,7 +214,7 @@ impl QemuProvider {
             workspace_disk,
             ..self.common_spec(
                 vm,
-                req,
+                size,
                 target,
                 egress,
                 argv::Boot::MicroVm {
@@ -218,7 +244,7 @@ impl QemuProvider {
         };
         argv::VmSpec {
             root_disk: Some(vm.root_disk.clone()),
-            ..self.common_spec(vm, req, target, egress, boot)
+            ..self.common_spec(vm, req.size, target, egress, boot)
         }
     }
 
@@ -227,7 +253,7 @@ impl QemuProvider {
     fn common_spec(
         &self,
         vm: &VmDir,
-        req: &ProvisionRequest,
+        size: VmSize,
         target: String,
         egress: Option<String>,
         boot: argv::Boot,
@@ -240,8 +266,8 @@ impl QemuProvider {
                 .unwrap_or_default(),
             binary: self.settings.binary.clone(),
             accel: self.accel.accel,
-            cpus: req.size.cpus,
-            memory_mib: req.size.memory_bytes >> 20,
+            cpus: size.cpus,
+            memory_mib: size.memory_bytes >> 20,
             boot,
             console: vm.console.clone(),
             network: Some(argv::Network {
@@ -250,6 +276,7 @@ impl QemuProvider {
                 egress,
             }),
             bootstrap: Some(vm.bootstrap.clone()),
+            pool_port: None,
             qmp: Some(vm.qmp.clone()),
             share_root: false,
             workspace_disk: None,
@@ -277,6 +304,82 @@ impl QemuProvider {
             .map_err(|e| refuse(e.to_string()))?;
         tracing::debug!(image = %image.display(), size, "overlay created");
         Ok(())
+    }
+
+    /// Makes VM `name`'s directory whole: `fill` writes its files under a
+    /// staging name (which no listing takes for a VM), then it is renamed,
+    /// so a listing never sees a VM without its job's or pool's mark.
+    fn create_vm_dir(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&VmDir) -> Result<(), ProviderError>,
+    ) -> Result<VmDir, ProviderError> {
+        let staging = self.vm_dir(&format!("{STAGING_PREFIX}{name}"));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging.dir)
+            .map_err(|e| other(format!("creating {}", staging.dir.display()), e))?;
+        let done = self.vm_dir(name);
+        let made = fill(&staging).and_then(|()| {
+            std::fs::rename(&staging.dir, &done.dir)
+                .map_err(|e| other(format!("renaming {}", staging.dir.display()), e))
+        });
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&staging.dir);
+            return Err(e);
+        }
+        Ok(done)
+    }
+
+    /// Starts QEMU for `vm`, records its pid and reaps it when it ends
+    /// (`owner`: the job or pool id, for logs).
+    fn launch(
+        &self,
+        vm: &VmDir,
+        spec: &argv::VmSpec,
+        owner: &str,
+    ) -> Result<Recorded, ProviderError> {
+        let mut child = self.spawn(vm, spec)?;
+        let pid = child.id().unwrap_or(0);
+        let Some(rec) = Recorded::of(pid) else {
+            let status = child.try_wait().ok().flatten();
+            return Err(ProviderError::Provision {
+                message: format!(
+                    "QEMU exited at once ({status:?}): {}",
+                    state::tail(&vm.qemu_log, 5)
+                ),
+                retryable: false,
+            });
+        };
+        rec.write(&vm.pid_file)
+            .map_err(|e| other("writing the VM's pid file", e))?;
+        tracing::debug!(owner, vm = %spec.name, pid, accel = self.accel.accel.as_str(), "QEMU started");
+        let owner = owner.to_string();
+        let vm_name = spec.name.clone();
+        // Reap QEMU when it ends (it is this process's child).
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) => tracing::info!(owner, vm = vm_name, %status, "QEMU exited"),
+                Err(e) => {
+                    tracing::warn!(owner, vm = vm_name, error = %e, "waiting for QEMU failed")
+                }
+            }
+        });
+        Ok(rec)
+    }
+
+    /// The names of every VM directory under this data directory.
+    fn vm_names(&self) -> Result<Vec<String>, ProviderError> {
+        let entries = match std::fs::read_dir(&self.vms) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(other(format!("listing {}", self.vms.display()), e)),
+        };
+        Ok(entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| is_vm_name(name))
+            .collect())
     }
 
     fn spawn(
@@ -343,6 +446,30 @@ impl QemuProvider {
     }
 }
 
+/// What a VM directory is called until it is whole.
+const STAGING_PREFIX: &str = ".new-";
+/// A staging directory older than this was left by a process that died
+/// between making and renaming it (no QEMU ever ran in it).
+const STAGING_STALE: Duration = Duration::from_secs(60);
+
+/// Removes staging directories left by a crash. Only old ones: another
+/// process on this data directory (`doctor` beside a server) may be making
+/// a VM right now.
+fn remove_stale_staging(vms: &Path) {
+    let Ok(entries) = std::fs::read_dir(vms) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STAGING_STALE));
+        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) && stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// The initramfs (built in the state directory) and the accelerator
 /// (after the bounded KVM probe, whose outcome is kept for this machine
 /// boot in `<state dir>/kvm-probe`). Blocking.
@@ -373,6 +500,7 @@ pub fn prepare(settings: &QemuSettings) -> Result<(PathBuf, AccelDecision), Prov
         console: settings.state_dir.join("kvm-probe.log"),
         network: None,
         bootstrap: None,
+        pool_port: None,
         qmp: None,
         share_root: false,
         workspace_disk: None,
@@ -509,30 +637,27 @@ impl Provider for QemuProvider {
     ) -> Result<VmRef, ProviderError> {
         let (mut guest_bootstrap, target) = guest_bootstrap(&req.bootstrap)?;
         let egress = guest_egress(&mut guest_bootstrap, req.egress_url.as_deref())?;
-        let image = self
-            .settings
-            .images
-            .for_job(req.template.as_deref())
-            .map_err(|e| ProviderError::Provision {
-                message: e.to_string(),
-                retryable: false,
-            })?;
+        // `micro` names the micro VM, whatever the default image.
+        let image =
+            match req.template.as_deref() {
+                Some(MICRO_TEMPLATE) => None,
+                template => self.settings.images.for_job(template).map_err(|e| {
+                    ProviderError::Provision {
+                        message: e.to_string(),
+                        retryable: false,
+                    }
+                })?,
+            };
         let name = state::new_name();
-        let vm_dir = self.vm_dir(&name);
+        let vm_dir = self.create_vm_dir(&name, |d| {
+            write_private(&d.job_file, req.job_id.as_bytes())?;
+            write_private(&d.deadline_file, req.deadline_ms.to_string().as_bytes())
+        })?;
         let vm = VmRef {
             provider: NAME.into(),
             id: name,
             node: None,
         };
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&vm_dir.dir)
-            .map_err(|e| other(format!("creating {}", vm_dir.dir.display()), e))?;
-        write_private(&vm_dir.job_file, req.job_id.as_bytes())?;
-        write_private(
-            &vm_dir.deadline_file,
-            req.deadline_ms.to_string().as_bytes(),
-        )?;
         // From here on there is something to destroy.
         on_created(vm.clone());
         let json =
@@ -545,35 +670,11 @@ impl Provider for QemuProvider {
             }
             None => {
                 let disk = self.workspace_disk(&vm_dir, req.size.disk_bytes).await?;
-                self.spec(&vm_dir, &req, target, egress, disk)
+                self.spec(&vm_dir, req.size, target, egress, disk)
             }
         };
-        let mut child = self.spawn(&vm_dir, &spec)?;
-        let pid = child.id().unwrap_or(0);
-        let Some(rec) = Recorded::of(pid) else {
-            let status = child.try_wait().ok().flatten();
-            return Err(ProviderError::Provision {
-                message: format!(
-                    "QEMU exited at once ({status:?}): {}",
-                    state::tail(&vm_dir.qemu_log, 5)
-                ),
-                retryable: false,
-            });
-        };
-        rec.write(&vm_dir.pid_file)
-            .map_err(|e| other("writing the VM's pid file", e))?;
-        let job_id = req.job_id.clone();
-        let vm_name = vm.id.clone();
-        // Reap QEMU when it ends (it is this process's child).
-        tokio::spawn(async move {
-            match child.wait().await {
-                Ok(status) => tracing::info!(job_id, vm = vm_name, %status, "QEMU exited"),
-                Err(e) => {
-                    tracing::warn!(job_id, vm = vm_name, error = %e, "waiting for QEMU failed")
-                }
-            }
-        });
-        tracing::info!(job_id = %req.job_id, vm = %vm.id, pid, accel = self.accel.accel.as_str(), "VM starting");
+        let rec = self.launch(&vm_dir, &spec, &req.job_id)?;
+        tracing::info!(job_id = %req.job_id, vm = %vm.id, accel = self.accel.accel.as_str(), "VM starting");
         let limit = self.settings.boot_timeout;
         let booted = match (&image, &spec.boot) {
             (None, _) => boot::wait_ready(&vm_dir, rec, limit).await,
@@ -623,7 +724,6 @@ impl Provider for QemuProvider {
         }
     }
 
-    /// Every VM directory under this data directory, running or not.
     /// QEMU ended (the guest powered off, crashed, or QEMU was killed), or
     /// the VM's directory was taken apart; the console's last lines say
     /// which.
@@ -646,30 +746,63 @@ impl Provider for QemuProvider {
         Some(crate::provider::gone::PROCESS_GONE_INTERVAL)
     }
 
+    /// The job VMs: every VM directory under this data directory, running
+    /// or not, that is not a pool VM's.
     async fn list_owned(&self) -> Result<Vec<OwnedVm>, ProviderError> {
-        let entries = match std::fs::read_dir(&self.vms) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(other(format!("listing {}", self.vms.display()), e)),
-        };
-        let mut owned = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_vm_name(&name) {
-                continue;
-            }
-            let dir = self.vm_dir(&name);
-            owned.push(OwnedVm {
-                job_id: dir.job_id(),
-                deadline_ms: dir.deadline_ms(),
-                vm: VmRef {
-                    provider: NAME.into(),
-                    id: name,
-                    node: None,
-                },
-            });
+        Ok(self
+            .vm_names()?
+            .into_iter()
+            .filter_map(|name| {
+                let dir = self.vm_dir(&name);
+                (!dir.is_pool()).then(|| OwnedVm {
+                    job_id: dir.job_id(),
+                    deadline_ms: dir.deadline_ms(),
+                    vm: VmRef {
+                        provider: NAME.into(),
+                        id: name,
+                        node: None,
+                    },
+                })
+            })
+            .collect())
+    }
+
+    fn supports_pool(&self) -> bool {
+        true
+    }
+
+    /// A job without a template boots the micro VM unless a default image
+    /// is set; `micro` always names it.
+    fn pool_template(&self, template: Option<&str>) -> Option<String> {
+        match template {
+            None if self.settings.images.default.is_none() => Some(MICRO_TEMPLATE.into()),
+            other => other.map(str::to_string),
         }
-        Ok(owned)
+    }
+
+    async fn prepare_idle(
+        &self,
+        req: IdleRequest,
+        on_created: &(dyn Fn(VmRef) + Send + Sync),
+    ) -> Result<VmRef, ProviderError> {
+        self.prepare_idle_vm(&req, on_created).await
+    }
+
+    async fn deliver_bootstrap(
+        &self,
+        vm: &VmRef,
+        bootstrap: &Bootstrap,
+        egress_url: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        self.deliver_to(vm, bootstrap, egress_url).await
+    }
+
+    async fn list_idle(&self) -> Result<Vec<IdleVm>, ProviderError> {
+        self.idle_vms()
+    }
+
+    async fn template_version(&self, template: &str) -> Result<String, ProviderError> {
+        self.template_version_of(template)
     }
 }
 

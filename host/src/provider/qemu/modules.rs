@@ -17,9 +17,16 @@ pub const REQUIRED: &[&str] = &[
     "virtio_net",
 ];
 /// Modules used when present: the entropy device (a faster start for the
-/// runner's TLS library), and the workspace disk (virtio-blk, ext4 and the
-/// checksum ext4 asks the crypto API for at mount time).
-pub const OPTIONAL: &[&str] = &["virtio_rng", "virtio_blk", "crc32c_generic", "ext4"];
+/// runner's TLS library), the workspace disk (virtio-blk, ext4 and the
+/// checksum ext4 asks the crypto API for at mount time), and virtio-serial
+/// (virtio_console), the port a pool VM gets its bootstrap on.
+pub const OPTIONAL: &[&str] = &[
+    "virtio_rng",
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
+    "virtio_console",
+];
 
 /// Why the module list could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! A minimal QMP client: connect to a VM's monitor socket, leave
-//! negotiation mode, run one command. Enough to ask QEMU to quit.
+//! negotiation mode, run one command: quit, pause and resume a VM, ask
+//! its status.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,12 +11,22 @@ use tokio::net::UnixStream;
 /// Sends `command` (e.g. `quit`) and waits for its answer, all within
 /// `limit`. Events QEMU sends meanwhile are skipped.
 pub async fn execute(socket: &Path, command: &str, limit: Duration) -> Result<(), String> {
+    query(socket, command, limit).await.map(drop)
+}
+
+/// [`execute`], returning what the command returned (`null` for a `quit`
+/// QEMU ended before answering).
+pub async fn query(
+    socket: &Path,
+    command: &str,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
     tokio::time::timeout(limit, run(socket, command))
         .await
         .map_err(|_| format!("QMP {command}: no answer within {limit:?}"))?
 }
 
-async fn run(socket: &Path, command: &str) -> Result<(), String> {
+async fn run(socket: &Path, command: &str) -> Result<serde_json::Value, String> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
@@ -23,6 +34,7 @@ async fn run(socket: &Path, command: &str) -> Result<(), String> {
     let mut lines = BufReader::new(read).lines();
     // The greeting, then capabilities negotiation, then the command.
     answer(&mut lines, "greeting", |v| v.get("QMP").is_some()).await?;
+    let mut returned = serde_json::Value::Null;
     for cmd in ["qmp_capabilities", command] {
         let msg = serde_json::json!({ "execute": cmd }).to_string() + "\n";
         write
@@ -35,13 +47,13 @@ async fn run(socket: &Path, command: &str) -> Result<(), String> {
         .await;
         match reply {
             Ok(v) if v.get("error").is_some() => return Err(format!("QMP {cmd}: {v}")),
-            Ok(_) => {}
+            Ok(mut v) => returned = v["return"].take(),
             // QEMU may close the socket as it quits, before answering.
-            Err(_) if cmd == "quit" => return Ok(()),
+            Err(_) if cmd == "quit" => return Ok(serde_json::Value::Null),
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(returned)
 }
 
 async fn answer(
@@ -92,9 +104,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             waited += 1;
         }
-        execute(&sock, "query-status", Duration::from_secs(10))
+        let status = query(&sock, "query-status", Duration::from_secs(10))
             .await
             .unwrap();
+        assert_eq!(status["status"], "prelaunch", "{status}");
         execute(&sock, "quit", Duration::from_secs(10))
             .await
             .unwrap();

@@ -28,6 +28,11 @@ pub struct VmDir {
     pub workspace_disk: PathBuf,
     /// The copy-on-write overlay of the job's disk image (disk-image mode).
     pub root_disk: PathBuf,
+    /// Marks a pool VM (its class and forwards, JSON): a VM with it is
+    /// listed by `list_idle` and never by `list_owned`.
+    pub pool_file: PathBuf,
+    /// A pool VM's bootstrap socket: QEMU's end of its virtio-serial port.
+    pub pool_socket: PathBuf,
 }
 
 impl VmDir {
@@ -44,6 +49,8 @@ impl VmDir {
             deadline_file: dir.join("deadline"),
             workspace_disk: dir.join("workspace.img"),
             root_disk: dir.join("root.qcow2"),
+            pool_file: dir.join("pool.json"),
+            pool_socket: dir.join("pool.sock"),
             dir,
         }
     }
@@ -54,6 +61,11 @@ impl VmDir {
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| delegate_proto::api::is_valid_job_id(s))
+    }
+
+    /// Whether it is a pool VM.
+    pub fn is_pool(&self) -> bool {
+        self.pool_file.exists()
     }
 
     /// The recorded deadline.

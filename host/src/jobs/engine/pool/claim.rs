@@ -6,13 +6,11 @@
 //! provisions the job afresh, as for any interrupted provisioning. The VM
 //! never returns to the pool, so no two jobs ever share it.
 
-use delegate_proto::Bootstrap;
-
 use super::Pool;
 use super::fill::destroy_pool_vm;
 use crate::clock::now_ms;
 use crate::jobs::engine::Engine;
-use crate::provider::{VmRef, VmSize};
+use crate::provider::{ProvisionRequest, VmRef};
 
 /// What a claim came to.
 pub(in crate::jobs::engine) enum Claim {
@@ -24,16 +22,15 @@ pub(in crate::jobs::engine) enum Claim {
     Hit(VmRef),
 }
 
-/// Tries to start job `job_id` (of `template` and `size`) in a pool VM.
+/// Tries to start the job `req` asks a VM for in a pool VM.
 pub(in crate::jobs::engine) async fn claim(
     engine: &Engine,
     pool: &Pool,
-    job_id: &str,
-    template: Option<&str>,
-    size: VmSize,
-    bootstrap: &Bootstrap,
+    req: &ProvisionRequest,
 ) -> Claim {
-    let Some(class) = pool.class_for(template, size) else {
+    let job_id = req.job_id.as_str();
+    let template = engine.provider.pool_template(req.template.as_deref());
+    let Some(class) = pool.class_for(template.as_deref(), req.size) else {
         return Claim::NoClass;
     };
     let key = class.key();
@@ -74,7 +71,11 @@ pub(in crate::jobs::engine) async fn claim(
         }
     };
     tracing::info!(job_id, vm = %vm.id, class = %key, "warm pool: VM claimed");
-    match engine.provider.deliver_bootstrap(&vm, bootstrap).await {
+    let delivered = engine
+        .provider
+        .deliver_bootstrap(&vm, &req.bootstrap, req.egress_url.as_deref())
+        .await;
+    match delivered {
         Ok(()) => {
             metrics.count_pool_claim(&key, true);
             Claim::Hit(vm)

@@ -251,6 +251,13 @@ async fn fill(engine: &Engine, class: &PoolClass, version: String) -> Result<(),
         class: key.clone(),
         template: class.template.clone(),
         size: class.size,
+        callback_url: engine.shared.settings.callback_url.clone(),
+        egress_url: engine
+            .shared
+            .settings
+            .egress
+            .listen
+            .and(engine.shared.settings.egress.url.clone()),
     };
     match engine.provider.prepare_idle(req, &on_created).await {
         Ok(vm) => {

@@ -60,7 +60,7 @@ const FULL: Scale = Scale {
     jobs: 1_001,
     burst: 5_000,
     bursts: 12,
-    listings: 50,
+    listings: 300,
 };
 const SMOKE: Scale = Scale {
     jobs: 30,

@@ -173,7 +173,17 @@ impl Store {
                         Ok((
                             r.get::<_, i64>(0)?,
                             r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
+                            // Parsed from the row's text: no string per row.
+                            r.get_ref(2)?
+                                .as_str()
+                                .map_err(|e| {
+                                    rusqlite::Error::FromSqlConversionFailure(
+                                        2,
+                                        rusqlite::types::Type::Text,
+                                        Box::new(e),
+                                    )
+                                })?
+                                .parse::<JobState>(),
                             r.get::<_, String>(3)?,
                             r.get::<_, String>(4)?,
                             r.get::<_, i64>(5)?,
@@ -196,7 +206,11 @@ impl Store {
             {
                 last_seq = Some(seq);
                 items.push(JobSummary {
-                    status: row::state(&id, &state)?,
+                    status: state.map_err(|message| StoreError::Decode {
+                        job_id: id.clone(),
+                        field: "state",
+                        message,
+                    })?,
                     job_id: id,
                     agent_type,
                     task,

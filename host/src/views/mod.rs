@@ -465,24 +465,29 @@ impl SummaryView {
     /// were a third of its allocations.
     pub fn into_json(self) -> serde_json::Value {
         use serde_json::Value;
-        let mut m = serde_json::Map::new();
-        m.insert("job_id".into(), Value::String(self.job_id));
-        m.insert("status".into(), Value::String(self.status.as_str().into()));
-        m.insert("agent_type".into(), Value::String(self.agent_type));
-        m.insert("task".into(), Value::String(self.task));
-        m.insert("created_at".into(), Value::String(self.created_at));
-        m.insert(
-            "completed_at".into(),
-            self.completed_at.map_or(Value::Null, Value::String),
-        );
-        if let Some(session) = self.session {
-            // Strings, numbers and booleans only: it cannot fail.
-            m.insert(
-                "session".into(),
-                serde_json::to_value(session).unwrap_or(Value::Null),
-            );
-        }
-        Value::Object(m)
+        let status = Value::String(self.status.as_str().into());
+        let completed_at = self.completed_at.map_or(Value::Null, Value::String);
+        // Strings, numbers and booleans only: it cannot fail.
+        let session = self
+            .session
+            .map(|s| serde_json::to_value(s).unwrap_or(Value::Null));
+        // In key order: a map collected from sorted keys is built in one
+        // pass, where inserting searches the map for every key.
+        let fields = [
+            ("agent_type", Some(Value::String(self.agent_type))),
+            ("completed_at", Some(completed_at)),
+            ("created_at", Some(Value::String(self.created_at))),
+            ("job_id", Some(Value::String(self.job_id))),
+            ("session", session),
+            ("status", Some(status)),
+            ("task", Some(Value::String(self.task))),
+        ];
+        Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+        )
     }
 }
 

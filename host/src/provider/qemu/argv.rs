@@ -70,6 +70,9 @@ pub enum Boot {
         initramfs: PathBuf,
         /// Extra kernel parameters (`delegate.*`).
         params: Vec<String>,
+        /// The same kernel, initramfs and parameters on a boot disk the
+        /// BIOS boots (see `bootdisk`), used in place of `-kernel`.
+        boot_disk: Option<PathBuf>,
     },
     /// A disk image that is a bare file system: the machine's kernel and
     /// an initrd that mounts it from `/dev/vda`.
@@ -190,9 +193,13 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
     ];
     match &spec.boot {
         Boot::MicroVm {
+            boot_disk: Some(_), ..
+        } => {}
+        Boot::MicroVm {
             kernel,
             initramfs,
             params,
+            boot_disk: None,
         } => a.extend([
             "-kernel".into(),
             kernel.to_string_lossy().into_owned(),
@@ -269,6 +276,23 @@ pub fn build(spec: &VmSpec) -> Result<Vec<OsString>, ArgvError> {
             format!("file={},format=raw,if=virtio,cache=unsafe", path_opt(d)),
         ]);
     }
+    if let Boot::MicroVm {
+        boot_disk: Some(d), ..
+    } = &spec.boot
+    {
+        // The last PCI slot: the guest names virtio disks in slot order,
+        // so the workspace disk stays /dev/vda. Read-only, and the only
+        // device the BIOS may boot.
+        a.extend([
+            "-drive".into(),
+            format!(
+                "file={},if=none,id=bootdisk,format=raw,readonly=on",
+                path_opt(d)
+            ),
+            "-device".into(),
+            "virtio-blk-pci,drive=bootdisk,bootindex=0,addr=0x1f".into(),
+        ]);
+    }
     if let Some(b) = &spec.bootstrap {
         a.extend([
             "-fw_cfg".into(),
@@ -317,6 +341,7 @@ mod tests {
                 kernel: "/boot/vmlinuz".into(),
                 initramfs: "/d/qemu/initramfs.img".into(),
                 params: vec!["delegate.workspace_size=1048576".into()],
+                boot_disk: None,
             },
             console: "/d/qemu/vms/vm-1/console,log".into(),
             network: Some(Network {
@@ -377,6 +402,34 @@ mod tests {
         assert_eq!(
             after(&argv, "-drive"),
             ["file=/d/qemu/vms/vm-1/workspace.img,format=raw,if=virtio,cache=unsafe"]
+        );
+    }
+
+    #[test]
+    fn a_micro_vm_with_a_boot_disk_boots_it_read_only_after_its_workspace() {
+        let mut s = spec();
+        s.boot = Boot::MicroVm {
+            kernel: "/boot/vmlinuz".into(),
+            initramfs: "/d/qemu/initramfs.img".into(),
+            params: vec!["delegate.workspace_disk".into()],
+            boot_disk: Some("/d/qemu/boot-1.img".into()),
+        };
+        let argv = text(&build(&s).unwrap());
+        for flag in ["-kernel", "-initrd", "-append"] {
+            assert!(
+                after(&argv, flag).is_empty(),
+                "{flag}: QEMU would keep a copy"
+            );
+        }
+        let drives = after(&argv, "-drive");
+        assert_eq!(
+            *drives.last().unwrap(),
+            "file=/d/qemu/boot-1.img,if=none,id=bootdisk,format=raw,readonly=on"
+        );
+        assert!(drives[0].contains("workspace.img"), "{drives:?}");
+        assert!(
+            after(&argv, "-device")
+                .contains(&"virtio-blk-pci,drive=bootdisk,bootindex=0,addr=0x1f")
         );
     }
 

@@ -107,6 +107,7 @@ pub fn run(settings: &QemuSettings) -> Vec<Check> {
         ),
     ];
     checks.push(kvm_device(settings));
+    checks.push(boot_disk_tools(settings));
     if settings.images.configured() {
         checks.push(check("images", images(settings)));
     }
@@ -119,6 +120,25 @@ pub fn run(settings: &QemuSettings) -> Vec<Check> {
         ));
     }
     checks
+}
+
+/// How micro VMs boot: from the shared boot disk, or with `-kernel` (a
+/// warning, not a failure: they work either way).
+fn boot_disk_tools(settings: &QemuSettings) -> Check {
+    let found = super::bootdisk::Tools::find(std::env::var_os("PATH").as_ref());
+    let detail = match (found, settings.mkfs.is_some()) {
+        (Ok(_), true) => {
+            "micro VMs boot from a shared read-only disk (mkfs.fat, mcopy, syslinux)".to_string()
+        }
+        (Ok(_), false) => {
+            "micro VMs boot with -kernel: without mkfs.ext4 their command lines differ".to_string()
+        }
+        (Err(missing), _) => format!(
+            "micro VMs boot with -kernel, which QEMU keeps an 8 MiB copy of per VM: {missing} \
+             is missing (Debian: dosfstools mtools syslinux)"
+        ),
+    };
+    check("boot disk", Ok(detail))
 }
 
 /// Whether `DELEGATE_POOL` can ever fill here: a pool VM waits for its

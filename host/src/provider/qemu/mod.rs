@@ -26,6 +26,7 @@
 
 mod argv;
 mod boot;
+mod bootdisk;
 mod cpio;
 mod disk;
 pub mod doctor;
@@ -72,6 +73,9 @@ pub struct QemuProvider {
     settings: QemuSettings,
     accel: AccelDecision,
     initramfs: PathBuf,
+    /// The boot disk micro VMs with a workspace disk boot from, and the
+    /// kernel command line on it (`None`: they boot with `-kernel`).
+    boot_disk: Option<(PathBuf, String)>,
     vms: PathBuf,
     /// What micro VMs boot, for the pool's template version.
     boot_digest: String,
@@ -115,10 +119,12 @@ impl QemuProvider {
                 "mkfs.ext4 (e2fsprogs) not found: each VM's /workspace is a tmpfs in its memory"
             );
         }
+        let boot_disk = boot_disk(&settings, &initramfs);
         Ok(QemuProvider {
             settings,
             accel,
             initramfs,
+            boot_disk,
             vms,
             boot_digest,
         })
@@ -197,18 +203,14 @@ impl QemuProvider {
         egress: Option<String>,
         workspace_disk: Option<PathBuf>,
     ) -> argv::VmSpec {
-        let mut params = vec![match &workspace_disk {
-            Some(_) => "delegate.workspace_disk".to_string(),
-            None => format!("delegate.workspace_size={}", size.disk_bytes),
-        }];
-        for path in &self.settings.hide {
-            let p = path.to_string_lossy();
-            if p.contains(char::is_whitespace) {
-                tracing::warn!(path = %p, "a path with whitespace cannot be hidden from VMs");
-            } else {
-                params.push(format!("delegate.hide={p}"));
-            }
-        }
+        let params = micro_params(&self.settings, workspace_disk.is_some(), size.disk_bytes);
+        // The boot disk holds one command line: the one of VMs with a
+        // workspace disk (the others differ in their workspace size).
+        let boot_disk = self
+            .boot_disk
+            .as_ref()
+            .filter(|(_, line)| *line == argv::kernel_cmdline(&params))
+            .map(|(disk, _)| disk.clone());
         argv::VmSpec {
             share_root: true,
             workspace_disk,
@@ -221,6 +223,7 @@ impl QemuProvider {
                     kernel: self.settings.kernel.image.clone(),
                     initramfs: self.initramfs.clone(),
                     params,
+                    boot_disk,
                 },
             )
         }
@@ -470,6 +473,54 @@ fn remove_stale_staging(vms: &Path) {
     }
 }
 
+/// A micro VM's `delegate.*` kernel parameters: its workspace (the disk,
+/// or a tmpfs of `disk_bytes`) and the paths hidden from it.
+fn micro_params(settings: &QemuSettings, workspace_disk: bool, disk_bytes: u64) -> Vec<String> {
+    let mut params = vec![if workspace_disk {
+        "delegate.workspace_disk".to_string()
+    } else {
+        format!("delegate.workspace_size={disk_bytes}")
+    }];
+    for path in &settings.hide {
+        let p = path.to_string_lossy();
+        if p.contains(char::is_whitespace) {
+            tracing::warn!(path = %p, "a path with whitespace cannot be hidden from VMs");
+        } else {
+            params.push(format!("delegate.hide={p}"));
+        }
+    }
+    params
+}
+
+/// The boot disk of micro VMs with a workspace disk (built in the state
+/// directory), when its tools and `mkfs.ext4` are there; otherwise they
+/// boot with `-kernel`, and the log says why. Blocking.
+fn boot_disk(settings: &QemuSettings, initramfs: &Path) -> Option<(PathBuf, String)> {
+    settings.mkfs.as_ref()?;
+    let tools = match bootdisk::Tools::find(std::env::var_os("PATH").as_ref()) {
+        Ok(tools) => tools,
+        Err(missing) => {
+            tracing::warn!(
+                missing,
+                "micro VMs boot with -kernel, which QEMU keeps a copy of per VM \
+                 (install dosfstools, mtools and syslinux to boot them from a shared disk)"
+            );
+            return None;
+        }
+    };
+    let cmdline = argv::kernel_cmdline(&micro_params(settings, true, 0));
+    let out = settings
+        .state_dir
+        .join(format!("boot-{}.img", settings.kernel.release));
+    match bootdisk::build(&tools, &settings.kernel.image, initramfs, &cmdline, &out) {
+        Ok(()) => Some((out, cmdline)),
+        Err(e) => {
+            tracing::warn!(error = %e, "micro VMs boot with -kernel: the boot disk could not be built");
+            None
+        }
+    }
+}
+
 /// The initramfs (built in the state directory) and the accelerator
 /// (after the bounded KVM probe, whose outcome is kept for this machine
 /// boot in `<state dir>/kvm-probe`). Blocking.
@@ -496,6 +547,7 @@ pub fn prepare(settings: &QemuSettings) -> Result<(PathBuf, AccelDecision), Prov
             kernel: settings.kernel.image.clone(),
             initramfs: initramfs.clone(),
             params: vec!["delegate.probe".into()],
+            boot_disk: None,
         },
         console: settings.state_dir.join("kvm-probe.log"),
         network: None,

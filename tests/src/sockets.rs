@@ -1,13 +1,16 @@
 //! What the connection-rule tests do to a server over raw sockets: send a
-//! head one byte a second, and see whether the server closed a socket.
-//! (The host's own tests have the same two helpers in their support
-//! module; that crate cannot depend on this one.)
+//! head one byte a second, keep idle sockets open, and see whether the
+//! server closed a socket. The host's own tests include this file by path
+//! (that crate cannot depend on this one).
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+/// Longer than any test: a timeout set to this never fires in one.
+pub const NEVER: Duration = Duration::from_secs(3600);
 
 /// A generous bound on every wait for the server to close a socket.
 pub const CLOSE_WITHIN: Duration = Duration::from_secs(30);
@@ -53,4 +56,13 @@ pub async fn send_slowly(s: &mut TcpStream, head: &[u8]) -> (usize, bool) {
         }
     }
     (sent, cut)
+}
+
+/// `n` connections to `port` on 127.0.0.1 that send nothing.
+pub async fn silent(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    out
 }

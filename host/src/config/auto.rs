@@ -116,6 +116,7 @@ mod tests {
             state_dir: "/data/qemu".into(),
             hide: Vec::new(),
             mkfs: None,
+            boot_disk_tools: Err("mkfs.fat"),
             images: Images::default(),
         }
     }

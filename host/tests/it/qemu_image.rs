@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::qemu_vm::{assert_nothing_left, base64_of, log_text, script, static_guest};
+use crate::qemu_vm::{
+    assert_nothing_left, assert_stderr_and_artifacts, base64_of, log_text, script, static_guest,
+};
 use crate::support::harness::{Host, settings, until_state};
 use delegate_host::model::LogSelector;
 use delegate_host::provider::qemu::{AccelChoice, ImageBoot, QemuArgs, QemuContext, QemuProvider};
@@ -111,18 +113,7 @@ async fn the_template_image_runs_a_job_through_its_own_units() {
         root_mib > 2560,
         "the root grew to the job's 3 GiB disk: {root_mib} MiB"
     );
-    let stderr = m
-        .read_log(&rec.id, LogSelector::Stream(LogStream::Stderr), 0, 1 << 20)
-        .unwrap();
-    assert_eq!(stderr.data, b"oops\n");
-    assert_eq!(
-        m.read_artifact(&rec.id, "out/a.txt", 100).unwrap(),
-        b"data\n"
-    );
-    assert_eq!(
-        m.read_artifact(&rec.id, "out/input.txt", 100).unwrap(),
-        b"from the host\n"
-    );
+    assert_stderr_and_artifacts(&m, &rec.id);
     // The VM, its directory and with it the overlay are gone.
     assert_nothing_left(&host, dir.path(), &rec.id).await;
     host.stop().await;

@@ -189,20 +189,23 @@ async fn a_script_job_runs_end_to_end_in_a_micro_vm() {
         stdout.contains("has-usr"),
         "the machine's /usr is there: {stdout}"
     );
-    let stderr = m
-        .read_log(&rec.id, LogSelector::Stream(LogStream::Stderr), 0, 1 << 20)
-        .unwrap();
-    assert_eq!(stderr.data, b"oops\n");
-    assert_eq!(
-        m.read_artifact(&rec.id, "out/a.txt", 100).unwrap(),
-        b"data\n"
-    );
-    assert_eq!(
-        m.read_artifact(&rec.id, "out/input.txt", 100).unwrap(),
-        b"from the host\n"
-    );
+    assert_stderr_and_artifacts(&m, &rec.id);
     assert_nothing_left(&host, dir.path(), &rec.id).await;
     host.stop().await;
+}
+
+/// What the end-to-end script job (`oops` on stderr, `out/a.txt`, its
+/// input copied to `out/input.txt`) leaves, on either kind of VM.
+pub(crate) fn assert_stderr_and_artifacts(m: &JobManager, id: &str) {
+    let stderr = m
+        .read_log(id, LogSelector::Stream(LogStream::Stderr), 0, 1 << 20)
+        .unwrap();
+    assert_eq!(stderr.data, b"oops\n");
+    assert_eq!(m.read_artifact(id, "out/a.txt", 100).unwrap(), b"data\n");
+    assert_eq!(
+        m.read_artifact(id, "out/input.txt", 100).unwrap(),
+        b"from the host\n"
+    );
 }
 
 pub(crate) fn base64_of(bytes: &[u8]) -> String {

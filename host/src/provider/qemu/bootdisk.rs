@@ -25,20 +25,10 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// All three on `PATH` or in the usual sbin directories, or `None`
-    /// (with the first one missing).
+    /// All three on the machine's `PATH` or in the sbin directories, or
+    /// the name of the first one missing.
     pub fn find(path: Option<&OsString>) -> Result<Tools, &'static str> {
-        let dirs: Vec<PathBuf> = path
-            .map(|p| std::env::split_paths(p).collect())
-            .unwrap_or_default();
-        let find = |name: &'static str| {
-            dirs.iter()
-                .cloned()
-                .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-                .ok_or(name)
-        };
+        let find = |name: &'static str| super::settings::find_program(path, name).ok_or(name);
         Ok(Tools {
             mkfs_fat: find("mkfs.fat")?,
             mcopy: find("mcopy")?,

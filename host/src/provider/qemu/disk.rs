@@ -5,20 +5,8 @@
 //! writes about 4 MiB and takes milliseconds. Where `mkfs.ext4` is missing
 //! the workspace is a tmpfs in the VM's memory instead.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-
-/// `mkfs.ext4` on `PATH` or in the usual sbin directories.
-pub fn find_mkfs(path: Option<&OsString>) -> Option<PathBuf> {
-    let dirs: Vec<PathBuf> = path
-        .map(|p| std::env::split_paths(p).collect())
-        .unwrap_or_default();
-    dirs.into_iter()
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join("mkfs.ext4"))
-        .find(|p| p.is_file())
-}
 
 /// Creates `image` (0600, sparse) of `bytes` and formats it.
 pub async fn create(mkfs: &Path, image: &Path, bytes: u64) -> Result<(), String> {

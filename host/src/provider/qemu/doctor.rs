@@ -125,8 +125,7 @@ pub fn run(settings: &QemuSettings) -> Vec<Check> {
 /// How micro VMs boot: from the shared boot disk, or with `-kernel` (a
 /// warning, not a failure: they work either way).
 fn boot_disk_tools(settings: &QemuSettings) -> Check {
-    let found = super::bootdisk::Tools::find(std::env::var_os("PATH").as_ref());
-    let detail = match (found, settings.mkfs.is_some()) {
+    let detail = match (&settings.boot_disk_tools, settings.mkfs.is_some()) {
         (Ok(_), true) => {
             "micro VMs boot from a shared read-only disk (mkfs.fat, mcopy, syslinux)".to_string()
         }

@@ -105,11 +105,7 @@ impl Images {
 
 /// `qemu-img` on `PATH`.
 pub fn find_qemu_img(path: Option<&OsString>) -> Option<PathBuf> {
-    path.map(|p| std::env::split_paths(p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(QEMU_IMG))
-        .find(|p| p.is_file())
+    super::settings::find_program(path, QEMU_IMG)
 }
 
 async fn run(qemu_img: &Path, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, ImageError> {

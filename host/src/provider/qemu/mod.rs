@@ -497,7 +497,7 @@ fn micro_params(settings: &QemuSettings, workspace_disk: bool, disk_bytes: u64) 
 /// boot with `-kernel`, and the log says why. Blocking.
 fn boot_disk(settings: &QemuSettings, initramfs: &Path) -> Option<(PathBuf, String)> {
     settings.mkfs.as_ref()?;
-    let tools = match bootdisk::Tools::find(std::env::var_os("PATH").as_ref()) {
+    let tools = match &settings.boot_disk_tools {
         Ok(tools) => tools,
         Err(missing) => {
             tracing::warn!(
@@ -512,7 +512,7 @@ fn boot_disk(settings: &QemuSettings, initramfs: &Path) -> Option<(PathBuf, Stri
     let out = settings
         .state_dir
         .join(format!("boot-{}.img", settings.kernel.release));
-    match bootdisk::build(&tools, &settings.kernel.image, initramfs, &cmdline, &out) {
+    match bootdisk::build(tools, &settings.kernel.image, initramfs, &cmdline, &out) {
         Ok(()) => Some((out, cmdline)),
         Err(e) => {
             tracing::warn!(error = %e, "micro VMs boot with -kernel: the boot disk could not be built");

@@ -148,8 +148,24 @@ pub struct QemuSettings {
     pub hide: Vec<PathBuf>,
     /// `mkfs.ext4` for workspace disks (`None`: workspaces are tmpfs).
     pub mkfs: Option<PathBuf>,
+    /// The programs that build the micro VMs' boot disk, or the first one
+    /// missing (VMs then boot with `-kernel`).
+    pub boot_disk_tools: Result<super::bootdisk::Tools, &'static str>,
     /// Disk images for jobs that boot one.
     pub images: Images,
+}
+
+/// `name` in a directory of `path` (the machine's `$PATH`), else in the
+/// sbin directories a user's `$PATH` often lacks: the one lookup for every
+/// program the provider runs besides QEMU.
+pub fn find_program(path: Option<&OsString>, name: &str) -> Option<PathBuf> {
+    let dirs: Vec<PathBuf> = path
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    dirs.into_iter()
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 impl QemuSettings {
@@ -322,7 +338,8 @@ impl QemuArgs {
             boot_timeout: Duration::from_secs(self.boot_timeout_seconds),
             state_dir: ctx.data_dir.join("qemu"),
             hide: vec![ctx.data_dir.clone()],
-            mkfs: super::disk::find_mkfs(ctx.path.as_ref()),
+            mkfs: find_program(ctx.path.as_ref(), "mkfs.ext4"),
+            boot_disk_tools: super::bootdisk::Tools::find(ctx.path.as_ref()),
             images,
         })
     }

@@ -10,6 +10,8 @@ pub mod harness;
 pub mod link;
 pub mod local;
 pub mod origin;
+// The raw-socket helpers of the connection tests: one copy for both crates.
+#[path = "../../../../tests/src/sockets.rs"]
 pub mod sockets;
 pub mod tar;
 pub mod tls_origin;
